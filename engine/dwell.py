@@ -1,0 +1,86 @@
+"""Dwell ledger: time per device per UTC day per cell and space, and distance per day."""
+
+from collections.abc import Iterable
+
+from engine.timeutil import day_of, split_by_day
+
+Place = int | str  # a base-resolution cell or a polygon space id
+
+
+class DwellLedger:
+    """Settled dwell and distance. Each settled interval and segment must be added exactly once;
+    the caller adds the still-open intervals at query time (`dwell(..., open_intervals)`).
+    Days before `evict_before` are forgotten (history keeps them)."""
+
+    def __init__(self) -> None:
+        self._dwell: dict[int, dict[tuple[int, Place], int]] = {}
+        self._distance: dict[int, dict[int, float]] = {}
+
+    def add_interval(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
+        book = self._dwell.setdefault(device, {})
+        pieces = split_by_day(start, end)
+        for place in places:
+            for day, ms in pieces:
+                key = (day, place)
+                book[key] = book.get(key, 0) + ms
+
+    def add_segment(self, device: int, t0: int, t1: int, meters: float) -> None:
+        """A step counts for a day when both of its pings lie in that day."""
+        day = day_of(t0)
+        if day_of(t1) == day and meters:
+            book = self._distance.setdefault(device, {})
+            book[day] = book.get(day, 0.0) + meters
+
+    def dwell(
+        self,
+        device: int,
+        day: int,
+        open_intervals: Iterable[tuple[Iterable[Place], int, int]] = (),
+    ) -> dict[Place, int]:
+        """Milliseconds per place on `day`: settled ones plus `(places, start, end)` still open."""
+        out = {p: ms for (d, p), ms in self._dwell.get(device, {}).items() if d == day}
+        for places, start, end in open_intervals:
+            lo, hi = max(start, day), min(end, day + 86_400_000)
+            if hi > lo:
+                for place in places:
+                    out[place] = out.get(place, 0) + hi - lo
+        return out
+
+    def distance(self, device: int, day: int) -> float:
+        return self._distance.get(device, {}).get(day, 0.0)
+
+    def days(self) -> set[int]:
+        return {d for book in self._dwell.values() for d, _ in book}
+
+    def totals(self, day: int) -> Iterable[tuple[int, Place, int]]:
+        """(device, place, ms) settled so far on `day`."""
+        for device, book in self._dwell.items():
+            for (d, place), ms in book.items():
+                if d == day:
+                    yield device, place, ms
+
+    def evict_before(self, day: int) -> None:
+        for ledgers in (self._dwell, self._distance):
+            for device in list(ledgers):
+                book = ledgers[device]
+                for key in [k for k in book if (k[0] if isinstance(k, tuple) else k) < day]:
+                    del book[key]
+                if not book:
+                    del ledgers[device]
+
+    def snapshot(self) -> dict:
+        return {
+            "dwell": [
+                [dev, d, p, ms] for dev, b in self._dwell.items() for (d, p), ms in b.items()
+            ],
+            "distance": [[dev, d, m] for dev, b in self._distance.items() for d, m in b.items()],
+        }
+
+    @classmethod
+    def restore(cls, state: dict) -> "DwellLedger":
+        ledger = cls()
+        for dev, day, place, ms in state["dwell"]:
+            ledger._dwell.setdefault(dev, {})[(day, place)] = ms
+        for dev, day, meters in state["distance"]:
+            ledger._distance.setdefault(dev, {})[day] = meters
+        return ledger

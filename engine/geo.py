@@ -1,0 +1,99 @@
+"""Great-circle distance, bounding boxes and point-in-polygon on (lng, lat) coordinates."""
+
+import math
+from dataclasses import dataclass
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle distance in metres on a sphere of the mean Earth radius."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """An axis-aligned box in degrees; borders are inside."""
+
+    min_lng: float
+    min_lat: float
+    max_lng: float
+    max_lat: float
+
+    def __post_init__(self) -> None:
+        values = (self.min_lng, self.min_lat, self.max_lng, self.max_lat)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("bbox values must be finite numbers")
+        if not (-180 <= self.min_lng <= self.max_lng <= 180):
+            raise ValueError("bbox needs -180 <= minLng <= maxLng <= 180")
+        if not (-90 <= self.min_lat <= self.max_lat <= 90):
+            raise ValueError("bbox needs -90 <= minLat <= maxLat <= 90")
+
+    @classmethod
+    def parse(cls, text: str) -> "BBox":
+        """Parse `minLng,minLat,maxLng,maxLat`; raises ValueError with a readable message."""
+        parts = text.split(",")
+        if len(parts) != 4:
+            raise ValueError("bbox must be minLng,minLat,maxLng,maxLat")
+        try:
+            return cls(*(float(p) for p in parts))
+        except ValueError as exc:
+            raise ValueError(f"bad bbox {text!r}: {exc}") from None
+
+    def contains(self, lat: float, lng: float) -> bool:
+        return self.min_lat <= lat <= self.max_lat and self.min_lng <= lng <= self.max_lng
+
+    def as_polygon(self) -> dict:
+        """The box as a GeoJSON Polygon geometry."""
+        ring = [
+            [self.min_lng, self.min_lat],
+            [self.max_lng, self.min_lat],
+            [self.max_lng, self.max_lat],
+            [self.min_lng, self.max_lat],
+            [self.min_lng, self.min_lat],
+        ]
+        return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _in_ring(lng: float, lat: float, ring: list) -> bool:
+    inside = False
+    j = len(ring) - 1
+    for i in range(len(ring)):
+        xi, yi = ring[i][0], ring[i][1]
+        xj, yj = ring[j][0], ring[j][1]
+        if (yi > lat) != (yj > lat) and lng < (xj - xi) * (lat - yi) / (yj - yi) + xi:
+            inside = not inside
+        j = i
+    return inside
+
+
+def polygon_contains(polygon: dict, lat: float, lng: float) -> bool:
+    """Whether a GeoJSON Polygon (holes respected) contains the point (planar in degrees)."""
+    rings = polygon["coordinates"]
+    if not _in_ring(lng, lat, rings[0]):
+        return False
+    return not any(_in_ring(lng, lat, hole) for hole in rings[1:])
+
+
+def validate_polygon(polygon: object) -> dict:
+    """Check a GeoJSON Polygon geometry and return it; raises ValueError saying what is wrong."""
+    if not isinstance(polygon, dict) or polygon.get("type") != "Polygon":
+        raise ValueError('polygon must be a GeoJSON geometry with "type": "Polygon"')
+    rings = polygon.get("coordinates")
+    if not isinstance(rings, list) or not rings:
+        raise ValueError("polygon coordinates must be a non-empty list of rings")
+    for ring in rings:
+        if not isinstance(ring, list) or len(ring) < 4:
+            raise ValueError("each polygon ring needs at least 4 positions")
+        for pos in ring:
+            ok = isinstance(pos, list | tuple) and len(pos) >= 2
+            if not ok or not all(isinstance(v, int | float) and math.isfinite(v) for v in pos[:2]):
+                raise ValueError("each position must be [lng, lat] with finite numbers")
+            if not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
+                raise ValueError(f"position {list(pos[:2])} is out of range")
+        if list(ring[0][:2]) != list(ring[-1][:2]):
+            raise ValueError("each polygon ring must be closed (first position == last)")
+    return {"type": "Polygon", "coordinates": [[list(p[:2]) for p in r] for r in rings]}

@@ -1,0 +1,64 @@
+"""Minute aggregates: distinct devices per place per minute."""
+
+from collections.abc import Iterable
+
+from engine.timeutil import MINUTE_MS, minute_of
+
+Place = int | str
+
+
+class MinuteAggregator:
+    """Distinct devices present in each place during each minute.
+
+    Settled intervals are added once each (idempotent anyway: a set per key). Open intervals,
+    which may still shrink, are passed to `counts` at query time clipped to `now + 1`, so that
+    "present at some instant t <= now of the minute" holds. Minutes before `evict_before` are
+    forgotten.
+    """
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[Place, int], set[int]] = {}
+
+    def add(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
+        if end <= start:
+            return
+        minutes = range(minute_of(start), end, MINUTE_MS)
+        for place in places:
+            for m in minutes:
+                self._sets.setdefault((place, m), set()).add(device)
+
+    def counts(
+        self,
+        open_intervals: Iterable[tuple[int, Iterable[Place], int, int]] = (),
+        since: int = 0,
+    ) -> dict[tuple[Place, int], int]:
+        """{(place, minute): distinct devices} for minutes >= `since`, including the open
+        `(device, places, start, end)` intervals."""
+        extra: dict[tuple[Place, int], set[int]] = {}
+        for device, places, start, end in open_intervals:
+            if end <= start:
+                continue
+            for place in places:
+                for m in range(max(minute_of(start), since), end, MINUTE_MS):
+                    key = (place, m)
+                    base = self._sets.get(key)
+                    if base is None or device not in base:
+                        extra.setdefault(key, set()).add(device)
+        out = {k: len(v) for k, v in self._sets.items() if k[1] >= since}
+        for key, devices in extra.items():
+            out[key] = out.get(key, 0) + len(devices)
+        return out
+
+    def evict_before(self, minute: int) -> None:
+        for key in [k for k in self._sets if k[1] < minute]:
+            del self._sets[key]
+
+    def snapshot(self) -> dict:
+        return {"sets": [[p, m, sorted(devs)] for (p, m), devs in self._sets.items()]}
+
+    @classmethod
+    def restore(cls, state: dict) -> "MinuteAggregator":
+        agg = cls()
+        for place, minute, devices in state["sets"]:
+            agg._sets[(place, minute)] = set(devices)
+        return agg

@@ -1,0 +1,214 @@
+"""Presence tracking: where each device is, from its applied pings, by an injected clock."""
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from engine.geo import haversine_m
+
+NOWHERE = 0  # no H3 cell has id 0
+
+
+class Interval(NamedTuple):
+    """The device was in `cell` during `[start, end)`."""
+
+    device: int
+    cell: int
+    start: int
+    end: int
+
+
+class Move(NamedTuple):
+    """The device's present cell changed from `old` to `new` (NOWHERE = absent); `seq` orders
+    the moves of one device, so a receiver can apply them idempotently (last `seq` wins)."""
+
+    device: int
+    old: int
+    new: int
+    seq: int
+
+
+class Segment(NamedTuple):
+    """Great-circle step between two consecutive applied pings of a device."""
+
+    device: int
+    t0: int
+    t1: int
+    meters: float
+
+
+class _Device:
+    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq")
+
+    def __init__(self) -> None:
+        self.last_ts = 0
+        self.last_lat = 0.0
+        self.last_lng = 0.0
+        # applied pings [ts, cell] from the earliest whose interval is not yet settled: chain[0]
+        # may be current (ts <= now); the rest are pings dated in the future.
+        self.chain: list[list[int]] = []
+        self.cell = NOWHERE
+        self.seq = 0
+        self.deadline = -1  # next time the presence may change with no new ping; -1: never
+
+
+class PresenceTracker:
+    """Applies pings in arrival order and keeps every device's present cell at `now`.
+
+    A ping is applied when its ts is newer than the device's latest applied ping, else it is
+    late and changes nothing. Applied ping i places the device in its cell during
+    [ts_i, min(ts_{i+1}, ts_i + ttl)). The tracker emits, into outboxes the caller drains:
+    `Move`s when a present cell changes (at a ping, when a future-dated ping comes due, or at
+    expiry); `Interval`s once they are settled (successor known and end <= now), each exactly
+    once; `Segment`s between consecutive applied pings. Calls must come with a non-decreasing
+    `now`. `advance(now)` is idempotent.
+    """
+
+    def __init__(self, ttl_ms: int):
+        self.ttl_ms = ttl_ms
+        self._devices: dict[int, _Device] = {}
+        self._wheel: dict[int, set[int]] = {}  # deadline second -> devices
+        self.moves: list[Move] = []
+        self.settled: list[Interval] = []
+        self.segments: list[Segment] = []
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def apply(self, device: int, ts: int, cell: int, lat: float, lng: float, now: int) -> bool:
+        """Apply one ping; False if it is late (not newer than the device's latest applied)."""
+        d = self._devices.get(device)
+        if d is None:
+            d = self._devices[device] = _Device()
+        elif ts <= d.last_ts:
+            return False
+        if d.chain:
+            meters = haversine_m(d.last_lat, d.last_lng, lat, lng)
+            self.segments.append(Segment(device, d.last_ts, ts, meters))
+        d.last_ts, d.last_lat, d.last_lng = ts, lat, lng
+        d.chain.append([ts, cell])
+        self._update(device, d, now)
+        return True
+
+    def advance(self, now: int) -> None:
+        """Bring every device whose presence may have changed by `now` up to date."""
+        due = [second for second in self._wheel if second * 1000 <= now]
+        for second in sorted(due):
+            for device in self._wheel.pop(second):
+                d = self._devices[device]
+                d.deadline = -1
+                self._update(device, d, now)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def cell(self, device: int) -> int:
+        """The device's present cell as of the last call (NOWHERE if absent or unknown)."""
+        d = self._devices.get(device)
+        return d.cell if d else NOWHERE
+
+    def last_ts(self, device: int) -> int | None:
+        d = self._devices.get(device)
+        return d.last_ts if d else None
+
+    def present(self) -> Iterator[tuple[int, int, int]]:
+        """(device, cell, seq) of every present device."""
+        for device, d in self._devices.items():
+            if d.cell != NOWHERE:
+                yield device, d.cell, d.seq
+
+    def unsettled(self, device: int, now: int) -> list[Interval]:
+        """The device's intervals not yet settled, with ends clipped to `now`.
+
+        Together with the settled intervals emitted so far, these are all of the device's
+        presence up to `now`; the last one may still be cut short by a later ping.
+        """
+        d = self._devices.get(device)
+        return self._unsettled(device, d, now) if d else []
+
+    def all_unsettled(self, now: int) -> Iterator[Interval]:
+        for device, d in self._devices.items():
+            yield from self._unsettled(device, d, now)
+
+    def _unsettled(self, device: int, d: _Device, now: int) -> list[Interval]:
+        out = []
+        chain, ttl = d.chain, self.ttl_ms
+        for i, (start, cell) in enumerate(chain):
+            end = start + ttl
+            if i + 1 < len(chain):
+                end = min(end, chain[i + 1][0])
+            end = min(end, now)
+            if end > start:
+                out.append(Interval(device, cell, start, end))
+        return out
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _update(self, device: int, d: _Device, now: int) -> None:
+        chain, ttl = d.chain, self.ttl_ms
+        while len(chain) >= 2:
+            start, cell = chain[0]
+            end = min(chain[1][0], start + ttl)
+            if end > now:
+                break
+            self.settled.append(Interval(device, cell, start, end))
+            del chain[0]
+        start, cell = chain[0]
+        if start > now:  # only future-dated pings so far
+            present, deadline = NOWHERE, start
+        else:
+            end = min(chain[1][0], start + ttl) if len(chain) > 1 else start + ttl
+            if now < end:
+                present, deadline = cell, end
+            else:  # expired; only a new ping can bring it back
+                present, deadline = NOWHERE, -1
+        if present != d.cell:
+            d.seq += 1
+            self.moves.append(Move(device, d.cell, present, d.seq))
+            d.cell = present
+        self._schedule(device, d, deadline)
+
+    def _schedule(self, device: int, d: _Device, deadline: int) -> None:
+        if deadline == d.deadline:
+            return
+        if d.deadline >= 0:
+            bucket = self._wheel.get(d.deadline // 1000)
+            if bucket is not None:
+                bucket.discard(device)
+                if not bucket:
+                    del self._wheel[d.deadline // 1000]
+        d.deadline = deadline
+        if deadline >= 0:
+            self._wheel.setdefault(deadline // 1000, set()).add(device)
+
+    # -- snapshot -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Plain data (msgpack-able); outboxes must have been drained."""
+        if self.moves or self.settled or self.segments:
+            raise RuntimeError("drain the outboxes before taking a snapshot")
+        devices = [
+            [
+                dev,
+                d.last_ts,
+                d.last_lat,
+                d.last_lng,
+                [x for p in d.chain for x in p],
+                d.cell,
+                d.seq,
+                d.deadline,
+            ]
+            for dev, d in self._devices.items()
+        ]
+        return {"ttl_ms": self.ttl_ms, "devices": devices}
+
+    @classmethod
+    def restore(cls, state: dict) -> "PresenceTracker":
+        tracker = cls(state["ttl_ms"])
+        for dev, last_ts, lat, lng, flat, cell, seq, deadline in state["devices"]:
+            d = tracker._devices[dev] = _Device()
+            d.last_ts, d.last_lat, d.last_lng = last_ts, lat, lng
+            d.chain = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+            d.cell, d.seq = cell, seq
+            tracker._schedule(dev, d, deadline)
+        return tracker

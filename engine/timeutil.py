@@ -1,0 +1,32 @@
+"""Millisecond time arithmetic: minutes and UTC days."""
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+
+
+def minute_of(ts_ms: int) -> int:
+    """Start of the minute that contains `ts_ms`."""
+    return ts_ms - ts_ms % MINUTE_MS
+
+
+def day_of(ts_ms: int) -> int:
+    """Midnight (UTC) of the day that contains `ts_ms`."""
+    return ts_ms - ts_ms % DAY_MS
+
+
+def minutes_overlapping(start: int, end: int) -> range:
+    """Minute starts whose minute overlaps `[start, end)`; empty when `end <= start`."""
+    if end <= start:
+        return range(0)
+    return range(minute_of(start), end, MINUTE_MS)
+
+
+def split_by_day(start: int, end: int) -> list[tuple[int, int]]:
+    """`(day, milliseconds)` pieces of `[start, end)`, split at UTC midnights."""
+    pieces = []
+    while start < end:
+        day = day_of(start)
+        cut = min(end, day + DAY_MS)
+        pieces.append((day, cut - start))
+        start = cut
+    return pieces

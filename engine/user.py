@@ -1,0 +1,193 @@
+"""The logic of one user shard: presence, dwell, distance and minute aggregates of its devices."""
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from engine.cells import parent
+from engine.dwell import DwellLedger
+from engine.minutes import MinuteAggregator
+from engine.presence import NOWHERE, Move, PresenceTracker
+from engine.spaces import SpaceIndex
+from engine.spec import EngineSpec
+from engine.timeutil import DAY_MS, day_of, minute_of
+
+
+class SpaceMove(NamedTuple):
+    """The device's polygon spaces changed; `seq` grows with every space move of this engine."""
+
+    device: int
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+    seq: int
+
+
+class UserEngine:
+    """Everything a user shard knows, fed with pings in arrival order and an injected clock.
+
+    `ingest` and `advance` leave the resulting membership changes in `cell_moves` and
+    `space_moves` for the caller to route to the cell and space shards (`drain_moves`).
+    Replaying the same calls from a snapshot reproduces the same state and the same moves.
+    """
+
+    def __init__(self, spec: EngineSpec, state: dict | None = None):
+        self.spec = spec
+        if state is None:
+            self.tracker = PresenceTracker(spec.ttl_ms)
+            self.ledger = DwellLedger()
+            self.minutes = MinuteAggregator()
+            self.spaces = SpaceIndex(spec.res)
+            self._space_seq = 0
+        else:
+            self.tracker = PresenceTracker.restore(state["tracker"])
+            self.ledger = DwellLedger.restore(state["ledger"])
+            self.minutes = MinuteAggregator.restore(state["minutes"])
+            self.spaces = SpaceIndex.restore(state["spaces"])
+            self._space_seq = state["space_seq"]
+        self._coarser = tuple(r for r in spec.minute_res if r < spec.res)
+        self._places: dict[int, tuple] = {}
+        self.cell_moves: list[Move] = []
+        self.space_moves: list[SpaceMove] = []
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        devices: Sequence[int],
+        ts: Sequence[int],
+        cells: Sequence[int],
+        lats: Sequence[float],
+        lngs: Sequence[float],
+        now: int,
+    ) -> list[bool]:
+        """Apply valid, indexed pings in order; True for each applied one, False for late."""
+        apply = self.tracker.apply
+        applied = [apply(*p, now) for p in zip(devices, ts, cells, lats, lngs, strict=True)]
+        self._drain()
+        return applied
+
+    def advance(self, now: int) -> None:
+        self.tracker.advance(now)
+        self._drain()
+
+    def define_space(self, space: str, polygon: dict, name: str = "") -> int:
+        """Define or redefine a polygon space; returns its cell count. Present devices' space
+        memberships change at once (space moves)."""
+        before = self._present_spaces()
+        cells = self.spaces.define(space, polygon, name)
+        self._respace(before)
+        return len(cells)
+
+    def remove_space(self, space: str) -> None:
+        before = self._present_spaces()
+        self.spaces.remove(space)
+        self._respace(before)
+
+    def drain_moves(self) -> tuple[list[Move], list[SpaceMove]]:
+        moves, self.cell_moves = self.cell_moves, []
+        space_moves, self.space_moves = self.space_moves, []
+        return moves, space_moves
+
+    def evict(self, now: int, minutes_before: int) -> None:
+        """Forget live dwell days beyond the spec's window and minute sets before a minute
+        (both already in history)."""
+        self.ledger.evict_before(day_of(now) - (self.spec.dwell_days - 1) * DAY_MS)
+        self.minutes.evict_before(minutes_before)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def dwell(self, device: int, day: int, now: int) -> dict[str, dict]:
+        """{"cells": {cell: ms}, "spaces": {space: ms}} on the UTC day starting at `day`."""
+        open_ = [
+            (self._dwell_places(i.cell), i.start, i.end)
+            for i in self.tracker.unsettled(device, now)
+        ]
+        out: dict[str, dict] = {"cells": {}, "spaces": {}}
+        for place, ms in self.ledger.dwell(device, day, open_).items():
+            out["spaces" if isinstance(place, str) else "cells"][place] = ms
+        return out
+
+    def distance(self, device: int, day: int) -> float:
+        return self.ledger.distance(device, day)
+
+    def minute_counts(self, now: int, since: int = 0) -> dict[tuple[int | str, int], int]:
+        """{(place, minute): distinct devices} of this shard's devices, for minutes >= since;
+        places are cells at the minute resolutions and polygon spaces."""
+        open_ = (
+            (i.device, self._minute_places(i.cell), i.start, i.end)
+            for i in self.tracker.all_unsettled(now + 1)
+            if i.end > since
+        )
+        return self.minutes.counts(open_, minute_of(since))
+
+    def present_cells(self) -> list[tuple[int, tuple[int], int]]:
+        """Every present device's cell membership, for rebuilding cell shards."""
+        return [(dev, (cell,), seq) for dev, cell, seq in self.tracker.present()]
+
+    def present_spaces(self) -> list[tuple[int, tuple[str, ...], int]]:
+        """Every present device's space membership, for rebuilding space shards."""
+        return [(dev, spaces, self._space_seq) for dev, spaces in self._present_spaces().items()]
+
+    def __len__(self) -> int:
+        return len(self.tracker)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _minute_places(self, cell: int) -> tuple:
+        places = self._places.get(cell)
+        if places is None:
+            coarse = tuple(parent(cell, r) for r in self._coarser)
+            places = self._places[cell] = (cell, *coarse, *self.spaces.spaces_of(cell))
+        return places
+
+    def _dwell_places(self, cell: int) -> tuple:
+        return (cell, *self.spaces.spaces_of(cell))
+
+    def _drain(self) -> None:
+        tracker = self.tracker
+        for device, cell, start, end in tracker.settled:
+            self.minutes.add(device, self._minute_places(cell), start, end)
+            self.ledger.add_interval(device, self._dwell_places(cell), start, end)
+        tracker.settled.clear()
+        for segment in tracker.segments:
+            self.ledger.add_segment(*segment)
+        tracker.segments.clear()
+        spaces_of = self.spaces.spaces_of
+        for move in tracker.moves:
+            self.cell_moves.append(move)
+            old = spaces_of(move.old) if move.old != NOWHERE else ()
+            new = spaces_of(move.new) if move.new != NOWHERE else ()
+            if old != new:
+                self._space_seq += 1
+                self.space_moves.append(SpaceMove(move.device, old, new, self._space_seq))
+        tracker.moves.clear()
+
+    def _present_spaces(self) -> dict[int, tuple[str, ...]]:
+        spaces_of = self.spaces.spaces_of
+        return {dev: s for dev, cell, _ in self.tracker.present() if (s := spaces_of(cell))}
+
+    def _respace(self, before: dict[int, tuple[str, ...]]) -> None:
+        self._places.clear()
+        after = self._present_spaces()
+        for device in before.keys() | after.keys():
+            old, new = before.get(device, ()), after.get(device, ())
+            if old != new:
+                self._space_seq += 1
+                self.space_moves.append(SpaceMove(device, old, new, self._space_seq))
+
+    # -- snapshot -------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Plain data (msgpack-able). Moves not yet drained are not part of it: the caller
+        routes them before it checkpoints."""
+        return {
+            "spec": self.spec.to_dict(),
+            "tracker": self.tracker.snapshot(),
+            "ledger": self.ledger.snapshot(),
+            "minutes": self.minutes.snapshot(),
+            "spaces": self.spaces.snapshot(),
+            "space_seq": self._space_seq,
+        }
+
+    @classmethod
+    def restore(cls, state: dict) -> "UserEngine":
+        return cls(EngineSpec.from_dict(state["spec"]), state)

@@ -1,0 +1,102 @@
+"""Ping and door-event validation: every rejection has a reason."""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why an item was rejected; the value is what clients see in `Rejection.reason`."""
+
+    DEVICE_ID_EMPTY = "device_id_empty"
+    DEVICE_ID_TOO_LONG = "device_id_too_long"
+    LAT_NOT_FINITE = "lat_not_finite"
+    LNG_NOT_FINITE = "lng_not_finite"
+    LAT_OUT_OF_RANGE = "lat_out_of_range"
+    LNG_OUT_OF_RANGE = "lng_out_of_range"
+    TS_MISSING = "ts_missing"
+    TS_IN_FUTURE = "ts_in_future"
+    ACCURACY_INVALID = "accuracy_invalid"
+    TOO_MANY_ATTRIBUTES = "too_many_attributes"
+    ATTRIBUTE_INVALID = "attribute_invalid"
+    SENSOR_ID_EMPTY = "sensor_id_empty"
+    SENSOR_ID_TOO_LONG = "sensor_id_too_long"
+    DIRECTION_INVALID = "direction_invalid"
+    NOT_AUTHORIZED_FOR_DEVICE = "not_authorized_for_device"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a single item may carry."""
+
+    max_skew_ms: int = 30_000
+    max_id_bytes: int = 128
+    max_attributes: int = 16
+    max_attribute_bytes: int = 256
+
+
+def _id_reason(value: str, limits: Limits, empty: Reason, too_long: Reason) -> Reason | None:
+    if not value:
+        return empty
+    if len(value) > limits.max_id_bytes or len(value.encode()) > limits.max_id_bytes:
+        return too_long
+    return None
+
+
+def check_ping(
+    device_id: str,
+    ts_ms: int,
+    lat: float,
+    lng: float,
+    now_ms: int,
+    limits: Limits,
+    accuracy_m: float = 0.0,
+    attributes: Mapping[str, str] | None = None,
+) -> Reason | None:
+    """The reason this ping must be rejected, or None if it is valid (checked at `now_ms`)."""
+    reason = _id_reason(device_id, limits, Reason.DEVICE_ID_EMPTY, Reason.DEVICE_ID_TOO_LONG)
+    if reason:
+        return reason
+    if not math.isfinite(lat):
+        return Reason.LAT_NOT_FINITE
+    if not math.isfinite(lng):
+        return Reason.LNG_NOT_FINITE
+    if not -90.0 <= lat <= 90.0:
+        return Reason.LAT_OUT_OF_RANGE
+    if not -180.0 <= lng <= 180.0:
+        return Reason.LNG_OUT_OF_RANGE
+    if ts_ms <= 0:
+        return Reason.TS_MISSING
+    if ts_ms > now_ms + limits.max_skew_ms:
+        return Reason.TS_IN_FUTURE
+    if not (math.isfinite(accuracy_m) and accuracy_m >= 0):
+        return Reason.ACCURACY_INVALID
+    if attributes:
+        return _attributes_reason(attributes, limits)
+    return None
+
+
+def _attributes_reason(attributes: Mapping[str, str], limits: Limits) -> Reason | None:
+    if len(attributes) > limits.max_attributes:
+        return Reason.TOO_MANY_ATTRIBUTES
+    for key, value in attributes.items():
+        if not key or len(key.encode()) > limits.max_attribute_bytes:
+            return Reason.ATTRIBUTE_INVALID
+        if len(value.encode()) > limits.max_attribute_bytes:
+            return Reason.ATTRIBUTE_INVALID
+    return None
+
+
+def check_door_event(sensor_id: str, ts_ms: int, direction: int, now_ms: int, limits: Limits):
+    """The reason this door event must be rejected, or None."""
+    reason = _id_reason(sensor_id, limits, Reason.SENSOR_ID_EMPTY, Reason.SENSOR_ID_TOO_LONG)
+    if reason:
+        return reason
+    if direction not in (1, -1):
+        return Reason.DIRECTION_INVALID
+    if ts_ms <= 0:
+        return Reason.TS_MISSING
+    if ts_ms > now_ms + limits.max_skew_ms:
+        return Reason.TS_IN_FUTURE
+    return None

@@ -1,0 +1,109 @@
+"""H3 known answers, batch indexing, roll-up and bounding boxes."""
+
+import math
+
+import h3
+import pytest
+
+from engine.cells import (
+    cell_of,
+    check_res,
+    index_batch,
+    parent,
+    parse_cell,
+    polygon_cells,
+    rollup,
+    to_str,
+)
+from engine.geo import BBox, haversine_m, polygon_contains, validate_polygon
+
+
+def test_known_answers_pin_h3_ids():
+    # the example of h3-py's documentation
+    assert to_str(cell_of(37.769377, -122.388903, 9)) == "89283082e73ffff"
+    assert cell_of(37.769377, -122.388903, 9) == 617700170065510399
+    assert to_str(parent(617700170065510399, 5)) == "85283083fffffff"
+    # first point of the Limerick bus trace in shared/data
+    assert to_str(cell_of(52.6291510, -8.6617460, 9)) == "89182e6c20fffff"
+    assert to_str(cell_of(52.6291510, -8.6617460, 6)) == "86182e6c7ffffff"
+    assert to_str(cell_of(52.6291510, -8.6617460, 0)) == "8019fffffffffff"
+
+
+def test_index_batch_matches_scalar_path():
+    lats = [52.62915 + i * 1e-3 for i in range(500)]
+    lngs = [-8.66174 - i * 7e-4 for i in range(500)]
+    batch = index_batch(lats, lngs, 9)
+    assert batch.dtype.name == "int64"
+    assert batch.tolist() == [cell_of(a, b, 9) for a, b in zip(lats, lngs, strict=True)]
+    assert batch.tolist() == [h3.str_to_int(h3.latlng_to_cell(a, b, 9)) for a, b in zip(lats, lngs)]
+
+
+def test_parse_cell_accepts_hex_and_rejects_junk():
+    assert parse_cell("89283082E73FFFF") == 617700170065510399
+    for bad in ["", "zz", "89283082e73fff", "0", "ffffffffffffffff"]:
+        with pytest.raises(ValueError):
+            parse_cell(bad)
+
+
+def test_check_res_bounds():
+    assert check_res(0, 9) == 0
+    with pytest.raises(ValueError):
+        check_res(10, 9)
+    with pytest.raises(ValueError):
+        check_res(-1, 9)
+
+
+def test_rollup_sums_children_and_drops_zeros():
+    a = cell_of(52.6291, -8.6617, 9)
+    b = cell_of(52.6300, -8.6600, 9)
+    far = cell_of(48.85, 2.35, 9)
+    assert parent(a, 5) == parent(b, 5) != parent(far, 5)
+    out = rollup([(a, 2), (b, 3), (far, 1), (cell_of(0, 0, 9), 0)], 5)
+    assert out == {parent(a, 5): 5, parent(far, 5): 1}
+    assert rollup([(a, 2)], 9) == {a: 2}
+
+
+def test_bbox_parse_and_errors():
+    box = BBox.parse("-8.7,52.6,-8.6,52.7")
+    assert box.contains(52.65, -8.65) and not box.contains(52.75, -8.65)
+    assert box.contains(52.6, -8.7)  # borders are inside
+    for bad in ["1,2,3", "a,b,c,d", "10,0,5,1", "0,95,1,96", "nan,0,1,1"]:
+        with pytest.raises(ValueError):
+            BBox.parse(bad)
+
+
+def test_haversine_known_distance():
+    # 0.01 degree of latitude on the mean-radius sphere
+    assert haversine_m(52.0, -8.0, 52.01, -8.0) == pytest.approx(1111.95, abs=0.01)
+    assert haversine_m(1.0, 1.0, 1.0, 1.0) == 0.0
+
+
+def test_polygon_cells_are_the_cells_whose_centres_are_inside():
+    ring = [[-8.64, 52.655], [-8.62, 52.655], [-8.62, 52.665], [-8.64, 52.665], [-8.64, 52.655]]
+    hole = [[-8.632, 52.658], [-8.628, 52.658], [-8.628, 52.662], [-8.632, 52.662], [-8.632, 52.658]]
+    poly = validate_polygon({"type": "Polygon", "coordinates": [ring, hole]})
+    cells = polygon_cells(poly, 9)
+    assert cells
+    candidates = set(h3.grid_disk(h3.latlng_to_cell(52.66, -8.63, 9), 12))
+    for c in candidates:
+        lat, lng = h3.cell_to_latlng(c)
+        assert (h3.str_to_int(c) in cells) == polygon_contains(poly, lat, lng)
+    centre_of_hole = cell_of(52.66, -8.63, 9)
+    assert centre_of_hole not in cells
+
+
+def test_validate_polygon_errors():
+    good = [[0, 0], [1, 0], [1, 1], [0, 0]]
+    assert validate_polygon({"type": "Polygon", "coordinates": [good]})
+    bad = [
+        None,
+        {"type": "Point", "coordinates": [0, 0]},
+        {"type": "Polygon", "coordinates": []},
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [0, 0]]]},
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]},
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, math.nan], [1, 1], [0, 0]]]},
+        {"type": "Polygon", "coordinates": [[[0, 0], [200, 0], [1, 1], [0, 0]]]},
+    ]
+    for polygon in bad:
+        with pytest.raises(ValueError):
+            validate_polygon(polygon)

@@ -1,0 +1,91 @@
+"""Door spaces: orientation, moved sensors, resets, out-of-order events, partial sums."""
+
+import msgpack
+
+from engine.doors import DoorCounter, door_count
+
+T = 1_700_000_000_000
+
+
+def counter() -> DoorCounter:
+    c = DoorCounter()
+    c.define_space("hall")
+    c.define_space("room")
+    c.define_doorway("d-room", inside="room", outside="hall")
+    c.define_doorway("d-front", inside="hall", outside=None)
+    c.install("s1", "d-front", T, "in")
+    return c
+
+
+def test_orientation_and_other_side():
+    c = counter()
+    c.install("s2", "d-room", T, "out")
+    for ts in (T + 1, T + 2, T + 3):
+        c.add("s1", ts, +1)  # three enter the hall
+    c.add("s2", T + 4, -1)  # "out"-oriented: -1 enters the room, leaves the hall
+    assert c.count("hall", T + 10) == 2
+    assert c.count("room", T + 10) == 1
+    assert c.count("hall", T + 3) == 3
+
+
+def test_out_of_order_events_and_clamp():
+    c = counter()
+    c.add("s1", T + 50, -1)
+    c.add("s1", T + 10, +1)
+    c.add("s1", T + 60, -1)
+    assert c.count("hall", T + 20) == 1
+    assert c.count("hall", T + 55) == 0
+    assert c.count("hall", T + 70) == 0  # -1 clamps to 0
+    c.add("s1", T + 5, +1)  # arrives last, counts as of its time
+    assert c.count("hall", T + 70) == 0
+    assert c.count("hall", T + 20) == 2
+
+
+def test_moved_sensor_counts_where_it_was():
+    c = counter()
+    c.install("s1", "d-room", T + 100, "in")  # moved from the front door to the room
+    c.add("s1", T + 150, +1)
+    c.add("s1", T + 50, +1)
+    assert c.count("hall", T + 200) == 0  # +1 hall (front) then -1 hall (into room)
+    assert c.count("room", T + 200) == 1
+    # an installation added after the fact re-attributes the events
+    c.install("s1", None, T + 140, "in")
+    assert c.count("room", T + 200) == 0
+    assert c.count("hall", T + 200) == 1
+
+
+def test_reset_and_partial_sums():
+    a, b = counter(), counter()
+    b.install("s9", "d-front", T, "in")
+    a.add("s1", T + 1, +1)
+    a.add("s1", T + 2, +1)
+    b.add("s9", T + 3, -1)
+    assert door_count([a.partial_sum("hall", T + 5), b.partial_sum("hall", T + 5)]) == 1
+    for c in (a, b):
+        c.reset("hall", T + 4)
+    a.add("s1", T + 4, +1)  # at the reset instant: counts after it
+    assert door_count([a.partial_sum("hall", T + 5), b.partial_sum("hall", T + 5)]) == 1
+    assert door_count([a.partial_sum("hall", T + 3), b.partial_sum("hall", T + 3)]) == 1
+
+
+def test_events_without_installation_count_nowhere():
+    c = counter()
+    c.add("s1", T - 1, +1)
+    c.add("unknown", T + 1, +1)
+    assert c.count("hall", T + 10) == 0
+
+
+def test_snapshot_round_trip():
+    c = counter()
+    c.install("s2", "d-room", T, "out")
+    c.add("s1", T + 1, 1)
+    c.add("s2", T + 2, -1)
+    c.reset("room", T + 3)
+    c.add("s2", T + 4, -1)
+    state = msgpack.unpackb(msgpack.packb(c.snapshot()), strict_map_key=False)
+    d = DoorCounter.restore(state)
+    for space in ("hall", "room"):
+        for t in range(T, T + 6):
+            assert c.count(space, t) == d.count(space, t)
+    d.add("s2", T + 5, -1)
+    assert d.count("room", T + 6) == 2
