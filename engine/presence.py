@@ -95,7 +95,7 @@ class PresenceTracker:
         """Bring every device whose presence may have changed by `now` up to date."""
         due = [second for second in self._wheel if second * 1000 <= now]
         for second in sorted(due):
-            for device in self._wheel.pop(second):
+            for device in sorted(self._wheel.pop(second)):
                 d = self._devices[device]
                 d.deadline = -1
                 self._update(device, d, now)

@@ -1,0 +1,60 @@
+"""Deployment settings from `OCC_*` environment variables, in one frozen object."""
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from engine.spec import EngineSpec
+from engine.validation import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a deployment; `from_env` reads `OCC_<NAME>` for each field."""
+
+    data_dir: Path = Path(".occupancy")
+    redis_url: str = ""  # empty: an embedded redis-server in the data dir
+    clickhouse_url: str = ""  # empty: embedded ClickHouse (chDB) in the data dir
+    grpc_port: int = 50051
+    http_port: int = 8000
+    h3_res: int = 9
+    presence_ttl_s: float = 120.0
+    max_skew_s: float = 30.0
+    snapshot_interval_s: float = 10.0
+    user_shards: int = 2
+    cell_shards: int = 2
+    space_shards: int = 1
+    secret: str = ""  # empty: generated once and kept in the data dir
+    k_min: int = 0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then `OCC_*` variables, then explicit overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(f"OCC_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def engine_spec(self) -> EngineSpec:
+        return EngineSpec(
+            res=self.h3_res,
+            ttl_ms=int(self.presence_ttl_s * 1000),
+            limits=Limits(max_skew_ms=int(self.max_skew_s * 1000)),
+        )
+
+
+def _convert(name: str, kind, raw: str):
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (Path, "Path"):
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"OCC_{name.upper()}={raw!r} is not a valid {kind}") from None

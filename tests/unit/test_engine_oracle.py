@@ -1,0 +1,179 @@
+"""The sharded engine against the brute-force oracle on random workloads."""
+
+import msgpack
+import pytest
+from hypothesis import given
+
+from engine.cells import resolution
+from engine.geo import BBox
+from engine.local import LocalCluster, RawPing
+from engine.spec import EngineSpec
+from tests.oracle import Oracle
+from tests.workload import (
+    BBOX_C0,
+    DAY0,
+    DAY_MS,
+    DEVICES,
+    DOOR_SPACES,
+    POINTS,
+    POLYGON_SPACES,
+    T0,
+    Op,
+    initial_installations,
+    workloads,
+)
+
+SPEC = EngineSpec(res=9, ttl_ms=120_000, placement_res=6, minute_levels=3)
+
+
+def new_cluster() -> LocalCluster:
+    return LocalCluster(SPEC, user_shards=3, cell_shards=3, space_shards=2)
+
+
+def setup(cluster: LocalCluster, oracle: Oracle) -> None:
+    for space, polygon in POLYGON_SPACES.items():
+        cluster.define_space(space, polygon)
+        oracle.define_polygon_space(space, polygon)
+    for target in (cluster, oracle):
+        for space in DOOR_SPACES:
+            target.define_door_space(space)
+        target.define_doorway("d-room", "room", "hall")
+        target.define_doorway("d-front", "hall", None)
+        for sensor, doorway, start, positive in initial_installations():
+            target.install(sensor, doorway, start, positive)
+
+
+class Runner:
+    """Feeds one workload to the engine and the oracle, batching pings that arrive together."""
+
+    def __init__(self) -> None:
+        self.cluster = new_cluster()
+        self.oracle = Oracle(res=SPEC.res, ttl_ms=SPEC.ttl_ms, max_skew_ms=30_000)
+        setup(self.cluster, self.oracle)
+        self.now = T0
+        self.last_ts: dict[str, int] = {}
+        self.batch: list[RawPing] = []
+
+    def run(self, workload: list[Op]) -> None:
+        for op in workload:
+            if op.dt or op.kind not in ("ping", "dup"):
+                self.flush()
+            self.now += op.dt
+            getattr(self, f"op_{op.kind}")(*op.args)
+        self.flush()
+        self.cluster.advance(self.now)
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        statuses = self.cluster.ingest(self.batch, self.now)
+        expected = [self.oracle.ping(self.now, *p) for p in self.batch]
+        assert [s if s in ("applied", "late") else "rejected" for s in statuses] == expected
+        self.batch = []
+
+    def op_ping(self, device: str, offset: int, point: int) -> None:
+        ts = self.now + offset
+        self.batch.append(RawPing(device, ts, *POINTS[point]))
+        if ts <= self.now + 30_000:
+            self.last_ts[device] = max(ts, self.last_ts.get(device, 0))
+
+    def op_dup(self, device: str, point: int) -> None:
+        if device in self.last_ts:
+            self.batch.append(RawPing(device, self.last_ts[device], *POINTS[point]))
+
+    def op_door(self, sensor: str, offset: int, direction: int) -> None:
+        ts = self.now + offset
+        [status] = self.cluster.door_events([(sensor, ts, direction)], self.now)
+        valid = direction in (1, -1) and ts <= self.now + 30_000
+        assert (status == "accepted") == valid
+        if valid:
+            self.oracle.door_event(self.now, sensor, ts, direction)
+
+    def op_install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
+        for target in (self.cluster, self.oracle):
+            target.install(sensor, doorway, T0 + start, positive)
+
+    def op_reset(self, space: str, at: int) -> None:
+        for target in (self.cluster, self.oracle):
+            target.reset(space, T0 + at)
+
+    def op_tick(self) -> None:
+        self.cluster.advance(self.now)
+
+    def op_snapshot(self) -> None:
+        state = msgpack.unpackb(msgpack.packb(self.cluster.snapshot()), strict_map_key=False)
+        self.cluster = new_cluster()
+        self.cluster.restore(state)
+
+    def op_rebuild(self) -> None:
+        self.cluster.rebuild_views()
+
+    def op_check(self) -> None:
+        self.cluster.advance(self.now)
+        check_live(self.cluster, self.oracle, self.now)
+
+
+def check_live(cluster: LocalCluster, oracle: Oracle, now: int) -> None:
+    for res in (9, 7, 6, 5, 2):
+        assert cluster.heatmap(res, None) == oracle.counts(res, now, now), res
+    box = BBox(*BBOX_C0)
+    assert cluster.heatmap(9, box) == oracle.heatmap(9, BBOX_C0, now, now)
+    for n, res in ((1, 9), (3, 9), (10, 7), (2, 5), (3, 3)):
+        assert cluster.top(n, res) == oracle.top_n(n, res, now, now), (n, res)
+    assert cluster.top(2, 9, box) == oracle.top_n(2, 9, now, now, BBOX_C0)
+    for space in POLYGON_SPACES:
+        assert cluster.space_count(space, now) == oracle.space_occupancy(space, now, now), space
+    for space in DOOR_SPACES:
+        assert cluster.space_count(space, now) == oracle.door_count(space, now, now), space
+
+
+def check_all(cluster: LocalCluster, oracle: Oracle, now: int) -> None:
+    check_live(cluster, oracle, now)
+    for cell in {c for res in (9, 5) for c in oracle.counts(res, now, now)}:
+        assert cluster.cell_count(cell) == oracle.occupancy(cell, now, now)
+    for space in DOOR_SPACES:
+        for t in range(T0 - 1_200_000, now + 60_000, 97_000):
+            assert cluster.door_count_at(space, t) == oracle.door_count(space, t, now), (space, t)
+    for device in DEVICES:
+        for day in (DAY0, DAY0 + DAY_MS):
+            assert cluster.dwell(device, day, now) == oracle.dwell(device, day, now)
+            assert cluster.distance(device, day) == pytest.approx(
+                oracle.distance(device, day, day + DAY_MS, now), rel=1e-9, abs=1e-6
+            )
+    minutes = cluster.minute_counts(now)
+    for res in SPEC.minute_res:
+        engine_res = {k: v for k, v in minutes.items()
+                      if isinstance(k[0], int) and resolution(k[0]) == res}
+        assert engine_res == oracle.minute_aggregates(res, now), res
+    engine_spaces = {k: v for k, v in minutes.items() if isinstance(k[0], str)}
+    assert engine_spaces == oracle.space_minute_aggregates(now)
+
+
+@given(workloads())
+def test_engine_matches_oracle(workload):
+    runner = Runner()
+    runner.run(workload)
+    check_all(runner.cluster, runner.oracle, runner.now)
+
+
+@given(workloads(max_size=40))
+def test_snapshot_restore_gives_identical_answers(workload):
+    runner = Runner()
+    runner.run(workload)
+    state = msgpack.packb(runner.cluster.snapshot())
+    restored = new_cluster()
+    restored.restore(msgpack.unpackb(state, strict_map_key=False))
+    for later in (0, 45_000, 200_000):
+        now = runner.now + later
+        runner.cluster.advance(now)
+        restored.advance(now)
+        check_all(restored, runner.oracle, now)
+        assert msgpack.packb(restored.snapshot()) == msgpack.packb(runner.cluster.snapshot())
+
+
+def test_points_span_several_shards():
+    cluster = new_cluster()
+    from engine.cells import cell_of
+
+    shards = {cluster.placement.cell_shard(cell_of(lat, lng, 9)) for lat, lng in POINTS}
+    assert len(shards) >= 2
