@@ -1,5 +1,7 @@
 """The `occupancy` command line."""
 
+import contextlib
+
 import click
 from rich.console import Console
 
@@ -11,16 +13,16 @@ def main() -> None:
 
 @main.command()
 @click.option("--devices", default=1000, show_default=True, help="Simulated devices.")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between a device's pings.")
+@click.option(
+    "--interval", default=5.0, show_default=True, help="Seconds between a device's pings."
+)
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 def demo(devices: int, interval: float, duration: float | None) -> None:
     """Run the engine over a simulated city in this process and print live counts."""
     from occupancy.demo_local import run
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run(devices, interval, duration, Console())
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

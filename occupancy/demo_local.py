@@ -32,15 +32,27 @@ def build_cluster(spec: EngineSpec, now: int) -> LocalCluster:
 
 
 def render(cluster: LocalCluster, now: int, pings: int, elapsed_s: float) -> Table:
-    table = Table(title=f"live occupancy · {cluster.device_count()} devices · "
-                        f"{pings} pings in {elapsed_s:.0f} s")
+    table = Table(
+        title=f"live occupancy · {cluster.device_count()} devices · "
+        f"{pings} pings in {elapsed_s:.0f} s"
+    )
     table.add_column("top cells (res 9)")
     table.add_column("count", justify="right")
     table.add_column("space")
     table.add_column("count", justify="right")
     top = cluster.top(10, 9)
-    spaces = ["district-centre", "district-north", "district-east", "district-south-west",
-              "mall", "mall-food-court", "mall-fashion", "mall-cinema", "hq", "hq-meeting"]
+    spaces = [
+        "district-centre",
+        "district-north",
+        "district-east",
+        "district-south-west",
+        "mall",
+        "mall-food-court",
+        "mall-fashion",
+        "mall-cinema",
+        "hq",
+        "hq-meeting",
+    ]
     for i in range(max(len(top), len(spaces))):
         cell, count = (to_str(top[i][0]), str(top[i][1])) if i < len(top) else ("", "")
         space = spaces[i] if i < len(spaces) else ""
@@ -48,8 +60,14 @@ def render(cluster: LocalCluster, now: int, pings: int, elapsed_s: float) -> Tab
     return table
 
 
-def run(devices: int, interval_s: float, duration_s: float | None, console: Console,
-        clock: Callable[[], float] = time.time, tick_s: float = 1.0) -> LocalCluster:
+def run(
+    devices: int,
+    interval_s: float,
+    duration_s: float | None,
+    console: Console,
+    clock: Callable[[], float] = time.time,
+    tick_s: float = 1.0,
+) -> LocalCluster:
     """Drive the simulated fleet through the engine for `duration_s` (None: until Ctrl-C)."""
     spec = EngineSpec(res=DEMO_RES)
     start = time.monotonic()

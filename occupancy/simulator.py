@@ -56,8 +56,10 @@ def rect_polygon(lat: float, lng: float, half_north_m: float, half_east_m: float
 def demo_spaces() -> dict[str, tuple[str, dict]]:
     """Polygon spaces of the demo: the city's districts, the mall and its sections."""
     spaces = {
-        f"district-{d.name}": (f"District {d.name}", rect_polygon(d.lat, d.lng, d.half_size_m,
-                                                                   d.half_size_m))
+        f"district-{d.name}": (
+            f"District {d.name}",
+            rect_polygon(d.lat, d.lng, d.half_size_m, d.half_size_m),
+        )
         for d in DISTRICTS
     }
     spaces["mall"] = ("Riverside mall", rect_polygon(*MALL_CENTRE, 160, 180))
@@ -114,8 +116,9 @@ class Fleet:
         north = self._rng.randint(-half_blocks, half_blocks) * self.BLOCK_M
         east = self._rng.randint(-half_blocks, half_blocks) * self.BLOCK_M
         heading = self._rng.choice([(1, 0), (-1, 0), (0, 1), (0, -1)])
-        return _Mover(device_id, "vehicle", north, east, heading, self._rng.uniform(6, 16),
-                      district=d)
+        return _Mover(
+            device_id, "vehicle", north, east, heading, self._rng.uniform(6, 16), district=d
+        )
 
     def _pedestrian(self, device_id: str) -> _Mover:
         m = _Mover(device_id, "pedestrian", 0.0, 0.0, speed=self._rng.uniform(1.0, 1.6))
@@ -174,7 +177,8 @@ class Fleet:
                 options = [(1, 0), (-1, 0), (0, 1), (0, -1)]
                 options.remove((-m.heading[0], -m.heading[1]))
                 options = [
-                    h for h in options
+                    h
+                    for h in options
                     if abs(m.north + h[0] * self.BLOCK_M) <= limit
                     and abs(m.east + h[1] * self.BLOCK_M) <= limit
                 ] or [(-m.heading[0], -m.heading[1])]
@@ -195,8 +199,14 @@ class Fleet:
             m.east += de / dist * step
 
 
-def door_events(rng: random.Random, sensors: list[str], now: int, rate_per_s: float, dt_s: float,
-                delayed_share: float = 0.05) -> Iterator[tuple[str, int, int]]:
+def door_events(
+    rng: random.Random,
+    sensors: list[str],
+    now: int,
+    rate_per_s: float,
+    dt_s: float,
+    delayed_share: float = 0.05,
+) -> Iterator[tuple[str, int, int]]:
     """Door crossings over `dt_s` seconds ending at `now`: mostly in order, a few delayed by up
     to a minute (as counters that buffer over a flaky link do); entries slightly outnumber exits
     in the morning of the simulation so that counts build up."""

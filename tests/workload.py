@@ -79,7 +79,9 @@ def ops() -> st.SearchStrategy[Op]:
         st.sampled_from([1, -1, 1, 0]),
     )
     install = st.builds(
-        lambda sensor, doorway, start, positive: Op("install", 0, (sensor, doorway, start, positive)),
+        lambda sensor, doorway, start, positive: Op(
+            "install", 0, (sensor, doorway, start, positive)
+        ),
         st.sampled_from(SENSORS),
         st.sampled_from(DOORWAYS),
         st.integers(-1_200_000, 1_800_000),
@@ -92,8 +94,19 @@ def ops() -> st.SearchStrategy[Op]:
     )
     tick = st.builds(lambda dt: Op("tick", dt), _dt)
     return st.one_of(
-        ping, ping, ping, ping, dup, door, door, install, reset, tick,
-        st.just(Op("snapshot")), st.just(Op("rebuild")), st.just(Op("check")),
+        ping,
+        ping,
+        ping,
+        ping,
+        dup,
+        door,
+        door,
+        install,
+        reset,
+        tick,
+        st.just(Op("snapshot")),
+        st.just(Op("rebuild")),
+        st.just(Op("check")),
     )
 
 

@@ -35,7 +35,8 @@ def test_index_batch_matches_scalar_path():
     batch = index_batch(lats, lngs, 9)
     assert batch.dtype.name == "int64"
     assert batch.tolist() == [cell_of(a, b, 9) for a, b in zip(lats, lngs, strict=True)]
-    assert batch.tolist() == [h3.str_to_int(h3.latlng_to_cell(a, b, 9)) for a, b in zip(lats, lngs)]
+    strings = [h3.latlng_to_cell(a, b, 9) for a, b in zip(lats, lngs, strict=True)]
+    assert batch.tolist() == [h3.str_to_int(s) for s in strings]
 
 
 def test_parse_cell_accepts_hex_and_rejects_junk():
@@ -80,7 +81,13 @@ def test_haversine_known_distance():
 
 def test_polygon_cells_are_the_cells_whose_centres_are_inside():
     ring = [[-8.64, 52.655], [-8.62, 52.655], [-8.62, 52.665], [-8.64, 52.665], [-8.64, 52.655]]
-    hole = [[-8.632, 52.658], [-8.628, 52.658], [-8.628, 52.662], [-8.632, 52.662], [-8.632, 52.658]]
+    hole = [
+        [-8.632, 52.658],
+        [-8.628, 52.658],
+        [-8.628, 52.662],
+        [-8.632, 52.662],
+        [-8.632, 52.658],
+    ]
     poly = validate_polygon({"type": "Polygon", "coordinates": [ring, hole]})
     cells = polygon_cells(poly, 9)
     assert cells

@@ -142,8 +142,9 @@ def check_all(cluster: LocalCluster, oracle: Oracle, now: int) -> None:
             )
     minutes = cluster.minute_counts(now)
     for res in SPEC.minute_res:
-        engine_res = {k: v for k, v in minutes.items()
-                      if isinstance(k[0], int) and resolution(k[0]) == res}
+        engine_res = {
+            k: v for k, v in minutes.items() if isinstance(k[0], int) and resolution(k[0]) == res
+        }
         assert engine_res == oracle.minute_aggregates(res, now), res
     engine_spaces = {k: v for k, v in minutes.items() if isinstance(k[0], str)}
     assert engine_spaces == oracle.space_minute_aggregates(now)
