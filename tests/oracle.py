@@ -1,0 +1,239 @@
+"""Brute-force reference implementation of docs/semantics.md over the raw event log."""
+
+import math
+
+from h3.api import basic_int as h3i
+
+EARTH_RADIUS_M = 6_371_008.8
+MINUTE = 60_000
+DAY = 86_400_000
+
+
+def _in_ring(lng: float, lat: float, ring: list) -> bool:
+    inside = False
+    for i in range(len(ring)):
+        x1, y1 = ring[i - 1][0], ring[i - 1][1]
+        x2, y2 = ring[i][0], ring[i][1]
+        if (y2 > lat) != (y1 > lat) and lng < (x1 - x2) * (lat - y2) / (y1 - y2) + x2:
+            inside = not inside
+    return inside
+
+
+def _inside(polygon: dict, lat: float, lng: float) -> bool:
+    outer, *holes = polygon["coordinates"]
+    return _in_ring(lng, lat, outer) and not any(_in_ring(lng, lat, h) for h in holes)
+
+
+class Oracle:
+    """Recomputes every answer from the whole log on each query; no incremental state."""
+
+    def __init__(self, res: int = 9, ttl_ms: int = 120_000, max_skew_ms: int = 30_000):
+        self.res, self.ttl, self.skew = res, ttl_ms, max_skew_ms
+        self.pings: list[tuple[int, str, int, float, float]] = []  # valid pings, arrival order
+        self.doors: list[tuple[int, str, int, int]] = []
+        self.polygons: dict[str, dict] = {}
+        self.door_spaces: set[str] = set()
+        self.doorways: dict[str, tuple[str, str | None]] = {}
+        self.installs: list[tuple[str, str | None, int, str]] = []
+        self.resets: list[tuple[str, int]] = []
+        self._space_cells: dict[str, set[int]] = {}
+
+    # -- the log --------------------------------------------------------------------------------
+
+    def ping(self, recv_ms: int, device: str, ts_ms: int, lat: float, lng: float) -> str:
+        valid = (
+            0 < len(device.encode()) <= 128
+            and math.isfinite(lat)
+            and math.isfinite(lng)
+            and -90 <= lat <= 90
+            and -180 <= lng <= 180
+            and 0 < ts_ms <= recv_ms + self.skew
+        )
+        if not valid:
+            return "rejected"
+        earlier = [p[2] for p in self.pings if p[1] == device]
+        self.pings.append((recv_ms, device, ts_ms, lat, lng))
+        return "applied" if all(ts_ms > t for t in earlier) else "late"
+
+    def door_event(self, recv_ms: int, sensor: str, ts_ms: int, direction: int) -> None:
+        self.doors.append((recv_ms, sensor, ts_ms, direction))
+
+    def define_polygon_space(self, space: str, polygon: dict) -> None:
+        self.polygons[space] = polygon
+
+    def define_door_space(self, space: str) -> None:
+        self.door_spaces.add(space)
+
+    def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
+        self.doorways[doorway] = (inside, outside)
+
+    def install(self, sensor: str, doorway: str | None, from_ms: int, positive: str) -> None:
+        self.installs = [i for i in self.installs if not (i[0] == sensor and i[2] == from_ms)]
+        self.installs.append((sensor, doorway, from_ms, positive))
+
+    def reset(self, space: str, at_ms: int) -> None:
+        self.resets.append((space, at_ms))
+
+    # -- presence -------------------------------------------------------------------------------
+
+    def cell_of(self, lat: float, lng: float) -> int:
+        return h3i.latlng_to_cell(lat, lng, self.res)
+
+    def devices(self, now: int) -> list[str]:
+        return sorted({p[1] for p in self.pings if p[0] <= now})
+
+    def applied_pings(self, device: str, now: int) -> list[tuple[int, int, float, float]]:
+        out, latest = [], None
+        for recv, dev, ts, lat, lng in self.pings:
+            if recv <= now and dev == device and (latest is None or ts > latest):
+                latest = ts
+                out.append((ts, self.cell_of(lat, lng), lat, lng))
+        return sorted(out)
+
+    def intervals(self, device: str, now: int) -> list[tuple[int, int, int]]:
+        pings = self.applied_pings(device, now)
+        out = []
+        for i, (ts, cell, _, _) in enumerate(pings):
+            end = ts + self.ttl
+            if i + 1 < len(pings):
+                end = min(end, pings[i + 1][0])
+            out.append((ts, end, cell))
+        return out
+
+    def cell_at(self, device: str, t: int, now: int) -> int | None:
+        for start, end, cell in self.intervals(device, now):
+            if start <= t < end:
+                return cell
+        return None
+
+    # -- cells ----------------------------------------------------------------------------------
+
+    def counts(self, res: int, t: int, now: int) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for device in self.devices(now):
+            cell = self.cell_at(device, t, now)
+            if cell is not None:
+                p = h3i.cell_to_parent(cell, res)
+                out[p] = out.get(p, 0) + 1
+        return out
+
+    def occupancy(self, cell: int, t: int, now: int) -> int:
+        return self.counts(h3i.get_resolution(cell), t, now).get(cell, 0)
+
+    @staticmethod
+    def _in_bbox(cell: int, bbox) -> bool:
+        lat, lng = h3i.cell_to_latlng(cell)
+        return bbox[0] <= lng <= bbox[2] and bbox[1] <= lat <= bbox[3]
+
+    def top_n(self, n: int, res: int, t: int, now: int, bbox=None) -> list[tuple[int, int]]:
+        items = [
+            (c, k) for c, k in self.counts(res, t, now).items()
+            if bbox is None or self._in_bbox(c, bbox)
+        ]
+        items.sort(key=lambda x: (-x[1], x[0]))
+        return items[:n]
+
+    def heatmap(self, res: int, bbox, t: int, now: int) -> dict[int, int]:
+        return {c: k for c, k in self.counts(res, t, now).items() if self._in_bbox(c, bbox)}
+
+    def _minute_sets(self, place_of, now: int) -> dict:
+        sets: dict = {}
+        for device in self.devices(now):
+            for start, end, cell in self.intervals(device, now):
+                hi = min(end, now + 1)
+                m = start - start % MINUTE
+                while m < hi:
+                    if max(start, m) < min(hi, m + MINUTE):
+                        for place in place_of(cell):
+                            sets.setdefault((place, m), set()).add(device)
+                    m += MINUTE
+        return {k: len(v) for k, v in sets.items()}
+
+    def minute_aggregates(self, res: int, now: int) -> dict[tuple[int, int], int]:
+        return self._minute_sets(lambda c: [h3i.cell_to_parent(c, res)], now)
+
+    # -- polygon spaces -------------------------------------------------------------------------
+
+    def space_cells(self, space: str) -> set[int]:
+        if space not in self._space_cells:
+            polygon = self.polygons[space]
+            lngs = [p[0] for p in polygon["coordinates"][0]]
+            lats = [p[1] for p in polygon["coordinates"][0]]
+            # every cell touched by a fine lattice over the bounding box, and its neighbours
+            seeds = set()
+            steps = 40
+            for i in range(steps + 1):
+                for j in range(steps + 1):
+                    lat = min(lats) + (max(lats) - min(lats)) * i / steps
+                    lng = min(lngs) + (max(lngs) - min(lngs)) * j / steps
+                    seeds.add(self.cell_of(lat, lng))
+            candidates = {n for s in seeds for n in h3i.grid_disk(s, 1)}
+            self._space_cells[space] = {
+                c for c in candidates if _inside(polygon, *h3i.cell_to_latlng(c))
+            }
+        return self._space_cells[space]
+
+    def _spaces_of(self, cell: int) -> list[str]:
+        return [s for s in self.polygons if cell in self.space_cells(s)]
+
+    def space_occupancy(self, space: str, t: int, now: int) -> int:
+        cells = self.space_cells(space)
+        return sum(1 for d in self.devices(now) if self.cell_at(d, t, now) in cells)
+
+    def space_minute_aggregates(self, now: int) -> dict[tuple[str, int], int]:
+        return self._minute_sets(self._spaces_of, now)
+
+    # -- door spaces ----------------------------------------------------------------------------
+
+    def door_count(self, space: str, T: int, now: int) -> int:
+        resets = [at for s, at in self.resets if s == space and at <= T]
+        since = max(resets) if resets else -math.inf
+        total = 0
+        for recv, sensor, ts, direction in self.doors:
+            if recv > now or not since <= ts <= T:
+                continue
+            valid = [i for i in self.installs if i[0] == sensor and i[2] <= ts]
+            if not valid:
+                continue
+            _, doorway, _, positive = max(valid, key=lambda i: i[2])
+            if doorway is None:
+                continue
+            inside, outside = self.doorways[doorway]
+            signed = direction if positive == "in" else -direction
+            if space == inside:
+                total += signed
+            elif space == outside:
+                total -= signed
+        return max(0, total)
+
+    # -- dwell, distance, path ------------------------------------------------------------------
+
+    def dwell(self, device: str, day_ms: int, now: int) -> dict:
+        out: dict = {"cells": {}, "spaces": {}}
+        for start, end, cell in self.intervals(device, now):
+            lo, hi = max(start, day_ms), min(end, now, day_ms + DAY)
+            if hi > lo:
+                out["cells"][cell] = out["cells"].get(cell, 0) + hi - lo
+                for space in self._spaces_of(cell):
+                    out["spaces"][space] = out["spaces"].get(space, 0) + hi - lo
+        return out
+
+    def distance(self, device: str, from_ms: int, to_ms: int, now: int) -> float:
+        pings = self.applied_pings(device, now)
+        total = 0.0
+        for (t0, _, lat0, lng0), (t1, _, lat1, lng1) in zip(pings, pings[1:], strict=False):
+            if from_ms <= t0 < to_ms and from_ms <= t1 < to_ms:
+                total += _haversine(lat0, lng0, lat1, lng1)
+        return total
+
+    def path(self, device: str, from_ms: int, to_ms: int, now: int) -> list[tuple]:
+        return [(ts, lat, lng) for ts, _, lat, lng in self.applied_pings(device, now)
+                if from_ms <= ts < to_ms]
+
+
+def _haversine(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
+
