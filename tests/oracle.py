@@ -1,5 +1,6 @@
 """Brute-force reference implementation of docs/semantics.md over the raw event log."""
 
+import itertools
 import math
 
 from h3.api import basic_int as h3i
@@ -127,7 +128,8 @@ class Oracle:
 
     def top_n(self, n: int, res: int, t: int, now: int, bbox=None) -> list[tuple[int, int]]:
         items = [
-            (c, k) for c, k in self.counts(res, t, now).items()
+            (c, k)
+            for c, k in self.counts(res, t, now).items()
             if bbox is None or self._in_bbox(c, bbox)
         ]
         items.sort(key=lambda x: (-x[1], x[0]))
@@ -221,14 +223,17 @@ class Oracle:
     def distance(self, device: str, from_ms: int, to_ms: int, now: int) -> float:
         pings = self.applied_pings(device, now)
         total = 0.0
-        for (t0, _, lat0, lng0), (t1, _, lat1, lng1) in zip(pings, pings[1:], strict=False):
+        for (t0, _, lat0, lng0), (t1, _, lat1, lng1) in itertools.pairwise(pings):
             if from_ms <= t0 < to_ms and from_ms <= t1 < to_ms:
                 total += _haversine(lat0, lng0, lat1, lng1)
         return total
 
     def path(self, device: str, from_ms: int, to_ms: int, now: int) -> list[tuple]:
-        return [(ts, lat, lng) for ts, _, lat, lng in self.applied_pings(device, now)
-                if from_ms <= ts < to_ms]
+        return [
+            (ts, lat, lng)
+            for ts, _, lat, lng in self.applied_pings(device, now)
+            if from_ms <= ts < to_ms
+        ]
 
 
 def _haversine(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -236,4 +241,3 @@ def _haversine(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     dp, dl = p2 - p1, math.radians(lng2 - lng1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
-

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-# 2024-03-10 23:50:00 UTC: workloads cross midnight ten minutes in
-T0 = 1_710_114_600_000
+# 2024-03-10 23:58:00 UTC: workloads cross midnight two minutes in
+T0 = 1_710_115_080_000
 DAY0 = 1_710_028_800_000  # 2024-03-10 00:00 UTC
 DAY_MS = 86_400_000
 
@@ -20,6 +20,8 @@ SENSORS = ["s1", "s2", "s3"]
 DOORWAYS = ["d-front", "d-room", None]
 DOOR_SPACES = ["hall", "room"]
 BBOX_C0 = (-8.64, 52.65, -8.62, 52.67)
+# door event times, installations and resets fall on a grid so that they coincide often
+GRID_MS = 5_000
 
 
 def _rect(lat0, lng0, lat1, lng1) -> list[list[float]]:
@@ -75,7 +77,7 @@ def ops() -> st.SearchStrategy[Op]:
         lambda dt, sensor, off, direction: Op("door", dt, (sensor, off, direction)),
         _dt,
         st.sampled_from(SENSORS),
-        st.one_of(st.integers(-900_000, 0), st.integers(-2_000, 40_000)),
+        st.one_of(st.integers(-900_000, 0), st.integers(-120_000, 40_000)),
         st.sampled_from([1, -1, 1, 0]),
     )
     install = st.builds(
@@ -84,13 +86,13 @@ def ops() -> st.SearchStrategy[Op]:
         ),
         st.sampled_from(SENSORS),
         st.sampled_from(DOORWAYS),
-        st.integers(-1_200_000, 1_800_000),
+        st.integers(-48, 72).map(lambda k: k * GRID_MS),
         st.sampled_from(["in", "out"]),
     )
     reset = st.builds(
         lambda space, at: Op("reset", 0, (space, at)),
         st.sampled_from(DOOR_SPACES),
-        st.integers(-600_000, 1_800_000),
+        st.integers(-24, 72).map(lambda k: k * GRID_MS),
     )
     tick = st.builds(lambda dt: Op("tick", dt), _dt)
     return st.one_of(
@@ -110,8 +112,8 @@ def ops() -> st.SearchStrategy[Op]:
     )
 
 
-def workloads(max_size: int = 60) -> st.SearchStrategy[list[Op]]:
-    return st.lists(ops(), min_size=1, max_size=max_size)
+def workloads(min_size: int = 10, max_size: int = 80) -> st.SearchStrategy[list[Op]]:
+    return st.lists(ops(), min_size=min_size, max_size=max_size)
 
 
 def initial_installations() -> list[tuple[str, str | None, int, str]]:
