@@ -28,6 +28,12 @@ def _rect(lat0, lng0, lat1, lng1) -> list[list[float]]:
     return [[lng0, lat0], [lng1, lat0], [lng1, lat1], [lng0, lat1], [lng0, lat0]]
 
 
+# a square around (52.66, -8.63) with a hole around that point
+SQUARE_WITH_HOLE = {
+    "type": "Polygon",
+    "coordinates": [_rect(52.655, -8.64, 52.665, -8.62), _rect(52.658, -8.632, 52.662, -8.628)],
+}
+
 POLYGON_SPACES = {
     # around cluster 0, with a hole around its first point
     "sp-a": {

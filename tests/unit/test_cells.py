@@ -16,6 +16,7 @@ from engine.cells import (
     to_str,
 )
 from engine.geo import BBox, haversine_m, polygon_contains, validate_polygon
+from tests.workload import SQUARE_WITH_HOLE
 
 
 def test_known_answers_pin_h3_ids():
@@ -80,15 +81,7 @@ def test_haversine_known_distance():
 
 
 def test_polygon_cells_are_the_cells_whose_centres_are_inside():
-    ring = [[-8.64, 52.655], [-8.62, 52.655], [-8.62, 52.665], [-8.64, 52.665], [-8.64, 52.655]]
-    hole = [
-        [-8.632, 52.658],
-        [-8.628, 52.658],
-        [-8.628, 52.662],
-        [-8.632, 52.662],
-        [-8.632, 52.658],
-    ]
-    poly = validate_polygon({"type": "Polygon", "coordinates": [ring, hole]})
+    poly = validate_polygon(SQUARE_WITH_HOLE)
     cells = polygon_cells(poly, 9)
     assert cells
     candidates = set(h3.grid_disk(h3.latlng_to_cell(52.66, -8.63, 9), 12))

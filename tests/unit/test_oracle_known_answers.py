@@ -3,6 +3,7 @@
 import pytest
 
 from tests.oracle import Oracle
+from tests.workload import SQUARE_WITH_HOLE
 
 T = 1_710_115_080_000  # 2024-03-10 23:58:00 UTC
 MIDNIGHT = 1_710_115_200_000
@@ -86,15 +87,7 @@ def test_door_count_moved_sensor_reset_and_clamp():
 
 def test_polygon_space_with_a_hole():
     o = Oracle()
-    ring = [[-8.64, 52.655], [-8.62, 52.655], [-8.62, 52.665], [-8.64, 52.665], [-8.64, 52.655]]
-    hole = [
-        [-8.632, 52.658],
-        [-8.628, 52.658],
-        [-8.628, 52.662],
-        [-8.632, 52.662],
-        [-8.632, 52.658],
-    ]
-    o.define_polygon_space("s", {"type": "Polygon", "coordinates": [ring, hole]})
+    o.define_polygon_space("s", SQUARE_WITH_HOLE)
     o.ping(T, "in-hole", T, 52.66, -8.63)
     o.ping(T, "inside", T, 52.656, -8.638)
     assert o.cell_of(52.66, -8.63) not in o.space_cells("s")
