@@ -1,6 +1,6 @@
 """Live counts per place, materialised from the devices' memberships."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 Place = int | str
 
@@ -10,8 +10,8 @@ class PlaceCounts:
 
     `update(device, places, seq)` states the device's full membership among this shard's
     places; an update with a lower `seq` than the one recorded is stale and ignored, the same
-    update twice is a no-op. Senders keep per-device order (one channel per shard), so a
-    device that left (empty membership) can be forgotten without a tombstone.
+    update twice is a no-op (one seq, one membership), so updates may arrive late, twice or out of order. A device that
+    left keeps a tombstone (its seq, no places) so that a stale "enter" cannot bring it back.
     """
 
     def __init__(self) -> None:
@@ -21,20 +21,12 @@ class PlaceCounts:
     def update(self, device: int, places: tuple[Place, ...], seq: int) -> None:
         old = self._members.get(device)
         if old is not None:
-            if seq < old[0] or (seq == old[0] and places == old[1]):
+            if seq <= old[0]:
                 return
-            for place in old[1]:
-                n = self._counts[place] - 1
-                if n:
-                    self._counts[place] = n
-                else:
-                    del self._counts[place]
-        if places:
-            self._members[device] = (seq, places)
-            for place in places:
-                self._counts[place] = self._counts.get(place, 0) + 1
-        elif old is not None:
-            del self._members[device]
+            self._discount(old[1])
+        self._members[device] = (seq, places)
+        for place in places:
+            self._counts[place] = self._counts.get(place, 0) + 1
 
     def update_many(self, updates: Iterable[tuple[int, tuple[Place, ...], int]]) -> None:
         for device, places, seq in updates:
@@ -47,17 +39,36 @@ class PlaceCounts:
         return self._counts
 
     def members(self) -> Iterator[tuple[int, tuple[Place, ...], int]]:
+        """Devices present in at least one place here."""
         for device, (seq, places) in self._members.items():
-            yield device, places, seq
+            if places:
+                yield device, places, seq
 
     def __len__(self) -> int:
-        return len(self._members)
+        return sum(1 for _ in self.members())
 
     def replace(self, updates: Iterable[tuple[int, tuple[Place, ...], int]]) -> None:
         """Start again from a full listing (a rebuild from the user shards)."""
         self._members.clear()
         self._counts.clear()
         self.update_many(updates)
+
+    def replace_where(
+        self, owned: Callable[[int], bool], updates: Iterable[tuple[int, tuple[Place, ...], int]]
+    ) -> None:
+        """Forget every device for which `owned(device)` holds, then apply `updates`: one
+        sender's full listing after that sender restarted."""
+        for device in [d for d in self._members if owned(d)]:
+            self._discount(self._members.pop(device)[1])
+        self.update_many(updates)
+
+    def _discount(self, places: tuple[Place, ...]) -> None:
+        for place in places:
+            n = self._counts[place] - 1
+            if n:
+                self._counts[place] = n
+            else:
+                del self._counts[place]
 
     def snapshot(self) -> dict:
         return {"members": [[d, list(p), s] for d, (s, p) in self._members.items()]}

@@ -20,15 +20,16 @@ def group_by_user_shard(devices: Sequence[int], placement: Placement) -> dict[st
 
 
 def route_cell_moves(moves: Iterable[Move], placement: Placement) -> dict[str, list[Update]]:
-    """Per cell shard, the membership updates to apply in order: leaving the old cell's shard,
-    entering the new cell's (both on one shard when the cells share it)."""
+    """Per cell shard, the membership updates: the new cell's shard gets the device's new cell,
+    the old cell's shard (when another) gets an empty membership. One update per shard a move."""
     out: dict[str, list[Update]] = defaultdict(list)
     shard_of = placement.cell_shard
     for device, old, new, seq in moves:
-        if old != NOWHERE:
+        new_shard = shard_of(new) if new != NOWHERE else None
+        if old != NOWHERE and shard_of(old) != new_shard:
             out[shard_of(old)].append((device, (), seq))
-        if new != NOWHERE:
-            out[shard_of(new)].append((device, (new,), seq))
+        if new_shard is not None:
+            out[new_shard].append((device, (new,), seq))
     return out
 
 
