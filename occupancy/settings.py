@@ -21,6 +21,7 @@ class Settings:
     presence_ttl_s: float = 120.0
     max_skew_s: float = 30.0
     snapshot_interval_s: float = 10.0
+    checkpoint_interval_s: float = 5.0
     user_shards: int = 2
     cell_shards: int = 2
     space_shards: int = 1

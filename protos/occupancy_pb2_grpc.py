@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import occupancy_pb2 as occupancy__pb2
+from protos import occupancy_pb2 as protos_dot_occupancy__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in occupancy_pb2_grpc.py depends on'
+        + ' but the generated code in protos/occupancy_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class IngestStub:
         """
         self.StreamPings = channel.stream_stream(
                 '/occupancy.v1.Ingest/StreamPings',
-                request_serializer=occupancy__pb2.Ping.SerializeToString,
-                response_deserializer=occupancy__pb2.IngestAck.FromString,
+                request_serializer=protos_dot_occupancy__pb2.Ping.SerializeToString,
+                response_deserializer=protos_dot_occupancy__pb2.IngestAck.FromString,
                 _registered_method=True)
         self.SendPings = channel.unary_unary(
                 '/occupancy.v1.Ingest/SendPings',
-                request_serializer=occupancy__pb2.PingBatch.SerializeToString,
-                response_deserializer=occupancy__pb2.IngestAck.FromString,
+                request_serializer=protos_dot_occupancy__pb2.PingBatch.SerializeToString,
+                response_deserializer=protos_dot_occupancy__pb2.IngestAck.FromString,
                 _registered_method=True)
         self.SendDoorEvents = channel.unary_unary(
                 '/occupancy.v1.Ingest/SendDoorEvents',
-                request_serializer=occupancy__pb2.DoorEventBatch.SerializeToString,
-                response_deserializer=occupancy__pb2.IngestAck.FromString,
+                request_serializer=protos_dot_occupancy__pb2.DoorEventBatch.SerializeToString,
+                response_deserializer=protos_dot_occupancy__pb2.IngestAck.FromString,
                 _registered_method=True)
 
 
@@ -79,18 +79,18 @@ def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'StreamPings': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamPings,
-                    request_deserializer=occupancy__pb2.Ping.FromString,
-                    response_serializer=occupancy__pb2.IngestAck.SerializeToString,
+                    request_deserializer=protos_dot_occupancy__pb2.Ping.FromString,
+                    response_serializer=protos_dot_occupancy__pb2.IngestAck.SerializeToString,
             ),
             'SendPings': grpc.unary_unary_rpc_method_handler(
                     servicer.SendPings,
-                    request_deserializer=occupancy__pb2.PingBatch.FromString,
-                    response_serializer=occupancy__pb2.IngestAck.SerializeToString,
+                    request_deserializer=protos_dot_occupancy__pb2.PingBatch.FromString,
+                    response_serializer=protos_dot_occupancy__pb2.IngestAck.SerializeToString,
             ),
             'SendDoorEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.SendDoorEvents,
-                    request_deserializer=occupancy__pb2.DoorEventBatch.FromString,
-                    response_serializer=occupancy__pb2.IngestAck.SerializeToString,
+                    request_deserializer=protos_dot_occupancy__pb2.DoorEventBatch.FromString,
+                    response_serializer=protos_dot_occupancy__pb2.IngestAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,8 +118,8 @@ class Ingest:
             request_iterator,
             target,
             '/occupancy.v1.Ingest/StreamPings',
-            occupancy__pb2.Ping.SerializeToString,
-            occupancy__pb2.IngestAck.FromString,
+            protos_dot_occupancy__pb2.Ping.SerializeToString,
+            protos_dot_occupancy__pb2.IngestAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -145,8 +145,8 @@ class Ingest:
             request,
             target,
             '/occupancy.v1.Ingest/SendPings',
-            occupancy__pb2.PingBatch.SerializeToString,
-            occupancy__pb2.IngestAck.FromString,
+            protos_dot_occupancy__pb2.PingBatch.SerializeToString,
+            protos_dot_occupancy__pb2.IngestAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -172,8 +172,8 @@ class Ingest:
             request,
             target,
             '/occupancy.v1.Ingest/SendDoorEvents',
-            occupancy__pb2.DoorEventBatch.SerializeToString,
-            occupancy__pb2.IngestAck.FromString,
+            protos_dot_occupancy__pb2.DoorEventBatch.SerializeToString,
+            protos_dot_occupancy__pb2.IngestAck.FromString,
             options,
             channel_credentials,
             insecure,

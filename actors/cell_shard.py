@@ -1,0 +1,69 @@
+"""CellShard: live counts of the cells placed on it, a view rebuilt from the user shards."""
+
+import logging
+
+import ray
+
+from actors.refs import Shards
+from actors.topology import Topology
+from engine.geo import BBox
+from engine.membership import PlaceCounts
+from engine.topn import area_counts, shard_top
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class CellShard:
+    """Applies membership updates from user shards; answers top-N and heatmap parts.
+
+    Holds no durable state: after a restart it asks every user shard for the devices present
+    in its cells. Updates that arrive meanwhile are ordered by seq, so none is counted twice.
+    """
+
+    def __init__(self, name: str, topology: Topology):
+        self.name = name
+        self.topology = topology
+        self.placement = topology.placement()
+        self.spec = topology.engine_spec()
+        self.counts = PlaceCounts()
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self.rebuild()
+
+    def rebuild(self) -> int:
+        shards = Shards(self.topology)
+        listings = ray.get([u.cell_listing.remote(self.name) for u in shards.users()])
+        self.counts.replace(update for listing in listings for update in listing)
+        log.info("%s rebuilt from the user shards: %d devices", self.name, len(self.counts))
+        return len(self.counts)
+
+    def update(self, updates: list) -> None:
+        self.counts.update_many((d, tuple(p), s) for d, p, s in updates)
+
+    def resync(self, user_shard: str, updates: list) -> None:
+        owner = self.placement.user_shard
+        self.counts.replace_where(
+            lambda d: owner(d) == user_shard, ((d, tuple(p), s) for d, p, s in updates)
+        )
+
+    def top(self, n: int, res: int, bbox: tuple | None) -> list[tuple[int, int]]:
+        whole = res >= self.spec.placement_res
+        return shard_top(self.counts.counts(), n, res, _box(bbox), whole)
+
+    def heatmap(self, res: int, bbox: tuple | None) -> dict[int, int]:
+        return area_counts(self.counts.counts(), res, _box(bbox))
+
+    def count(self, cell: int) -> int:
+        return self.counts.count(cell)
+
+    def stats(self) -> dict:
+        return {"shard": self.name, "devices": len(self.counts), "cells": len(self.counts.counts())}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def _box(bbox: tuple | None) -> BBox | None:
+    return BBox(*bbox) if bbox is not None else None

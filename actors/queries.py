@@ -1,0 +1,76 @@
+"""Live queries over the shard actors: one fan-out per shard family, merged by engine code."""
+
+import asyncio
+
+from actors.refs import Shards
+from actors.topology import Topology
+from engine.cells import check_res, resolution
+from engine.doors import door_count
+from engine.geo import BBox
+from engine.pseudonym import pseudonym
+from engine.topn import merge_counts, merge_top
+
+
+def _box(bbox: BBox | None) -> tuple | None:
+    return None if bbox is None else (bbox.min_lng, bbox.min_lat, bbox.max_lng, bbox.max_lat)
+
+
+class LiveQueries:
+    """Answers from live actor state. Async (for Serve replicas and the ingest loop); the
+    `*_sync` forms wrap them for drivers and tests."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        self.spec = topology.engine_spec()
+        self.placement = topology.placement()
+        self.shards = Shards(topology)
+
+    async def top(self, n: int, res: int, bbox: BBox | None = None) -> list[tuple[int, int]]:
+        check_res(res, self.spec.res)
+        parts = await asyncio.gather(
+            *(c.top.remote(n, res, _box(bbox)) for c in self.shards.cells())
+        )
+        return merge_top(parts, n)
+
+    async def heatmap(self, res: int, bbox: BBox | None) -> dict[int, int]:
+        check_res(res, self.spec.res)
+        parts = await asyncio.gather(
+            *(c.heatmap.remote(res, _box(bbox)) for c in self.shards.cells())
+        )
+        return merge_counts(parts)
+
+    async def cell_count(self, cell: int) -> int:
+        res = check_res(resolution(cell), self.spec.res)
+        if res == self.spec.res:
+            return await self.shards.handle(self.placement.cell_shard(cell)).count.remote(cell)
+        return (await self.heatmap(res, None)).get(cell, 0)
+
+    async def space_count(self, space: str, at: int | None = None) -> int | None:
+        """A door space's count (at `at`, default now) or a polygon space's live count; None
+        for an unknown space."""
+        spaces = self.shards.spaces()
+        if await spaces[0].has_door_space.remote(space):
+            parts = await asyncio.gather(*(s.door_partial.remote(space, at) for s in spaces))
+            return door_count(list(parts))
+        shard = self.shards.handle(self.placement.space_shard(space))
+        return await shard.polygon_count.remote(space)
+
+    async def dwell(self, device_id: str, day: int) -> dict:
+        key = pseudonym(self.topology.secret, device_id)
+        return await self.shards.handle(self.placement.user_shard(key)).dwell.remote(key, day)
+
+    async def distance(self, device_id: str, day: int) -> float:
+        key = pseudonym(self.topology.secret, device_id)
+        return await self.shards.handle(self.placement.user_shard(key)).distance.remote(key, day)
+
+    async def minute_counts(self, since: int = 0) -> dict:
+        parts = await asyncio.gather(*(u.minute_counts.remote(since) for u in self.shards.users()))
+        total: dict = {}
+        for part in parts:
+            for k, v in part.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def sync(self, coro):
+        """Run one of the coroutines above from synchronous code (drivers, tests)."""
+        return asyncio.run(coro)

@@ -1,0 +1,42 @@
+"""Every `.remote()` call to a shard family goes through here: handles by name, fan-outs."""
+
+import ray
+
+from actors.topology import Topology
+
+
+class Shards:
+    """Looks shard actors up by name (cached) and sends them calls.
+
+    Membership updates are fire-and-forget: receivers apply them idempotently by seq, and a
+    restarted receiver rebuilds from the user shards, so a lost update is repaired.
+    """
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        self._handles: dict[str, ray.actor.ActorHandle] = {}
+
+    def handle(self, name: str) -> ray.actor.ActorHandle:
+        h = self._handles.get(name)
+        if h is None:
+            h = self._handles[name] = ray.get_actor(name, namespace=self.topology.namespace)
+        return h
+
+    def send_updates(self, routed: dict[str, list]) -> None:
+        for shard, updates in routed.items():
+            if updates:
+                self.handle(shard).update.remote(updates)
+
+    def send_resync(self, owner: str, shards: tuple[str, ...], routed: dict[str, list]) -> None:
+        """`owner`'s full listing to every shard of a family (empty lists included)."""
+        for shard in shards:
+            self.handle(shard).resync.remote(owner, routed.get(shard, []))
+
+    def users(self) -> list[ray.actor.ActorHandle]:
+        return [self.handle(n) for n in self.topology.user_shards]
+
+    def cells(self) -> list[ray.actor.ActorHandle]:
+        return [self.handle(n) for n in self.topology.cell_shards]
+
+    def spaces(self) -> list[ray.actor.ActorHandle]:
+        return [self.handle(n) for n in self.topology.space_shards]

@@ -1,0 +1,181 @@
+"""UserShard: the source of truth for its devices' live state, with a Redis WAL."""
+
+import logging
+import threading
+import time
+
+import ray
+import redis
+
+from actors.metadata import Metadata
+from actors.refs import Shards
+from actors.topology import Clock, Topology
+from actors.wal import Wal
+from engine.routing import route_cell_moves, route_space_moves
+from engine.user import UserEngine
+
+log = logging.getLogger(__name__)
+
+
+def _epoch_seq(epoch: int, seq: int) -> int:
+    # a restarted shard's updates outrank its previous incarnation's at every receiver
+    return (epoch << 32) | seq
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class UserShard:
+    """Hosts the logical actors of many devices (a `UserEngine`).
+
+    Every batch is appended to the WAL before it is applied and acknowledged. A checkpoint
+    stores the engine snapshot with the last applied WAL id and trims the WAL behind it. On
+    (re)start: checkpoint, replay, then a full listing to every cell and space shard. Calls run
+    one at a time on the actor's event loop; a thread calls `tick` to expire presence.
+    """
+
+    def __init__(self, name: str, topology: Topology):
+        self.name = name
+        self.topology = topology
+        self.placement = topology.placement()
+        self.shards = Shards(topology)
+        client = redis.Redis.from_url(topology.redis_url)
+        self.wal = Wal(client, name)
+        self.metadata = Metadata(client)
+        self.epoch = self.wal.next_epoch()
+        state, self.wal_id = self.wal.load_checkpoint()
+        self.engine = UserEngine.restore(state) if state else UserEngine(topology.engine_spec())
+        self.clock = Clock()
+        replayed = 0
+        for wal_id, entry in self.wal.entries_after(self.wal_id):
+            self._apply(entry)
+            self.wal_id = wal_id
+            replayed += 1
+        for space, definition in self.metadata.polygon_spaces().items():
+            self.engine.define_space(space, definition["polygon"], definition["name"])
+        self.engine.advance(self.clock())
+        self.engine.drain_moves()  # superseded by the listing below
+        self._checkpointed_id = self.wal_id
+        self._last_checkpoint = time.monotonic()
+        self._resync()
+        log.info(
+            "%s epoch %d: %d devices, replayed %d WAL entries",
+            name,
+            self.epoch,
+            len(self.engine),
+            replayed,
+        )
+        self._stop = threading.Event()
+        handle = ray.get_runtime_context().current_actor
+        threading.Thread(target=self._ticker, args=(handle,), daemon=True).start()
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    async def ingest(self, batch: dict) -> bytes:
+        """Append to the WAL, apply, route the moves; b"\\x01" per applied ping, b"\\x00" late."""
+        batch["now"] = self.clock()
+        wal_id = self.wal.append(batch)  # blocking on purpose: WAL order == apply order
+        applied = self._apply(batch)
+        self.wal_id = wal_id
+        self._route()
+        return bytes(applied)
+
+    def _apply(self, entry: dict) -> list[bool]:
+        now = entry["now"]
+        self.clock.last = max(self.clock.last, now)
+        return self.engine.ingest(
+            entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], now
+        )
+
+    async def tick(self) -> None:
+        self.engine.advance(self.clock())
+        self._route()
+        if (
+            self.wal_id != self._checkpointed_id
+            and time.monotonic() - self._last_checkpoint >= self.topology.checkpoint_interval_s
+        ):
+            self.checkpoint()
+
+    def checkpoint(self) -> str:
+        self.wal.save_checkpoint(self.engine.snapshot(), self.wal_id)
+        self._checkpointed_id = self.wal_id
+        self._last_checkpoint = time.monotonic()
+        return self.wal_id
+
+    def _ticker(self, handle) -> None:
+        while not self._stop.wait(self.topology.tick_s):
+            try:
+                ray.get(handle.tick.remote())
+            except Exception:  # the actor is going away
+                return
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _route(self) -> None:
+        moves, space_moves = self.engine.drain_moves()
+        e = self.epoch
+        if moves:
+            routed = route_cell_moves(
+                ((m.device, m.old, m.new, _epoch_seq(e, m.seq)) for m in moves), self.placement
+            )
+            self.shards.send_updates(routed)
+        if space_moves:
+            routed = route_space_moves(
+                ((m.device, m.old, m.new, _epoch_seq(e, m.seq)) for m in space_moves),
+                self.placement,
+            )
+            self.shards.send_updates(routed)
+
+    def _resync(self) -> None:
+        self.shards.send_resync(self.name, self.topology.cell_shards, self._cell_listing())
+        self.shards.send_resync(self.name, self.topology.space_shards, self._space_listing())
+
+    def _cell_listing(self) -> dict[str, list]:
+        e = self.epoch
+        present = ((d, 0, c[0], _epoch_seq(e, s)) for d, c, s in self.engine.present_cells())
+        return route_cell_moves(present, self.placement)
+
+    def _space_listing(self) -> dict[str, list]:
+        e = self.epoch
+        present = ((d, (), sp, _epoch_seq(e, s)) for d, sp, s in self.engine.present_spaces())
+        return route_space_moves(present, self.placement)
+
+    async def cell_listing(self, shard: str) -> list:
+        """This shard's present devices in `shard`'s cells (a restarted cell shard asks)."""
+        return self._cell_listing().get(shard, [])
+
+    async def space_listing(self, shard: str) -> list:
+        return self._space_listing().get(shard, [])
+
+    # -- control and queries --------------------------------------------------------------------
+
+    async def define_space(self, space: str, polygon: dict, name: str) -> int:
+        n = self.engine.define_space(space, polygon, name)
+        self._route()
+        return n
+
+    async def remove_space(self, space: str) -> None:
+        self.engine.remove_space(space)
+        self._route()
+
+    async def dwell(self, device: int, day: int) -> dict:
+        return self.engine.dwell(device, day, self.clock())
+
+    async def distance(self, device: int, day: int) -> float:
+        return self.engine.distance(device, day)
+
+    async def minute_counts(self, since: int) -> dict:
+        return self.engine.minute_counts(self.clock(), since)
+
+    async def stats(self) -> dict:
+        return {
+            "shard": self.name,
+            "epoch": self.epoch,
+            "devices": len(self.engine),
+            "wal_id": self.wal_id,
+            "wal_length": self.wal.length(),
+            "checkpoint_id": self._checkpointed_id,
+        }
+
+    async def pid(self) -> int:
+        import os
+
+        return os.getpid()

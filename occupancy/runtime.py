@@ -1,0 +1,152 @@
+"""Starting and stopping a whole engine: Ray, Redis, the shard actors and the ingest handler."""
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+
+import ray
+import redis
+
+from actors.auth import KeyStore, device_token
+from actors.cell_shard import CellShard
+from actors.ingest import IngestServer
+from actors.metadata import Metadata
+from actors.redis_server import EmbeddedRedis
+from actors.refs import Shards
+from actors.space_shard import SpaceShard
+from actors.topology import Topology
+from actors.user_shard import UserShard
+from engine.doors import DoorCounter
+from engine.spaces import SpaceIndex
+from occupancy.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    """A running engine. `start()` is idempotent per process; `stop()` undoes it."""
+
+    settings: Settings
+    topology: Topology | None = None
+    grpc_port: int = 0
+    redis_url: str = ""
+    _redis: EmbeddedRedis | None = None
+    _actors: list = field(default_factory=list)
+    _owns_ray: bool = False
+
+    def start(self) -> "Engine":
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.redis_url:
+            self.redis_url = s.redis_url
+        else:
+            self._redis = EmbeddedRedis(s.data_dir)
+            self.redis_url = self._redis.start()
+        self.topology = Topology(
+            redis_url=self.redis_url,
+            secret=self._secret(),
+            spec=s.engine_spec().to_dict(),
+            user_shards=tuple(f"user-{i}" for i in range(s.user_shards)),
+            cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
+            space_shards=tuple(f"space-{i}" for i in range(s.space_shards)),
+            checkpoint_interval_s=s.checkpoint_interval_s,
+        )
+        if not ray.is_initialized():
+            ray.init(
+                address=os.environ.get("RAY_ADDRESS") or None,
+                namespace=self.topology.namespace,
+                include_dashboard=False,
+                object_store_memory=None if os.environ.get("RAY_ADDRESS") else 256 << 20,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+            self._owns_ray = True
+        t = self.topology
+        ns = t.namespace
+        for name in t.user_shards:
+            self._actors.append(
+                UserShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
+            )
+        for name in t.cell_shards:
+            self._actors.append(
+                CellShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
+            )
+        for name in t.space_shards:
+            self._actors.append(
+                SpaceShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
+            )
+        ingest = IngestServer.options(name="ingest", namespace=ns, get_if_exists=True).remote(
+            t, s.grpc_port
+        )
+        self._actors.append(ingest)
+        # every shard is up (its __init__ done) before we report ready
+        ray.get([a.pid.remote() for a in self._actors[:-1]])
+        self.grpc_port = ray.get(ingest.bound_port.remote())
+        return self
+
+    def stop(self) -> None:
+        for actor in self._actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self._actors.clear()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        if self._redis is not None:
+            self._redis.stop()
+
+    # -- credentials and definitions ------------------------------------------------------------
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def create_key(self, role: str, label: str = "") -> str:
+        return KeyStore(self.client()).create(role, label)
+
+    def device_token(self, device_id: str) -> str:
+        return device_token(self.topology.secret, device_id)
+
+    def define_polygon_space(self, space: str, polygon: dict, name: str = "") -> int:
+        """Validate, store, and broadcast to every user shard; returns the number of cells."""
+        cells = len(SpaceIndex(self.topology.engine_spec().res).define(space, polygon, name))
+        Metadata(self.client()).put_polygon_space(space, name, polygon)
+        shards = Shards(self.topology)
+        ray.get([u.define_space.remote(space, polygon, name) for u in shards.users()])
+        return cells
+
+    def define_door_space(self, space: str, name: str = "") -> None:
+        Metadata(self.client()).put_door_space(space, name)
+        self._broadcast_doors("define_door_space", space, name)
+
+    def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
+        check = Metadata(self.client()).door_counter()
+        check.define_doorway(doorway, inside, outside)  # raises ValueError when invalid
+        Metadata(self.client()).put_doorway(doorway, inside, outside)
+        self._broadcast_doors("define_doorway", doorway, inside, outside)
+
+    def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
+        check: DoorCounter = Metadata(self.client()).door_counter()
+        check.install(sensor, doorway, start, positive)
+        Metadata(self.client()).add_installation(sensor, doorway, start, positive)
+        self._broadcast_doors("install", sensor, doorway, start, positive)
+
+    def reset(self, space: str, at: int) -> None:
+        Metadata(self.client()).door_counter().reset(space, at)
+        Metadata(self.client()).add_reset(space, at)
+        self._broadcast_doors("reset", space, at)
+
+    def _broadcast_doors(self, method: str, *args) -> None:
+        shards = Shards(self.topology)
+        ray.get([getattr(s, method).remote(*args) for s in shards.spaces()])
+
+    def _secret(self) -> bytes:
+        if self.settings.secret:
+            return self.settings.secret.encode()
+        path = self.settings.data_dir / "secret"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
