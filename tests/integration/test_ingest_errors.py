@@ -1,0 +1,192 @@
+"""Bad input gets the documented error and loses nothing else; streams ack at least every second."""
+
+import math
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from protos import occupancy_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+SYDNEY = (-33.8688, 151.2093)
+
+
+def feed_accepted(live, pings, ack, now) -> None:
+    rejected = {r.index for r in ack.rejections}
+    for i, p in enumerate(pings):
+        if i not in rejected:
+            live.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
+
+
+def test_bad_items_are_rejected_with_reasons_and_the_rest_is_applied(live):
+    now = int(time.time() * 1000)
+    good = dict(ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1])
+    pings = [
+        pb.Ping(device_id="bad-ok-1", **good),
+        pb.Ping(device_id="bad-nan", ts_ms=now, lat=math.nan, lng=1.0),
+        pb.Ping(device_id="bad-lat", ts_ms=now, lat=91.0, lng=1.0),
+        pb.Ping(device_id="bad-lng", ts_ms=now, lat=1.0, lng=-180.5),
+        pb.Ping(device_id="bad-future", ts_ms=now + 120_000, lat=1.0, lng=1.0),
+        pb.Ping(device_id="", **good),
+        pb.Ping(device_id="x" * 200, **good),
+        pb.Ping(device_id="bad-inf", ts_ms=now, lat=1.0, lng=math.inf),
+        pb.Ping(device_id="bad-acc", accuracy_m=-3.0, **good),
+        pb.Ping(device_id="bad-ok-2", **good),
+    ]
+    ack = live.stub.SendPings(pb.PingBatch(pings=pings), metadata=live.auth, timeout=30)
+    feed_accepted(live, pings, ack, now)
+    assert (ack.accepted, ack.late, ack.rejected) == (2, 0, 8)
+    assert {r.index: r.reason for r in ack.rejections} == {
+        1: "lat_not_finite",
+        2: "lat_out_of_range",
+        3: "lng_out_of_range",
+        4: "ts_in_future",
+        5: "device_id_empty",
+        6: "device_id_too_long",
+        7: "lng_not_finite",
+        8: "accuracy_invalid",
+    }
+    cell = live.oracle.cell_of(*SYDNEY)
+    deadline = time.monotonic() + 10
+    while live.q(live.queries.cell_count(cell)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live.q(live.queries.cell_count(cell)) == live.oracle.occupancy(cell, now, now) >= 2
+
+
+def test_fifty_megabyte_batch_is_refused_and_the_next_batch_works(live):
+    big = pb.PingBatch(
+        pings=[pb.Ping(device_id="big-" + "y" * 100, ts_ms=1, lat=1.0, lng=1.0)] * 400_000
+    )
+    assert big.ByteSize() > 50_000_000
+    with pytest.raises(grpc.RpcError) as err:
+        live.stub.SendPings(big, metadata=live.auth, timeout=60)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    now = int(time.time() * 1000)
+    ack = live.send([pb.Ping(device_id="after-big", ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1])])
+    assert ack.accepted == 1
+
+
+def test_too_many_items_in_one_call_is_invalid_argument(live):
+    many = pb.PingBatch(pings=[pb.Ping(device_id="m", ts_ms=1, lat=1, lng=1)] * 50_001)
+    with pytest.raises(grpc.RpcError) as err:
+        live.stub.SendPings(many, metadata=live.auth, timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 50000" in err.value.details()
+
+
+def test_bytes_that_are_not_a_protobuf_are_invalid_argument(live):
+    raw = live.channel.unary_unary("/occupancy.v1.Ingest/SendPings")
+    for body in (b"this is not a protobuf", b"\x0a\xff\xff\xff\xff\x0f"):
+        with pytest.raises(grpc.RpcError) as err:
+            raw(body, metadata=live.auth, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_missing_bad_or_wrong_role_tokens(live):
+    batch = pb.PingBatch(pings=[pb.Ping(device_id="t", ts_ms=1, lat=1, lng=1)])
+    cases = [
+        ([], grpc.StatusCode.UNAUTHENTICATED),
+        ([("authorization", "Bearer nonsense")], grpc.StatusCode.UNAUTHENTICATED),
+        ([("authorization", "Basic abc")], grpc.StatusCode.UNAUTHENTICATED),
+        (
+            [("authorization", f"Bearer {live.engine.create_key('viewer')}")],
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+    ]
+    for metadata, code in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            live.stub.SendPings(batch, metadata=metadata, timeout=10)
+        assert err.value.code() == code
+
+
+def test_device_token_sends_only_for_its_own_device(live):
+    token = live.engine.device_token("phone-1")
+    now = int(time.time() * 1000)
+    pings = [
+        pb.Ping(device_id="phone-1", ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1]),
+        pb.Ping(device_id="phone-2", ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1]),
+    ]
+    ack = live.stub.SendPings(
+        pb.PingBatch(pings=pings), metadata=[("authorization", f"Bearer {token}")], timeout=10
+    )
+    feed_accepted(live, pings, ack, now)
+    assert ack.accepted == 1
+    assert [(r.index, r.reason) for r in ack.rejections] == [(1, "not_authorized_for_device")]
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(grpc.RpcError) as err:
+        live.stub.SendPings(
+            pb.PingBatch(pings=pings[:1]),
+            metadata=[("authorization", f"Bearer {forged}")],
+            timeout=10,
+        )
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_stream_acks_cumulatively_and_survives_a_malformed_message(live):
+    raw_stream = live.channel.stream_stream(
+        "/occupancy.v1.Ingest/StreamPings", response_deserializer=pb.IngestAck.FromString
+    )
+    start = int(time.time() * 1000)
+    sent = []
+
+    def messages():
+        for i in range(3_000):
+            if i == 1_500:
+                yield b"this is not a protobuf"
+                continue
+            p = pb.Ping(
+                device_id=f"stream-{i % 300}",
+                ts_ms=start + i,
+                lat=SYDNEY[0] + (i % 7) * 1e-3,
+                lng=SYDNEY[1],
+            )
+            sent.append(p)
+            yield p.SerializeToString()
+            if i % 500 == 0:
+                time.sleep(0.5)
+
+    acks = list(raw_stream(messages(), metadata=live.auth, timeout=60))
+    now = int(time.time() * 1000)
+    for p in sent:
+        live.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
+    assert len(acks) >= 3  # ~3 s of streaming, an ack at least every second, and a final one
+    final = acks[-1]
+    assert final.accepted + final.late == 2_999 and final.rejected == 1
+    counts = [(a.accepted + a.late + a.rejected) for a in acks]
+    assert counts == sorted(counts)
+    rejections = [(r.index, r.reason) for a in acks for r in a.rejections]
+    assert rejections == [(1_500, "malformed")]
+
+
+def test_door_events_with_bad_items(live):
+    now = int(time.time() * 1000)
+    events = [
+        pb.DoorEvent(sensor_id="s1", ts_ms=now - 1_000, direction=1),
+        pb.DoorEvent(sensor_id="s1", ts_ms=now, direction=0),
+        pb.DoorEvent(sensor_id="", ts_ms=now, direction=1),
+        pb.DoorEvent(sensor_id="s1", ts_ms=now + 600_000, direction=-1),
+    ]
+    ack = live.doors(events)
+    assert ack.accepted == 1
+    assert {r.index: r.reason for r in ack.rejections} == {
+        1: "direction_invalid",
+        2: "sensor_id_empty",
+        3: "ts_in_future",
+    }
+
+
+def test_health_and_reflection(live):
+    health = health_pb2_grpc.HealthStub(live.channel)
+    for service in ("", "occupancy.v1.Ingest"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(live.channel)
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for r in replies for s in r.list_services_response.service}
+    assert "occupancy.v1.Ingest" in names
