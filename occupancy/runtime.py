@@ -2,7 +2,6 @@
 
 import logging
 import os
-import secrets
 from dataclasses import dataclass, field
 
 import ray
@@ -19,6 +18,7 @@ from actors.topology import Topology
 from actors.user_shard import UserShard
 from engine.doors import DoorCounter
 from engine.spaces import SpaceIndex
+from occupancy import local_files
 from occupancy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Engine:
             self.redis_url = self._redis.start()
         self.topology = Topology(
             redis_url=self.redis_url,
-            secret=self._secret(),
+            secret=local_files.secret(s),
             spec=s.engine_spec().to_dict(),
             user_shards=tuple(f"user-{i}" for i in range(s.user_shards)),
             cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
@@ -141,12 +141,3 @@ class Engine:
     def _broadcast_doors(self, method: str, *args) -> None:
         shards = Shards(self.topology)
         ray.get([getattr(s, method).remote(*args) for s in shards.spaces()])
-
-    def _secret(self) -> bytes:
-        if self.settings.secret:
-            return self.settings.secret.encode()
-        path = self.settings.data_dir / "secret"
-        if not path.exists():
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()

@@ -1,0 +1,56 @@
+"""What a deployment keeps in its data dir: the secret, the bootstrap admin key, Redis's port."""
+
+import secrets
+from pathlib import Path
+
+import redis
+
+from actors.auth import KeyStore
+from actors.redis_server import EmbeddedRedis
+from occupancy.settings import Settings
+
+
+def secret(settings: Settings) -> bytes:
+    """OCC_SECRET, else the one generated on first use and kept (0600) in the data dir."""
+    if settings.secret:
+        return settings.secret.encode()
+    path = settings.data_dir / "secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+def bootstrap_admin_key(settings: Settings, client: redis.Redis) -> str:
+    """The admin key printed by `occupancy up`: made once, kept (0600) in the data dir, and made
+    again if it was revoked."""
+    path: Path = settings.data_dir / "admin.key"
+    keys = KeyStore(client)
+    if path.exists():
+        key = path.read_text().strip()
+        if keys.role(key) == "admin":
+            return key
+    key = keys.create("admin", "bootstrap")
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+class RedisFor:
+    """A Redis client for CLI commands: OCC_REDIS_URL, or the embedded server of the data dir
+    (started for the command and stopped after it if `occupancy up` is not running)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.embedded: EmbeddedRedis | None = None
+
+    def __enter__(self) -> redis.Redis:
+        if self.settings.redis_url:
+            return redis.Redis.from_url(self.settings.redis_url)
+        self.embedded = EmbeddedRedis(self.settings.data_dir)
+        return redis.Redis.from_url(self.embedded.start())
+
+    def __exit__(self, *exc) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()

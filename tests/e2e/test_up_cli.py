@@ -1,0 +1,66 @@
+"""`occupancy up`, `simulate`, `token` and `keys create` as a user runs them."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "occupancy.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_simulate_and_credentials(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "OCC_DATA_DIR": str(tmp_path / "data"), "OCC_GRPC_PORT": str(port),
+           "COLUMNS": "200", "TERM": "dumb"}
+    env.pop("RAY_ADDRESS", None)
+    up = subprocess.Popen([sys.executable, "-m", "occupancy.cli", "up"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert f"127.0.0.1:{port}" in text
+        admin = re.search(r"admin key\s+(occ_admin_\S+)", text).group(1)
+        assert (tmp_path / "data" / "admin.key").read_text().strip() == admin
+
+        sim = _cli("simulate", "--devices", "300", "--duration", "3", env=env)
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        accepted = [int(n.replace(",", "")) for n in re.findall(r"accepted ([\d,]+)", sim.stdout)]
+        assert accepted and accepted[-1] > 0 and accepted == sorted(accepted)
+
+        tok = _cli("token", "phone-42", env=env)
+        assert tok.returncode == 0 and tok.stdout.startswith("dev.")
+        key = _cli("keys", "create", "--role", "viewer", env=env)
+        assert key.returncode == 0 and key.stdout.startswith("occ_viewer_")
+        bad = _cli("keys", "create", "--role", "root", env=env)
+        assert bad.returncode != 0 and "root" in bad.stderr
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, rest
+    assert "stopped" in rest
