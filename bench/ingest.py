@@ -1,0 +1,191 @@
+"""Sustained ingest through the real gRPC API into a running engine, with ack latency.
+
+Starts an engine on embedded defaults in a temporary data dir (Ray, Redis, shard actors, the
+ingest actor), then drives it from this process over loopback:
+
+- batched `SendPings` (1,000 pings a call, `--in-flight` calls outstanding);
+- per-message `StreamPings` (one message a ping on `--streams` streams).
+
+Prints pings/s and ack p50/p99. Everything shares this machine's cores.
+
+    .venv/bin/python bench/ingest.py [--devices 100000] [--seconds 20]
+"""
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from occupancy.runtime import Engine
+from occupancy.settings import Settings
+from protos import occupancy_pb2 as pb
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def make_batches(devices: int, size: int, base_ts: int, rounds: int) -> list[bytes]:
+    """Pre-serialised batches: every device pings once a round, rounds 1 s apart, so the load
+    generator spends its time sending rather than building messages."""
+    out = []
+    for r in range(rounds):
+        ts = base_ts + r * 1_000
+        for start in range(0, devices, size):
+            pings = [
+                pb.Ping(device_id=f"bench-{i}", ts_ms=ts, lat=52.60 + (i % 997) * 1.5e-4,
+                        lng=-8.70 + (i % 991) * 1.5e-4 + r * 1e-5)
+                for i in range(start, min(devices, start + size))
+            ]
+            out.append(pb.PingBatch(pings=pings).SerializeToString())
+    return out
+
+
+def bench_batched(channel, auth, batches: list[bytes], seconds: float, in_flight: int) -> dict:
+    call = channel.unary_unary("/occupancy.v1.Ingest/SendPings",
+                               response_deserializer=pb.IngestAck.FromString)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    counts = {"accepted": 0, "late": 0, "errors": 0}
+    next_batch = [0]
+    stop_at = time.monotonic() + seconds
+
+    def worker():
+        while time.monotonic() < stop_at:
+            with lock:
+                i = next_batch[0]
+                next_batch[0] += 1
+            if i >= len(batches):
+                return
+            t = time.perf_counter()
+            try:
+                ack = call(batches[i], metadata=auth, timeout=60)
+            except grpc.RpcError:
+                with lock:
+                    counts["errors"] += 1
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - t)
+                counts["accepted"] += ack.accepted
+                counts["late"] += ack.late
+
+    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    start = time.monotonic()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.monotonic() - start
+    return {
+        "pings_per_s": (counts["accepted"] + counts["late"]) / elapsed,
+        "ack_p50_ms": percentile(latencies, 0.5) * 1e3,
+        "ack_p99_ms": percentile(latencies, 0.99) * 1e3,
+        "calls": len(latencies),
+        **counts,
+    }
+
+
+def bench_stream(channel, auth, devices: int, base_ts: int, seconds: float, streams: int,
+                 rate: float | None) -> dict:
+    """`rate` (pings/s over all streams) paces the senders; None sends as fast as they can."""
+    call = channel.stream_stream("/occupancy.v1.Ingest/StreamPings",
+                                 response_deserializer=pb.IngestAck.FromString)
+    results = []
+
+    def one(k: int):
+        sent_at: list[float] = []
+        stop_at = time.monotonic() + seconds
+
+        def messages():
+            i = 0
+            t0 = time.monotonic()
+            while time.monotonic() < stop_at:
+                if rate and i > (time.monotonic() - t0) * rate / streams:
+                    time.sleep(0.001)
+                    continue
+                d = (i * streams + k) % devices
+                r = (i * streams + k) // devices
+                sent_at.append(time.perf_counter())
+                yield pb.Ping(device_id=f"stream-{d}", ts_ms=base_ts + r * 1_000 + k,
+                              lat=52.60 + (d % 997) * 1.5e-4,
+                              lng=-8.70 + (d % 991) * 1.5e-4).SerializeToString()
+                i += 1
+
+        lat, covered, total = [], 0, 0
+        start = time.monotonic()
+        for ack in call(messages(), metadata=auth, timeout=seconds + 60):
+            now = time.perf_counter()
+            total = ack.accepted + ack.late + ack.rejected
+            lat.extend(now - sent_at[i] for i in range(covered, total))
+            covered = total
+        results.append((total, time.monotonic() - start, lat))
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(streams)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    total = sum(r[0] for r in results)
+    elapsed = max(r[1] for r in results)
+    lat = [x for r in results for x in r[2]]
+    return {
+        "pings_per_s": total / elapsed,
+        "ack_p50_ms": percentile(lat, 0.5) * 1e3,
+        "ack_p99_ms": percentile(lat, 0.99) * 1e3,
+        "messages": total,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--streams", type=int, default=2)
+    ap.add_argument("--stream-rate", type=float, default=5_000.0)
+    ap.add_argument("--user-shards", type=int, default=2)
+    ap.add_argument("--cell-shards", type=int, default=2)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), grpc_port=0, user_shards=args.user_shards,
+                            cell_shards=args.cell_shards)
+        engine = Engine(settings).start()
+        try:
+            key = engine.create_key("ingest", "bench")
+            auth = [("authorization", f"Bearer {key}")]
+            channel = grpc.insecure_channel(
+                f"127.0.0.1:{engine.grpc_port}",
+                options=[("grpc.max_send_message_length", 64 << 20)],
+            )
+            base = int(time.time() * 1000) - 600_000
+            rounds = max(1, int(args.seconds * 200_000 / args.devices))
+            batches = make_batches(args.devices, 1_000, base, rounds)
+            print(f"# {os.cpu_count()} cores; {args.user_shards} user shards, "
+                  f"{args.cell_shards} cell shards; {args.devices:,} devices")
+            batched = bench_batched(channel, auth, batches, args.seconds, args.in_flight)
+            print(f"SendPings  (1,000/call, {args.in_flight} in flight): "
+                  f"{batched['pings_per_s']:>10,.0f} pings/s   ack p50 "
+                  f"{batched['ack_p50_ms']:.1f} ms  p99 {batched['ack_p99_ms']:.1f} ms  "
+                  f"({batched['calls']} calls, {batched['errors']} errors)")
+            base += rounds * 1_000
+            for rate in (None, args.stream_rate):
+                stream = bench_stream(channel, auth, args.devices, base, args.seconds,
+                                      args.streams, rate)
+                base += 1_000 * (int(stream["messages"] / args.devices) + 2)
+                label = "as fast as sent" if rate is None else f"paced at {rate:,.0f}/s"
+                print(f"StreamPings (1 ping/message, {args.streams} streams, {label}): "
+                      f"{stream['pings_per_s']:>10,.0f} pings/s   ack p50 "
+                      f"{stream['ack_p50_ms']:.1f} ms  p99 {stream['ack_p99_ms']:.1f} ms  "
+                      f"({stream['messages']:,} messages)")
+        finally:
+            engine.stop()
+
+
+if __name__ == "__main__":
+    main()
