@@ -37,7 +37,7 @@ class Segment(NamedTuple):
 
 
 class _Device:
-    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq")
+    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq", "stay")
 
     def __init__(self) -> None:
         self.last_ts = 0
@@ -46,9 +46,12 @@ class _Device:
         # applied pings [ts, cell] from the earliest whose interval is not yet settled: chain[0]
         # may be current (ts <= now); the rest are pings dated in the future.
         self.chain: list[list[int]] = []
+        # start of the unbroken stay in chain[0]'s cell that chain[0] continues (<= its ts):
+        # consecutive pings in one cell settle as one interval
+        self.stay = 0
         self.cell = NOWHERE
         self.seq = 0
-        self.deadline = -1  # next time the presence may change with no new ping; -1: never
+        self.deadline = -1  # the wheel wakes the device then (<= when it may change); -1: never
 
 
 class PresenceTracker:
@@ -87,6 +90,8 @@ class PresenceTracker:
             meters = haversine_m(d.last_lat, d.last_lng, lat, lng)
             self.segments.append(Segment(device, d.last_ts, ts, meters))
         d.last_ts, d.last_lat, d.last_lng = ts, lat, lng
+        if not d.chain:
+            d.stay = ts
         d.chain.append([ts, cell])
         self._update(device, d, now)
         return True
@@ -133,11 +138,12 @@ class PresenceTracker:
     def _unsettled(self, device: int, d: _Device, now: int) -> list[Interval]:
         out = []
         chain, ttl = d.chain, self.ttl_ms
-        for i, (start, cell) in enumerate(chain):
-            end = start + ttl
+        for i, (ts, cell) in enumerate(chain):
+            end = ts + ttl
             if i + 1 < len(chain):
                 end = min(end, chain[i + 1][0])
             end = min(end, now)
+            start = d.stay if i == 0 else ts
             if end > start:
                 out.append(Interval(device, cell, start, end))
         return out
@@ -148,10 +154,13 @@ class PresenceTracker:
         chain, ttl = d.chain, self.ttl_ms
         while len(chain) >= 2:
             start, cell = chain[0]
-            end = min(chain[1][0], start + ttl)
+            following, next_cell = chain[1]
+            end = min(following, start + ttl)
             if end > now:
                 break
-            self.settled.append(Interval(device, cell, start, end))
+            if next_cell != cell or end != following:  # the stay ends here
+                self.settled.append(Interval(device, cell, d.stay, end))
+                d.stay = following
             del chain[0]
         start, cell = chain[0]
         if start > now:  # only future-dated pings so far
@@ -169,7 +178,10 @@ class PresenceTracker:
         self._schedule(device, d, deadline)
 
     def _schedule(self, device: int, d: _Device, deadline: int) -> None:
-        if deadline == d.deadline:
+        # Only ever move a wake-up earlier: a later deadline (the common case, a new ping
+        # extending the TTL) is found when the earlier wake-up fires, so most pings cost no
+        # wheel operation and each device has at most one entry.
+        if deadline < 0 or 0 <= d.deadline <= deadline:
             return
         if d.deadline >= 0:
             bucket = self._wheel.get(d.deadline // 1000)
@@ -194,6 +206,7 @@ class PresenceTracker:
                 d.last_lat,
                 d.last_lng,
                 [x for p in d.chain for x in p],
+                d.stay,
                 d.cell,
                 d.seq,
                 d.deadline,
@@ -205,9 +218,9 @@ class PresenceTracker:
     @classmethod
     def restore(cls, state: dict) -> "PresenceTracker":
         tracker = cls(state["ttl_ms"])
-        for dev, last_ts, lat, lng, flat, cell, seq, deadline in state["devices"]:
+        for dev, last_ts, lat, lng, flat, stay, cell, seq, deadline in state["devices"]:
             d = tracker._devices[dev] = _Device()
-            d.last_ts, d.last_lat, d.last_lng = last_ts, lat, lng
+            d.last_ts, d.last_lat, d.last_lng, d.stay = last_ts, lat, lng, stay
             d.chain = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
             d.cell, d.seq = cell, seq
             tracker._schedule(dev, d, deadline)

@@ -23,17 +23,34 @@ def _free_port() -> int:
 
 
 def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "occupancy.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "occupancy.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_up_simulate_and_credentials(tmp_path):
     port = _free_port()
-    env = {**os.environ, "OCC_DATA_DIR": str(tmp_path / "data"), "OCC_GRPC_PORT": str(port),
-           "COLUMNS": "200", "TERM": "dumb"}
+    env = {
+        **os.environ,
+        "OCC_DATA_DIR": str(tmp_path / "data"),
+        "OCC_GRPC_PORT": str(port),
+        "COLUMNS": "200",
+        "TERM": "dumb",
+    }
     env.pop("RAY_ADDRESS", None)
-    up = subprocess.Popen([sys.executable, "-m", "occupancy.cli", "up"], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "occupancy.cli", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         deadline = time.monotonic() + 120

@@ -93,3 +93,31 @@ def test_snapshot_round_trip_through_msgpack_behaves_the_same():
         assert sorted(tr.present()) == sorted(copy.present())
     assert copy.apply(1, T + 300_000, A, 0, 0, T + 300_000)
     assert not copy.apply(2, T + 1_000, A, 0, 0, T + 300_000)
+
+
+def test_a_stay_in_one_cell_settles_as_one_interval():
+    tr = PresenceTracker(TTL)
+    for k in range(5):
+        tr.apply(1, T + k * 10_000, A, 0, 0, T + k * 10_000)
+    tr.apply(1, T + 50_000, B, 0, 0, T + 50_000)
+    assert drain(tr)[1] == [Interval(1, A, T, T + 50_000)]
+    # a gap longer than the TTL breaks the stay even in the same cell
+    tr.apply(1, T + 400_000, B, 0, 0, T + 400_000)
+    tr.apply(1, T + 410_000, A, 0, 0, T + 410_000)
+    assert drain(tr)[1] == [
+        Interval(1, B, T + 50_000, T + 170_000),
+        Interval(1, B, T + 400_000, T + 410_000),
+    ]
+    assert tr.unsettled(1, T + 415_000) == [Interval(1, A, T + 410_000, T + 415_000)]
+
+
+def test_a_ping_that_extends_the_ttl_costs_no_wheel_move_and_still_expires_on_time():
+    tr = PresenceTracker(TTL)
+    tr.apply(1, T, A, 0, 0, T)
+    tr.apply(1, T + 60_000, A, 0, 0, T + 60_000)
+    tr.advance(T + TTL)  # the first wake-up finds the device still present
+    assert tr.cell(1) == A
+    tr.advance(T + 60_000 + TTL - 1)
+    assert tr.cell(1) == A
+    tr.advance(T + 60_000 + TTL)
+    assert tr.cell(1) == NOWHERE
