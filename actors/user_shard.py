@@ -7,6 +7,7 @@ import time
 import ray
 import redis
 
+from actors.checkpoint import ForkedCheckpointer
 from actors.metadata import Metadata
 from actors.refs import Shards
 from actors.topology import Clock, Topology
@@ -27,7 +28,8 @@ class UserShard:
     """Hosts the logical actors of many devices (a `UserEngine`).
 
     Every batch is appended to the WAL before it is applied and acknowledged. A checkpoint
-    stores the engine snapshot with the last applied WAL id and trims the WAL behind it. On
+    (written by a forked child) stores the engine snapshot with the last applied WAL id and
+    trims the WAL behind it. On
     (re)start: checkpoint, replay, then a full listing to every cell and space shard. Calls run
     one at a time on the actor's event loop; a thread calls `tick` to expire presence.
     """
@@ -55,6 +57,7 @@ class UserShard:
         self.engine.drain_moves()  # superseded by the listing below
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
+        self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
         self._resync()
         log.info(
             "%s epoch %d: %d devices, replayed %d WAL entries",
@@ -88,17 +91,24 @@ class UserShard:
     async def tick(self) -> None:
         self.engine.advance(self.clock())
         self._route()
+        covered = self.checkpointer.poll()
+        if covered is not None:
+            self._checkpointed_id = covered
         if (
             self.wal_id != self._checkpointed_id
+            and not self.checkpointer.busy
             and time.monotonic() - self._last_checkpoint >= self.topology.checkpoint_interval_s
         ):
-            self.checkpoint()
+            self.checkpointer.start(self.engine.snapshot, self.wal_id)
+            self._last_checkpoint = time.monotonic()
 
-    def checkpoint(self) -> str:
-        self.wal.save_checkpoint(self.engine.snapshot(), self.wal_id)
-        self._checkpointed_id = self.wal_id
+    async def checkpoint(self) -> str:
+        """A checkpoint now, waiting for it (operations and tests)."""
+        self.checkpointer.poll(block=True)
+        self.checkpointer.start(self.engine.snapshot, self.wal_id)
+        self._checkpointed_id = self.checkpointer.poll(block=True) or self._checkpointed_id
         self._last_checkpoint = time.monotonic()
-        return self.wal_id
+        return self._checkpointed_id
 
     def _ticker(self, handle) -> None:
         while not self._stop.wait(self.topology.tick_s):

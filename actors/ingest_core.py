@@ -1,0 +1,164 @@
+"""What every ingest front end does with a batch: validate, pseudonymize, index, route, count."""
+
+import asyncio
+
+import ray
+import redis
+
+from actors.auth import Authenticator, KeyStore
+from actors.refs import Shards
+from actors.topology import Clock, Topology
+from engine.cells import index_batch
+from engine.pseudonym import pseudonym, pseudonym_str
+from engine.routing import door_shard, group_by_user_shard
+from engine.validation import Reason, check_door_event, check_ping
+from protos import occupancy_pb2 as pb
+
+IDS = "occ:ids"
+INGEST_ROLES = ("ingest", "admin")
+
+
+class ShardUnavailable(Exception):
+    """A shard failed mid-call (restarting): nothing of the batch is acked; retry it."""
+
+
+class AuthError(Exception):
+    def __init__(self, message: str, denied: bool = False):
+        super().__init__(message)
+        self.denied = denied  # True: authenticated but not allowed; False: not authenticated
+
+
+class _Batch:
+    """One call's valid pings as the columns sent to the user shards."""
+
+    __slots__ = ("keys", "lats", "lngs", "rejections", "ts")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []
+        self.ts: list[int] = []
+        self.lats: list[float] = []
+        self.lngs: list[float] = []
+        self.rejections: list = []
+
+
+class IngestCore:
+    """Transport-free ingest, shared by the gRPC actor and any other front end.
+
+    `ingest_pings` returns an ack only once every accepted ping is in its user shard's WAL;
+    bad items become rejections with a reason. `in_flight` counts batches waiting on shards,
+    for the front end's overload policy.
+    """
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        self.spec = topology.engine_spec()
+        self.placement = topology.placement()
+        self.shards = Shards(topology)
+        self.redis = redis.Redis.from_url(topology.redis_url)
+        self.auth = Authenticator(topology.secret, KeyStore(self.redis))
+        self.clock = Clock()
+        self.in_flight = 0
+        self._keys: dict[str, int] = {}
+
+    def authenticate(self, authorization: str) -> str | None:
+        """The device id a device token is bound to, or None for an ingest/admin key; raises
+        AuthError otherwise."""
+        token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        resolved = self.auth.resolve(token) if token else None
+        if resolved is None:
+            raise AuthError("missing or invalid token (authorization: Bearer <token>)")
+        role, device = resolved
+        if role not in ("device", *INGEST_ROLES):
+            raise AuthError(f"a {role} key cannot send pings", denied=True)
+        return device
+
+    async def ingest_pings(self, pings, device: str | None, base: int = 0) -> pb.IngestAck:
+        """`pings` may hold None for messages that did not parse ("malformed"); rejection
+        indexes are `base` + the position in `pings`."""
+        b, new_ids = self._validate(pings, device, base)
+        if new_ids:
+            # the id directory: the only place where raw ids live
+            self.redis.hset(IDS, mapping=new_ids)
+        ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
+        if not b.keys:
+            return ack
+        cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
+        calls = []
+        for shard, idx in group_by_user_shard(b.keys, self.placement).items():
+            sub = {
+                "dev": [b.keys[j] for j in idx],
+                "ts": [b.ts[j] for j in idx],
+                "cell": [cells[j] for j in idx],
+                "lat": [b.lats[j] for j in idx],
+                "lng": [b.lngs[j] for j in idx],
+            }
+            calls.append(self.shards.handle(shard).ingest.remote(sub))
+        self.in_flight += 1
+        try:
+            results = await asyncio.gather(*calls)
+        except ray.exceptions.RayActorError as exc:
+            raise ShardUnavailable("a user shard is restarting; retry the batch") from exc
+        finally:
+            self.in_flight -= 1
+        applied = sum(r.count(1) for r in results)
+        ack.accepted = applied
+        ack.late = len(b.keys) - applied
+        return ack
+
+    async def ingest_doors(self, events, device: str | None) -> pb.IngestAck:
+        now = self.clock()
+        ack = pb.IngestAck()
+        groups: dict[str, dict] = {}
+        for i, e in enumerate(events):
+            reason = check_door_event(e.sensor_id, e.ts_ms, e.direction, now, self.spec.limits)
+            if reason is None and device is not None and e.sensor_id != device:
+                reason = Reason.NOT_AUTHORIZED_FOR_DEVICE
+            if reason:
+                ack.rejections.append(pb.Rejection(index=i, reason=reason.value))
+                continue
+            g = groups.setdefault(
+                door_shard(e.sensor_id, self.placement), {"sensor": [], "ts": [], "dir": []}
+            )
+            g["sensor"].append(e.sensor_id)
+            g["ts"].append(e.ts_ms)
+            g["dir"].append(e.direction)
+        try:
+            counts = await asyncio.gather(
+                *(self.shards.handle(s).door_events.remote(g) for s, g in groups.items())
+            )
+        except ray.exceptions.RayActorError as exc:
+            raise ShardUnavailable("a space shard is restarting; retry the batch") from exc
+        ack.accepted = sum(counts)
+        ack.rejected = len(ack.rejections)
+        return ack
+
+    def _key(self, device_id: str, new_ids: dict[str, str]) -> int:
+        key = self._keys.get(device_id)
+        if key is None:
+            if len(self._keys) > 1_000_000:
+                self._keys.clear()
+            key = self._keys[device_id] = pseudonym(self.topology.secret, device_id)
+            new_ids[pseudonym_str(key)] = device_id
+        return key
+
+    def _validate(self, pings, device: str | None, base: int) -> tuple[_Batch, dict[str, str]]:
+        now = self.clock()
+        limits = self.spec.limits
+        b, new_ids = _Batch(), {}
+        for i, p in enumerate(pings):
+            if p is None:
+                reason = "malformed"
+            else:
+                reason = check_ping(
+                    p.device_id, p.ts_ms, p.lat, p.lng, now, limits, p.accuracy_m, p.attributes
+                )
+                if reason is None and device is not None and p.device_id != device:
+                    reason = Reason.NOT_AUTHORIZED_FOR_DEVICE
+            if reason:
+                b.rejections.append(pb.Rejection(index=base + i, reason=str(reason)))
+                continue
+            b.keys.append(self._key(p.device_id, new_ids))
+            b.ts.append(p.ts_ms)
+            b.lats.append(p.lat)
+            b.lngs.append(p.lng)
+        return b, new_ids
