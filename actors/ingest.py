@@ -113,23 +113,23 @@ class IngestServer:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return ack.SerializeToString()
 
-    async def stream_pings(self, requests, context: grpc.aio.ServicerContext):
+    async def stream_pings(self, requests, context: grpc.aio.ServicerContext) -> None:
         device = await self._authenticate(context)
-        queue: asyncio.Queue = asyncio.Queue(maxsize=4 * STREAM_BATCH)
-        reader = asyncio.ensure_future(_pump(requests, queue))
+        inbox = _Inbox(4 * STREAM_BATCH)
+        reader = asyncio.ensure_future(inbox.fill(context))
         totals = pb.IngestAck()
         pending: list[pb.Rejection] = []
-        index, last_ack, done = 0, time.monotonic(), False
+        index, last_ack = 0, time.monotonic()
         try:
-            while not done:
-                raw, done = await _take(queue, STREAM_BATCH, STREAM_LINGER_S, 1.0)
-                pings = []
-                for item in raw:
-                    try:
-                        pings.append(pb.Ping.FromString(item))
-                    except DecodeError:
-                        pings.append(None)  # rejected as "malformed", the stream goes on
+            while True:
+                raw, done = await inbox.take(STREAM_BATCH, STREAM_LINGER_S, 1.0)
                 if raw:
+                    pings = []
+                    for item in raw:
+                        try:
+                            pings.append(pb.Ping.FromString(item))
+                        except DecodeError:
+                            pings.append(None)  # rejected as "malformed", the stream goes on
                     try:
                         ack = await self.core.ingest_pings(pings, device, index)
                     except ShardUnavailable as exc:
@@ -139,16 +139,17 @@ class IngestServer:
                     totals.late += ack.late
                     totals.rejected += ack.rejected
                     pending.extend(ack.rejections)
-                if raw or done:
-                    if done or time.monotonic() - last_ack >= ACK_EVERY_S:
-                        out = pb.IngestAck(
-                            accepted=totals.accepted,
-                            late=totals.late,
-                            rejected=totals.rejected,
-                            rejections=pending,
-                        )
-                        pending, last_ack = [], time.monotonic()
-                        yield out.SerializeToString()
+                if done or (raw and time.monotonic() - last_ack >= ACK_EVERY_S):
+                    out = pb.IngestAck(
+                        accepted=totals.accepted,
+                        late=totals.late,
+                        rejected=totals.rejected,
+                        rejections=pending,
+                    )
+                    pending, last_ack = [], time.monotonic()
+                    await context.write(out.SerializeToString())
+                if done:
+                    return
         finally:
             reader.cancel()
 
@@ -185,36 +186,46 @@ class IngestServer:
             await context.abort(code, str(exc))
 
 
-async def _pump(requests, queue: asyncio.Queue) -> None:
-    async for item in requests:
-        await queue.put(item)
-    await queue.put(None)
+class _Inbox:
+    """Messages read off a stream, handed over in batches: one list append a message (no
+    per-message queue operation); the reader pauses when `limit` messages wait."""
 
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.items: list[bytes] = []
+        self.done = False
+        self.arrived = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
 
-async def _take(queue: asyncio.Queue, most: int, linger_s: float, wait_s: float):
-    """Up to `most` items: wait up to `wait_s` for the first, then `linger_s` for more.
-    Returns (items, stream ended)."""
-    items: list[bytes] = []
-    try:
-        first = await asyncio.wait_for(queue.get(), timeout=wait_s)
-    except TimeoutError:
-        return items, False
-    if first is None:
-        return items, True
-    items.append(first)
-    deadline = time.monotonic() + linger_s
-    while len(items) < most:
+    async def fill(self, context: grpc.aio.ServicerContext) -> None:
         try:
-            item = queue.get_nowait()
-        except asyncio.QueueEmpty:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
+            while True:
+                item = await context.read()
+                if item is grpc.aio.EOF:
+                    break
+                self.items.append(item)
+                if not self.arrived.is_set():
+                    self.arrived.set()
+                if len(self.items) >= self.limit:
+                    self.room.clear()
+                    await self.room.wait()
+        finally:
+            self.done = True
+            self.arrived.set()
+
+    async def take(self, most: int, linger_s: float, wait_s: float) -> tuple[list[bytes], bool]:
+        """Up to `most` messages: wait up to `wait_s` for one, then up to `linger_s` for the
+        batch to fill. Returns (messages, whether the stream has ended and all were taken)."""
+        if not self.items and not self.done:
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=left)
+                await asyncio.wait_for(self.arrived.wait(), timeout=wait_s)
             except TimeoutError:
-                break
-        if item is None:
-            return items, True
-        items.append(item)
-    return items, False
+                return [], False
+        if self.items and len(self.items) < most and not self.done:
+            await asyncio.sleep(linger_s)
+        batch, self.items = self.items[:most], self.items[most:]
+        if not self.items and not self.done:
+            self.arrived.clear()
+        self.room.set()
+        return batch, self.done and not self.items

@@ -1,5 +1,6 @@
 """UserShard: the source of truth for its devices' live state, with a Redis WAL."""
 
+import gc
 import logging
 import threading
 import time
@@ -16,6 +17,9 @@ from engine.routing import route_cell_moves, route_space_moves
 from engine.user import UserEngine
 
 log = logging.getLogger(__name__)
+
+
+FREEZE_EVERY_S = 2.0
 
 
 def _epoch_seq(epoch: int, seq: int) -> int:
@@ -58,6 +62,7 @@ class UserShard:
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
+        self._last_freeze = time.monotonic()
         self._resync()
         log.info(
             "%s epoch %d: %d devices, replayed %d WAL entries",
@@ -91,6 +96,11 @@ class UserShard:
     async def tick(self) -> None:
         self.engine.advance(self.clock())
         self._route()
+        if time.monotonic() - self._last_freeze >= FREEZE_EVERY_S:
+            # Engine state holds no reference cycles: moving it out of the collector's sight
+            # keeps full collections from pausing ingest for hundreds of ms at 100k devices.
+            gc.freeze()
+            self._last_freeze = time.monotonic()
         covered = self.checkpointer.poll()
         if covered is not None:
             self._checkpointed_id = covered

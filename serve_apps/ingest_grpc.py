@@ -1,0 +1,45 @@
+"""Ingest as a Ray Serve gRPC deployment: the alternative front end measured by bench/serve_grpc.py.
+
+The engine's default front end is the `IngestServer` actor (actors/ingest.py); this deployment
+runs the same `IngestCore` behind Serve's gRPC proxy or its direct ingress, for comparison.
+"""
+
+import grpc
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+
+from actors.ingest_core import AuthError, IngestCore, ShardUnavailable
+from actors.topology import Topology
+from protos import occupancy_pb2 as pb
+
+SERVICER = "protos.occupancy_pb2_grpc.add_IngestServicer_to_server"
+
+
+@serve.deployment(max_ongoing_requests=64)
+class GrpcIngest:
+    def __init__(self, topology: Topology):
+        self.core = IngestCore(topology)
+
+    async def SendPings(self, request: pb.PingBatch, grpc_context: RayServegRPCContext):
+        return await self._call(grpc_context, self.core.ingest_pings, request.pings)
+
+    async def SendDoorEvents(self, request: pb.DoorEventBatch, grpc_context: RayServegRPCContext):
+        return await self._call(grpc_context, self.core.ingest_doors, request.events)
+
+    async def _call(self, ctx: RayServegRPCContext, ingest, items) -> pb.IngestAck:
+        try:
+            device = self.core.authenticate(
+                dict(ctx.invocation_metadata()).get("authorization", "")
+            )
+            return await ingest(items, device)
+        except AuthError as exc:
+            denied = grpc.StatusCode.PERMISSION_DENIED
+            return _fail(ctx, denied if exc.denied else grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except ShardUnavailable as exc:
+            return _fail(ctx, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+
+def _fail(ctx: RayServegRPCContext, code: grpc.StatusCode, details: str) -> pb.IngestAck:
+    ctx.set_code(code)
+    ctx.set_details(details)
+    return pb.IngestAck()
