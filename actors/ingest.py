@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import threading
 import time
 
@@ -86,6 +87,9 @@ class IngestServer:
         while not self._bound.is_set():
             await asyncio.sleep(0.05)
         return self.port
+
+    async def pid(self) -> int:
+        return os.getpid()
 
     async def stop(self) -> None:
         if self._server is not None:

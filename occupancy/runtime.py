@@ -77,13 +77,17 @@ class Engine:
             self._actors.append(
                 SpaceShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
             )
-        ingest = IngestServer.options(name="ingest", namespace=ns, get_if_exists=True).remote(
-            t, s.grpc_port
-        )
-        self._actors.append(ingest)
-        # every shard is up (its __init__ done) before we report ready
-        ray.get([a.pid.remote() for a in self._actors[:-1]])
-        self.grpc_port = ray.get(ingest.bound_port.remote())
+        # every shard is up (its __init__ done) before ingest opens
+        ray.get([a.pid.remote() for a in self._actors])
+        # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
+        port = s.grpc_port
+        for i in range(max(1, s.ingest_handlers)):
+            handler = IngestServer.options(
+                name=f"ingest-{i}", namespace=ns, get_if_exists=True
+            ).remote(t, port)
+            self._actors.append(handler)
+            port = ray.get(handler.bound_port.remote())
+        self.grpc_port = port
         return self
 
     def stop(self) -> None:

@@ -25,6 +25,7 @@ class Settings:
     user_shards: int = 2
     cell_shards: int = 2
     space_shards: int = 1
+    ingest_handlers: int = 2
     secret: str = ""  # empty: generated once and kept in the data dir
     k_min: int = 0
 

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos import occupancy_pb2 as pb
+from protos import occupancy_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,24 @@ def test_health_and_reflection(live):
     )
     names = {s.name for r in replies for s in r.list_services_response.service}
     assert "occupancy.v1.Ingest" in names
+
+
+def test_overload_gets_resource_exhausted_not_a_queue(live):
+    import ray
+
+    from actors.ingest import IngestServer
+
+    # a handler allowed no batch in flight is always overloaded
+    handler = IngestServer.options(name="ingest-overloaded", namespace="occupancy").remote(
+        live.engine.topology, 0, max_in_flight=0
+    )
+    try:
+        port = ray.get(handler.bound_port.remote())
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = pb_grpc.IngestStub(channel)
+        batch = pb.PingBatch(pings=[pb.Ping(device_id="o", ts_ms=1, lat=1, lng=1)])
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SendPings(batch, metadata=live.auth, timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        ray.kill(handler, no_restart=True)

@@ -67,16 +67,25 @@ def send_in_batches(live, rng: random.Random, pings: list[pb.Ping], on_batch=Non
             on_batch(i)
 
 
+def _views_match(live, now: int) -> bool:
+    o, q = live.oracle, live.queries
+    if live.q(q.heatmap(9, None)) != o.counts(9, now, now):
+        return False
+    return all(
+        live.q(q.space_count(space)) == o.space_occupancy(space, now, now)
+        for space in POLYGON_SPACES
+    )
+
+
 def converge(live, timeout_s: float = 15.0) -> int:
-    """Wait until the cell view equals the oracle (updates travel asynchronously)."""
+    """Wait until the cell and space views equal the oracle: membership updates travel to
+    cell and space shards asynchronously, each at its own pace."""
     deadline = time.monotonic() + timeout_s
     while True:
         now = int(time.time() * 1000)
-        if live.q(live.queries.heatmap(9, None)) == live.oracle.counts(9, now, now):
+        if _views_match(live, now) or time.monotonic() > deadline:
             return now
-        if time.monotonic() > deadline:
-            return now
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def assert_live_equals_oracle(live) -> None:
