@@ -99,20 +99,31 @@ class IngestServer:
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def send_pings(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._unary(request, context, pb.PingBatch, "pings", self.core.ingest_pings)
+
+    async def send_door_events(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._unary(
+            request, context, pb.DoorEventBatch, "events", self.core.ingest_doors
+        )
+
+    async def _unary(self, request: bytes, context, message, field: str, ingest) -> bytes:
         device = await self._authenticate(context)
         try:
-            batch = pb.PingBatch.FromString(request)
+            batch = message.FromString(request)
         except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a valid PingBatch message")
-        if len(batch.pings) > self.max_batch:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {message.__name__} message"
+            )
+        items = getattr(batch, field)
+        if len(items) > self.max_batch:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch of {len(batch.pings)} pings; at most {self.max_batch} per call",
+                f"batch of {len(items)} {field}; at most {self.max_batch} per call",
             )
         if self.core.in_flight >= self.max_in_flight:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "ingest overloaded; retry")
         try:
-            ack = await self.core.ingest_pings(batch.pings, device)
+            ack = await ingest(items, device)
         except ShardUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return ack.SerializeToString()
@@ -156,23 +167,6 @@ class IngestServer:
                     return
         finally:
             reader.cancel()
-
-    async def send_door_events(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        device = await self._authenticate(context)
-        try:
-            batch = pb.DoorEventBatch.FromString(request)
-        except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a valid DoorEventBatch")
-        if len(batch.events) > self.max_batch:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch of {len(batch.events)} events; at most {self.max_batch} per call",
-            )
-        try:
-            ack = await self.core.ingest_doors(batch.events, device)
-        except ShardUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return ack.SerializeToString()
 
     # -- internals ------------------------------------------------------------------------------
 
