@@ -1,5 +1,6 @@
 """Starting and stopping a whole engine: Ray, Redis, the shard actors and the ingest handler."""
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -9,15 +10,12 @@ import redis
 
 from actors.auth import KeyStore, device_token
 from actors.cell_shard import CellShard
+from actors.definitions import Definitions
 from actors.ingest import IngestServer
-from actors.metadata import Metadata
 from actors.redis_server import EmbeddedRedis
-from actors.refs import Shards
 from actors.space_shard import SpaceShard
 from actors.topology import Topology
 from actors.user_shard import UserShard
-from engine.doors import DoorCounter
-from engine.spaces import SpaceIndex
 from occupancy import local_files
 from occupancy.settings import Settings
 
@@ -113,35 +111,20 @@ class Engine:
     def device_token(self, device_id: str) -> str:
         return device_token(self.topology.secret, device_id)
 
+    def definitions(self) -> Definitions:
+        return Definitions(self.topology)
+
     def define_polygon_space(self, space: str, polygon: dict, name: str = "") -> int:
-        """Validate, store, and broadcast to every user shard; returns the number of cells."""
-        cells = len(SpaceIndex(self.topology.engine_spec().res).define(space, polygon, name))
-        Metadata(self.client()).put_polygon_space(space, name, polygon)
-        shards = Shards(self.topology)
-        ray.get([u.define_space.remote(space, polygon, name) for u in shards.users()])
-        return cells
+        return asyncio.run(self.definitions().define_polygon_space(space, polygon, name))
 
     def define_door_space(self, space: str, name: str = "") -> None:
-        Metadata(self.client()).put_door_space(space, name)
-        self._broadcast_doors("define_door_space", space, name)
+        asyncio.run(self.definitions().define_door_space(space, name))
 
     def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
-        check = Metadata(self.client()).door_counter()
-        check.define_doorway(doorway, inside, outside)  # raises ValueError when invalid
-        Metadata(self.client()).put_doorway(doorway, inside, outside)
-        self._broadcast_doors("define_doorway", doorway, inside, outside)
+        asyncio.run(self.definitions().define_doorway(doorway, inside, outside))
 
     def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
-        check: DoorCounter = Metadata(self.client()).door_counter()
-        check.install(sensor, doorway, start, positive)
-        Metadata(self.client()).add_installation(sensor, doorway, start, positive)
-        self._broadcast_doors("install", sensor, doorway, start, positive)
+        asyncio.run(self.definitions().install(sensor, doorway, start, positive))
 
     def reset(self, space: str, at: int) -> None:
-        Metadata(self.client()).door_counter().reset(space, at)
-        Metadata(self.client()).add_reset(space, at)
-        self._broadcast_doors("reset", space, at)
-
-    def _broadcast_doors(self, method: str, *args) -> None:
-        shards = Shards(self.topology)
-        ray.get([getattr(s, method).remote(*args) for s in shards.spaces()])
+        asyncio.run(self.definitions().reset(space, at))

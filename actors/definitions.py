@@ -1,0 +1,64 @@
+"""Space, doorway and installation definitions: validated, stored in Redis, broadcast to shards."""
+
+import asyncio
+
+import redis
+
+from actors.metadata import Metadata
+from actors.refs import Shards
+from actors.topology import Topology
+from engine.spaces import SpaceIndex
+
+
+class Definitions:
+    """Every change is checked with the engine's own classes first (ValueError says what is
+    wrong), then stored, then sent to every shard that needs it. Idempotent: the same
+    definition twice changes nothing."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        self.metadata = Metadata(redis.Redis.from_url(topology.redis_url))
+        self.shards = Shards(topology)
+
+    def kind(self, space: str) -> str | None:
+        """"polygon", "door" or None for an unknown space."""
+        if space in self.metadata.polygon_spaces():
+            return "polygon"
+        if self.metadata.door_counter().has_space(space):
+            return "door"
+        return None
+
+    async def define_polygon_space(self, space: str, polygon: dict, name: str = "") -> int:
+        """Returns the number of base cells the polygon covers."""
+        if self.kind(space) == "door":
+            raise ValueError(f"{space!r} is a door space")
+        cells = len(SpaceIndex(self.topology.engine_spec().res).define(space, polygon, name))
+        self.metadata.put_polygon_space(space, name, polygon)
+        await asyncio.gather(
+            *(u.define_space.remote(space, polygon, name) for u in self.shards.users())
+        )
+        return cells
+
+    async def define_door_space(self, space: str, name: str = "") -> None:
+        if self.kind(space) == "polygon":
+            raise ValueError(f"{space!r} is a polygon space")
+        self.metadata.put_door_space(space, name)
+        await self._doors("define_door_space", space, name)
+
+    async def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
+        self.metadata.door_counter().define_doorway(doorway, inside, outside)
+        self.metadata.put_doorway(doorway, inside, outside)
+        await self._doors("define_doorway", doorway, inside, outside)
+
+    async def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
+        self.metadata.door_counter().install(sensor, doorway, start, positive)
+        self.metadata.add_installation(sensor, doorway, start, positive)
+        await self._doors("install", sensor, doorway, start, positive)
+
+    async def reset(self, space: str, at: int) -> None:
+        self.metadata.door_counter().reset(space, at)
+        self.metadata.add_reset(space, at)
+        await self._doors("reset", space, at)
+
+    async def _doors(self, method: str, *args) -> None:
+        await asyncio.gather(*(getattr(s, method).remote(*args) for s in self.shards.spaces()))
