@@ -21,7 +21,7 @@ class Definitions:
         self.shards = Shards(topology)
 
     def kind(self, space: str) -> str | None:
-        """"polygon", "door" or None for an unknown space."""
+        """ "polygon", "door" or None for an unknown space."""
         if space in self.metadata.polygon_spaces():
             return "polygon"
         if self.metadata.door_counter().has_space(space):

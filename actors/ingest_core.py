@@ -6,6 +6,7 @@ import ray
 import redis
 
 from actors.auth import Authenticator, KeyStore
+from actors.id_directory import IdDirectory
 from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
@@ -14,7 +15,6 @@ from engine.routing import door_shard, group_by_user_shard
 from engine.validation import Reason, check_door_event, check_ping
 from protos import occupancy_pb2 as pb
 
-IDS = "occ:ids"
 INGEST_ROLES = ("ingest", "admin")
 
 
@@ -56,6 +56,7 @@ class IngestCore:
         self.shards = Shards(topology)
         self.redis = redis.Redis.from_url(topology.redis_url)
         self.auth = Authenticator(topology.secret, KeyStore(self.redis))
+        self.ids = IdDirectory(self.redis, topology.secret)
         self.clock = Clock()
         self.in_flight = 0
         self._keys: dict[str, int] = {}
@@ -76,9 +77,7 @@ class IngestCore:
         """`pings` may hold None for messages that did not parse ("malformed"); rejection
         indexes are `base` + the position in `pings`."""
         b, new_ids = self._validate(pings, device, base)
-        if new_ids:
-            # the id directory: the only place where raw ids live
-            self.redis.hset(IDS, mapping=new_ids)
+        self.ids.record(new_ids)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
         if not b.keys:
             return ack

@@ -71,6 +71,24 @@ class LiveQueries:
                 total[k] = total.get(k, 0) + v
         return total
 
+    async def stats(self) -> dict[str, bool]:
+        """Whether every actor of each family answers within a second."""
+        families = {
+            "user_shards": self.shards.users(),
+            "cell_shards": self.shards.cells(),
+            "space_shards": self.shards.spaces(),
+        }
+        out = {}
+        for family, handles in families.items():
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(h.pid.remote() for h in handles)), timeout=1.0
+                )
+                out[family] = True
+            except Exception:  # dead, restarting or slow: reported, not raised
+                out[family] = False
+        return out
+
     def sync(self, coro):
         """Run one of the coroutines above from synchronous code (drivers, tests)."""
         return asyncio.run(coro)

@@ -30,3 +30,30 @@ def split_by_day(start: int, end: int) -> list[tuple[int, int]]:
         pieces.append((day, cut - start))
         start = cut
     return pieces
+
+
+def parse_time(text: str) -> int:
+    """ms since the epoch from ms digits or ISO 8601 (naive times are UTC); ValueError else."""
+    from datetime import UTC, datetime
+
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither ms since the epoch nor an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def parse_day(text: str) -> int:
+    """Midnight UTC (ms) of a `YYYY-MM-DD` day; ValueError else."""
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+    return int(dt.timestamp() * 1000)

@@ -71,6 +71,20 @@ def token(device_id: str) -> None:
     click.echo(device_token(local_files.secret(_settings()), device_id))
 
 
+@main.command()
+@click.argument("device_id")
+def forget(device_id: str) -> None:
+    """Delete DEVICE_ID from the id directory: its history stays as anonymous aggregates."""
+    from actors.id_directory import IdDirectory
+    from occupancy import local_files
+    from occupancy.local_files import RedisFor
+
+    settings = _settings()
+    with RedisFor(settings) as client:
+        found = IdDirectory(client, local_files.secret(settings)).forget(device_id)
+    click.echo("forgotten" if found else "not in the id directory")
+
+
 @main.group()
 def keys() -> None:
     """API keys (roles: viewer, admin, ingest)."""

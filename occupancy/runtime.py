@@ -1,6 +1,7 @@
 """Starting and stopping a whole engine: Ray, Redis, the shard actors and the ingest handler."""
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class Engine:
     settings: Settings
     topology: Topology | None = None
     grpc_port: int = 0
+    http_port: int = 0
+    _serve: bool = False
     redis_url: str = ""
     _redis: EmbeddedRedis | None = None
     _actors: list = field(default_factory=list)
@@ -86,9 +89,26 @@ class Engine:
             self._actors.append(handler)
             port = ray.get(handler.bound_port.remote())
         self.grpc_port = port
+        self._start_api()
         return self
 
+    def _start_api(self) -> None:
+        from ray import serve
+
+        from serve_apps.api import build
+
+        serve.start(http_options={"host": "0.0.0.0", "port": self.settings.http_port})
+        serve.run(build(self.topology, self.settings.k_min), name="api", route_prefix="/")
+        self.http_port = self.settings.http_port
+        self._serve = True
+
     def stop(self) -> None:
+        if self._serve:
+            from ray import serve
+
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            self._serve = False
         for actor in self._actors:
             try:
                 ray.kill(actor, no_restart=True)

@@ -1,5 +1,6 @@
 """Integration tier: one real engine per session (Ray, embedded Redis, gRPC over loopback)."""
 
+import socket
 import time
 
 import grpc
@@ -21,6 +22,9 @@ class Live:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.key = engine.create_key("ingest", "tests")
+        self.admin = engine.create_key("admin", "tests")
+        self.viewer = engine.create_key("viewer", "tests")
+        self.http = f"http://127.0.0.1:{engine.http_port}"
         self.channel = grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}")
         self.stub = pbg.IngestStub(self.channel)
         self.queries = LiveQueries(engine.topology)
@@ -63,11 +67,19 @@ class Live:
         return self.queries.sync(coro)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def live(tmp_path_factory):
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("engine"),
         grpc_port=0,
+        http_port=_free_port(),
+        k_min=2,
         user_shards=2,
         cell_shards=2,
         space_shards=2,

@@ -107,3 +107,19 @@ def test_validate_polygon_errors():
     for polygon in bad:
         with pytest.raises(ValueError):
             validate_polygon(polygon)
+
+
+def test_parse_time_and_day():
+    from engine.timeutil import parse_day, parse_time
+
+    assert parse_time("1710115200000") == 1_710_115_200_000
+    assert parse_time("2024-03-11T00:00:00Z") == 1_710_115_200_000
+    assert parse_time("2024-03-11T01:00:00+01:00") == 1_710_115_200_000
+    assert parse_time("2024-03-11T00:00:00") == 1_710_115_200_000
+    assert parse_day("2024-03-11") == 1_710_115_200_000
+    for bad in ["", "yesterday", "2024-13-01T00:00"]:
+        with pytest.raises(ValueError):
+            parse_time(bad)
+    for bad in ["2024-02-30", "11/03/2024", "2024-03-11T00:00"]:
+        with pytest.raises(ValueError):
+            parse_day(bad)

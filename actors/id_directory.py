@@ -1,0 +1,29 @@
+"""The id directory: the only place where raw device ids live (pseudonym -> raw id, in Redis)."""
+
+import redis
+
+from engine.pseudonym import pseudonym, pseudonym_str
+
+IDS = "occ:ids"
+
+
+class IdDirectory:
+    """Written by the ingest handlers on first sight of an id; read for admin answers;
+    `forget` cuts the tie between a person and the device's anonymous history."""
+
+    def __init__(self, client: redis.Redis, secret: bytes):
+        self.client = client
+        self.secret = secret
+
+    def record(self, new_ids: dict[str, str]) -> None:
+        """{pseudonym hex: raw id} for ids seen for the first time by a handler."""
+        if new_ids:
+            self.client.hset(IDS, mapping=new_ids)
+
+    def resolve(self, key: int) -> str | None:
+        raw = self.client.hget(IDS, pseudonym_str(key))
+        return raw.decode() if raw else None
+
+    def forget(self, device_id: str) -> bool:
+        """True if the id was in the directory."""
+        return bool(self.client.hdel(IDS, pseudonym_str(pseudonym(self.secret, device_id))))

@@ -1,0 +1,339 @@
+"""The HTTP API on Ray Serve: live answers from the shard actors, definitions for admins."""
+
+import time
+from contextlib import contextmanager
+from typing import Literal
+
+import redis
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel, Field
+from ray import serve
+from starlette.exceptions import HTTPException
+
+from actors.auth import KeyStore
+from actors.definitions import Definitions
+from actors.queries import LiveQueries
+from actors.topology import Topology
+from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
+from engine.geo import BBox
+from engine.timeutil import parse_day, parse_time
+
+MAX_TOP = 1_000
+MAX_HEATMAP_CELLS = 50_000
+READ_ROLES = ("viewer", "admin")
+
+app = FastAPI(
+    title="occupancy",
+    version="0.1.0",
+    description="Live occupancy per H3 cell and named space; dwell per device.",
+    default_response_class=ORJSONResponse,
+)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and a stable code for the error envelope."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _envelope(status: int, code: str, message: str) -> ORJSONResponse:
+    return ORJSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> ORJSONResponse:
+    return _envelope(exc.status, exc.code, exc.message)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path"))
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return _envelope(400, "bad_request", "; ".join(parts) or "invalid request")
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> ORJSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return _envelope(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+class PolygonSpaceBody(BaseModel):
+    name: str = Field("", max_length=200)
+    polygon: dict | None = None
+
+
+class DoorwayBody(BaseModel):
+    inside: str = Field(min_length=1, max_length=200)
+    outside: str | None = Field(None, max_length=200)
+
+
+class InstallationBody(BaseModel):
+    sensor_id: str = Field(min_length=1, max_length=128)
+    from_: str | int = Field(alias="from")
+    positive: Literal["in", "out"] = "in"
+    doorway_removed: bool = False
+
+
+class ResetBody(BaseModel):
+    at: str | int
+
+
+@contextmanager
+def _bad(code: str):
+    """Turns a ValueError from engine parsing or validation into a 400 with `code`."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ApiError(400, code, str(exc)) from exc
+
+
+def _check_id(value: str) -> None:
+    if not value or len(value.encode()) > 200 or any(c in value for c in "/?#"):
+        raise ApiError(400, "bad_id", "ids are 1 to 200 bytes without / ? #")
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
+    max_ongoing_requests=64,
+)
+@serve.ingress(app)
+class QueryApi:
+    """Every query fans out once per shard family and merges (engine code); viewers get the
+    privacy floor, admins exact counts and raw device ids."""
+
+    def __init__(self, topology: Topology, k_min: int = 0):
+        self.topology = topology
+        self.spec = topology.engine_spec()
+        self.queries = LiveQueries(topology)
+        self.definitions = Definitions(topology)
+        self.redis = redis.Redis.from_url(topology.redis_url)
+        self.keys = KeyStore(self.redis)
+        self.k_min = k_min
+        self._roles: dict[str, tuple[float, str | None]] = {}
+
+    # -- auth and privacy -----------------------------------------------------------------------
+
+    def _role(self, request: Request, allowed: tuple[str, ...]) -> str:
+        header = request.headers.get("authorization", "")
+        key = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not key:
+            raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer <key>)")
+        hit = self._roles.get(key)
+        if hit is None or time.monotonic() - hit[0] > 10:
+            hit = self._roles[key] = (time.monotonic(), self.keys.role(key))
+        role = hit[1]
+        if role is None:
+            raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+        if role not in allowed:
+            raise ApiError(403, "forbidden", f"this needs the {' or '.join(allowed)} role")
+        return role
+
+    def _floor(self, count: int, role: str) -> int:
+        return count if role == "admin" or count >= self.k_min else 0
+
+    def _cells(self, counts, role: str) -> list[dict]:
+        return [{"cell": to_str(c), "count": n} for c, n in counts if self._floor(n, role) > 0]
+
+    def _res(self, res: int | None) -> int:
+        with _bad("bad_resolution"):
+            return check_res(self.spec.res if res is None else res, self.spec.res)
+
+    @staticmethod
+    def _bbox(bbox: str | None) -> BBox | None:
+        if bbox is None:
+            return None
+        with _bad("bad_bbox"):
+            return BBox.parse(bbox)
+
+    @staticmethod
+    def _history(at: str | None) -> None:
+        if at is not None:
+            with _bad("bad_time"):
+                parse_time(at)
+            raise ApiError(
+                501, "history_unavailable", "answers at a past time need the history store"
+            )
+
+    # -- live queries ---------------------------------------------------------------------------
+
+    @app.get("/v1/health")
+    async def health(self) -> ORJSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            self.redis.ping()
+            checks["redis"] = "ok"
+        except redis.RedisError as exc:
+            checks["redis"] = f"error: {exc}"
+        stats = await self.queries.stats()
+        for family, ok in stats.items():
+            checks[family] = "ok" if ok else "unavailable"
+        checks["clickhouse"] = "not configured"
+        healthy = all(v in ("ok", "not configured") for v in checks.values())
+        return ORJSONResponse(
+            {"status": "ok" if healthy else "degraded", "checks": checks, "as_of": _now()},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/v1/heatmap")
+    async def heatmap(
+        self,
+        request: Request,
+        bbox: str,
+        res: int | None = None,
+        format: Literal["cells", "geojson"] = "cells",
+        at: str | None = None,
+    ):
+        role = self._role(request, READ_ROLES)
+        box, r = self._bbox(bbox), self._res(res)
+        self._history(at)
+        counts = await self.queries.heatmap(r, box)
+        if len(counts) > MAX_HEATMAP_CELLS:
+            raise ApiError(
+                400, "too_many_cells", f"{len(counts)} cells; use a coarser res or a smaller bbox"
+            )
+        cells = self._cells(sorted(counts.items()), role)
+        now = _now()
+        if format == "geojson":
+            features = [
+                {
+                    "type": "Feature",
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [boundary_lnglat(parse_cell(c["cell"]))],
+                    },
+                    "properties": c,
+                }
+                for c in cells
+            ]
+            return {"type": "FeatureCollection", "res": r, "as_of": now, "features": features}
+        return {"res": r, "as_of": now, "cells": cells}
+
+    @app.get("/v1/top")
+    async def top(
+        self,
+        request: Request,
+        n: int = Query(10, ge=1, le=MAX_TOP),
+        res: int | None = None,
+        bbox: str | None = None,
+        at: str | None = None,
+    ):
+        role = self._role(request, READ_ROLES)
+        box, r = self._bbox(bbox), self._res(res)
+        self._history(at)
+        ranked = await self.queries.top(n, r, box)
+        return {"res": r, "as_of": _now(), "cells": self._cells(ranked, role)}
+
+    @app.get("/v1/cells/{cell}")
+    async def cell(self, request: Request, cell: str, at: str | None = None):
+        role = self._role(request, READ_ROLES)
+        with _bad("bad_cell"):
+            c = parse_cell(cell)
+            check_res(resolution(c), self.spec.res)
+        self._history(at)
+        count = await self.queries.cell_count(c)
+        return {"cell": to_str(c), "count": self._floor(count, role), "as_of": _now()}
+
+    @app.get("/v1/spaces/{space_id}")
+    async def space(self, request: Request, space_id: str, at: str | None = None):
+        role = self._role(request, READ_ROLES)
+        kind = self.definitions.kind(space_id)
+        if kind is None:
+            raise ApiError(404, "unknown_space", f"no space {space_id!r}")
+        t = None
+        if at is not None:
+            if kind != "door":
+                self._history(at)
+            with _bad("bad_time"):
+                t = parse_time(at)
+        count = await self.queries.space_count(space_id, t)
+        return {
+            "space": space_id,
+            "kind": kind,
+            "count": self._floor(count, role),
+            "as_of": t if t is not None else _now(),
+        }
+
+    @app.get("/v1/users/{device_id}/dwell")
+    async def dwell(self, request: Request, device_id: str, day: str):
+        self._role(request, ("admin",))
+        with _bad("bad_day"):
+            d = parse_day(day)
+        if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
+            raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
+        found = await self.queries.dwell(device_id, d)
+        return {
+            "device_id": device_id,
+            "day": day,
+            "cells": [
+                {"cell": to_str(c), "seconds": ms / 1000}
+                for c, ms in sorted(found["cells"].items(), key=lambda x: -x[1])
+            ],
+            "spaces": [
+                {"space": s, "seconds": ms / 1000}
+                for s, ms in sorted(found["spaces"].items(), key=lambda x: -x[1])
+            ],
+        }
+
+    # -- definitions (admin) --------------------------------------------------------------------
+
+    @app.put("/v1/spaces/{space_id}")
+    async def put_space(self, request: Request, space_id: str, body: PolygonSpaceBody):
+        self._role(request, ("admin",))
+        _check_id(space_id)
+        with _bad("bad_space"):
+            if body.polygon is not None:
+                cells = await self.definitions.define_polygon_space(
+                    space_id, body.polygon, body.name
+                )
+                return {"space": space_id, "kind": "polygon", "name": body.name, "cells": cells}
+            await self.definitions.define_door_space(space_id, body.name)
+        return {"space": space_id, "kind": "door", "name": body.name}
+
+    @app.put("/v1/doorways/{doorway_id}")
+    async def put_doorway(self, request: Request, doorway_id: str, body: DoorwayBody):
+        self._role(request, ("admin",))
+        _check_id(doorway_id)
+        with _bad("bad_doorway"):
+            await self.definitions.define_doorway(doorway_id, body.inside, body.outside)
+        return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
+
+    @app.post("/v1/doorways/{doorway_id}/installations", status_code=201)
+    async def install(self, request: Request, doorway_id: str, body: InstallationBody):
+        self._role(request, ("admin",))
+        with _bad("bad_time"):
+            start = parse_time(str(body.from_))
+        with _bad("bad_installation"):
+            doorway = None if body.doorway_removed else doorway_id
+            await self.definitions.install(body.sensor_id, doorway, start, body.positive)
+        return {
+            "doorway": doorway_id,
+            "sensor_id": body.sensor_id,
+            "from": start,
+            "positive": body.positive,
+        }
+
+    @app.post("/v1/spaces/{space_id}/resets", status_code=201)
+    async def reset(self, request: Request, space_id: str, body: ResetBody):
+        self._role(request, ("admin",))
+        with _bad("bad_time"):
+            at = parse_time(str(body.at))
+        with _bad("bad_space"):
+            await self.definitions.reset(space_id, at)
+        return {"space": space_id, "at": at}
+
+
+def build(topology: Topology, k_min: int = 0):
+    """The Serve application (`serve.run(build(...))`)."""
+    return QueryApi.bind(topology, k_min)

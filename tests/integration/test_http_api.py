@@ -1,0 +1,242 @@
+"""The HTTP API over real HTTP: answers equal the oracle; auth, privacy floor, error envelope."""
+
+import random
+import time
+
+import pytest
+import redis
+import requests
+
+from engine.cells import to_str
+from engine.timeutil import DAY_MS, day_of
+from protos import occupancy_pb2 as pb
+from tests.workload import BBOX_C0, POINTS, POLYGON_SPACES
+
+pytestmark = pytest.mark.integration
+
+
+def get(live, path: str, key: str | None = None, **params) -> requests.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.get(live.http + path, params=params, headers=headers, timeout=30)
+
+
+def put(live, path: str, body: dict, key: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.put(live.http + path, json=body, headers=headers, timeout=30)
+
+
+def cells_json(pairs) -> list[dict]:
+    return [{"cell": to_str(c), "count": n} for c, n in pairs]
+
+
+@pytest.fixture(scope="module")
+def api(live):
+    for space, polygon in POLYGON_SPACES.items():
+        r = put(live, f"/v1/spaces/{space}", {"name": space, "polygon": polygon}, live.admin)
+        assert r.status_code == 200, r.text
+        live.oracle.define_polygon_space(space, polygon)
+    rng = random.Random(42)
+    now = int(time.time() * 1000)
+    pings = []
+    for i in range(150):
+        lat, lng = rng.choice(POINTS)
+        pings.append(
+            pb.Ping(
+                device_id=f"http-{i % 40}", ts_ms=now - rng.randint(0, 50_000), lat=lat, lng=lng
+            )
+        )
+    live.send(pings)
+    # a device that crossed midnight a day ago: two pings, long expired, split over two days
+    midnight = day_of(now) - DAY_MS
+    live.send(
+        [
+            pb.Ping(device_id="night-owl", ts_ms=midnight - 60_000, lat=52.66, lng=-8.63),
+            pb.Ping(device_id="night-owl", ts_ms=midnight + 30_000, lat=52.66, lng=-8.63),
+        ]
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        t = int(time.time() * 1000)
+        body = get(live, "/v1/heatmap", live.admin, bbox="-180,-90,180,90", res=9).json()
+        if body["cells"] == cells_json(sorted(live.oracle.counts(9, t, t).items())):
+            break
+        time.sleep(0.2)
+    return live
+
+
+def test_health(api):
+    r = get(api, "/v1/health")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["redis"] == body["checks"]["user_shards"] == "ok"
+
+
+def test_heatmap_top_cells_and_spaces_equal_the_oracle(api):
+    o, now = api.oracle, int(time.time() * 1000)
+    for res in (9, 7, 5):
+        body = get(api, "/v1/heatmap", api.admin, bbox="-180,-90,180,90", res=res).json()
+        assert body["res"] == res
+        assert body["cells"] == cells_json(sorted(o.counts(res, now, now).items())), res
+    box = ",".join(str(v) for v in BBOX_C0)
+    body = get(api, "/v1/heatmap", api.admin, bbox=box, res=9).json()
+    assert body["cells"] == cells_json(sorted(o.heatmap(9, BBOX_C0, now, now).items()))
+    geo = get(api, "/v1/heatmap", api.admin, bbox=box, res=9, format="geojson").json()
+    assert geo["type"] == "FeatureCollection"
+    assert [f["properties"] for f in geo["features"]] == body["cells"]
+    assert all(len(f["geometry"]["coordinates"][0]) == 7 for f in geo["features"])
+    for n, res in ((5, 9), (3, 7), (2, 5)):
+        body = get(api, "/v1/top", api.admin, n=n, res=res).json()
+        assert body["cells"] == cells_json(o.top_n(n, res, now, now)), (n, res)
+    for cell, count in list(o.counts(9, now, now).items())[:5]:
+        body = get(api, f"/v1/cells/{to_str(cell)}", api.admin).json()
+        assert body == {"cell": to_str(cell), "count": count, "as_of": body["as_of"]}
+    for space in POLYGON_SPACES:
+        body = get(api, f"/v1/spaces/{space}", api.admin).json()
+        assert body["count"] == o.space_occupancy(space, now, now), space
+
+
+def test_dwell_across_midnight_for_admins(api):
+    now = int(time.time() * 1000)
+    yesterday = day_of(now) - DAY_MS
+    for day_ms in (yesterday - DAY_MS, yesterday):
+        day = time.strftime("%Y-%m-%d", time.gmtime(day_ms / 1000))
+        body = get(api, "/v1/users/night-owl/dwell", api.admin, day=day).json()
+        expected = api.oracle.dwell("night-owl", day_ms, now)
+        assert body["device_id"] == "night-owl" and body["day"] == day
+        assert {c["cell"]: c["seconds"] for c in body["cells"]} == {
+            to_str(c): ms / 1000 for c, ms in expected["cells"].items()
+        }
+        assert {s["space"]: s["seconds"] for s in body["spaces"]} == {
+            s: ms / 1000 for s, ms in expected["spaces"].items()
+        }
+    # after midnight: 30 s until the second ping, then its full 120 s TTL
+    assert sum(c["seconds"] for c in body["cells"]) == 150.0
+
+
+def test_privacy_floor_hides_small_counts_from_viewers_only(api):
+    now = int(time.time() * 1000)
+    counts = api.oracle.counts(9, now, now)
+    assert any(n < 2 for n in counts.values()) and any(n >= 2 for n in counts.values())
+    viewer = get(api, "/v1/heatmap", api.viewer, bbox="-180,-90,180,90", res=9).json()
+    assert viewer["cells"] == cells_json(sorted((c, n) for c, n in counts.items() if n >= 2))
+    small = next(c for c, n in counts.items() if n < 2)
+    assert get(api, f"/v1/cells/{to_str(small)}", api.viewer).json()["count"] == 0
+    assert get(api, f"/v1/cells/{to_str(small)}", api.admin).json()["count"] == counts[small]
+
+
+def test_roles(api):
+    assert get(api, "/v1/top").status_code == 401
+    assert get(api, "/v1/top", "occ_viewer_not-a-key").status_code == 401
+    assert get(api, "/v1/top", api.key).status_code == 403  # an ingest key cannot read
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    r = get(api, "/v1/users/night-owl/dwell", api.viewer, day=day)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = put(api, "/v1/spaces/nope", {"name": "x"}, api.viewer)
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "code"),
+    [
+        ("/v1/heatmap", {"bbox": "1,2,3"}, "bad_bbox"),
+        ("/v1/heatmap", {"bbox": "10,0,5,1"}, "bad_bbox"),
+        ("/v1/heatmap", {"bbox": "a,b,c,d"}, "bad_bbox"),
+        ("/v1/heatmap", {"bbox": "-1,-1,1,1", "res": 16}, "bad_resolution"),
+        ("/v1/heatmap", {"bbox": "-1,-1,1,1", "res": "nine"}, "bad_request"),
+        ("/v1/heatmap", {}, "bad_request"),
+        ("/v1/top", {"n": 0}, "bad_request"),
+        ("/v1/top", {"res": -1}, "bad_resolution"),
+        ("/v1/cells/zzzz", {}, "bad_cell"),
+        ("/v1/cells/ffffffffffffffff", {}, "bad_cell"),
+        ("/v1/cells/8f283082e73ffff", {}, "bad_cell"),  # res 15 > base res
+        ("/v1/users/x/dwell", {"day": "2024-02-30"}, "bad_day"),
+        ("/v1/users/x/dwell", {}, "bad_request"),
+        ("/v1/top", {"at": "not-a-time"}, "bad_time"),
+    ],
+)
+def test_bad_input_gets_a_4xx_envelope(api, path, params, code):
+    r = get(api, path, api.admin, **params)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+
+
+def test_unknown_space_and_route_are_404(api):
+    r = get(api, "/v1/spaces/no-such-space", api.admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_space"
+    r = get(api, "/v1/nothing-here", api.admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_bad_definitions_are_400(api):
+    bad_polygon = {"name": "x", "polygon": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}}
+    r = put(api, "/v1/spaces/bad", bad_polygon, api.admin)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_space"
+    r = put(api, "/v1/doorways/d-x", {"inside": "no-such-space"}, api.admin)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_doorway"
+    r = requests.put(
+        api.http + "/v1/spaces/x",
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {api.admin}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+
+
+def test_door_space_via_http_exact_at_past_times(api):
+    admin = api.admin
+    now = int(time.time() * 1000)
+    assert put(api, "/v1/spaces/lobby", {"name": "Lobby"}, admin).status_code == 200
+    assert put(api, "/v1/doorways/lobby-door", {"inside": "lobby"}, admin).status_code == 200
+    r = requests.post(
+        api.http + "/v1/doorways/lobby-door/installations",
+        json={"sensor_id": "lobby-s", "from": now - 3_600_000, "positive": "in"},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    api.oracle.define_door_space("lobby")
+    api.oracle.define_doorway("lobby-door", "lobby", None)
+    api.oracle.install("lobby-s", "lobby-door", now - 3_600_000, "in")
+    events = [
+        pb.DoorEvent(sensor_id="lobby-s", ts_ms=now - k * 60_000, direction=d)
+        for k, d in ((5, 1), (1, 1), (3, -1), (4, 1), (2, 1))
+    ]
+    api.doors(events)
+    known = int(time.time() * 1000)  # the oracle counts what had arrived by then
+    for back in (0, 90_000, 150_000, 270_000, 400_000):
+        t = now - back
+        body = get(api, "/v1/spaces/lobby", admin, at=str(t)).json()
+        assert body["count"] == api.oracle.door_count("lobby", t, known), back
+
+
+def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
+    raw = "+353-87-555-0199"
+    now = int(time.time() * 1000)
+    api.send([pb.Ping(device_id=raw, ts_ms=now, lat=52.66, lng=-8.63)])
+    for shard in api.engine.topology.user_shards:
+        api.queries.shards.handle(shard).checkpoint.remote()
+    time.sleep(1.0)
+    client = redis.Redis.from_url(api.engine.redis_url)
+    needle = raw.encode()
+    holders = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key).decode()
+        if kind == "string":
+            values = [client.get(key)]
+        elif kind == "hash":
+            values = [k + b"=" + v for k, v in client.hgetall(key).items()]
+        elif kind == "list":
+            values = client.lrange(key, 0, -1)
+        elif kind == "stream":
+            values = [v for _, f in client.xrange(key) for v in f.values()]
+        else:
+            values = []
+        if any(needle in v for v in values):
+            holders.append(key.decode())
+    assert holders == ["occ:ids"]
+    from actors.id_directory import IdDirectory
+
+    assert IdDirectory(client, api.engine.topology.secret).forget(raw)
+    assert not any(needle in v for v in client.hvals("occ:ids"))
