@@ -26,14 +26,19 @@ def main() -> None:
 
 @main.command()
 @click.option("--grpc-port", type=int, default=None, help="Ingest port (OCC_GRPC_PORT, 50051).")
+@click.option("--http-port", type=int, default=None, help="HTTP API port (OCC_HTTP_PORT, 8000).")
 @click.option("--user-shards", type=int, default=None, help="User shard actors.")
 @click.option("--cell-shards", type=int, default=None, help="Cell shard actors.")
-def up(grpc_port: int | None, user_shards: int | None, cell_shards: int | None) -> None:
-    """Run the engine in the foreground: Ray, Redis, shard actors and gRPC ingest."""
+def up(
+    grpc_port: int | None, http_port: int | None, user_shards: int | None, cell_shards: int | None
+) -> None:
+    """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API."""
     from occupancy import local_files
     from occupancy.runtime import Engine
 
-    settings = _settings(grpc_port=grpc_port, user_shards=user_shards, cell_shards=cell_shards)
+    settings = _settings(
+        grpc_port=grpc_port, http_port=http_port, user_shards=user_shards, cell_shards=cell_shards
+    )
     engine = Engine(settings)
     with console.status("starting Ray, Redis and the shard actors…"):
         engine.start()
@@ -41,6 +46,7 @@ def up(grpc_port: int | None, user_shards: int | None, cell_shards: int | None) 
         admin = local_files.bootstrap_admin_key(settings, engine.client())
         console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
         console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest)")
+        console.print(f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs)")
         console.print(f"  Redis         {engine.redis_url}")
         console.print(
             f"  shards        {len(engine.topology.user_shards)} user, "

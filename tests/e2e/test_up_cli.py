@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +35,12 @@ def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedPro
 
 
 def test_up_simulate_and_credentials(tmp_path):
-    port = _free_port()
+    port, http_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "OCC_DATA_DIR": str(tmp_path / "data"),
         "OCC_GRPC_PORT": str(port),
+        "OCC_HTTP_PORT": str(http_port),
         "COLUMNS": "200",
         "TERM": "dumb",
     }
@@ -65,6 +67,9 @@ def test_up_simulate_and_credentials(tmp_path):
         admin = re.search(r"admin key\s+(occ_admin_\S+)", text).group(1)
         assert (tmp_path / "data" / "admin.key").read_text().strip() == admin
 
+        health = requests.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+
         sim = _cli("simulate", "--devices", "300", "--duration", "3", env=env)
         assert sim.returncode == 0, sim.stdout + sim.stderr
         accepted = [int(n.replace(",", "")) for n in re.findall(r"accepted ([\d,]+)", sim.stdout)]
@@ -76,6 +81,14 @@ def test_up_simulate_and_credentials(tmp_path):
         assert key.returncode == 0 and key.stdout.startswith("occ_viewer_")
         bad = _cli("keys", "create", "--role", "root", env=env)
         assert bad.returncode != 0 and "root" in bad.stderr
+        top = requests.get(
+            f"http://127.0.0.1:{http_port}/v1/top",
+            params={"n": 3, "res": 7},
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=10,
+        )
+        assert top.status_code == 200 and top.json()["cells"], top.text
+        assert _cli("forget", "veh-000001", env=env).stdout.strip() == "forgotten"
     finally:
         up.send_signal(signal.SIGINT)
         rest, _ = up.communicate(timeout=60)
