@@ -185,5 +185,15 @@ def demo(devices: int, interval: float, duration: float | None) -> None:
         pass
 
 
+def _add_query_commands() -> None:
+    from occupancy import query_cli
+
+    for command in (query_cli.top, query_cli.heatmap, query_cli.dwell, query_cli.space):
+        main.add_command(command)
+
+
+_add_query_commands()
+
+
 if __name__ == "__main__":
     main()

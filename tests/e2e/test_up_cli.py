@@ -1,5 +1,6 @@
 """`occupancy up`, `simulate`, `token` and `keys create` as a user runs them."""
 
+import json
 import os
 import re
 import signal
@@ -88,6 +89,12 @@ def test_up_simulate_and_credentials(tmp_path):
             timeout=10,
         )
         assert top.status_code == 200 and top.json()["cells"], top.text
+        table = _cli("top", "-n", "3", "--res", "7", env=env)
+        assert table.returncode == 0 and "top 3 at res 7" in table.stdout, table.stderr
+        as_json = _cli("top", "-n", "3", "--res", "7", "--json", env=env)
+        assert len(json.loads(as_json.stdout)["cells"]) == 3
+        bad = _cli("heatmap", "1,2,3", env=env)
+        assert bad.returncode != 0 and "bad_bbox" in bad.stderr
         assert _cli("forget", "veh-000001", env=env).stdout.strip() == "forgotten"
     finally:
         up.send_signal(signal.SIGINT)

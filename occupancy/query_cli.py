@@ -1,0 +1,114 @@
+"""`occupancy top|heatmap|dwell|space`: the HTTP API from the command line, as tables or JSON."""
+
+import json
+
+import click
+import requests
+from rich.console import Console
+from rich.table import Table
+
+from occupancy.settings import Settings
+
+
+class Api:
+    """A small HTTP client; errors come back as ClickExceptions with the API's message."""
+
+    def __init__(self, url: str | None, key: str | None, settings: Settings):
+        self.url = (url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
+        if key is None:
+            path = settings.data_dir / "admin.key"
+            if not path.exists():
+                raise click.ClickException(
+                    "no --key given (or OCC_API_KEY) and no admin key in the data dir"
+                )
+            key = path.read_text().strip()
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def get(self, path: str, **params) -> dict:
+        params = {k: v for k, v in params.items() if v is not None}
+        try:
+            r = requests.get(self.url + path, params=params, headers=self.headers, timeout=30)
+        except requests.ConnectionError:
+            raise click.ClickException(
+                f"cannot reach {self.url}; is `occupancy up` running?"
+            ) from None
+        body = r.json()
+        if r.status_code >= 400:
+            err = body.get("error", {})
+            raise click.ClickException(f"{err.get('code', r.status_code)}: {err.get('message')}")
+        return body
+
+
+def api_options(f):
+    f = click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")(f)
+    f = click.option(
+        "--key",
+        envvar="OCC_API_KEY",
+        default=None,
+        help="API key (default: the data dir's admin key).",
+    )(f)
+    f = click.option("--url", default=None, help="API base URL (default: local OCC_HTTP_PORT).")(f)
+    return f
+
+
+def show(body: dict, as_json: bool, title: str, columns: list[str], rows: list[list]) -> None:
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right" if c in ("count", "seconds") else "left")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    Console().print(table)
+
+
+@click.command()
+@click.option("-n", default=10, show_default=True, help="How many cells.")
+@click.option("--res", type=int, default=None, help="H3 resolution (default: the base one).")
+@click.option("--bbox", default=None, help="minLng,minLat,maxLng,maxLat")
+@api_options
+def top(n: int, res: int | None, bbox: str | None, url, key, as_json) -> None:
+    """The busiest cells now."""
+    body = Api(url, key, Settings.from_env()).get("/v1/top", n=n, res=res, bbox=bbox)
+    rows = [[i + 1, c["cell"], c["count"]] for i, c in enumerate(body["cells"])]
+    show(body, as_json, f"top {n} at res {body['res']}", ["#", "cell", "count"], rows)
+
+
+@click.command()
+@click.argument("bbox")
+@click.option("--res", type=int, default=None, help="H3 resolution (default: the base one).")
+@api_options
+def heatmap(bbox: str, res: int | None, url, key, as_json) -> None:
+    """Counts of every occupied cell in BBOX (minLng,minLat,maxLng,maxLat)."""
+    body = Api(url, key, Settings.from_env()).get("/v1/heatmap", bbox=bbox, res=res)
+    rows = [[c["cell"], c["count"]] for c in body["cells"]]
+    show(body, as_json, f"{len(rows)} cells at res {body['res']}", ["cell", "count"], rows)
+
+
+@click.command()
+@click.argument("device_id")
+@click.option("--day", required=True, help="UTC day, YYYY-MM-DD.")
+@api_options
+def dwell(device_id: str, day: str, url, key, as_json) -> None:
+    """Seconds DEVICE_ID spent per cell and space on a UTC day (admin)."""
+    body = Api(url, key, Settings.from_env()).get(f"/v1/users/{device_id}/dwell", day=day)
+    rows = [["space", s["space"], s["seconds"]] for s in body["spaces"]]
+    rows += [["cell", c["cell"], c["seconds"]] for c in body["cells"]]
+    show(body, as_json, f"dwell of {device_id} on {day}", ["kind", "place", "seconds"], rows)
+
+
+@click.command()
+@click.argument("space_id")
+@click.option("--at", default=None, help="A past time (ISO 8601 or ms); door spaces only for now.")
+@api_options
+def space(space_id: str, at: str | None, url, key, as_json) -> None:
+    """The count of a polygon or door space."""
+    body = Api(url, key, Settings.from_env()).get(f"/v1/spaces/{space_id}", at=at)
+    show(
+        body,
+        as_json,
+        f"space {space_id}",
+        ["space", "kind", "count", "as_of"],
+        [[body["space"], body["kind"], body["count"], body["as_of"]]],
+    )
