@@ -54,3 +54,11 @@ class RedisFor:
     def __exit__(self, *exc) -> None:
         if self.embedded is not None:
             self.embedded.stop()
+
+
+def running_redis_url(settings: Settings) -> str:
+    """The URL of the embedded Redis that `occupancy up` started from this data dir."""
+    port_file = settings.data_dir / "redis" / "redis.port"
+    if not port_file.exists():
+        raise RuntimeError(f"no embedded Redis running from {settings.data_dir}; set OCC_REDIS_URL")
+    return f"redis://127.0.0.1:{int(port_file.read_text())}/0"

@@ -23,6 +23,19 @@ from occupancy.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def topology_for(s: Settings, redis_url: str) -> Topology:
+    """The deployment's topology from its settings (the same for `up` and `serve deploy`)."""
+    return Topology(
+        redis_url=redis_url,
+        secret=local_files.secret(s),
+        spec=s.engine_spec().to_dict(),
+        user_shards=tuple(f"user-{i}" for i in range(s.user_shards)),
+        cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
+        space_shards=tuple(f"space-{i}" for i in range(s.space_shards)),
+        checkpoint_interval_s=s.checkpoint_interval_s,
+    )
+
+
 @dataclass
 class Engine:
     """A running engine. `start()` is idempotent per process; `stop()` undoes it."""
@@ -45,15 +58,7 @@ class Engine:
         else:
             self._redis = EmbeddedRedis(s.data_dir)
             self.redis_url = self._redis.start()
-        self.topology = Topology(
-            redis_url=self.redis_url,
-            secret=local_files.secret(s),
-            spec=s.engine_spec().to_dict(),
-            user_shards=tuple(f"user-{i}" for i in range(s.user_shards)),
-            cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
-            space_shards=tuple(f"space-{i}" for i in range(s.space_shards)),
-            checkpoint_interval_s=s.checkpoint_interval_s,
-        )
+        self.topology = topology_for(s, self.redis_url)
         if not ray.is_initialized():
             ray.init(
                 address=os.environ.get("RAY_ADDRESS") or None,

@@ -1,0 +1,27 @@
+"""serve_apps/config.yaml is a valid Serve deploy config whose builder makes the API app."""
+
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_config_validates_with_serves_own_schema():
+    config = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    [app] = schema.applications
+    assert app.import_path == "serve_apps.app:app_builder"
+    [deployment] = app.deployments
+    assert deployment.name == "QueryApi"
+    assert deployment.autoscaling_config["max_replicas"] >= 2
+
+
+def test_builder_makes_the_query_app(tmp_path):
+    from serve_apps.app import app_builder
+
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "redis.port").write_text("6399")
+    app = app_builder({"data_dir": str(tmp_path), "k_min": 3})
+    assert type(app).__name__ == "Application"
