@@ -46,7 +46,10 @@ def up(
         admin = local_files.bootstrap_admin_key(settings, engine.client())
         console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
         console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest)")
-        console.print(f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs)")
+        console.print(
+            f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
+            f"ingress {settings.http_ingress})"
+        )
         console.print(f"  Redis         {engine.redis_url}")
         console.print(
             f"  shards        {len(engine.topology.user_shards)} user, "
@@ -54,10 +57,16 @@ def up(
             f"{len(engine.topology.space_shards)} space"
         )
         console.print(f"  admin key     {admin}")
+        targets = settings.data_dir / "targets.json"
+        console.print(f"  HTTP targets  {targets} (the replicas, for an external load balancer)")
         console.print("Ctrl-C stops it.")
         stop = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        last = 0.0
         while not stop:
+            if time.monotonic() - last >= 5:
+                engine.write_targets(targets)
+                last = time.monotonic()
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

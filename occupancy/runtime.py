@@ -18,6 +18,7 @@ from actors.space_shard import SpaceShard
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from occupancy import local_files
+from occupancy.http_ingress import serve_env
 from occupancy.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class Engine:
             self.redis_url = self._redis.start()
         self.topology = topology_for(s, self.redis_url)
         if not ray.is_initialized():
+            if not os.environ.get("RAY_ADDRESS"):
+                for k, v in serve_env(s.http_ingress, s.data_dir / "haproxy").items():
+                    os.environ.setdefault(k, v)
             ray.init(
                 address=os.environ.get("RAY_ADDRESS") or None,
                 namespace=self.topology.namespace,
@@ -90,7 +94,7 @@ class Engine:
         for i in range(max(1, s.ingest_handlers)):
             handler = IngestServer.options(
                 name=f"ingest-{i}", namespace=ns, get_if_exists=True
-            ).remote(t, port)
+            ).remote(t, port, nice=s.ingest_nice)
             self._actors.append(handler)
             port = ray.get(handler.bound_port.remote())
         self.grpc_port = port
@@ -106,6 +110,22 @@ class Engine:
         serve.run(build(self.topology, self.settings.k_min), name="api", route_prefix="/")
         self.http_port = self.settings.http_port
         self._serve = True
+
+    def write_targets(self, path) -> None:
+        """The HTTP endpoints serving the API now, as JSON written atomically to `path`: the
+        replicas under direct ingress (for file-based discovery in a load balancer)."""
+        import orjson
+
+        from occupancy.http_ingress import replica_targets
+
+        try:
+            targets = replica_targets("api")
+        except Exception as exc:  # the controller is restarting: keep the previous file
+            log.warning("HTTP targets unavailable: %s", exc)
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(targets, option=orjson.OPT_INDENT_2))
+        tmp.replace(path)
 
     def stop(self) -> None:
         if self._serve:

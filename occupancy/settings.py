@@ -17,6 +17,7 @@ class Settings:
     clickhouse_url: str = ""  # empty: embedded ClickHouse (chDB) in the data dir
     grpc_port: int = 50051
     http_port: int = 8000
+    http_ingress: str = "haproxy"  # haproxy | direct | proxy (occupancy/http_ingress.py)
     h3_res: int = 9
     presence_ttl_s: float = 120.0
     max_skew_s: float = 30.0
@@ -26,6 +27,7 @@ class Settings:
     cell_shards: int = 2
     space_shards: int = 1
     ingest_handlers: int = 2
+    ingest_nice: int = 5  # CPU priority of ingest handlers below queries (0: equal)
     secret: str = ""  # empty: generated once and kept in the data dir
     k_min: int = 0
 

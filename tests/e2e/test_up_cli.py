@@ -70,6 +70,12 @@ def test_up_simulate_and_credentials(tmp_path):
 
         health = requests.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
+        # the replicas a load balancer would target answer too (direct ingress behind HAProxy)
+        targets = json.loads((tmp_path / "data" / "targets.json").read_text())
+        assert targets and all(t["app"] == "api" for t in targets)
+        for t in targets:
+            direct = requests.get(f"http://{t['ip']}:{t['port']}/v1/health", timeout=10)
+            assert direct.status_code == 200
 
         sim = _cli("simulate", "--devices", "300", "--duration", "3", env=env)
         assert sim.returncode == 0, sim.stdout + sim.stderr

@@ -1,0 +1,258 @@
+"""Query latency of the HTTP API while ingest runs, for each HTTP ingress mode
+(occupancy/http_ingress.py): Serve's proxy, direct ingress to a replica, HAProxy.
+
+For each mode, in a fresh process: start an engine, fill it with `--devices` devices spread over
+~5,000 base cells, start a load-generator process sending batched pings at `--ingest-rate`, then
+issue each query at `--rate` requests/s (open loop) for `--seconds` and print p50/p99:
+top-N (n=10), a heatmap of the whole area (~5k cells) and dwell. Freshness: how long until a ping
+to a fresh cell shows in `/v1/top` (p50/p99 over `--probes` probes).
+
+    .venv/bin/python bench/query.py [--seconds 10] [--ingest-rate 70000]
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+MODES = ("proxy", "direct", "haproxy")
+AREA = (-8.80, 52.53, -8.50, 52.77)  # minLng, minLat, maxLng, maxLat: ~550 km², ~5k cells
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def _position(i: int) -> tuple[float, float]:
+    # a fixed low-discrepancy spread over AREA
+    u, v = (i * 0.6180339887) % 1, (i * 0.7548776662) % 1
+    return AREA[1] + v * (AREA[3] - AREA[1]), AREA[0] + u * (AREA[2] - AREA[0])
+
+
+def _ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float) -> None:
+    """A separate process: every device pings in turn, batches of 1,000, at `rate` pings/s.
+
+    It runs at the lowest CPU priority: it stands in for devices on other machines, so it takes
+    the cores only when the engine leaves them idle."""
+    os.nice(19)
+    import grpc
+
+    from protos import occupancy_pb2 as pb
+
+    call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.Ingest/SendPings")
+    auth = [("authorization", f"Bearer {key}")]
+    positions = [_position(i) for i in range(devices)]
+    sent, start, i = 0, time.monotonic(), 0
+    while time.monotonic() < stop_at:
+        if sent > (time.monotonic() - start) * rate:
+            time.sleep(0.002)
+            continue
+        now = int(time.time() * 1000)
+        pings = []
+        for _ in range(1_000):
+            lat, lng = positions[i % devices]
+            pings.append(pb.Ping(device_id=f"q-{i % devices}", ts_ms=now, lat=lat, lng=lng))
+            i += 1
+        try:
+            call(pb.PingBatch(pings=pings).SerializeToString(), metadata=auth, timeout=30)
+        except grpc.RpcError:
+            pass
+        sent += 1_000
+
+
+def _timed_requests(url: str, headers: dict, params: dict, rate: float, seconds: float):
+    """Open-loop: request k is sent at k / rate s whatever the previous ones do."""
+    import requests
+
+    session_local = threading.local()
+    latencies, errors = [], [0]
+    lock = threading.Lock()
+
+    def one():
+        s = getattr(session_local, "s", None) or requests.Session()
+        session_local.s = s
+        t = time.perf_counter()
+        r = s.get(url, params=params, headers=headers, timeout=30)
+        dt = time.perf_counter() - t
+        with lock:
+            if r.status_code == 200:
+                latencies.append(dt)
+            else:
+                errors[0] += 1
+
+    threads = []
+    start = time.perf_counter()
+    for k in range(int(rate * seconds)):
+        delay = start + k / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        th = threading.Thread(target=one)
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join()
+    return latencies, errors[0]
+
+
+def _freshness(base: str, headers: dict, target: str, key: str, probes: int) -> list[float]:
+    import grpc
+    import requests
+
+    from engine.cells import cell_of, to_str
+    from protos import occupancy_pb2 as pb
+
+    call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.Ingest/SendPings")
+    auth = [("authorization", f"Bearer {key}")]
+    out = []
+    for p in range(probes):
+        lat, lng = -40.0 - p * 0.05, 150.0  # far from the load, a new cell each probe
+        cell = to_str(cell_of(lat, lng, 9))
+        box = f"{lng - 0.01},{lat - 0.01},{lng + 0.01},{lat + 0.01}"
+        ping = pb.Ping(device_id=f"probe-{p}", ts_ms=int(time.time() * 1000), lat=lat, lng=lng)
+        t = time.perf_counter()
+        call(pb.PingBatch(pings=[ping]).SerializeToString(), metadata=auth, timeout=30)
+        while time.perf_counter() - t < 10:
+            body = requests.get(
+                base + "/v1/top", params={"n": 1, "bbox": box}, headers=headers, timeout=10
+            ).json()
+            if body.get("cells") and body["cells"][0]["cell"] == cell:
+                out.append(time.perf_counter() - t)
+                break
+            time.sleep(0.005)
+    return out
+
+
+def _direct_http_port(app: str) -> int:
+    from occupancy.http_ingress import replica_targets
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        targets = [t for t in replica_targets(app) if t["app"] == app]
+        if targets:
+            return targets[0]["port"]
+        time.sleep(0.5)
+    raise RuntimeError("no HTTP target for the app")
+
+
+def run_mode(mode: str, args) -> dict:
+    from occupancy.runtime import Engine
+    from occupancy.settings import Settings
+
+    result: dict = {"mode": mode}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), grpc_port=0, http_port=_free_port(), http_ingress=mode
+        )
+        engine = Engine(settings).start()
+        try:
+            ingest_key = engine.create_key("ingest", "bench")
+            admin = engine.create_key("admin", "bench")
+            headers = {"Authorization": f"Bearer {admin}"}
+            port = _direct_http_port("api") if mode == "direct" else engine.http_port
+            base = f"http://127.0.0.1:{port}"
+            target = f"127.0.0.1:{engine.grpc_port}"
+            ctx = multiprocessing.get_context("spawn")
+            # fill: every device once, then keep ingesting while querying
+            fill = ctx.Process(
+                target=_ingest_load,
+                args=(target, ingest_key, args.devices, 1e9, time.monotonic() + 1e9),
+            )
+            fill.start()
+            time.sleep(max(3.0, args.devices / 50_000))
+            fill.kill()
+            heat = {"bbox": ",".join(map(str, AREA)), "res": 9}
+            import requests
+
+            cells = len(
+                requests.get(base + "/v1/heatmap", params=heat, headers=headers, timeout=30).json()[
+                    "cells"
+                ]
+            )
+            result["heatmap_cells"] = cells
+            total = 3 * args.seconds + 30
+            load = ctx.Process(
+                target=_ingest_load,
+                args=(target, ingest_key, args.devices, args.ingest_rate, time.monotonic() + total),
+            )
+            load.start()
+            time.sleep(2)
+            day = time.strftime("%Y-%m-%d", time.gmtime())
+            queries = {
+                "top": ("/v1/top", {"n": 10}),
+                "heatmap": ("/v1/heatmap", heat),
+                "dwell": ("/v1/users/q-7/dwell", {"day": day}),
+            }
+            for name, (path, params) in queries.items():
+                lat, errors = _timed_requests(base + path, headers, params, args.rate, args.seconds)
+                result[name] = {
+                    "p50_ms": percentile(lat, 0.5) * 1e3,
+                    "p99_ms": percentile(lat, 0.99) * 1e3,
+                    "errors": errors,
+                }
+            fresh = _freshness(base, headers, target, ingest_key, args.probes)
+            result["freshness"] = {
+                "p50_ms": percentile(fresh, 0.5) * 1e3,
+                "p99_ms": percentile(fresh, 0.99) * 1e3,
+                "seen": len(fresh),
+                "probes": args.probes,
+            }
+            load.kill()
+            return result
+        finally:
+            engine.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=MODES)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=50.0)
+    ap.add_argument("--devices", type=int, default=20_000)
+    ap.add_argument("--ingest-rate", type=float, default=70_000.0)
+    ap.add_argument("--probes", type=int, default=30)
+    args = ap.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args.mode, args)))
+        return
+    print(
+        f"# {args.rate:.0f} req/s per query for {args.seconds:.0f} s while ingesting "
+        f"{args.ingest_rate:,.0f} pings/s; {args.devices:,} devices; {os.cpu_count()} cores"
+    )
+    for mode in MODES:
+        cmd = [sys.executable, __file__, "--mode", mode]
+        for k, v in vars(args).items():
+            if k != "mode":
+                cmd += [f"--{k.replace('_', '-')}", str(v)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        if out.returncode != 0 or not lines:
+            print(f"{mode}: failed {out.stderr.strip().splitlines()[-3:]}")
+            continue
+        r = json.loads(lines[-1])
+        print(f"{mode}: heatmap of {r['heatmap_cells']} cells")
+        for name in ("top", "heatmap", "dwell", "freshness"):
+            m = r[name]
+            extra = (
+                f"seen {m['seen']}/{m['probes']}"
+                if name == "freshness"
+                else f"errors {m['errors']}"
+            )
+            print(f"  {name:10s} p50 {m['p50_ms']:7.1f} ms   p99 {m['p99_ms']:7.1f} ms   {extra}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""How HTTP reaches the query replicas: the Serve environment for each ingress mode.
+
+- `haproxy` (default): Serve's HAProxy listens on the stable HTTP port and forwards to the
+  replicas' own HTTP servers (direct ingress). Serve's controller pushes every change of replica
+  set (autoscaling, restarts) to HAProxy, which reloads without dropping connections.
+- `direct`: replicas serve HTTP themselves on ports the controller allocates (30000-31000); an
+  external load balancer reads them from the Serve instance details (`target_groups`), see
+  `occupancy targets`. The stable port keeps Serve's Python proxy for clients that need it.
+- `proxy`: Serve's Python proxy on the stable port, one extra process hop per request.
+
+The variables take effect in the Ray processes started after they are set: for a local Ray,
+before `ray.init`; on a cluster, in the environment of `ray start` (see cluster.yaml).
+"""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+MODES = ("haproxy", "direct", "proxy")
+# HAProxy takes socket paths up to 97 bytes and Serve puts the admin socket two levels below
+# this folder (a 56-character per-node folder, then admin.sock)
+_MAX_SOCKET_DIR = 28
+
+
+def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
+    if mode not in MODES:
+        raise ValueError(f"OCC_HTTP_INGRESS must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "proxy":
+        return {}
+    env = {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        # replicas of a stopping engine stop taking requests after 1 s instead of 30 s
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    }
+    if mode == "haproxy":
+        run_dir = run_dir.resolve()
+        if len(str(run_dir)) > _MAX_SOCKET_DIR:
+            # a short folder of its own, the same on every start of this deployment
+            digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
+            run_dir = Path(tempfile.gettempdir()) / f"occ-{digest}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env |= {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
+            # per deployment, not Ray's shared /tmp/haproxy-serve: engines side by side
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(run_dir / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(run_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(run_dir),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
+        }
+    return env
+
+
+def replica_targets(app: str = "api") -> list[dict]:
+    """The HTTP endpoints serving `app` now ([{"host", "port", ...}]): the replicas under
+    direct ingress, else the proxies. From a driver connected to the cluster."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    details = ray.get(controller.get_serve_instance_details.remote())
+    out = []
+    for group in details.get("target_groups", []):
+        if group["protocol"].lower() == "http" and group.get("app_name") in (app, ""):
+            for target in group["targets"]:
+                out.append({"app": group.get("app_name") or app, **target})
+    return out
