@@ -14,6 +14,7 @@ Prints pings/s and ack p50/p99. Everything shares this machine's cores.
 import argparse
 import multiprocessing
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -24,6 +25,12 @@ import grpc
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -182,6 +189,8 @@ def main() -> None:
     ap.add_argument("--stream-rate", type=float, default=5_000.0)
     ap.add_argument("--user-shards", type=int, default=2)
     ap.add_argument("--cell-shards", type=int, default=2)
+    ap.add_argument("--ingest-nice", type=int, default=Settings().ingest_nice)
+    ap.add_argument("--http-ingress", default=Settings().http_ingress)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,6 +199,9 @@ def main() -> None:
             grpc_port=0,
             user_shards=args.user_shards,
             cell_shards=args.cell_shards,
+            ingest_nice=args.ingest_nice,
+            http_ingress=args.http_ingress,
+            http_port=_free_port(),
         )
         engine = Engine(settings).start()
         try:

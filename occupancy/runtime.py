@@ -52,7 +52,16 @@ class Engine:
     _owns_ray: bool = False
 
     def start(self) -> "Engine":
+        try:
+            return self._start()
+        except BaseException:
+            # nothing half-started outlives a failed start (Redis, Ray, actors)
+            self.stop()
+            raise
+
+    def _start(self) -> "Engine":
         s = self.settings
+        env = serve_env(s.http_ingress, s.data_dir / "haproxy")  # checks the mode first
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.redis_url:
             self.redis_url = s.redis_url
@@ -62,7 +71,7 @@ class Engine:
         self.topology = topology_for(s, self.redis_url)
         if not ray.is_initialized():
             if not os.environ.get("RAY_ADDRESS"):
-                for k, v in serve_env(s.http_ingress, s.data_dir / "haproxy").items():
+                for k, v in env.items():
                     os.environ.setdefault(k, v)
             ray.init(
                 address=os.environ.get("RAY_ADDRESS") or None,
@@ -106,10 +115,10 @@ class Engine:
 
         from serve_apps.api import build
 
+        self._serve = True  # from here on, stop() shuts Serve down
         serve.start(http_options={"host": "0.0.0.0", "port": self.settings.http_port})
         serve.run(build(self.topology, self.settings.k_min), name="api", route_prefix="/")
         self.http_port = self.settings.http_port
-        self._serve = True
 
     def write_targets(self, path) -> None:
         """The HTTP endpoints serving the API now, as JSON written atomically to `path`: the

@@ -27,7 +27,7 @@ class Settings:
     cell_shards: int = 2
     space_shards: int = 1
     ingest_handlers: int = 2
-    ingest_nice: int = 5  # CPU priority of ingest handlers below queries (0: equal)
+    ingest_nice: int = 0  # >0 lowers ingest handlers' CPU priority below the query path
     secret: str = ""  # empty: generated once and kept in the data dir
     k_min: int = 0
 
