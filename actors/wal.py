@@ -16,6 +16,11 @@ def unpack(data: bytes):
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def _id(stream_id: str) -> tuple[int, int]:
+    ms, seq = stream_id.split("-")
+    return int(ms), int(seq)
+
+
 def _after(stream_id: str) -> str:
     ms, seq = stream_id.split("-")
     return f"{ms}-{int(seq) + 1}"
@@ -33,7 +38,11 @@ class Wal:
         self.client = client
         self.stream = f"{PREFIX}:wal:{shard}"
         self.ckpt_key = f"{PREFIX}:ckpt:{shard}"
+        self.ckpt_id_key = f"{PREFIX}:ckpt_id:{shard}"  # the checkpoint's WAL id alone
         self.epoch_key = f"{PREFIX}:epoch:{shard}"
+        # the last entry written to history; set once history is on, and the log then keeps
+        # every entry not yet archived even when a checkpoint covers it
+        self.archived_key = f"{PREFIX}:archived:{shard}"
 
     def next_epoch(self) -> int:
         return int(self.client.incr(self.epoch_key))
@@ -60,15 +69,49 @@ class Wal:
         return ckpt["state"], ckpt["wal_id"]
 
     def save_checkpoint(self, state: dict, wal_id: str) -> None:
-        """Store the state as of entry `wal_id` and drop the entries it covers."""
+        """Store the state as of entry `wal_id` and drop the entries it covers that history
+        has (all of them when history is off)."""
+        archived = self.client.get(self.archived_key)
+        trim_to = wal_id
+        if archived is not None and _id(archived.decode()) < _id(wal_id):
+            trim_to = archived.decode()
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.ckpt_key, pack({"wal_id": wal_id, "state": state}))
-        if wal_id != "0-0":
-            pipe.xtrim(self.stream, minid=_after(wal_id), approximate=False)
+        pipe.set(self.ckpt_id_key, wal_id)
+        if trim_to != "0-0":
+            pipe.xtrim(self.stream, minid=_after(trim_to), approximate=False)
         pipe.execute()
+
+    # -- the history archive's position ---------------------------------------------------------
+
+    def start_archive(self) -> None:
+        """From now on, keep entries until they are archived."""
+        self.client.set(self.archived_key, "0-0", nx=True)
+
+    def archived(self) -> str:
+        raw = self.client.get(self.archived_key)
+        return raw.decode() if raw is not None else "0-0"
+
+    def entries_between(self, first: str, last: str) -> list[tuple[str, dict]]:
+        return [
+            (raw_id.decode(), unpack(fields[b"d"]))
+            for raw_id, fields in self.client.xrange(self.stream, min=first, max=last)
+        ]
+
+    def set_archived(self, wal_id: str) -> None:
+        """Entries up to `wal_id` are in history; trim them if a checkpoint covers them too."""
+        self.client.set(self.archived_key, wal_id)
+        raw = self.client.get(self.ckpt_id_key)
+        if raw is not None:
+            covered = raw.decode()
+            trim_to = covered if _id(covered) < _id(wal_id) else wal_id
+            if trim_to != "0-0":
+                self.client.xtrim(self.stream, minid=_after(trim_to), approximate=False)
 
     def length(self) -> int:
         return int(self.client.xlen(self.stream))
 
     def clear(self) -> None:
-        self.client.delete(self.stream, self.ckpt_key, self.epoch_key)
+        self.client.delete(
+            self.stream, self.ckpt_key, self.ckpt_id_key, self.epoch_key, self.archived_key
+        )

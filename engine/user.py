@@ -119,6 +119,18 @@ class UserEngine:
         )
         return self.minutes.counts(open_, minute_of(since))
 
+    def history_export(self, now: int) -> tuple[int, list[tuple[int | str, int, int]]]:
+        """(mark, [(place, minute, device)]) for the minute tables of history; see
+        `MinuteAggregator.export`. `history_confirm(mark)` once written."""
+        open_ = (
+            (i.device, self._minute_places(i.cell), i.start, i.end)
+            for i in self.tracker.all_unsettled(now + 1)
+        )
+        return self.minutes.export(open_)
+
+    def history_confirm(self, mark: int) -> None:
+        self.minutes.confirm(mark)
+
     def present_cells(self) -> list[tuple[int, tuple[int], int]]:
         """Every present device's cell membership, for rebuilding cell shards."""
         return [(dev, (cell,), seq) for dev, cell, seq in self.tracker.present()]

@@ -12,6 +12,8 @@ import redis
 from actors.auth import KeyStore, device_token
 from actors.cell_shard import CellShard
 from actors.definitions import Definitions
+from actors.history import NAME as HISTORY
+from actors.history import History, HistoryConfig
 from actors.ingest import IngestServer
 from actors.redis_server import EmbeddedRedis
 from actors.space_shard import SpaceShard
@@ -96,8 +98,18 @@ class Engine:
             self._actors.append(
                 SpaceShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
             )
-        # every shard is up (its __init__ done) before ingest opens
+        # every shard is up (its __init__ done) before history and ingest open
         ray.get([a.pid.remote() for a in self._actors])
+        config = HistoryConfig(
+            clickhouse_url=s.clickhouse_url,
+            data_dir=str(s.data_dir.resolve()),
+            snapshot_interval_s=s.snapshot_interval_s,
+            raw_retention_days=s.raw_retention_days,
+            aggregate_retention_days=s.aggregate_retention_days,
+        )
+        history = History.options(name=HISTORY, namespace=ns, get_if_exists=True).remote(t, config)
+        self._actors.append(history)
+        ray.get(history.pid.remote())
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
         port = s.grpc_port
         for i in range(max(1, s.ingest_handlers)):

@@ -22,6 +22,8 @@ class Settings:
     presence_ttl_s: float = 120.0
     max_skew_s: float = 30.0
     snapshot_interval_s: float = 10.0
+    raw_retention_days: int = 60
+    aggregate_retention_days: int = 2557  # 7 years
     checkpoint_interval_s: float = 5.0
     user_shards: int = 2
     cell_shards: int = 2

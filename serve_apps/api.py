@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import orjson
+import ray
 import redis
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException
 
 from actors.auth import KeyStore
 from actors.definitions import Definitions
+from actors.history import NAME as HISTORY
+from actors.history import HistoryUnavailable
 from actors.queries import LiveQueries
 from actors.topology import Topology
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
@@ -111,6 +114,10 @@ def _json_bytes(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
+def _tuple(box: BBox | None) -> tuple | None:
+    return None if box is None else (box.min_lng, box.min_lat, box.max_lng, box.max_lat)
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -136,6 +143,7 @@ class QueryApi:
         self._roles: dict[str, tuple[float, str | None]] = {}
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
+        self._history_actor = None
 
     async def _shared(self, key: tuple, make) -> bytes:
         """The body `make()` computes for `key`, shared by every request within CACHE_S.
@@ -212,16 +220,47 @@ class QueryApi:
         with _bad("bad_bbox"):
             return BBox.parse(bbox)
 
-    @staticmethod
-    def _history(at: str | None) -> None:
-        if at is not None:
-            with _bad("bad_time"):
-                parse_time(at)
-            raise ApiError(
-                501, "history_unavailable", "answers at a past time need the history store"
-            )
+    def _at(self, at: str | None, res: int | None = None) -> int | None:
+        """The time of an `at=` answer (None: live); history keeps minute aggregates at the
+        resolutions of `spec.minute_res` only."""
+        if at is None:
+            return None
+        with _bad("bad_time"):
+            t = parse_time(at)
+        if res is not None and res not in self.spec.minute_res:
+            kept = ", ".join(map(str, self.spec.minute_res))
+            raise ApiError(400, "bad_resolution", f"history keeps resolutions {kept}, not {res}")
+        return t
+
+    async def _history(self, role: str, endpoint: str, params: dict, method: str, *args):
+        """A call to the history actor; 503 while the store is unreachable. Audited."""
+        if self._history_actor is None:
+            self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
+        actor = self._history_actor
+        start = time.perf_counter()
+        try:
+            result = await getattr(actor, method).remote(*args)
+        except HistoryUnavailable as exc:
+            raise ApiError(503, "history_unavailable", str(exc).splitlines()[-1]) from exc
+        except ray.exceptions.RayActorError as exc:
+            raise ApiError(503, "history_unavailable", "the history store is restarting") from exc
+        rows = len(result) if isinstance(result, dict | list) else 1
+        elapsed = (time.perf_counter() - start) * 1000
+        actor.audit.remote(role, endpoint, orjson.dumps(params).decode(), rows, elapsed)
+        return result
 
     # -- live queries ---------------------------------------------------------------------------
+
+    async def _history_health(self) -> str:
+        try:
+            if self._history_actor is None:
+                self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
+            status = await asyncio.wait_for(self._history_actor.status.remote(), timeout=2.0)
+        except Exception:  # not started, restarting or busy
+            return "unavailable"
+        if status["paused"]:
+            return "paused"
+        return f"error: {status['last_error']}" if status["last_error"] else "ok"
 
     @app.get("/v1/health")
     async def health(self) -> ORJSONResponse:
@@ -234,8 +273,8 @@ class QueryApi:
         stats = await self.queries.stats()
         for family, ok in stats.items():
             checks[family] = "ok" if ok else "unavailable"
-        checks["clickhouse"] = "not configured"
-        healthy = all(v in ("ok", "not configured") for v in checks.values())
+        checks["clickhouse"] = await self._history_health()
+        healthy = all(v == "ok" for v in checks.values())
         return ORJSONResponse(
             {"status": "ok" if healthy else "degraded", "checks": checks, "as_of": _now()},
             status_code=200 if healthy else 503,
@@ -252,16 +291,21 @@ class QueryApi:
     ):
         role = self._role(request, READ_ROLES)
         box, r = self._bbox(bbox), self._res(res)
-        self._history(at)
+        t = self._at(at, r)
+        if t is not None:
+            params = {"res": r, "bbox": bbox, "at": t}
+            counts = await self._history(role, "heatmap", params, "heatmap", r, t, _tuple(box))
+            return _json_bytes(self._heatmap_body(counts, t, r, format, role))
         admin = role == "admin"
-        body = await self._shared(
-            ("heatmap", r, bbox, format, admin), lambda: self._heatmap_body(r, box, format, role)
-        )
+
+        async def make() -> bytes:
+            now = _now()
+            return self._heatmap_body(await self.queries.heatmap(r, box), now, r, format, role)
+
+        body = await self._shared(("heatmap", r, bbox, format, admin), make)
         return _json_bytes(body)
 
-    async def _heatmap_body(self, r: int, box: BBox | None, format: str, role: str) -> bytes:
-        now = _now()
-        counts = await self.queries.heatmap(r, box)
+    def _heatmap_body(self, counts: dict, now: int, r: int, format: str, role: str) -> bytes:
         if len(counts) > MAX_HEATMAP_CELLS:
             raise ApiError(
                 400, "too_many_cells", f"{len(counts)} cells; use a coarser res or a smaller bbox"
@@ -295,7 +339,11 @@ class QueryApi:
     ):
         role = self._role(request, READ_ROLES)
         box, r = self._bbox(bbox), self._res(res)
-        self._history(at)
+        t = self._at(at, r)
+        if t is not None:
+            params = {"n": n, "res": r, "bbox": bbox, "at": t}
+            ranked = await self._history(role, "top", params, "top", n, r, t, _tuple(box))
+            return ORJSONResponse({"res": r, "as_of": t, "cells": self._cells(ranked, role)})
         admin = role == "admin"
         body = await self._shared(
             ("top", n, r, bbox, admin), lambda: self._top_body(n, r, box, role)
@@ -313,10 +361,15 @@ class QueryApi:
         with _bad("bad_cell"):
             c = parse_cell(cell)
             check_res(resolution(c), self.spec.res)
-        self._history(at)
-        count = await self.queries.cell_count(c)
+        t = self._at(at, resolution(c))
+        if t is not None:
+            params = {"cell": cell, "at": t}
+            count = await self._history(role, "cell", params, "cell_count", c, t)
+        else:
+            count = await self.queries.cell_count(c)
+        as_of = t if t is not None else _now()
         return ORJSONResponse(
-            {"cell": to_str(c), "count": self._floor(count, role), "as_of": _now()}
+            {"cell": to_str(c), "count": self._floor(count, role), "as_of": as_of}
         )
 
     @app.get("/v1/spaces/{space_id}")
@@ -325,13 +378,14 @@ class QueryApi:
         kind = self.definitions.kind(space_id)
         if kind is None:
             raise ApiError(404, "unknown_space", f"no space {space_id!r}")
-        t = None
-        if at is not None:
-            if kind != "door":
-                self._history(at)
-            with _bad("bad_time"):
-                t = parse_time(at)
-        count = await self.queries.space_count(space_id, t)
+        t = self._at(at)
+        if t is not None and kind != "door":
+            # a polygon space's count at T is the minute aggregate of T's minute (history);
+            # a door space's is exact at T from its events (live state keeps them all)
+            params = {"space": space_id, "at": t}
+            count = await self._history(role, "space", params, "space_count", space_id, t)
+        else:
+            count = await self.queries.space_count(space_id, t)
         return {
             "space": space_id,
             "kind": kind,

@@ -54,6 +54,9 @@ class Runner:
         self.now = T0
         self.last_ts: dict[str, int] = {}
         self.batch: list[RawPing] = []
+        # what a history store would hold: minute memberships merged as sets
+        self.history: dict[tuple, set[int]] = {}
+        self.exports = 0
 
     def run(self, workload: list[Op]) -> None:
         for op in workload:
@@ -101,6 +104,18 @@ class Runner:
 
     def op_tick(self) -> None:
         self.cluster.advance(self.now)
+        self.export()
+
+    def export(self) -> None:
+        """Export minute memberships to `history`; every other export is left unconfirmed, as
+        when a write fails, so the next one sends those memberships again."""
+        self.exports += 1
+        for user in self.cluster.users.values():
+            mark, rows = user.history_export(self.now)
+            for place, minute, device in rows:
+                self.history.setdefault((place, minute), set()).add(device)
+            if self.exports % 2:
+                user.history_confirm(mark)
 
     def op_snapshot(self) -> None:
         state = msgpack.unpackb(msgpack.packb(self.cluster.snapshot()), strict_map_key=False)
@@ -157,6 +172,15 @@ def test_engine_matches_oracle(workload):
     runner = Runner()
     runner.run(workload)
     check_all(runner.cluster, runner.oracle, runner.now)
+    runner.export()
+    history = {k: len(v) for k, v in runner.history.items()}
+    for res in SPEC.minute_res:
+        exported = {
+            k: v for k, v in history.items() if isinstance(k[0], int) and resolution(k[0]) == res
+        }
+        assert exported == runner.oracle.minute_aggregates(res, runner.now), res
+    spaces = {k: v for k, v in history.items() if isinstance(k[0], str)}
+    assert spaces == runner.oracle.space_minute_aggregates(runner.now)
 
 
 @given(workloads(max_size=50))

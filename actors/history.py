@@ -1,0 +1,222 @@
+"""History: the snapshotter and the one owner of the ClickHouse connection (chDB's data dir may
+be opened by one process only), which also answers history queries."""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import redis
+
+from actors.refs import Shards
+from actors.topology import Topology
+from actors.wal import Wal
+from clickhouse.backends import connect
+from clickhouse.store import HistoryStore
+from engine.geo import BBox
+
+log = logging.getLogger(__name__)
+
+NAME = "history"
+MAX_ENTRIES = 200  # WAL entries (batches) archived per shard per write
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    clickhouse_url: str  # empty: chDB in data_dir
+    data_dir: str
+    snapshot_interval_s: float = 10.0
+    raw_retention_days: int = 60
+    aggregate_retention_days: int = 2557
+
+
+class HistoryUnavailable(Exception):
+    """The store cannot be written or read now; snapshots wait in Redis."""
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1)
+class History:
+    """Every `snapshot_interval_s`: the user shards' minute memberships, then the raw pings and
+    door events of every shard's write-ahead log since the last archived entry.
+
+    Each write is idempotent: memberships merge as sets; a WAL range is written with a dedup
+    token naming it, recorded in Redis before the write, so a retry writes the very same range.
+    While the store is unreachable (or writes are paused), memberships stay pending in the user
+    shards (and their checkpoints) and log entries stay in Redis: history has no holes after.
+    """
+
+    def __init__(self, topology: Topology, config: HistoryConfig):
+        self.topology = topology
+        self.config = config
+        self.shards = Shards(topology)
+        self.redis = redis.Redis.from_url(topology.redis_url)
+        self.store: HistoryStore | None = None
+        self.paused = False
+        self.last_error = ""
+        self.last_snapshot_ms = 0
+        self.snapshots = 0
+        self._wals = {
+            name: Wal(self.redis, name) for name in (*topology.user_shards, *topology.space_shards)
+        }
+        for wal in self._wals.values():
+            wal.start_archive()
+        self._connect()
+        self._stop = threading.Event()
+        handle = ray.get_runtime_context().current_actor
+        threading.Thread(target=self._loop, args=(handle,), daemon=True).start()
+
+    def _connect(self) -> HistoryStore:
+        if self.store is None:
+            c = self.config
+            try:
+                backend = connect(c.clickhouse_url, Path(c.data_dir))
+                self.store = HistoryStore(backend, c.raw_retention_days, c.aggregate_retention_days)
+            except Exception as exc:
+                self.last_error = f"connect: {exc}"
+                raise HistoryUnavailable(self.last_error) from exc
+        return self.store
+
+    def _loop(self, handle) -> None:
+        while not self._stop.wait(self.config.snapshot_interval_s):
+            try:
+                ray.get(handle.snapshot.remote())
+            except Exception as exc:  # logged; the next round retries
+                log.warning("snapshot failed: %s", exc)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """One round; {"memberships", "pings", "door_events"} written, or raises."""
+        if self.paused:
+            raise HistoryUnavailable("history writes are paused")
+        store = self._connect()
+        out = {"memberships": 0, "pings": 0, "door_events": 0}
+        try:
+            users = self.shards.users()
+            exports = ray.get([u.history_export.remote() for u in users])
+            for user, (mark, rows) in zip(users, exports, strict=True):
+                out["memberships"] += store.write_memberships(rows)
+                ray.get(user.history_confirm.remote(mark))
+            for name in self.topology.user_shards:
+                out["pings"] += self._archive(name, store.write_pings, _ping_rows)
+            for name in self.topology.space_shards:
+                out["door_events"] += self._archive(name, store.write_door_events, _door_rows)
+        except ray.exceptions.RayError:
+            raise
+        except Exception as exc:
+            self.last_error = str(exc)
+            raise HistoryUnavailable(str(exc)) from exc
+        self.last_error = ""
+        self.last_snapshot_ms = int(time.time() * 1000)
+        self.snapshots += 1
+        return out
+
+    def _archive(self, shard: str, write, to_rows) -> int:
+        """Write `shard`'s log entries after the archived position, MAX_ENTRIES at a time."""
+        wal = self._wals[shard]
+        intent_key = f"occ:archiving:{shard}"
+        total = 0
+        while True:
+            intent = self.redis.get(intent_key)
+            if intent is not None:  # a range begun before: the very same entries again
+                first, last = intent.decode().split(" ")
+                entries = wal.entries_between(first, last)
+            else:
+                entries = list(_take(wal.entries_after(wal.archived()), MAX_ENTRIES))
+                if not entries:
+                    return total
+                first, last = entries[0][0], entries[-1][0]
+                self.redis.set(intent_key, f"{first} {last}")
+            rows = [row for wal_id, entry in entries for row in to_rows(shard, wal_id, entry)]
+            write(rows, f"{shard}:{first}:{last}")
+            wal.set_archived(last)
+            self.redis.delete(intent_key)
+            total += len(rows)
+            if len(entries) < MAX_ENTRIES:
+                return total
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or resume) writing to the store, e.g. for ClickHouse maintenance; pending
+        snapshots wait in Redis and in the user shards meanwhile."""
+        self.paused = paused
+
+    def status(self) -> dict:
+        backlog = {name: wal.length() for name, wal in self._wals.items()}
+        return {
+            "connected": self.store is not None,
+            "paused": self.paused,
+            "last_error": self.last_error,
+            "last_snapshot_ms": self.last_snapshot_ms,
+            "snapshots": self.snapshots,
+            "wal_backlog": backlog,
+        }
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def _reader(self) -> HistoryStore:
+        if self.paused:
+            raise HistoryUnavailable("history is paused")
+        return self._connect()
+
+    def heatmap(self, res: int, at: int, bbox: tuple | None) -> dict[int, int]:
+        return self._reader().heatmap(res, at, _box(bbox))
+
+    def top(self, n: int, res: int, at: int, bbox: tuple | None) -> list[tuple[int, int]]:
+        return self._reader().top(n, res, at, _box(bbox))
+
+    def cell_count(self, cell: int, at: int) -> int:
+        return self._reader().cell_count(cell, at)
+
+    def space_count(self, space: str, at: int) -> int:
+        return self._reader().space_count(space, at)
+
+    def all_minute_counts(self) -> dict:
+        return self._reader().all_minute_counts()
+
+    def counts(self) -> dict[str, int]:
+        store = self._reader()
+        return {"pings": store.ping_count(), "door_events": store.door_event_count()}
+
+    def audit(self, role: str, endpoint: str, params: str, rows: int, elapsed_ms: float) -> None:
+        try:
+            self._reader().audit(role, endpoint, params, rows, elapsed_ms)
+        except HistoryUnavailable:
+            pass
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def _take(iterator, n: int) -> list:
+    out = []
+    for item in iterator:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _ping_rows(shard: str, wal_id: str, entry: dict):
+    now = entry["now"]
+    return (
+        (dev, ts, now, lat, lng, cell, shard, wal_id)
+        for dev, ts, cell, lat, lng in zip(
+            entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], strict=True
+        )
+    )
+
+
+def _door_rows(shard: str, wal_id: str, entry: dict):
+    now = entry.get("now", 0)
+    return (
+        (sensor, ts, now, direction, shard, wal_id)
+        for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True)
+    )
+
+
+def _box(bbox: tuple | None) -> BBox | None:
+    return BBox(*bbox) if bbox is not None else None

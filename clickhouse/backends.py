@@ -1,0 +1,109 @@
+"""Two ways to reach ClickHouse with the same SQL: embedded chDB or a server.
+
+Both take ClickHouse's own query parameters (`{name:Type}` in the SQL, values apart), so user
+input never becomes SQL text. Table and column names come from this package only.
+"""
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+DATABASE = "occupancy"
+_TOKEN = re.compile(r"^[\w:.\-]{1,200}$")
+
+
+class Backend(Protocol):
+    def execute(self, sql: str, params: dict | None = None) -> None: ...
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]: ...
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence], token: str = ""
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _check_token(token: str) -> str:
+    if token and not _TOKEN.match(token):
+        raise ValueError(f"bad insert dedup token {token!r}")
+    return token
+
+
+class ChdbBackend:
+    """The ClickHouse engine in this process, on a data dir that only this process may open."""
+
+    def __init__(self, path: Path):
+        from chdb import session
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.session = session.Session(str(path))
+        self.session.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+        self.session.query(f"USE {DATABASE}")
+
+    def execute(self, sql: str, params: dict | None = None) -> None:
+        self.session.query(sql, "Null", params=params or {})
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
+        result = self.session.query(
+            sql + " SETTINGS output_format_json_quote_64bit_integers = 0",
+            "JSONCompact",
+            params=params or {},
+        )
+        data = result.bytes()
+        return [tuple(r) for r in orjson.loads(data)["data"]] if data else []
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence], token: str = ""
+    ) -> None:
+        if not rows:
+            return
+        settings = ""
+        if token:
+            settings = f" SETTINGS insert_deduplication_token = '{_check_token(token)}'"
+        body = b"\n".join(orjson.dumps(list(r)) for r in rows).decode()
+        self.session.query(
+            f"INSERT INTO {table} ({', '.join(columns)}){settings} FORMAT JSONCompactEachRow\n"
+            + body
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class ServerBackend:
+    """A ClickHouse server through clickhouse-connect (HTTP), e.g.
+    `http://user:password@host:8123/occupancy`."""
+
+    def __init__(self, url: str):
+        import clickhouse_connect
+
+        self.client = clickhouse_connect.get_client(dsn=url)
+        if not self.client.database or self.client.database == "default":
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+            self.client = clickhouse_connect.get_client(dsn=url, database=DATABASE)
+
+    def execute(self, sql: str, params: dict | None = None) -> None:
+        self.client.command(sql, parameters=params)
+
+    def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return [tuple(r) for r in self.client.query(sql, parameters=params).result_rows]
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence], token: str = ""
+    ) -> None:
+        if not rows:
+            return
+        settings = {"insert_deduplication_token": _check_token(token)} if token else {}
+        self.client.insert(table, list(rows), column_names=list(columns), settings=settings)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def connect(url: str, data_dir: Path) -> Backend:
+    """A server backend for `url`, else chDB in `data_dir / "clickhouse"`."""
+    return ServerBackend(url) if url else ChdbBackend(data_dir / "clickhouse")

@@ -1,0 +1,37 @@
+"""Ordered migrations from `clickhouse/migrations/`, each applied once."""
+
+import time
+from pathlib import Path
+
+from clickhouse.backends import Backend
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def statements(text: str) -> list[str]:
+    """The statements of a migration file: `;`-terminated, `--` comments dropped."""
+    lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def migrate(backend: Backend, raw_days: int, aggregate_days: int) -> list[str]:
+    """Apply the migrations not applied yet, in file-name order; the names applied now."""
+    if raw_days <= 0 or aggregate_days <= 0:
+        raise ValueError("retention must be a positive number of days")
+    backend.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version String, applied Int64) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+    done = {row[0] for row in backend.rows("SELECT version FROM schema_migrations")}
+    applied = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        if path.stem in done:
+            continue
+        text = path.read_text().format(raw_days=int(raw_days), aggregate_days=int(aggregate_days))
+        for sql in statements(text):
+            backend.execute(sql)
+        backend.insert(
+            "schema_migrations", ("version", "applied"), [(path.stem, int(time.time() * 1000))]
+        )
+        applied.append(path.stem)
+    return applied
