@@ -92,12 +92,14 @@ class History:
         if self.paused:
             raise HistoryUnavailable("history writes are paused")
         store = self._connect()
-        out = {"memberships": 0, "pings": 0, "door_events": 0}
+        out = {"memberships": 0, "dwell": 0, "pings": 0, "door_events": 0}
         try:
             users = self.shards.users()
             exports = ray.get([u.history_export.remote() for u in users])
+            version = time.time_ns()
             for user, (mark, rows) in zip(users, exports, strict=True):
-                out["memberships"] += store.write_memberships(rows)
+                out["memberships"] += store.write_memberships(rows["minutes"])
+                out["dwell"] += store.write_dwell(rows["dwell"], version)
                 ray.get(user.history_confirm.remote(mark))
             for name in self.topology.user_shards:
                 out["pings"] += self._archive(name, store.write_pings, _ping_rows)
@@ -172,6 +174,23 @@ class History:
     def space_count(self, space: str, at: int) -> int:
         return self._reader().space_count(space, at)
 
+    def dwell(self, device: int, day: int) -> dict:
+        return self._reader().dwell(device, day)
+
+    def path(self, device: int, start: int, end: int) -> list:
+        return self._reader().path(device, start, end)
+
+    def devices_in_area(self, start, end, bbox, polygon, attrs, limit, timeout_s) -> tuple:
+        return self._reader().devices_in_area(
+            start, end, _box(bbox), polygon, attrs, limit, timeout_s
+        )
+
+    def distance(self, start: int, end: int, attrs: dict, device, timeout_s) -> dict:
+        return self._reader().distance(start, end, attrs, device, timeout_s)
+
+    def export(self, what: str, start: int, end: int, fmt: str) -> bytes:
+        return self._reader().export(what, start, end, fmt)
+
     def all_minute_counts(self) -> dict:
         return self._reader().all_minute_counts()
 
@@ -202,12 +221,14 @@ def _take(iterator, n: int) -> list:
 
 def _ping_rows(shard: str, wal_id: str, entry: dict):
     now = entry["now"]
-    return (
-        (dev, ts, now, lat, lng, cell, shard, wal_id)
-        for dev, ts, cell, lat, lng in zip(
-            entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], strict=True
-        )
-    )
+    ms, seq = (int(x) for x in wal_id.split("-"))
+    extra = entry.get("extra", {})
+    none = ({}, 0.0, "")
+    for i, (dev, ts, cell, lat, lng) in enumerate(
+        zip(entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], strict=True)
+    ):
+        attributes, accuracy, region = extra.get(i, none)
+        yield (dev, ts, now, lat, lng, cell, accuracy, region, attributes, shard, ms, seq, i)
 
 
 def _door_rows(shard: str, wal_id: str, entry: dict):

@@ -24,6 +24,12 @@ class IdDirectory:
         raw = self.client.hget(IDS, pseudonym_str(key))
         return raw.decode() if raw else None
 
+    def resolve_many(self, keys: list[int]) -> dict[int, str | None]:
+        if not keys:
+            return {}
+        raws = self.client.hmget(IDS, [pseudonym_str(k) for k in keys])
+        return {k: (r.decode() if r else None) for k, r in zip(keys, raws, strict=True)}
+
     def forget(self, device_id: str) -> bool:
         """True if the id was in the directory."""
         return bool(self.client.hdel(IDS, pseudonym_str(pseudonym(self.secret, device_id))))

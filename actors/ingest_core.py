@@ -31,9 +31,11 @@ class AuthError(Exception):
 class _Batch:
     """One call's valid pings as the columns sent to the user shards."""
 
-    __slots__ = ("keys", "lats", "lngs", "rejections", "ts")
+    __slots__ = ("extra", "keys", "lats", "lngs", "rejections", "ts")
 
     def __init__(self) -> None:
+        # position → [attributes, accuracy_m, region] for the pings that carry any (history)
+        self.extra: dict[int, list] = {}
         self.keys: list[int] = []
         self.ts: list[int] = []
         self.lats: list[float] = []
@@ -91,6 +93,10 @@ class IngestCore:
                 "lat": [b.lats[j] for j in idx],
                 "lng": [b.lngs[j] for j in idx],
             }
+            if b.extra:
+                extra = {k: b.extra[j] for k, j in enumerate(idx) if j in b.extra}
+                if extra:
+                    sub["extra"] = extra
             calls.append(self.shards.handle(shard).ingest.remote(sub))
         self.in_flight += 1
         try:
@@ -156,6 +162,8 @@ class IngestCore:
             if reason:
                 b.rejections.append(pb.Rejection(index=base + i, reason=str(reason)))
                 continue
+            if p.attributes or p.accuracy_m or p.region:
+                b.extra[len(b.keys)] = [dict(p.attributes), p.accuracy_m, p.region]
             b.keys.append(self._key(p.device_id, new_ids))
             b.ts.append(p.ts_ms)
             b.lats.append(p.lat)

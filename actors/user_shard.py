@@ -182,17 +182,17 @@ class UserShard:
     async def distance(self, device: int, day: int) -> float:
         return self.engine.distance(device, day)
 
-    async def history_export(self) -> tuple[tuple[int, int], list]:
-        """(mark, [(place, minute, device)]): memberships not yet confirmed in history, plus
-        the open intervals' so far. The mark names this incarnation (a restarted shard holds
-        another pending list, restored from its checkpoint and log)."""
+    async def history_export(self) -> tuple[tuple, dict]:
+        """(mark, rows): minute memberships and dwell pieces not yet confirmed in history,
+        plus the open intervals' so far (`UserEngine.history_export`). The mark names this
+        incarnation: a restarted shard holds other pending lists (from its checkpoint and log)."""
         mark, rows = self.engine.history_export(self.clock())
         return (self.epoch, mark), rows
 
-    async def history_confirm(self, mark: tuple[int, int]) -> None:
-        epoch, n = mark
+    async def history_confirm(self, mark: tuple) -> None:
+        epoch, inner = mark
         if epoch == self.epoch:
-            self.engine.history_confirm(n)
+            self.engine.history_confirm(inner)
 
     async def minute_counts(self, since: int) -> dict:
         return self.engine.minute_counts(self.clock(), since)

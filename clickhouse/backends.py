@@ -24,6 +24,10 @@ class Backend(Protocol):
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence], token: str = ""
     ) -> None: ...
 
+    def raw(self, sql: str, params: dict, fmt: str) -> bytes:
+        """The result in one of ClickHouse's output formats (CSVWithNames, Parquet, ...)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -70,6 +74,9 @@ class ChdbBackend:
             + body
         )
 
+    def raw(self, sql: str, params: dict, fmt: str) -> bytes:
+        return self.session.query(sql, fmt, params=params).bytes()
+
     def close(self) -> None:
         self.session.close()
 
@@ -99,6 +106,9 @@ class ServerBackend:
             return
         settings = {"insert_deduplication_token": _check_token(token)} if token else {}
         self.client.insert(table, list(rows), column_names=list(columns), settings=settings)
+
+    def raw(self, sql: str, params: dict, fmt: str) -> bytes:
+        return self.client.raw_query(sql, parameters=params, fmt=fmt)
 
     def close(self) -> None:
         self.client.close()

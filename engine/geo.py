@@ -97,3 +97,10 @@ def validate_polygon(polygon: object) -> dict:
         if list(ring[0][:2]) != list(ring[-1][:2]):
             raise ValueError("each polygon ring must be closed (first position == last)")
     return {"type": "Polygon", "coordinates": [[list(p[:2]) for p in r] for r in rings]}
+
+
+def polygon_bbox(polygon: dict) -> BBox:
+    """The bounding box of a validated polygon's outer ring."""
+    outer = polygon["coordinates"][0]
+    lngs, lats = [p[0] for p in outer], [p[1] for p in outer]
+    return BBox(min(lngs), min(lats), max(lngs), max(lats))

@@ -119,17 +119,26 @@ class UserEngine:
         )
         return self.minutes.counts(open_, minute_of(since))
 
-    def history_export(self, now: int) -> tuple[int, list[tuple[int | str, int, int]]]:
-        """(mark, [(place, minute, device)]) for the minute tables of history; see
-        `MinuteAggregator.export`. `history_confirm(mark)` once written."""
-        open_ = (
-            (i.device, self._minute_places(i.cell), i.start, i.end)
-            for i in self.tracker.all_unsettled(now + 1)
+    def history_export(self, now: int) -> tuple[tuple[int, int], dict[str, list]]:
+        """(mark, {"minutes": [(place, minute, device)], "dwell": [(device, day, place, start,
+        ms)]}) for history: what settled since the last confirmed export plus what is open
+        now (see `MinuteAggregator.export`, `DwellLedger.export`). `history_confirm(mark)`
+        once written."""
+        unsettled = list(self.tracker.all_unsettled(now + 1))
+        minute_mark, minutes = self.minutes.export(
+            (i.device, self._minute_places(i.cell), i.start, i.end) for i in unsettled
         )
-        return self.minutes.export(open_)
+        open_dwell = []
+        for i in unsettled:
+            end = min(i.end, now)  # dwell counts up to now
+            if end > i.start:
+                open_dwell.append((i.device, self._dwell_places(i.cell), i.start, end))
+        dwell_mark, dwell = self.ledger.export(open_dwell)
+        return (minute_mark, dwell_mark), {"minutes": minutes, "dwell": dwell}
 
-    def history_confirm(self, mark: int) -> None:
-        self.minutes.confirm(mark)
+    def history_confirm(self, mark: tuple[int, int]) -> None:
+        self.minutes.confirm(mark[0])
+        self.ledger.confirm(mark[1])
 
     def present_cells(self) -> list[tuple[int, tuple[int], int]]:
         """Every present device's cell membership, for rebuilding cell shards."""

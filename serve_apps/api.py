@@ -19,11 +19,14 @@ from actors.auth import KeyStore
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
 from actors.history import HistoryUnavailable
+from actors.id_directory import IdDirectory
 from actors.queries import LiveQueries
 from actors.topology import Topology
+from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
-from engine.geo import BBox
-from engine.timeutil import parse_day, parse_time
+from engine.geo import BBox, polygon_bbox, validate_polygon
+from engine.pseudonym import pseudonym, pseudonym_str
+from engine.timeutil import DAY_MS, day_of, parse_day, parse_time
 
 MAX_TOP = 1_000
 # Live heatmap and top-N bodies are shared for CACHE_S and, while a refresh runs, answered up to
@@ -144,6 +147,7 @@ class QueryApi:
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
+        self.ids = IdDirectory(self.redis, topology.secret)
 
     async def _shared(self, key: tuple, make) -> bytes:
         """The body `make()` computes for `key`, shared by every request within CACHE_S.
@@ -400,7 +404,14 @@ class QueryApi:
             d = parse_day(day)
         if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
             raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
-        found = await self.queries.dwell(device_id, d)
+        spec = self.spec
+        if d < day_of(_now()) - (spec.dwell_days - 1) * DAY_MS:
+            # live state keeps the last `dwell_days` days; history has the rest
+            key = pseudonym(self.topology.secret, device_id)
+            params = {"device": pseudonym_str(key), "day": d}
+            found = await self._history("admin", "dwell", params, "dwell", key, d)
+        else:
+            found = await self.queries.dwell(device_id, d)
         return ORJSONResponse(
             {
                 "device_id": device_id,
@@ -414,6 +425,131 @@ class QueryApi:
                     for s, ms in sorted(found["spaces"].items(), key=lambda x: -x[1])
                 ],
             }
+        )
+
+    # -- history (raw archive) ------------------------------------------------------------------
+
+    def _period(self, start: str, end: str) -> tuple[int, int]:
+        with _bad("bad_time"):
+            t0, t1 = parse_time(start), parse_time(end)
+        if t1 <= t0:
+            raise ApiError(400, "bad_time", "`to` must be after `from`")
+        return t0, t1
+
+    @staticmethod
+    def _attrs(request: Request) -> dict[str, str]:
+        attrs = {k[5:]: v for k, v in request.query_params.items() if k.startswith("attr.")}
+        if len(attrs) > 16 or any(not k or len(k) > 64 or len(v) > 256 for k, v in attrs.items()):
+            raise ApiError(400, "bad_attribute", "up to 16 attr.K=V filters, K ≤ 64, V ≤ 256")
+        return attrs
+
+    def _device_ids(self, keys: list[int], role: str) -> dict[int, str]:
+        """Raw ids for admins where the id directory still has them; pseudonyms otherwise."""
+        raw = self.ids.resolve_many(keys) if role == "admin" else {}
+        return {k: raw.get(k) or pseudonym_str(k) for k in keys}
+
+    @app.get("/v1/history/devices")
+    async def history_devices(
+        self,
+        request: Request,
+        from_: str = Query(alias="from"),
+        to: str = Query(),
+        bbox: str | None = None,
+        polygon: str | None = None,
+        limit: int = Query(1000, ge=1, le=100_000),
+        timeout_s: float = Query(30.0, gt=0, le=300),
+    ):
+        """Devices with an applied ping inside the area (GeoJSON polygon, holes respected, or
+        bbox) during [from, to), filtered by ping attributes `attr.K=V`."""
+        role = self._role(request, ("admin",))
+        t0, t1 = self._period(from_, to)
+        if (bbox is None) == (polygon is None):
+            raise ApiError(400, "bad_area", "give exactly one of bbox and polygon")
+        shape = None
+        if polygon is not None:
+            with _bad("bad_polygon"):
+                shape = validate_polygon(orjson.loads(polygon))
+                box = polygon_bbox(shape)
+        else:
+            box = self._bbox(bbox)
+        attrs = self._attrs(request)
+        params = {"from": t0, "to": t1, "bbox": bbox, "polygon": polygon, "attrs": attrs}
+        found, truncated = await self._history(
+            role, "devices", params, "devices_in_area",
+            t0, t1, _tuple(box), shape, attrs, limit, timeout_s,
+        )  # fmt: skip
+        names = self._device_ids([d for d, _, _ in found], role)
+        devices = [{"device_id": names[d], "first_seen": a, "last_seen": b} for d, a, b in found]
+        return ORJSONResponse({"devices": devices, "truncated": truncated})
+
+    @app.get("/v1/history/path/{device_id}")
+    async def history_path(
+        self, request: Request, device_id: str, from_: str = Query(alias="from"), to: str = Query()
+    ):
+        role = self._role(request, ("admin",))
+        t0, t1 = self._period(from_, to)
+        key = pseudonym(self.topology.secret, device_id)
+        params = {"device": pseudonym_str(key), "from": t0, "to": t1}
+        points = await self._history(role, "path", params, "path", key, t0, t1)
+        return ORJSONResponse(
+            {
+                "device_id": device_id,
+                "points": [{"ts": ts, "lat": lat, "lng": lng} for ts, lat, lng in points],
+            }
+        )
+
+    @app.get("/v1/history/distance")
+    async def history_distance(
+        self,
+        request: Request,
+        from_: str = Query(alias="from"),
+        to: str = Query(),
+        device_id: str | None = None,
+        timeout_s: float = Query(30.0, gt=0, le=300),
+    ):
+        """Metres between consecutive applied pings in [from, to) per device (admins) and their
+        average; `attr.K=V` keeps the devices with a ping carrying those attributes."""
+        role = self._role(request, READ_ROLES)
+        t0, t1 = self._period(from_, to)
+        attrs = self._attrs(request)
+        key = None
+        if device_id is not None:
+            if role != "admin":
+                raise ApiError(403, "forbidden", "per-device answers need the admin role")
+            key = pseudonym(self.topology.secret, device_id)
+        params = {"from": t0, "to": t1, "attrs": attrs, "device": device_id is not None}
+        meters = await self._history(
+            role, "distance", params, "distance", t0, t1, attrs, key, timeout_s
+        )
+        average = sum(meters.values()) / len(meters) if meters else 0.0
+        body: dict = {"average_meters": average, "device_count": len(meters)}
+        if role == "admin":
+            names = self._device_ids(sorted(meters), role)
+            body["devices"] = [{"device_id": names[d], "meters": meters[d]} for d in sorted(meters)]
+        elif self.k_min and len(meters) < self.k_min:
+            body = {"average_meters": 0.0, "device_count": 0}
+        return ORJSONResponse(body)
+
+    @app.get("/v1/export")
+    async def export(
+        self,
+        request: Request,
+        what: Literal["pings", "cells", "spaces", "dwell", "doors"],
+        from_: str = Query(alias="from"),
+        to: str = Query(),
+        format: Literal["csv", "json", "parquet", "arrow"] = "csv",
+    ):
+        """A download of history rows with their time in [from, to); devices as pseudonyms."""
+        role = self._role(request, ("admin",))
+        t0, t1 = self._period(from_, to)
+        params = {"what": what, "from": t0, "to": t1, "format": format}
+        data = await self._history(role, "export", params, "export", what, t0, t1, format)
+        _, media = EXPORT_FORMATS[format]
+        name = f"occupancy-{what}-{t0}-{t1}.{format}"
+        return Response(
+            data,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     # -- definitions (admin) --------------------------------------------------------------------

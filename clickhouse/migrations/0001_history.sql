@@ -11,8 +11,15 @@ CREATE TABLE IF NOT EXISTS raw_pings (
     lat Float64,
     lng Float64,
     cell UInt64,
+    accuracy_m Float32,
+    region LowCardinality(String),
+    attributes Map(String, String),
     shard LowCardinality(String),
-    wal_id String
+    -- arrival order within the shard's log: WAL entry id (ms, seq), then position in the batch;
+    -- a ping is applied iff its ts is newer than every earlier ping of its device
+    wal_ms Int64,
+    wal_seq Int64,
+    idx UInt32
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000)))
 ORDER BY (device, ts)
@@ -77,6 +84,23 @@ PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000)))
 ORDER BY (sensor, ts)
 TTL toDateTime(intDiv(ts, 1000)) + INTERVAL {aggregate_days} DAY
 SETTINGS non_replicated_deduplication_window = 10000;
+
+-- Dwell per device, UTC day and place (a base-resolution cell as hex, or a space), in pieces:
+-- one per presence interval, place and day, identified by the interval's start. An open
+-- interval's piece is written again, longer, at each snapshot until it settles; the latest
+-- version of each piece wins, and a day's dwell is the sum of its pieces.
+CREATE TABLE IF NOT EXISTS dwell_daily (
+    device UInt64,
+    day Int64,
+    place String,
+    is_space UInt8,
+    start Int64,
+    ms Int64,
+    version Int64
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(toDateTime(intDiv(day, 1000)))
+ORDER BY (device, day, place, start)
+TTL toDateTime(intDiv(day, 1000)) + INTERVAL {aggregate_days} DAY;
 
 -- Who asked history what, and how long it took.
 CREATE TABLE IF NOT EXISTS query_audit (

@@ -5,13 +5,15 @@ import asyncio
 import random
 import time
 
+import orjson
 import pytest
 import ray
 import requests
 
 from actors.history import NAME as HISTORY
 from engine.cells import resolution, to_str
-from engine.timeutil import MINUTE_MS, minute_of
+from engine.pseudonym import pseudonym, pseudonym_str
+from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
 from protos import occupancy_pb2 as pb
 from tests.workload import POINTS, POLYGON_SPACES
 
@@ -155,3 +157,147 @@ def test_store_outage_loses_and_doubles_nothing(live, history):
     ray.get(history.snapshot.remote())
     assert ray.get(history.counts.remote())["pings"] - before == accepted
     _check_minutes(live, history, upto)
+
+
+REYKJAVIK = (64.1466, -21.9426)
+
+
+def _trip_pings(rng: random.Random, now: int) -> tuple[list[pb.Ping], dict[str, dict]]:
+    """Pings of 6 devices wandering around Reykjavik over the last 10 minutes, and 2 devices
+    three days ago; devices 0-2 carry {"fleet": "bus"}. Arrival is shuffled: some are late."""
+    pings, attrs = [], {}
+    for d in range(8):
+        device = f"trip-{d}"
+        attrs[device] = {"fleet": "bus"} if d < 3 else {}
+        base = now - 600_000 if d < 6 else now - 3 * DAY_MS
+        for _ in range(12):
+            pings.append(
+                pb.Ping(
+                    device_id=device,
+                    ts_ms=base + rng.randint(0, 590_000),
+                    lat=REYKJAVIK[0] + rng.uniform(-0.01, 0.01),
+                    lng=REYKJAVIK[1] + rng.uniform(-0.02, 0.02),
+                    attributes=attrs[device],
+                )
+            )
+    rng.shuffle(pings)
+    return pings, attrs
+
+
+def test_raw_history_answers_equal_the_oracle(live, history):
+    rng = random.Random(5)
+    now = int(time.time() * 1000)
+    pings, _ = _trip_pings(rng, now)
+    for i in range(0, len(pings), 10):
+        live.send(pings[i : i + 10])
+    _settle(live)
+    ray.get(history.snapshot.remote())
+    o, headers = live.oracle, {"Authorization": f"Bearer {live.admin}"}
+    t0, t1 = now - 500_000, now + 1
+    later = int(time.time() * 1000)  # the oracle's view: everything sent
+    http = live.http
+
+    def get(path: str, **params):
+        r = requests.get(http + path, params=params, headers=headers, timeout=60)
+        assert r.status_code == 200, r.text
+        return r
+
+    # paths and per-device distance
+    for d in range(6):
+        device = f"trip-{d}"
+        body = get(f"/v1/history/path/{device}", **{"from": t0, "to": t1}).json()
+        assert [(p["ts"], p["lat"], p["lng"]) for p in body["points"]] == o.path(
+            device, t0, t1, later
+        )
+        body = get("/v1/history/distance", device_id=device, **{"from": t0, "to": t1}).json()
+        [entry] = body["devices"]
+        assert entry["device_id"] == device
+        assert entry["meters"] == pytest.approx(o.distance(device, t0, t1, later), rel=1e-9)
+    # distance of the devices with a bus ping in the period
+    body = get("/v1/history/distance", **{"from": t0, "to": t1, "attr.fleet": "bus"}).json()
+    got = {e["device_id"]: e["meters"] for e in body["devices"]}
+    want = {
+        f"trip-{d}": o.distance(f"trip-{d}", t0, t1, later)
+        for d in range(3)
+        if o.path(f"trip-{d}", t0, t1, later)
+    }
+    assert got == pytest.approx(want, rel=1e-9)
+    assert body["average_meters"] == pytest.approx(sum(want.values()) / len(want), rel=1e-9)
+
+    # devices inside a polygon with a hole, during the period
+    lat0, lng0 = REYKJAVIK
+    outer = [[lng0 - 0.02, lat0 - 0.01], [lng0 + 0.005, lat0 - 0.01], [lng0 + 0.005, lat0 + 0.01],
+             [lng0 - 0.02, lat0 + 0.01], [lng0 - 0.02, lat0 - 0.01]]  # fmt: skip
+    hole = [[lng0 - 0.01, lat0 - 0.004], [lng0 - 0.01, lat0 + 0.004], [lng0 - 0.005, lat0 + 0.004],
+            [lng0 - 0.005, lat0 - 0.004], [lng0 - 0.01, lat0 - 0.004]]  # fmt: skip
+    polygon = {"type": "Polygon", "coordinates": [outer, hole]}
+
+    def inside(lat: float, lng: float) -> bool:
+        in_outer = lng0 - 0.02 <= lng <= lng0 + 0.005 and lat0 - 0.01 <= lat <= lat0 + 0.01
+        in_hole = lng0 - 0.01 <= lng <= lng0 - 0.005 and lat0 - 0.004 <= lat <= lat0 + 0.004
+        return in_outer and not in_hole
+
+    want_devices = {}
+    for d in range(8):
+        device = f"trip-{d}"
+        seen = [ts for ts, lat, lng in o.path(device, t0, t1, later) if inside(lat, lng)]
+        if seen:
+            want_devices[device] = (min(seen), max(seen))
+    body = get(
+        "/v1/history/devices", polygon=orjson.dumps(polygon).decode(), **{"from": t0, "to": t1}
+    ).json()
+    got = {e["device_id"]: (e["first_seen"], e["last_seen"]) for e in body["devices"]}
+    assert got == want_devices and not body["truncated"]
+    body = get(
+        "/v1/history/devices",
+        bbox=f"{lng0 - 0.05},{lat0 - 0.05},{lng0 + 0.05},{lat0 + 0.05}",
+        limit=2,
+        **{"from": t0, "to": t1, "attr.fleet": "bus"},
+    ).json()
+    assert len(body["devices"]) == 2 and body["truncated"]
+
+    # dwell of a day that live state no longer keeps comes from history
+    day = day_of(now - 3 * DAY_MS)
+    for device in ("trip-6", "trip-7"):
+        body = get(
+            f"/v1/users/{device}/dwell", day=time.strftime("%Y-%m-%d", time.gmtime(day / 1000))
+        ).json()
+        want = o.dwell(device, day, later)
+        assert {c["cell"]: c["seconds"] for c in body["cells"]} == {
+            to_str(c): ms / 1000 for c, ms in want["cells"].items()
+        }
+
+    # exports: pseudonyms only, in each format
+    csv = get("/v1/export", what="pings", format="csv", **{"from": t0, "to": t1}).text
+    assert csv.startswith('"device","ts"') and "trip-" not in csv
+    key = pseudonym_str(pseudonym(live.engine.topology.secret, "trip-0"))
+    assert key in csv
+    assert (
+        get("/v1/export", what="cells", format="parquet", **{"from": t0, "to": t1}).content[:4]
+        == b"PAR1"
+    )
+    assert (
+        get("/v1/export", what="pings", format="arrow", **{"from": t0, "to": t1}).content[:6]
+        == b"ARROW1"
+    )
+    lines = get(
+        "/v1/export", what="dwell", format="json", **{"from": day, "to": t1}
+    ).text.splitlines()
+    assert lines and all(orjson.loads(line)["device"] != "trip-6" for line in lines)
+
+    # viewers get no per-device history
+    viewer = {"Authorization": f"Bearer {live.viewer}"}
+    r = requests.get(
+        http + "/v1/history/path/trip-0", params={"from": t0, "to": t1}, headers=viewer
+    )
+    assert r.status_code == 403
+    r = requests.get(
+        http + "/v1/export", params={"what": "pings", "from": t0, "to": t1}, headers=viewer
+    )
+    assert r.status_code == 403
+    bad = requests.get(
+        http + "/v1/history/devices",
+        params={"from": t1, "to": t0, "bbox": "0,0,1,1"},
+        headers=headers,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_time"

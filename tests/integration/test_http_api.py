@@ -4,9 +4,11 @@ import random
 import time
 
 import pytest
+import ray
 import redis
 import requests
 
+from actors.history import NAME as HISTORY
 from engine.cells import to_str
 from engine.timeutil import DAY_MS, day_of
 from protos import occupancy_pb2 as pb
@@ -97,6 +99,9 @@ def test_heatmap_top_cells_and_spaces_equal_the_oracle(api):
 
 
 def test_dwell_across_midnight_for_admins(api):
+    # days before the live window (OCC dwell_days) come from history: snapshot first
+    history = ray.get_actor(HISTORY, namespace=api.engine.topology.namespace)
+    ray.get(history.snapshot.remote())
     now = int(time.time() * 1000)
     yesterday = day_of(now) - DAY_MS
     for day_ms in (yesterday - DAY_MS, yesterday):

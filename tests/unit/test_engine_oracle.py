@@ -56,6 +56,7 @@ class Runner:
         self.batch: list[RawPing] = []
         # what a history store would hold: minute memberships merged as sets
         self.history: dict[tuple, set[int]] = {}
+        self.dwell_pieces: dict[tuple, int] = {}  # (device, day, place, start) → latest ms
         self.exports = 0
 
     def run(self, workload: list[Op]) -> None:
@@ -112,8 +113,10 @@ class Runner:
         self.exports += 1
         for user in self.cluster.users.values():
             mark, rows = user.history_export(self.now)
-            for place, minute, device in rows:
+            for place, minute, device in rows["minutes"]:
                 self.history.setdefault((place, minute), set()).add(device)
+            for device, day, place, start, ms in rows["dwell"]:
+                self.dwell_pieces[(device, day, place, start)] = ms
             if self.exports % 2:
                 user.history_confirm(mark)
 
@@ -181,6 +184,18 @@ def test_engine_matches_oracle(workload):
         assert exported == runner.oracle.minute_aggregates(res, runner.now), res
     spaces = {k: v for k, v in history.items() if isinstance(k[0], str)}
     assert spaces == runner.oracle.space_minute_aggregates(runner.now)
+    dwell: dict[tuple, int] = {}
+    for (device, day, place, _), ms in runner.dwell_pieces.items():
+        dwell[(device, day, place)] = dwell.get((device, day, place), 0) + ms
+    for device in DEVICES:
+        key = runner.cluster.key(device)
+        for day in (DAY0, DAY0 + DAY_MS):
+            want = runner.oracle.dwell(device, day, runner.now)
+            got = {"cells": {}, "spaces": {}}
+            for (k, d, place), ms in dwell.items():
+                if k == key and d == day and ms:
+                    got["spaces" if isinstance(place, str) else "cells"][place] = ms
+            assert got == want, (device, day)
 
 
 @given(workloads(max_size=50))
