@@ -2,6 +2,7 @@
 
 import signal
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -192,6 +193,125 @@ def demo(devices: int, interval: float, duration: float | None) -> None:
         run(devices, interval, duration, console)
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "pings", "doors"]),
+    default="auto",
+    show_default=True,
+    help="What FILE holds (auto: door events if it has a `sensor` column).",
+)
+@click.option("--until", default=None, help="Engine time at the end (default: last receive).")
+def replay(file: Path, kind: str, until: str | None) -> None:
+    """Run an archived raw file (Parquet, CSV or Arrow: an `occupancy export` of pings or
+    doors, or your own with device_id, ts, received, lat, lng) through the engine code and
+    write the history it yields to the data dir's store (or OCC_CLICKHOUSE_URL).
+
+    With the embedded store, stop `occupancy up` on that data dir first: chDB lets one
+    process at a time open it.
+    """
+    import json
+
+    from rich.progress import Progress
+
+    from actors.metadata import Metadata
+    from clickhouse.backends import connect
+    from clickhouse.store import HistoryStore
+    from engine.timeutil import parse_time
+    from occupancy import local_files
+    from occupancy.local_files import RedisFor
+    from occupancy.replay import read_table, replay_doors, replay_pings
+
+    settings = _settings()
+    try:
+        table = read_table(file)
+        end = parse_time(until) if until else None
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if kind == "auto":
+        kind = "doors" if "sensor" in table.column_names else "pings"
+    store = HistoryStore(
+        connect(settings.clickhouse_url, settings.data_dir),
+        settings.raw_retention_days,
+        settings.aggregate_retention_days,
+    )
+    try:
+        if kind == "doors":
+            result = replay_doors(table, store, label=file.name)
+        else:
+            with RedisFor(settings) as client:
+                spaces = Metadata(client).polygon_spaces()
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task(f"replaying {file.name}", total=table.num_rows)
+                result = replay_pings(
+                    table,
+                    store,
+                    settings.engine_spec(),
+                    local_files.secret(settings),
+                    spaces,
+                    until=end,
+                    progress=lambda n: bar.advance(task, n),
+                    label=file.name,
+                )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.backend.close()
+    click.echo(json.dumps(result))
+
+
+@main.command("export")
+@click.option(
+    "--what",
+    type=click.Choice(["pings", "cells", "spaces", "dwell", "doors"]),
+    default="pings",
+    show_default=True,
+)
+@click.option("--from", "start", required=True, help="Start time (ISO 8601 or ms).")
+@click.option("--to", "end", required=True, help="End time, exclusive.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "parquet", "arrow"]),
+    default="parquet",
+    show_default=True,
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--url", default=None, help="API base URL (default: local OCC_HTTP_PORT).")
+@click.option("--key", envvar="OCC_API_KEY", default=None, help="An admin API key.")
+def export_cmd(
+    what: str, start: str, end: str, fmt: str, output: Path | None, url: str | None, key: str | None
+) -> None:
+    """Download history from the running engine's HTTP API into a file."""
+    import requests
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from occupancy.query_cli import Api
+
+    api = Api(url, key, _settings())
+    output = output or Path(f"occupancy-{what}.{fmt}")
+    params = {"what": what, "from": start, "to": end, "format": fmt}
+    try:
+        r = requests.get(
+            api.url + "/v1/export", params=params, headers=api.headers, stream=True, timeout=600
+        )
+    except requests.ConnectionError:
+        raise click.ClickException(f"cannot reach {api.url}; is `occupancy up` running?") from None
+    if r.status_code >= 400:
+        err = r.json().get("error", {})
+        raise click.ClickException(f"{err.get('code', r.status_code)}: {err.get('message')}")
+    total = int(r.headers.get("content-length") or 0) or None
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task(f"exporting {what}", total=total)
+        with output.open("wb") as f:
+            for chunk in r.iter_content(1 << 16):
+                f.write(chunk)
+                bar.advance(task, len(chunk))
+    click.echo(f"{output} ({output.stat().st_size:,} bytes)")
 
 
 def _add_query_commands() -> None:
