@@ -38,12 +38,12 @@ class HistoryUnavailable(Exception):
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1)
 class History:
-    """Every `snapshot_interval_s`: the user shards' minute memberships, then the raw pings and
+    """Every `snapshot_interval_s`: the user shards' presence pieces, then the raw pings and
     door events of every shard's write-ahead log since the last archived entry.
 
-    Each write is idempotent: memberships merge as sets; a WAL range is written with a dedup
+    Each write is idempotent: a piece's latest version wins; a WAL range is written with a dedup
     token naming it, recorded in Redis before the write, so a retry writes the very same range.
-    While the store is unreachable (or writes are paused), memberships stay pending in the user
+    While the store is unreachable (or writes are paused), pieces stay pending in the user
     shards (and their checkpoints) and log entries stay in Redis: history has no holes after.
     """
 
@@ -92,14 +92,13 @@ class History:
         if self.paused:
             raise HistoryUnavailable("history writes are paused")
         store = self._connect()
-        out = {"memberships": 0, "dwell": 0, "pings": 0, "door_events": 0}
+        out = {"presence": 0, "pings": 0, "door_events": 0}
         try:
             users = self.shards.users()
             exports = ray.get([u.history_export.remote() for u in users])
             version = time.time_ns()
             for user, (mark, rows) in zip(users, exports, strict=True):
-                out["memberships"] += store.write_memberships(rows["minutes"])
-                out["dwell"] += store.write_dwell(rows["dwell"], version)
+                out["presence"] += store.write_presence(rows, version)
                 ray.get(user.history_confirm.remote(mark))
             for name in self.topology.user_shards:
                 out["pings"] += self._archive(name, store.write_pings, _ping_rows)
@@ -191,8 +190,8 @@ class History:
     def export(self, what: str, start: int, end: int, fmt: str) -> bytes:
         return self._reader().export(what, start, end, fmt)
 
-    def all_minute_counts(self) -> dict:
-        return self._reader().all_minute_counts()
+    def all_minute_counts(self, resolutions: list[int]) -> dict:
+        return self._reader().all_minute_counts(resolutions)
 
     def counts(self) -> dict[str, int]:
         store = self._reader()

@@ -183,9 +183,9 @@ class UserShard:
         return self.engine.distance(device, day)
 
     async def history_export(self) -> tuple[tuple, dict]:
-        """(mark, rows): minute memberships and dwell pieces not yet confirmed in history,
-        plus the open intervals' so far (`UserEngine.history_export`). The mark names this
-        incarnation: a restarted shard holds other pending lists (from its checkpoint and log)."""
+        """(mark, pieces): presence pieces owed to history (`UserEngine.history_export`). The
+        mark names this incarnation: a restarted shard owes another list (from its checkpoint
+        and log)."""
         mark, rows = self.engine.history_export(self.clock())
         return (self.epoch, mark), rows
 

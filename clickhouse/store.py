@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 
 from clickhouse.backends import Backend
 from clickhouse.schema import migrate
-from engine.cells import parse_cell, resolution, to_str
+from engine.cells import resolution
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
-from engine.timeutil import minute_of
+from engine.timeutil import MINUTE_MS, day_of, minute_of
 from engine.topn import area_counts, ranked
 
 PING_COLUMNS = (
@@ -28,7 +28,7 @@ PING_COLUMNS = (
     "wal_seq",
     "idx",
 )
-DWELL_COLUMNS = ("device", "day", "place", "is_space", "start", "ms", "version")
+PRESENCE_COLUMNS = ("device", "day", "cell", "space", "start", "lo", "hi", "version")
 DOOR_COLUMNS = ("sensor", "ts", "received", "direction", "shard", "wal_id")
 
 
@@ -82,19 +82,30 @@ EXPORTS = {
             lower(hex(cell)) AS cell, accuracy_m, region, attributes, shard, wal_ms, wal_seq, idx
         FROM raw_pings WHERE ts >= {{start:Int64}} AND ts < {{end:Int64}}
         ORDER BY shard, wal_ms, wal_seq, idx""",
+    # minute aggregates at the base resolution, from the presence pieces
     "cells": """
-        SELECT res, lower(hex(cell)) AS cell, minute, uniqExactMerge(devices) AS devices
-        FROM cell_minutes WHERE minute >= {start:Int64} AND minute < {end:Int64}
-        GROUP BY res, cell, minute ORDER BY minute, res, cell""",
+        SELECT lower(hex(cell)) AS cell, m AS minute, uniqExact(device) AS devices FROM (
+            SELECT device, cell, arrayJoin(range(lo - lo % 60000, hi, 60000)) AS m
+            FROM presence FINAL
+            WHERE space = '' AND hi > lo AND day >= {start:Int64} - 86400000
+                AND day < {end:Int64} AND hi > {start:Int64} AND lo < {end:Int64}
+        ) WHERE m >= {start:Int64} AND m < {end:Int64}
+        GROUP BY cell, minute ORDER BY minute, cell""",
     "spaces": """
-        SELECT space, minute, uniqExactMerge(devices) AS devices
-        FROM space_minutes WHERE minute >= {start:Int64} AND minute < {end:Int64}
+        SELECT space, m AS minute, uniqExact(device) AS devices FROM (
+            SELECT device, space, arrayJoin(range(lo - lo % 60000, hi, 60000)) AS m
+            FROM presence FINAL
+            WHERE space != '' AND hi > lo AND day >= {start:Int64} - 86400000
+                AND day < {end:Int64} AND hi > {start:Int64} AND lo < {end:Int64}
+        ) WHERE m >= {start:Int64} AND m < {end:Int64}
         GROUP BY space, minute ORDER BY minute, space""",
     "dwell": f"""
-        SELECT {_HEX64.format(col="device")} AS device, day, place, is_space,
-            sum(ms) / 1000 AS seconds
-        FROM dwell_daily FINAL WHERE day >= {{start:Int64}} AND day < {{end:Int64}}
-        GROUP BY device, day, place, is_space ORDER BY device, day, place""",
+        SELECT {_HEX64.format(col="device")} AS device, day,
+            if(space = '', lower(hex(cell)), space) AS place, space != '' AS is_space,
+            sum(hi - lo) / 1000 AS seconds
+        FROM presence FINAL WHERE day >= {{start:Int64}} AND day < {{end:Int64}}
+        GROUP BY device, day, place, is_space HAVING seconds > 0
+        ORDER BY device, day, place""",
     "doors": """
         SELECT sensor, ts, received, direction FROM door_events
         WHERE ts >= {start:Int64} AND ts < {end:Int64} ORDER BY ts, sensor""",
@@ -227,50 +238,31 @@ class HistoryStore(RawQueries):
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
         self.backend.insert("door_events", DOOR_COLUMNS, rows, token)
 
-    def write_memberships(self, rows: Iterable[tuple[int | str, int, int]]) -> int:
-        """(place, minute, device) rows: cells (ints, any resolution) and spaces (strings)."""
-        cells, spaces = [], []
-        for place, minute, device in rows:
-            if isinstance(place, str):
-                spaces.append((place, minute, device))
-            else:
-                cells.append((resolution(place), place, minute, device))
-        self.backend.insert("cell_minute_members", ("res", "cell", "minute", "device"), cells)
-        self.backend.insert("space_minute_members", ("space", "minute", "device"), spaces)
-        return len(cells) + len(spaces)
-
-    def write_dwell(
-        self, rows: Iterable[tuple[int, int, int | str, int, int]], version: int
-    ) -> int:
-        """(device, day, place, start, ms) pieces; `version` orders writes of the same piece."""
+    def write_presence(self, rows: Iterable[tuple], version: int) -> int:
+        """Pieces (device, day, place, start, lo, hi) of `engine.history`; `version` orders
+        writes of the same piece (the latest wins)."""
         out = [
-            (
-                dev,
-                day,
-                place if isinstance(place, str) else to_str(place),
-                isinstance(place, str),
-                start,
-                ms,
-                version,
-            )
-            for dev, day, place, start, ms in rows
+            (dev, day, 0, place, start, lo, hi, version)
+            if isinstance(place, str)
+            else (dev, day, place, "", start, lo, hi, version)
+            for dev, day, place, start, lo, hi in rows
         ]
-        self.backend.insert("dwell_daily", DWELL_COLUMNS, out)
+        self.backend.insert("presence", PRESENCE_COLUMNS, out)
         return len(out)
 
     def dwell(self, device: int, day: int) -> dict[str, dict]:
         """{"cells": {cell: ms}, "spaces": {space: ms}} of `device` on `day` (its UTC start)."""
         out: dict[str, dict] = {"cells": {}, "spaces": {}}
-        for place, is_space, ms in self.backend.rows(
-            "SELECT place, is_space, sum(ms) FROM dwell_daily FINAL "
-            "WHERE device = {device:UInt64} AND day = {day:Int64} GROUP BY place, is_space",
+        for cell, space, ms in self.backend.rows(
+            "SELECT cell, space, sum(hi - lo) FROM presence FINAL "
+            "WHERE device = {device:UInt64} AND day = {day:Int64} GROUP BY cell, space",
             {"device": device, "day": day},
         ):
-            if int(ms):
-                if is_space:
-                    out["spaces"][place] = int(ms)
+            if int(ms) > 0:
+                if space:
+                    out["spaces"][space] = int(ms)
                 else:
-                    out["cells"][parse_cell(place)] = int(ms)
+                    out["cells"][int(cell)] = int(ms)
         return out
 
     def audit(self, role: str, endpoint: str, params: str, rows: int, elapsed_ms: float) -> None:
@@ -283,11 +275,13 @@ class HistoryStore(RawQueries):
     # -- reads ----------------------------------------------------------------------------------
 
     def minute_counts(self, res: int, at: int) -> dict[int, int]:
-        """{cell: devices} at `res` for the minute containing `at`."""
+        """{cell at `res`: devices present during the minute containing `at`}."""
+        m = minute_of(at)
         rows = self.backend.rows(
-            "SELECT cell, uniqExactMerge(devices) FROM cell_minutes "
-            "WHERE res = {res:UInt8} AND minute = {minute:Int64} GROUP BY cell",
-            {"res": res, "minute": minute_of(at)},
+            "SELECT h3ToParent(cell, {res:UInt8}) AS c, uniqExact(device) FROM presence FINAL "
+            "WHERE day = {day:Int64} AND space = '' AND lo < {m_end:Int64} AND hi > {m:Int64} "
+            "GROUP BY c",
+            {"res": res, "day": day_of(m), "m": m, "m_end": m + MINUTE_MS},
         )
         return {int(cell): int(n) for cell, n in rows}
 
@@ -298,31 +292,32 @@ class HistoryStore(RawQueries):
         return ranked(self.heatmap(res, at, bbox), n)
 
     def cell_count(self, cell: int, at: int) -> int:
-        rows = self.backend.rows(
-            "SELECT uniqExactMerge(devices) FROM cell_minutes WHERE res = {res:UInt8} "
-            "AND minute = {minute:Int64} AND cell = {cell:UInt64}",
-            {"res": resolution(cell), "minute": minute_of(at), "cell": cell},
-        )
-        return int(rows[0][0]) if rows else 0
+        return self.minute_counts(resolution(cell), at).get(cell, 0)
 
     def space_count(self, space: str, at: int) -> int:
+        m = minute_of(at)
         rows = self.backend.rows(
-            "SELECT uniqExactMerge(devices) FROM space_minutes "
-            "WHERE space = {space:String} AND minute = {minute:Int64}",
-            {"space": space, "minute": minute_of(at)},
+            "SELECT uniqExact(device) FROM presence FINAL WHERE day = {day:Int64} "
+            "AND space = {space:String} AND lo < {m_end:Int64} AND hi > {m:Int64}",
+            {"space": space, "day": day_of(m), "m": m, "m_end": m + MINUTE_MS},
         )
         return int(rows[0][0]) if rows else 0
 
-    def all_minute_counts(self) -> dict[tuple[int | str, int], int]:
-        """Every (place, minute) → devices (tests, replay checks)."""
+    def all_minute_counts(self, resolutions: Sequence[int]) -> dict[tuple[int | str, int], int]:
+        """Every (place, minute) → devices, cells at `resolutions` (tests, replay checks)."""
         out: dict[tuple[int | str, int], int] = {}
-        for cell, minute, n in self.backend.rows(
-            "SELECT cell, minute, uniqExactMerge(devices) FROM cell_minutes GROUP BY cell, minute"
-        ):
-            out[(int(cell), int(minute))] = int(n)
+        for res in resolutions:
+            for cell, minute, n in self.backend.rows(
+                "SELECT h3ToParent(cell, {res:UInt8}) AS c, m, uniqExact(device) FROM ("
+                "SELECT device, cell, arrayJoin(range(lo - lo % 60000, hi, 60000)) AS m "
+                "FROM presence FINAL WHERE space = '' AND hi > lo) GROUP BY c, m",
+                {"res": res},
+            ):
+                out[(int(cell), int(minute))] = int(n)
         for space, minute, n in self.backend.rows(
-            "SELECT space, minute, uniqExactMerge(devices) FROM space_minutes "
-            "GROUP BY space, minute"
+            "SELECT space, m, uniqExact(device) FROM ("
+            "SELECT device, space, arrayJoin(range(lo - lo % 60000, hi, 60000)) AS m "
+            "FROM presence FINAL WHERE space != '' AND hi > lo) GROUP BY space, m"
         ):
             out[(space, int(minute))] = int(n)
         return out

@@ -15,8 +15,6 @@ class DwellLedger:
     def __init__(self) -> None:
         self._dwell: dict[int, dict[tuple[int, Place], int]] = {}
         self._distance: dict[int, dict[int, float]] = {}
-        # settled pieces (device, day, place, start, ms) not yet confirmed written to history
-        self._pending: list[tuple[int, int, Place, int, int]] = []
 
     def add_interval(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
         book = self._dwell.setdefault(device, {})
@@ -25,25 +23,6 @@ class DwellLedger:
             for day, ms in pieces:
                 key = (day, place)
                 book[key] = book.get(key, 0) + ms
-                self._pending.append((device, day, place, max(start, day), ms))
-
-    def export(
-        self, open_intervals: Iterable[tuple[int, Iterable[Place], int, int]] = ()
-    ) -> tuple[int, list[tuple[int, int, Place, int, int]]]:
-        """(mark, pieces) for history: (device, day, place, start, ms), one per interval, place
-        and day. A piece is identified by (device, day, place, start): an open interval's
-        piece is sent again, longer, until it settles; history keeps the latest of each."""
-        rows = list(self._pending)
-        mark = len(rows)
-        for device, places, start, end in open_intervals:
-            pieces = split_by_day(start, end)
-            for place in places:
-                for day, ms in pieces:
-                    rows.append((device, day, place, max(start, day), ms))
-        return mark, rows
-
-    def confirm(self, mark: int) -> None:
-        del self._pending[:mark]
 
     def add_segment(self, device: int, t0: int, t1: int, meters: float) -> None:
         """A step counts for a day when both of its pings lie in that day."""
@@ -95,7 +74,6 @@ class DwellLedger:
                 [dev, d, p, ms] for dev, b in self._dwell.items() for (d, p), ms in b.items()
             ],
             "distance": [[dev, d, m] for dev, b in self._distance.items() for d, m in b.items()],
-            "pending": [list(row) for row in self._pending],
         }
 
     @classmethod
@@ -105,5 +83,4 @@ class DwellLedger:
             ledger._dwell.setdefault(dev, {})[(day, place)] = ms
         for dev, day, meters in state["distance"]:
             ledger._distance.setdefault(dev, {})[day] = meters
-        ledger._pending = [tuple(row) for row in state.get("pending", ())]
         return ledger

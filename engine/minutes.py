@@ -18,40 +18,14 @@ class MinuteAggregator:
 
     def __init__(self) -> None:
         self._sets: dict[tuple[Place, int], set[int]] = {}
-        # memberships (place, minute, device) not yet confirmed written to history
-        self._pending: list[tuple[Place, int, int]] = []
 
     def add(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
         if end <= start:
             return
         minutes = range(minute_of(start), end, MINUTE_MS)
-        pending = self._pending
         for place in places:
             for m in minutes:
-                members = self._sets.setdefault((place, m), set())
-                if device not in members:
-                    members.add(device)
-                    pending.append((place, m, device))
-
-    def export(
-        self, open_intervals: Iterable[tuple[int, Iterable[Place], int, int]] = ()
-    ) -> tuple[int, list[tuple[Place, int, int]]]:
-        """(mark, memberships) for history: every settled membership added since the last
-        `confirm`, plus the open intervals' memberships so far. History merges them as sets, so
-        sending one twice is harmless. `confirm(mark)` once they are written."""
-        rows = list(self._pending)
-        mark = len(rows)
-        for device, places, start, end in open_intervals:
-            if end <= start:
-                continue
-            for place in places:
-                for m in range(minute_of(start), end, MINUTE_MS):
-                    rows.append((place, m, device))
-        return mark, rows
-
-    def confirm(self, mark: int) -> None:
-        """The first `mark` pending memberships are in history."""
-        del self._pending[:mark]
+                self._sets.setdefault((place, m), set()).add(device)
 
     def counts(
         self,
@@ -80,15 +54,11 @@ class MinuteAggregator:
             del self._sets[key]
 
     def snapshot(self) -> dict:
-        return {
-            "sets": [[p, m, sorted(devs)] for (p, m), devs in self._sets.items()],
-            "pending": [list(row) for row in self._pending],
-        }
+        return {"sets": [[p, m, sorted(devs)] for (p, m), devs in self._sets.items()]}
 
     @classmethod
     def restore(cls, state: dict) -> "MinuteAggregator":
         agg = cls()
         for place, minute, devices in state["sets"]:
             agg._sets[(place, minute)] = set(devices)
-        agg._pending = [tuple(row) for row in state.get("pending", ())]
         return agg

@@ -135,6 +135,21 @@ class PresenceTracker:
         for device, d in self._devices.items():
             yield from self._unsettled(device, d, now)
 
+    def open_stays(self, now: int) -> Iterator[Interval]:
+        """Every device's unsettled intervals up to `now`, with contiguous ones in the same cell
+        joined as settlement will join them: each starts where its settled form will."""
+        for device, d in self._devices.items():
+            joined: Interval | None = None
+            for i in self._unsettled(device, d, now):
+                if joined is not None and joined.cell == i.cell and joined.end == i.start:
+                    joined = Interval(device, i.cell, joined.start, i.end)
+                    continue
+                if joined is not None:
+                    yield joined
+                joined = i
+            if joined is not None:
+                yield joined
+
     def _unsettled(self, device: int, d: _Device, now: int) -> list[Interval]:
         out = []
         chain, ttl = d.chain, self.ttl_ms

@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 from engine.cells import parent
 from engine.dwell import DwellLedger
+from engine.history import PresenceHistory
 from engine.minutes import MinuteAggregator
 from engine.presence import NOWHERE, Move, PresenceTracker
 from engine.spaces import SpaceIndex
@@ -35,12 +36,14 @@ class UserEngine:
             self.tracker = PresenceTracker(spec.ttl_ms)
             self.ledger = DwellLedger()
             self.minutes = MinuteAggregator()
+            self.history = PresenceHistory()
             self.spaces = SpaceIndex(spec.res)
             self._space_seq = 0
         else:
             self.tracker = PresenceTracker.restore(state["tracker"])
             self.ledger = DwellLedger.restore(state["ledger"])
             self.minutes = MinuteAggregator.restore(state["minutes"])
+            self.history = PresenceHistory.restore(state.get("history"))
             self.spaces = SpaceIndex.restore(state["spaces"])
             self._space_seq = state["space_seq"]
         self._coarser = tuple(r for r in spec.minute_res if r < spec.res)
@@ -119,26 +122,16 @@ class UserEngine:
         )
         return self.minutes.counts(open_, minute_of(since))
 
-    def history_export(self, now: int) -> tuple[tuple[int, int], dict[str, list]]:
-        """(mark, {"minutes": [(place, minute, device)], "dwell": [(device, day, place, start,
-        ms)]}) for history: what settled since the last confirmed export plus what is open
-        now (see `MinuteAggregator.export`, `DwellLedger.export`). `history_confirm(mark)`
-        once written."""
-        unsettled = list(self.tracker.all_unsettled(now + 1))
-        minute_mark, minutes = self.minutes.export(
-            (i.device, self._minute_places(i.cell), i.start, i.end) for i in unsettled
+    def history_export(self, now: int) -> tuple[int, list]:
+        """(mark, pieces) for the history store (`PresenceHistory.export`): settled intervals
+        not yet confirmed and the open ones up to `now`, per place (base cell and spaces)."""
+        return self.history.export(
+            (i.device, self._dwell_places(i.cell), i.start, i.end)
+            for i in self.tracker.open_stays(now)
         )
-        open_dwell = []
-        for i in unsettled:
-            end = min(i.end, now)  # dwell counts up to now
-            if end > i.start:
-                open_dwell.append((i.device, self._dwell_places(i.cell), i.start, end))
-        dwell_mark, dwell = self.ledger.export(open_dwell)
-        return (minute_mark, dwell_mark), {"minutes": minutes, "dwell": dwell}
 
-    def history_confirm(self, mark: tuple[int, int]) -> None:
-        self.minutes.confirm(mark[0])
-        self.ledger.confirm(mark[1])
+    def history_confirm(self, mark: int) -> None:
+        self.history.confirm(mark)
 
     def present_cells(self) -> list[tuple[int, tuple[int], int]]:
         """Every present device's cell membership, for rebuilding cell shards."""
@@ -168,6 +161,7 @@ class UserEngine:
         for device, cell, start, end in tracker.settled:
             self.minutes.add(device, self._minute_places(cell), start, end)
             self.ledger.add_interval(device, self._dwell_places(cell), start, end)
+            self.history.settled(device, self._dwell_places(cell), start, end)
         tracker.settled.clear()
         for segment in tracker.segments:
             self.ledger.add_segment(*segment)
@@ -205,6 +199,7 @@ class UserEngine:
             "tracker": self.tracker.snapshot(),
             "ledger": self.ledger.snapshot(),
             "minutes": self.minutes.snapshot(),
+            "history": self.history.snapshot(),
             "spaces": self.spaces.snapshot(),
             "space_seq": self._space_seq,
         }

@@ -3,8 +3,8 @@ into the history store: a fixed engine bug can be re-applied to the past.
 
 Pings are applied in their arrival order (the export's `received` and log order), with each
 arrival's receive time as the engine's `now`, so applied/late and presence come out as they did
-live. The history written is what the snapshotter writes: minute memberships, dwell pieces and
-the raw rows (the same dedup tokens on a second run of the same file: nothing doubles).
+live. The history written is what the snapshotter writes: presence pieces and the raw rows
+(with the same dedup tokens on a second run of the same file: nothing doubles).
 """
 
 import hashlib
@@ -104,8 +104,7 @@ def replay_pings(
             ]  # fmt: skip
             store.write_pings(rows, f"{label}:{digest}:{written}:{end}")
             mark, history = engine.history_export(now)
-            store.write_memberships(history["minutes"])
-            store.write_dwell(history["dwell"], now)
+            store.write_presence(history, now)
             engine.history_confirm(mark)
             progress(end - written)
             written = end

@@ -224,17 +224,13 @@ class QueryApi:
         with _bad("bad_bbox"):
             return BBox.parse(bbox)
 
-    def _at(self, at: str | None, res: int | None = None) -> int | None:
-        """The time of an `at=` answer (None: live); history keeps minute aggregates at the
-        resolutions of `spec.minute_res` only."""
+    @staticmethod
+    def _at(at: str | None) -> int | None:
+        """The time of an `at=` answer (None: live): the minute aggregate of its minute."""
         if at is None:
             return None
         with _bad("bad_time"):
-            t = parse_time(at)
-        if res is not None and res not in self.spec.minute_res:
-            kept = ", ".join(map(str, self.spec.minute_res))
-            raise ApiError(400, "bad_resolution", f"history keeps resolutions {kept}, not {res}")
-        return t
+            return parse_time(at)
 
     async def _history(self, role: str, endpoint: str, params: dict, method: str, *args):
         """A call to the history actor; 503 while the store is unreachable. Audited."""
@@ -295,7 +291,7 @@ class QueryApi:
     ):
         role = self._role(request, READ_ROLES)
         box, r = self._bbox(bbox), self._res(res)
-        t = self._at(at, r)
+        t = self._at(at)
         if t is not None:
             params = {"res": r, "bbox": bbox, "at": t}
             counts = await self._history(role, "heatmap", params, "heatmap", r, t, _tuple(box))
@@ -343,7 +339,7 @@ class QueryApi:
     ):
         role = self._role(request, READ_ROLES)
         box, r = self._bbox(bbox), self._res(res)
-        t = self._at(at, r)
+        t = self._at(at)
         if t is not None:
             params = {"n": n, "res": r, "bbox": bbox, "at": t}
             ranked = await self._history(role, "top", params, "top", n, r, t, _tuple(box))
@@ -365,7 +361,7 @@ class QueryApi:
         with _bad("bad_cell"):
             c = parse_cell(cell)
             check_res(resolution(c), self.spec.res)
-        t = self._at(at, resolution(c))
+        t = self._at(at)
         if t is not None:
             params = {"cell": cell, "at": t}
             count = await self._history(role, "cell", params, "cell_count", c, t)

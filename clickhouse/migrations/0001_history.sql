@@ -26,50 +26,26 @@ ORDER BY (device, ts)
 TTL toDateTime(intDiv(ts, 1000)) + INTERVAL {raw_days} DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- Minute memberships arrive as (place, minute, device) rows in Null tables; materialized views
--- merge them into sets per place and minute. A membership sent twice is the same set member,
--- so snapshots are idempotent and a late ping for an old minute adds to it exactly.
-CREATE TABLE IF NOT EXISTS cell_minute_members (
-    res UInt8,
+-- Presence pieces (engine/history.py): one per presence interval, place and UTC day, keyed by
+-- the interval's start, with its bounds [lo, hi) on that day. A place is a base-resolution cell
+-- (space = '') or a space (cell = 0). An open interval is written again as it grows or is cut
+-- short by a newer ping; the latest version of a piece wins, and a piece the interval no longer
+-- reaches is buried (lo = hi = 0). Minute aggregates (devices whose piece overlaps the minute,
+-- at any coarser resolution via h3ToParent) and dwell per day (sum of hi - lo) derive from it
+-- exactly, however late a ping arrives.
+CREATE TABLE IF NOT EXISTS presence (
+    device UInt64,
+    day Int64,
     cell UInt64,
-    minute Int64,
-    device UInt64
-) ENGINE = Null;
-
-CREATE TABLE IF NOT EXISTS cell_minutes (
-    res UInt8,
-    cell UInt64,
-    minute Int64,
-    devices AggregateFunction(uniqExact, UInt64)
-) ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(toDateTime(intDiv(minute, 1000)))
-ORDER BY (res, minute, cell)
-TTL toDateTime(intDiv(minute, 1000)) + INTERVAL {aggregate_days} DAY;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS cell_minutes_mv TO cell_minutes AS
-SELECT res, cell, minute, uniqExactState(device) AS devices
-FROM cell_minute_members
-GROUP BY res, cell, minute;
-
-CREATE TABLE IF NOT EXISTS space_minute_members (
     space String,
-    minute Int64,
-    device UInt64
-) ENGINE = Null;
-
-CREATE TABLE IF NOT EXISTS space_minutes (
-    space String,
-    minute Int64,
-    devices AggregateFunction(uniqExact, UInt64)
-) ENGINE = AggregatingMergeTree
-PARTITION BY toYYYYMM(toDateTime(intDiv(minute, 1000)))
-ORDER BY (space, minute)
-TTL toDateTime(intDiv(minute, 1000)) + INTERVAL {aggregate_days} DAY;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS space_minutes_mv TO space_minutes AS
-SELECT space, minute, uniqExactState(device) AS devices
-FROM space_minute_members
-GROUP BY space, minute;
+    start Int64,
+    lo Int64,
+    hi Int64,
+    version Int64
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(toDateTime(intDiv(day, 1000)))
+ORDER BY (day, device, cell, space, start)
+TTL toDateTime(intDiv(day, 1000)) + INTERVAL {aggregate_days} DAY;
 
 -- Door events with their event time and receive time, from the space shards' logs.
 CREATE TABLE IF NOT EXISTS door_events (
@@ -84,23 +60,6 @@ PARTITION BY toYYYYMM(toDateTime(intDiv(ts, 1000)))
 ORDER BY (sensor, ts)
 TTL toDateTime(intDiv(ts, 1000)) + INTERVAL {aggregate_days} DAY
 SETTINGS non_replicated_deduplication_window = 10000;
-
--- Dwell per device, UTC day and place (a base-resolution cell as hex, or a space), in pieces:
--- one per presence interval, place and day, identified by the interval's start. An open
--- interval's piece is written again, longer, at each snapshot until it settles; the latest
--- version of each piece wins, and a day's dwell is the sum of its pieces.
-CREATE TABLE IF NOT EXISTS dwell_daily (
-    device UInt64,
-    day Int64,
-    place String,
-    is_space UInt8,
-    start Int64,
-    ms Int64,
-    version Int64
-) ENGINE = ReplacingMergeTree(version)
-PARTITION BY toYYYYMM(toDateTime(intDiv(day, 1000)))
-ORDER BY (device, day, place, start)
-TTL toDateTime(intDiv(day, 1000)) + INTERVAL {aggregate_days} DAY;
 
 -- Who asked history what, and how long it took.
 CREATE TABLE IF NOT EXISTS query_audit (

@@ -4,7 +4,7 @@ import msgpack
 import pytest
 from hypothesis import given
 
-from engine.cells import resolution
+from engine.cells import parent, resolution
 from engine.geo import BBox
 from engine.local import LocalCluster, RawPing
 from engine.spec import EngineSpec
@@ -54,9 +54,8 @@ class Runner:
         self.now = T0
         self.last_ts: dict[str, int] = {}
         self.batch: list[RawPing] = []
-        # what a history store would hold: minute memberships merged as sets
-        self.history: dict[tuple, set[int]] = {}
-        self.dwell_pieces: dict[tuple, int] = {}  # (device, day, place, start) → latest ms
+        # what a history store holds: the latest (lo, hi) of each presence piece
+        self.pieces: dict[tuple, tuple[int, int]] = {}
         self.exports = 0
 
     def run(self, workload: list[Op]) -> None:
@@ -108,17 +107,32 @@ class Runner:
         self.export()
 
     def export(self) -> None:
-        """Export minute memberships to `history`; every other export is left unconfirmed, as
-        when a write fails, so the next one sends those memberships again."""
+        """Export presence pieces to `pieces`; every other export is left unconfirmed, as when
+        a write fails, so the next one sends those pieces again."""
         self.exports += 1
         for user in self.cluster.users.values():
             mark, rows = user.history_export(self.now)
-            for place, minute, device in rows["minutes"]:
-                self.history.setdefault((place, minute), set()).add(device)
-            for device, day, place, start, ms in rows["dwell"]:
-                self.dwell_pieces[(device, day, place, start)] = ms
+            for device, day, place, start, lo, hi in rows:
+                self.pieces[(device, day, place, start)] = (lo, hi)
             if self.exports % 2:
                 user.history_confirm(mark)
+
+    def history_minutes(self, res: int) -> dict[tuple, int]:
+        """Minute aggregates as history derives them from the pieces (cells at `res`)."""
+        sets: dict[tuple, set[int]] = {}
+        for (device, _, place, _), (lo, hi) in self.pieces.items():
+            key = place if isinstance(place, str) else parent(place, res)
+            for m in range(lo - lo % 60_000, hi, 60_000):
+                sets.setdefault((key, m), set()).add(device)
+        return {k: len(v) for k, v in sets.items()}
+
+    def history_dwell(self, key: int, day: int) -> dict:
+        out: dict = {"cells": {}, "spaces": {}}
+        for (device, d, place, _), (lo, hi) in self.pieces.items():
+            if device == key and d == day and hi > lo:
+                side = out["spaces" if isinstance(place, str) else "cells"]
+                side[place] = side.get(place, 0) + hi - lo
+        return out
 
     def op_snapshot(self) -> None:
         state = msgpack.unpackb(msgpack.packb(self.cluster.snapshot()), strict_map_key=False)
@@ -175,27 +189,34 @@ def test_engine_matches_oracle(workload):
     runner = Runner()
     runner.run(workload)
     check_all(runner.cluster, runner.oracle, runner.now)
+    check_history(runner)
+    # once every interval has ended, history holds all of presence: every minute agrees
+    runner.now += SPEC.ttl_ms + 60_000
+    runner.cluster.advance(runner.now)
+    check_history(runner, every_minute=True)
+
+
+def check_history(runner: Runner, every_minute: bool = False) -> None:
     runner.export()
-    history = {k: len(v) for k, v in runner.history.items()}
-    for res in SPEC.minute_res:
-        exported = {
-            k: v for k, v in history.items() if isinstance(k[0], int) and resolution(k[0]) == res
-        }
-        assert exported == runner.oracle.minute_aggregates(res, runner.now), res
-    spaces = {k: v for k, v in history.items() if isinstance(k[0], str)}
-    assert spaces == runner.oracle.space_minute_aggregates(runner.now)
-    dwell: dict[tuple, int] = {}
-    for (device, day, place, _), ms in runner.dwell_pieces.items():
-        dwell[(device, day, place)] = dwell.get((device, day, place), 0) + ms
+    now, o = runner.now, runner.oracle
+    # an open interval is exported up to `now` (not the instant `now` itself)
+    upto = now + 60_000 if every_minute else now - now % 60_000
+    for res in (*SPEC.minute_res, 8):
+        got = {k: v for k, v in runner.history_minutes(res).items() if isinstance(k[0], int)}
+        want = o.minute_aggregates(res, now)
+        assert {k: v for k, v in got.items() if k[1] < upto} == {
+            k: v for k, v in want.items() if k[1] < upto
+        }, res
+    got = {k: v for k, v in runner.history_minutes(9).items() if isinstance(k[0], str)}
+    want = o.space_minute_aggregates(now)
+    assert {k: v for k, v in got.items() if k[1] < upto} == {
+        k: v for k, v in want.items() if k[1] < upto
+    }
     for device in DEVICES:
-        key = runner.cluster.key(device)
         for day in (DAY0, DAY0 + DAY_MS):
-            want = runner.oracle.dwell(device, day, runner.now)
-            got = {"cells": {}, "spaces": {}}
-            for (k, d, place), ms in dwell.items():
-                if k == key and d == day and ms:
-                    got["spaces" if isinstance(place, str) else "cells"][place] = ms
-            assert got == want, (device, day)
+            assert runner.history_dwell(runner.cluster.key(device), day) == o.dwell(
+                device, day, now
+            )
 
 
 @given(workloads(max_size=50))
