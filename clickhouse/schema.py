@@ -34,4 +34,25 @@ def migrate(backend: Backend, raw_days: int, aggregate_days: int) -> list[str]:
             "schema_migrations", ("version", "applied"), [(path.stem, int(time.time() * 1000))]
         )
         applied.append(path.stem)
+    retention(backend, raw_days, aggregate_days)
     return applied
+
+
+# table -> (time column, which retention applies)
+RETENTION = {
+    "raw_pings": ("ts", "raw"),
+    "presence": ("day", "aggregate"),
+    "door_events": ("ts", "aggregate"),
+    "query_audit": ("ts", "aggregate"),
+}
+
+
+def retention(backend: Backend, raw_days: int, aggregate_days: int) -> None:
+    """Set each table's TTL to the configured retention (it may have changed since the table
+    was made); existing parts are trimmed by the next merges, not by a rewrite now."""
+    for table, (column, kind) in RETENTION.items():
+        days = int(raw_days if kind == "raw" else aggregate_days)
+        backend.execute(
+            f"ALTER TABLE {table} MODIFY TTL toDateTime(intDiv({column}, 1000)) "
+            f"+ INTERVAL {days} DAY SETTINGS materialize_ttl_after_modify = 0"
+        )
