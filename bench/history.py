@@ -1,0 +1,132 @@
+"""History store throughput and query latency at scale, on embedded chDB.
+
+Writes `--pings` raw pings (default 10M: `--devices` devices reporting every 30 s, in WAL-sized
+batches as the snapshotter writes them) and the presence pieces the engine derives from them
+(computed by the engine code, as `occupancy replay` does), timing the writes; then times each
+history query `--repeat` times and prints p50/p99.
+
+    .venv/bin/python bench/history.py [--pings 10000000] [--devices 100000]
+"""
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from clickhouse.backends import ChdbBackend
+from clickhouse.store import HistoryStore
+from engine.cells import index_batch
+from engine.geo import BBox
+from engine.spec import EngineSpec
+from engine.user import UserEngine
+
+AREA = BBox(-8.80, 52.53, -8.50, 52.77)
+BATCH = 100_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def generate(devices: int, pings: int, start: int, seed: int):
+    """Batches of (devices, ts, lats, lngs) in arrival order: every device once per round,
+    moving a little each time."""
+    rng = random.Random(seed)
+    lat = [rng.uniform(AREA.min_lat, AREA.max_lat) for _ in range(devices)]
+    lng = [rng.uniform(AREA.min_lng, AREA.max_lng) for _ in range(devices)]
+    rounds = -(-pings // devices)
+    sent = 0
+    for r in range(rounds):
+        t = start + r * 30_000
+        for lo in range(0, devices, BATCH):
+            hi = min(devices, lo + BATCH, lo + pings - sent)
+            if hi <= lo:
+                return
+            ids = list(range(lo, hi))
+            for i in ids:
+                lat[i] += rng.uniform(-0.0005, 0.0005)
+                lng[i] += rng.uniform(-0.0008, 0.0008)
+            yield ids, [t + (i % 30_000) for i in ids], [lat[i] for i in ids], [lng[i] for i in ids]
+            sent += hi - lo
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pings", type=int, default=10_000_000)
+    ap.add_argument("--devices", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=30)
+    args = ap.parse_args()
+    spec = EngineSpec()
+    now = int(time.time() * 1000)
+    rounds = -(-args.pings // args.devices)
+    start = now - rounds * 30_000 - 60_000
+    with tempfile.TemporaryDirectory() as tmp:
+        store = HistoryStore(ChdbBackend(Path(tmp) / "ch"))
+        engine = UserEngine(spec)
+        raw_s = presence_s = engine_s = 0.0
+        raw_rows = presence_rows = 0
+        last = start
+        for n, (ids, ts, lats, lngs) in enumerate(generate(args.devices, args.pings, start, 1)):
+            t0 = time.perf_counter()
+            cells = index_batch(lats, lngs, spec.res).tolist()
+            recv = max(ts)
+            engine.ingest(ids, ts, cells, lats, lngs, recv)
+            engine.drain_moves()
+            engine.advance(recv)
+            engine.drain_moves()
+            mark, pieces = engine.history_export(recv)
+            engine.history_confirm(mark)
+            t1 = time.perf_counter()
+            rows = [
+                (d, t, recv, la, ln, c, 0.0, "", {}, "user-0", recv, n, i)
+                for i, (d, t, la, ln, c) in enumerate(zip(ids, ts, lats, lngs, cells, strict=True))
+            ]
+            store.write_pings(rows, f"bench:{n}")
+            t2 = time.perf_counter()
+            store.write_presence(pieces, n)
+            t3 = time.perf_counter()
+            engine_s += t1 - t0
+            raw_s += t2 - t1
+            presence_s += t3 - t2
+            raw_rows += len(rows)
+            presence_rows += len(pieces)
+            last = recv
+        print(f"# {raw_rows:,} raw pings of {args.devices:,} devices; {os.cpu_count()} cores")
+        print(f"raw pings written     {raw_rows / raw_s:12,.0f} rows/s  ({raw_s:.1f} s)")
+        print(
+            f"presence pieces       {presence_rows / presence_s:12,.0f} rows/s  "
+            f"({presence_rows:,} rows, {presence_s:.1f} s)"
+        )
+        print(f"engine (replay path)  {raw_rows / engine_s:12,.0f} pings/s")
+        du = sum(f.stat().st_size for f in (Path(tmp) / "ch").rglob("*") if f.is_file())
+        print(f"on disk               {du / raw_rows:12.1f} bytes/ping ({du / 1e6:,.0f} MB)")
+
+        at = last - 5 * 60_000
+        mid = (AREA.min_lat + AREA.max_lat) / 2, (AREA.min_lng + AREA.max_lng) / 2
+        small = BBox(mid[1] - 0.01, mid[0] - 0.01, mid[1] + 0.01, mid[0] + 0.01)
+        queries = {
+            "heatmap at= (res 9)": lambda: store.heatmap(9, at, AREA),
+            "top-10 at= (res 7)": lambda: store.top(10, 7, at, None),
+            "path (one device, all)": lambda: store.path(random.randrange(args.devices), 0, now),
+            "devices in bbox, 10 min": lambda: store.devices_in_area(at - 600_000, at, small),
+            "distance, 10 min": lambda: store.distance(at - 600_000, at),
+            "dwell (one device-day)": lambda: store.dwell(random.randrange(args.devices), at),
+        }
+        for name, run in queries.items():
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                run()
+                times.append((time.perf_counter() - t) * 1000)
+            print(
+                f"{name:26s} p50 {percentile(times, 0.5):8.1f} ms   "
+                f"p99 {percentile(times, 0.99):8.1f} ms"
+            )
+        store.backend.close()
+
+
+if __name__ == "__main__":
+    main()
