@@ -27,7 +27,12 @@ def migrate(backend: Backend, raw_days: int, aggregate_days: int) -> list[str]:
     for path in sorted(MIGRATIONS.glob("*.sql")):
         if path.stem in done:
             continue
-        text = path.read_text().format(raw_days=int(raw_days), aggregate_days=int(aggregate_days))
+        # only these two are substituted: `{name:Type}` is ClickHouse's own parameter syntax
+        text = (
+            path.read_text()
+            .replace("{raw_days}", str(int(raw_days)))
+            .replace("{aggregate_days}", str(int(aggregate_days)))
+        )
         for sql in statements(text):
             backend.execute(sql)
         backend.insert(

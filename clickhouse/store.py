@@ -82,29 +82,18 @@ EXPORTS = {
             lower(hex(cell)) AS cell, accuracy_m, region, attributes, shard, wal_ms, wal_seq, idx
         FROM raw_pings WHERE ts >= {{start:Int64}} AND ts < {{end:Int64}}
         ORDER BY shard, wal_ms, wal_seq, idx""",
-    # minute aggregates at the base resolution, from the presence pieces
+    # the aggregate views of migration 0002, over the presence pieces
     "cells": """
-        SELECT lower(hex(cell)) AS cell, m AS minute, uniqExact(device) AS devices FROM (
-            SELECT device, cell, arrayJoin(range(lo - lo % 60000, hi, 60000)) AS m
-            FROM presence FINAL
-            WHERE space = '' AND hi > lo AND day >= {start:Int64} - 86400000
-                AND day < {end:Int64} AND hi > {start:Int64} AND lo < {end:Int64}
-        ) WHERE m >= {start:Int64} AND m < {end:Int64}
-        GROUP BY cell, minute ORDER BY minute, cell""",
+        SELECT lower(hex(cell)) AS cell, minute, devices
+        FROM cell_minutes(start = {start:Int64}, end = {end:Int64}) ORDER BY minute, cell""",
     "spaces": """
-        SELECT space, m AS minute, uniqExact(device) AS devices FROM (
-            SELECT device, space, arrayJoin(range(lo - lo % 60000, hi, 60000)) AS m
-            FROM presence FINAL
-            WHERE space != '' AND hi > lo AND day >= {start:Int64} - 86400000
-                AND day < {end:Int64} AND hi > {start:Int64} AND lo < {end:Int64}
-        ) WHERE m >= {start:Int64} AND m < {end:Int64}
-        GROUP BY space, minute ORDER BY minute, space""",
+        SELECT space, minute, devices
+        FROM space_minutes(start = {start:Int64}, end = {end:Int64}) ORDER BY minute, space""",
     "dwell": f"""
         SELECT {_HEX64.format(col="device")} AS device, day,
             if(space = '', lower(hex(cell)), space) AS place, space != '' AS is_space,
-            sum(hi - lo) / 1000 AS seconds
-        FROM presence FINAL WHERE day >= {{start:Int64}} AND day < {{end:Int64}}
-        GROUP BY device, day, place, is_space HAVING seconds > 0
+            ms / 1000 AS seconds
+        FROM dwell_daily(start = {{start:Int64}}, end = {{end:Int64}})
         ORDER BY device, day, place""",
     "doors": """
         SELECT sensor, ts, received, direction FROM door_events

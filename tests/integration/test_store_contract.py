@@ -27,6 +27,8 @@ def store(request, tmp_path):
         if not SERVER:
             pytest.skip("no ClickHouse server (set OCC_TEST_CLICKHOUSE_URL)")
         backend = ServerBackend(SERVER)
+        for view in ("cell_minutes", "space_minutes", "dwell_daily"):
+            backend.execute(f"DROP VIEW IF EXISTS {view}")
         for table in ("raw_pings", "presence", "door_events", "query_audit", "schema_migrations"):
             backend.execute(f"DROP TABLE IF EXISTS {table}")
     else:
@@ -71,6 +73,48 @@ def test_presence_pieces_give_minute_counts_dwell_and_latest_wins(store):
     assert store.minute_counts(9, noon) == {B: 1}
     assert store.dwell(1, day_of(noon)) == {"cells": {A: 89_000}, "spaces": {"mall": 89_000}}
     assert store.dwell(2, day_of(noon)) == {"cells": {B: 10}, "spaces": {}}
+
+
+def test_aggregate_views_agree_with_the_store(store):
+    noon = day_of(NOW) - DAY_MS // 2
+    store.write_presence(
+        pieces(1, (A, "mall"), noon - 90_000, noon + 30_000) + pieces(2, (B,), noon, noon + 10)
+        + pieces(3, (A,), noon - DAY_MS // 2 - 30_000, noon - DAY_MS // 2 + 30_000),  # midnight
+        version=1,
+    )  # fmt: skip
+    period = {"start": day_of(noon) - DAY_MS, "end": noon + DAY_MS}
+    cells = store.backend.rows(
+        "SELECT cell, minute, devices FROM cell_minutes(start = {start:Int64}, end = {end:Int64})",
+        period,
+    )
+    by_minute: dict[int, dict[int, int]] = {}
+    for cell, minute, devices in cells:
+        by_minute.setdefault(int(minute), {})[int(cell)] = int(devices)
+    assert set(by_minute) == {
+        noon - 2 * MINUTE_MS, noon - MINUTE_MS, noon,
+        noon - DAY_MS // 2 - MINUTE_MS, noon - DAY_MS // 2,
+    }  # fmt: skip
+    for minute, counts in by_minute.items():
+        assert store.minute_counts(9, minute) == counts
+    spaces = store.backend.rows(
+        "SELECT space, minute, devices FROM space_minutes(start = {start:Int64}, end = {end:Int64})"
+        " ORDER BY minute",
+        period,
+    )
+    assert [(s, int(m), int(n)) for s, m, n in spaces] == [
+        ("mall", noon - 2 * MINUTE_MS, 1), ("mall", noon - MINUTE_MS, 1), ("mall", noon, 1)
+    ]  # fmt: skip
+    dwell = store.backend.rows(
+        "SELECT device, day, cell, space, ms FROM dwell_daily(start = {start:Int64}, "
+        "end = {end:Int64}) ORDER BY device, day, space",
+        period,
+    )
+    midnight = day_of(noon)
+    assert [tuple(int(x) if not isinstance(x, str) else x for x in r) for r in dwell] == [
+        (1, midnight, A, "", 120_000), (1, midnight, 0, "mall", 120_000),
+        (2, midnight, B, "", 10),
+        (3, midnight - DAY_MS, A, "", 30_000), (3, midnight, A, "", 30_000),
+    ]  # fmt: skip
 
 
 def test_raw_pings_dedup_path_distance_devices_and_export(store):
