@@ -152,6 +152,7 @@ class History:
             "last_snapshot_ms": self.last_snapshot_ms,
             "snapshots": self.snapshots,
             "wal_backlog": backlog,
+            "archive_lag_ms": {name: wal.archive_lag_ms() for name, wal in self._wals.items()},
         }
 
     # -- queries --------------------------------------------------------------------------------

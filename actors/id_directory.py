@@ -1,6 +1,7 @@
 """The id directory: the only place where raw device ids live (pseudonym -> raw id, in Redis)."""
 
 import redis
+import redis.asyncio
 
 from engine.pseudonym import pseudonym, pseudonym_str
 
@@ -33,3 +34,9 @@ class IdDirectory:
     def forget(self, device_id: str) -> bool:
         """True if the id was in the directory."""
         return bool(self.client.hdel(IDS, pseudonym_str(pseudonym(self.secret, device_id))))
+
+
+async def record_async(client: redis.asyncio.Redis, new_ids: dict[str, str]) -> None:
+    """`IdDirectory.record` for an event loop: runs beside the shard calls, not before them."""
+    if new_ids:
+        await client.hset(IDS, mapping=new_ids)

@@ -143,10 +143,13 @@ class IngestServer:
         reader = asyncio.ensure_future(inbox.fill(context))
         totals = pb.IngestAck()
         pending: list[pb.Rejection] = []
-        index, last_ack = 0, time.monotonic()
+        index, last_ack, unacked = 0, time.monotonic(), 0
         try:
             while True:
-                raw, done = await inbox.take(STREAM_BATCH, STREAM_LINGER_S, 1.0)
+                # with pings processed but not acked, wake up in time to ack them even if the
+                # client sends nothing more (a sender with a full buffer waits for that ack)
+                wait_s = max(0.001, last_ack + ACK_EVERY_S - time.monotonic()) if unacked else 1.0
+                raw, done = await inbox.take(STREAM_BATCH, STREAM_LINGER_S, wait_s)
                 if raw:
                     pings = []
                     for item in raw:
@@ -159,18 +162,19 @@ class IngestServer:
                     except ShardUnavailable as exc:
                         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
                     index += len(raw)
+                    unacked += len(raw)
                     totals.accepted += ack.accepted
                     totals.late += ack.late
                     totals.rejected += ack.rejected
                     pending.extend(ack.rejections)
-                if done or (raw and time.monotonic() - last_ack >= ACK_EVERY_S):
+                if done or (unacked and time.monotonic() - last_ack >= ACK_EVERY_S):
                     out = pb.IngestAck(
                         accepted=totals.accepted,
                         late=totals.late,
                         rejected=totals.rejected,
                         rejections=pending,
                     )
-                    pending, last_ack = [], time.monotonic()
+                    pending, last_ack, unacked = [], time.monotonic(), 0
                     await context.write(out.SerializeToString())
                 if done:
                     return

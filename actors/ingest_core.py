@@ -4,9 +4,10 @@ import asyncio
 
 import ray
 import redis
+import redis.asyncio
 
 from actors.auth import Authenticator, KeyStore
-from actors.id_directory import IdDirectory
+from actors.id_directory import IdDirectory, record_async
 from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
@@ -59,6 +60,7 @@ class IngestCore:
         self.redis = redis.Redis.from_url(topology.redis_url)
         self.auth = Authenticator(topology.secret, KeyStore(self.redis))
         self.ids = IdDirectory(self.redis, topology.secret)
+        self._ids_async = redis.asyncio.Redis.from_url(topology.redis_url)
         self.clock = Clock()
         self.in_flight = 0
         self._keys: dict[str, int] = {}
@@ -79,12 +81,12 @@ class IngestCore:
         """`pings` may hold None for messages that did not parse ("malformed"); rejection
         indexes are `base` + the position in `pings`."""
         b, new_ids = self._validate(pings, device, base)
-        self.ids.record(new_ids)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
         if not b.keys:
             return ack
         cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
-        calls = []
+        # first-seen raw ids go to the id directory while the shards write their WALs
+        calls = [record_async(self._ids_async, new_ids)]
         for shard, idx in group_by_user_shard(b.keys, self.placement).items():
             sub = {
                 "dev": [b.keys[j] for j in idx],
@@ -100,7 +102,7 @@ class IngestCore:
             calls.append(self.shards.handle(shard).ingest.remote(sub))
         self.in_flight += 1
         try:
-            results = await asyncio.gather(*calls)
+            _, *results = await asyncio.gather(*calls)
         except ray.exceptions.RayActorError as exc:
             raise ShardUnavailable("a user shard is restarting; retry the batch") from exc
         finally:

@@ -108,6 +108,19 @@ class Wal:
             if trim_to != "0-0":
                 self.client.xtrim(self.stream, minid=_after(trim_to), approximate=False)
 
+    def archive_lag_ms(self) -> int:
+        """How far (in WAL time) history is behind the log's newest entry; 0 when it has all."""
+        newest = self.client.xrevrange(self.stream, count=1)
+        if not newest:
+            return 0
+        last = _id(newest[0][0].decode())
+        archived = _id(self.archived())
+        if archived >= last:
+            return 0
+        if archived == (0, 0):  # nothing archived yet: the whole log is behind
+            archived = _id(self.client.xrange(self.stream, count=1)[0][0].decode())
+        return max(1, last[0] - archived[0])
+
     def length(self) -> int:
         return int(self.client.xlen(self.stream))
 

@@ -4,7 +4,9 @@ Starts an engine on embedded defaults in a temporary data dir (Ray, Redis, shard
 ingest actor), then drives it from this process over loopback:
 
 - batched `SendPings` (1,000 pings a call, `--in-flight` calls outstanding);
-- per-message `StreamPings` (one message a ping on `--streams` streams).
+- per-message `StreamPings` (one message a ping on `--streams` streams), sent by Node.js
+  processes (`stream_client/`, installed with npm on first use) or, with
+  `--stream-client python`, by Python processes.
 
 Prints pings/s and ack p50/p99. Everything shares this machine's cores.
 
@@ -12,16 +14,22 @@ Prints pings/s and ack p50/p99. Everything shares this machine's cores.
 """
 
 import argparse
+import json
 import multiprocessing
 import os
+import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import grpc
+import ray
 
+from actors.history import NAME as HISTORY
+from actors.topology import NAMESPACE
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
@@ -103,6 +111,26 @@ def bench_batched(channel, auth, batches: list[bytes], seconds: float, in_flight
     }
 
 
+def stream_messages(
+    k: int, streams: int, devices: int, base_ts: int, seconds: float, rate: float | None
+) -> list[bytes]:
+    """Stream `k`'s serialized pings: every device in turn, one ping a round, 1 s apart."""
+    ceiling = int(seconds * (rate / streams if rate else 20_000)) + 1
+    out = []
+    for i in range(ceiling):
+        d = (i * streams + k) % devices
+        r = (i * streams + k) // devices
+        out.append(
+            pb.Ping(
+                device_id=f"stream-{d}",
+                ts_ms=base_ts + r * 1_000 + k,
+                lat=52.60 + (d % 997) * 1.5e-4,
+                lng=-8.70 + (d % 991) * 1.5e-4,
+            ).SerializeToString()
+        )
+    return out
+
+
 def _stream_client(
     target: str,
     auth,
@@ -113,29 +141,22 @@ def _stream_client(
     seconds: float,
     rate: float | None,
     out,
+    ready,
 ) -> None:
     """One stream from its own process (a Python gRPC client tops out near 12k messages/s
-    a process, so one process would measure the client, not the engine)."""
+    a process, so one process would measure the client, not the engine). It runs at the
+    engine's niceness (Ray starts its workers at 15): at 0 the senders would take the cores and
+    starve the engine they measure."""
+    os.nice(15)
     channel = grpc.insecure_channel(target)
     call = channel.stream_stream(
         "/occupancy.v1.Ingest/StreamPings", response_deserializer=pb.IngestAck.FromString
     )
     # messages are serialized before the clock starts: the load generator shares the cores with
     # the engine, and building protobufs is the client's cost, not the engine's
-    ceiling = int(seconds * (rate / streams if rate else 40_000)) + 1
-    payload = []
-    for i in range(ceiling):
-        d = (i * streams + k) % devices
-        r = (i * streams + k) // devices
-        payload.append(
-            pb.Ping(
-                device_id=f"stream-{d}",
-                ts_ms=base_ts + r * 1_000 + k,
-                lat=52.60 + (d % 997) * 1.5e-4,
-                lng=-8.70 + (d % 991) * 1.5e-4,
-            ).SerializeToString()
-        )
+    payload = stream_messages(k, streams, devices, base_ts, seconds, rate)
     sent_at: list[float] = []
+    ready.wait()  # every stream starts once all are built
     stop_at = time.monotonic() + seconds
 
     def messages():
@@ -158,16 +179,72 @@ def _stream_client(
     out.put((total, time.monotonic() - start, lat))
 
 
+NODE_CLIENT = Path(__file__).parent / "stream_client"
+STREAM_WINDOW = 2_000  # unacked messages a Node.js sender allows itself
+
+
+def node_client_ready() -> bool:
+    """Whether the Node.js stream client can run (installing its one package if needed)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return False
+    if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_CLIENT,
+            check=True,
+        )
+    return True
+
+
+def bench_stream_node(
+    target: str, auth, devices: int, base_ts: int, seconds: float, streams: int, rate: float | None
+) -> dict:
+    """`bench_stream` with one Node.js process a stream (`stream_client/client.js`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for k in range(streams):
+            path = Path(tmp) / f"stream-{k}.bin"
+            with path.open("wb") as f:
+                for m in stream_messages(k, streams, devices, base_ts, seconds, rate):
+                    f.write(len(m).to_bytes(4, "little"))
+                    f.write(m)
+            files.append(path)
+        start_at = int(time.time() * 1000) + 1_500 + 300 * streams
+        procs = [
+            subprocess.Popen(
+                # at the engine's niceness (Ray starts its workers at 15), as the Python senders
+                ["nice", "-n", "15", "node", str(NODE_CLIENT / "client.js"), target,
+                 auth[0][1], str(f), str(seconds), str((rate or 0) / streams), str(start_at),
+                 str(STREAM_WINDOW)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for f in files
+        ]
+        results = [json.loads(p.communicate()[0]) for p in procs]
+    total = sum(r["acked"] for r in results)
+    elapsed = max(r["elapsed_s"] for r in results)
+    lat = [x / 1e3 for r in results for x in r["latencies_ms"]]
+    return {
+        "pings_per_s": total / elapsed,
+        "ack_p50_ms": percentile(lat, 0.5) * 1e3,
+        "ack_p99_ms": percentile(lat, 0.99) * 1e3,
+        "messages": total,
+    }
+
+
 def bench_stream(
     target: str, auth, devices: int, base_ts: int, seconds: float, streams: int, rate: float | None
 ) -> dict:
-    """`rate` (pings/s over all streams) paces the senders; None sends as fast as they can."""
+    """`rate` (pings/s over all streams) paces the senders; None sends as fast as they can.
+    One Python process a stream."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
+    ready = ctx.Barrier(streams)
     procs = [
         ctx.Process(
             target=_stream_client,
-            args=(target, auth, k, streams, devices, base_ts, seconds, rate, out),
+            args=(target, auth, k, streams, devices, base_ts, seconds, rate, out, ready),
         )
         for k in range(streams)
     ]
@@ -187,6 +264,18 @@ def bench_stream(
     }
 
 
+def wait_for_history(limit_s: float = 300.0) -> float:
+    """Seconds until history has archived every WAL entry (the archive competes for the cores:
+    each phase starts with none of the previous phase's backlog)."""
+    history = ray.get_actor(HISTORY, namespace=NAMESPACE)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if not any(ray.get(history.status.remote())["archive_lag_ms"].values()):
+            break
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=100_000)
@@ -198,7 +287,15 @@ def main() -> None:
     ap.add_argument("--cell-shards", type=int, default=2)
     ap.add_argument("--ingest-nice", type=int, default=Settings().ingest_nice)
     ap.add_argument("--http-ingress", default=Settings().http_ingress)
+    ap.add_argument(
+        "--stream-client",
+        choices=("node", "python"),
+        default="node" if shutil.which("node") else "python",
+        help="StreamPings senders: Node.js grpc-js (default where node exists) or Python grpcio",
+    )
     args = ap.parse_args()
+    if args.stream_client == "node" and not node_client_ready():
+        ap.error("--stream-client node needs node and npm on the PATH")
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -233,8 +330,10 @@ def main() -> None:
                 f"({batched['calls']} calls, {batched['errors']} errors)"
             )
             base += rounds * 1_000
+            print(f"  history archive caught up {wait_for_history():.1f} s after SendPings")
             for rate in (None, args.stream_rate):
-                stream = bench_stream(
+                run = bench_stream_node if args.stream_client == "node" else bench_stream
+                stream = run(
                     f"127.0.0.1:{engine.grpc_port}",
                     auth,
                     args.devices,
@@ -246,11 +345,13 @@ def main() -> None:
                 base += 1_000 * (int(stream["messages"] / args.devices) + 2)
                 label = "as fast as sent" if rate is None else f"paced at {rate:,.0f}/s"
                 print(
-                    f"StreamPings (1 ping/message, {args.streams} streams, {label}): "
+                    f"StreamPings (1 ping/message, {args.streams} {args.stream_client} streams, "
+                    f"{label}): "
                     f"{stream['pings_per_s']:>10,.0f} pings/s   ack p50 "
                     f"{stream['ack_p50_ms']:.1f} ms  p99 {stream['ack_p99_ms']:.1f} ms  "
                     f"({stream['messages']:,} messages)"
                 )
+                print(f"  history archive caught up {wait_for_history():.1f} s after")
         finally:
             engine.stop()
 

@@ -1,6 +1,7 @@
 """Bad input gets the documented error and loses nothing else; streams ack at least every second."""
 
 import math
+import threading
 import time
 
 import grpc
@@ -161,6 +162,37 @@ def test_stream_acks_cumulatively_and_survives_a_malformed_message(live):
     assert counts == sorted(counts)
     rejections = [(r.index, r.reason) for a in acks for r in a.rejections]
     assert rejections == [(1_500, "malformed")]
+
+
+def test_stream_acks_everything_processed_while_the_sender_waits(live):
+    """A sender whose buffer is full stops until it hears an ack: the server must ack what it
+    has processed without waiting for more messages."""
+    raw_stream = live.channel.stream_stream(
+        "/occupancy.v1.Ingest/StreamPings", response_deserializer=pb.IngestAck.FromString
+    )
+    start = int(time.time() * 1000)
+    sent = [
+        pb.Ping(device_id=f"waiting-{i % 50}", ts_ms=start + i, lat=SYDNEY[0], lng=SYDNEY[1])
+        for i in range(200)
+    ]
+    heard = threading.Event()
+
+    def messages():
+        for i, p in enumerate(sent):
+            yield p.SerializeToString()
+            if i % 10 == 9:
+                time.sleep(0.005)  # bursts closer together than acks: the last one lands late
+        heard.wait(timeout=20)  # the stream stays open: no half-close forces a final ack
+
+    t0 = time.monotonic()
+    for ack in raw_stream(messages(), metadata=live.auth, timeout=60):
+        if ack.accepted + ack.late + ack.rejected == len(sent) and not heard.is_set():
+            waited = time.monotonic() - t0
+            heard.set()
+    assert heard.is_set() and waited < 10  # acked while open, not at the 20 s give-up
+    now = int(time.time() * 1000)
+    for p in sent:
+        live.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
 
 
 def test_door_events_with_bad_items(live):
