@@ -210,15 +210,12 @@ def bench_stream_node(
                     f.write(m)
             files.append(path)
         start_at = int(time.time() * 1000) + 1_500 + 300 * streams
+        per_stream = str((rate or 0) / streams)
+        # at the engine's niceness (Ray starts its workers at 15), as the Python senders
+        command = ["nice", "-n", "15", "node", str(NODE_CLIENT / "client.js"), target, auth[0][1]]
+        tail = [str(seconds), per_stream, str(start_at), str(STREAM_WINDOW)]
         procs = [
-            subprocess.Popen(
-                # at the engine's niceness (Ray starts its workers at 15), as the Python senders
-                ["nice", "-n", "15", "node", str(NODE_CLIENT / "client.js"), target,
-                 auth[0][1], str(f), str(seconds), str((rate or 0) / streams), str(start_at),
-                 str(STREAM_WINDOW)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
+            subprocess.Popen([*command, str(f), *tail], stdout=subprocess.PIPE, text=True)
             for f in files
         ]
         results = [json.loads(p.communicate()[0]) for p in procs]
