@@ -89,11 +89,14 @@ EXPORTS = {
     "spaces": """
         SELECT space, minute, devices
         FROM space_minutes(start = {start:Int64}, end = {end:Int64}) ORDER BY minute, space""",
+    # dwell straight from the pieces: the same query over the dwell_daily view sends chDB's
+    # planner into a loop (TOO_MANY_QUERY_PLAN_OPTIMIZATIONS) once hex ids and ORDER BY join
     "dwell": f"""
         SELECT {_HEX64.format(col="device")} AS device, day,
             if(space = '', lower(hex(cell)), space) AS place, space != '' AS is_space,
-            ms / 1000 AS seconds
-        FROM dwell_daily(start = {{start:Int64}}, end = {{end:Int64}})
+            sum(hi - lo) / 1000 AS seconds
+        FROM presence FINAL WHERE day >= {{start:Int64}} AND day < {{end:Int64}}
+        GROUP BY device, day, place, is_space HAVING seconds > 0
         ORDER BY device, day, place""",
     "doors": """
         SELECT sensor, ts, received, direction FROM door_events

@@ -115,6 +115,15 @@ def test_aggregate_views_agree_with_the_store(store):
         (2, midnight, B, "", 10),
         (3, midnight - DAY_MS, A, "", 30_000), (3, midnight, A, "", 30_000),
     ]  # fmt: skip
+    # the exports read the same views, in every format
+    for what in ("cells", "spaces", "dwell"):
+        for fmt in ("csv", "json", "parquet", "arrow"):
+            assert store.export(what, period["start"], period["end"], fmt)
+    dwell_csv = store.export("dwell", period["start"], period["end"], "csv").decode()
+    assert dwell_csv.splitlines()[1:3] == [
+        f'"0000000000000001",{midnight},"{A:016x}",0,120',
+        f'"0000000000000001",{midnight},"mall",1,120',
+    ]
 
 
 def test_raw_pings_dedup_path_distance_devices_and_export(store):
