@@ -9,17 +9,12 @@ IDS = "occ:ids"
 
 
 class IdDirectory:
-    """Written by the ingest handlers on first sight of an id; read for admin answers;
-    `forget` cuts the tie between a person and the device's anonymous history."""
+    """Written by the ingest handlers on first sight of an id (`record_async`); read for admin
+    answers; `forget` cuts the tie between a person and the device's anonymous history."""
 
     def __init__(self, client: redis.Redis, secret: bytes):
         self.client = client
         self.secret = secret
-
-    def record(self, new_ids: dict[str, str]) -> None:
-        """{pseudonym hex: raw id} for ids seen for the first time by a handler."""
-        if new_ids:
-            self.client.hset(IDS, mapping=new_ids)
 
     def resolve(self, key: int) -> str | None:
         raw = self.client.hget(IDS, pseudonym_str(key))
@@ -37,6 +32,7 @@ class IdDirectory:
 
 
 async def record_async(client: redis.asyncio.Redis, new_ids: dict[str, str]) -> None:
-    """`IdDirectory.record` for an event loop: runs beside the shard calls, not before them."""
+    """{pseudonym hex: raw id} for ids an ingest handler sees for the first time; awaited
+    beside the shard calls of the batch, not before them."""
     if new_ids:
         await client.hset(IDS, mapping=new_ids)

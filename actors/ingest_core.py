@@ -7,7 +7,7 @@ import redis
 import redis.asyncio
 
 from actors.auth import Authenticator, KeyStore
-from actors.id_directory import IdDirectory, record_async
+from actors.id_directory import record_async
 from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
@@ -59,7 +59,6 @@ class IngestCore:
         self.shards = Shards(topology)
         self.redis = redis.Redis.from_url(topology.redis_url)
         self.auth = Authenticator(topology.secret, KeyStore(self.redis))
-        self.ids = IdDirectory(self.redis, topology.secret)
         self._ids_async = redis.asyncio.Redis.from_url(topology.redis_url)
         self.clock = Clock()
         self.in_flight = 0

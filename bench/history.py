@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import percentile
+
 from clickhouse.backends import ChdbBackend
 from clickhouse.store import HistoryStore
 from engine.cells import index_batch
@@ -24,11 +26,6 @@ from engine.user import UserEngine
 
 AREA = BBox(-8.80, 52.53, -8.50, 52.77)
 BATCH = 100_000
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def generate(devices: int, pings: int, start: int, seed: int):

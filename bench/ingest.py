@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,23 +26,13 @@ from pathlib import Path
 
 import grpc
 import ray
+from measure import free_port, percentile
 
 from actors.history import NAME as HISTORY
 from actors.topology import NAMESPACE
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def make_batches(devices: int, size: int, base_ts: int, rounds: int) -> list[bytes]:
@@ -302,7 +291,7 @@ def main() -> None:
             cell_shards=args.cell_shards,
             ingest_nice=args.ingest_nice,
             http_ingress=args.http_ingress,
-            http_port=_free_port(),
+            http_port=free_port(),
         )
         engine = Engine(settings).start()
         try:

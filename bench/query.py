@@ -14,7 +14,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+from measure import free_port, percentile
+
 MODES = ("proxy", "direct", "haproxy")
 AREA = (-8.80, 52.53, -8.50, 52.77)  # minLng, minLat, maxLng, maxLat: ~550 km², ~5k cells
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def _position(i: int) -> tuple[float, float]:
@@ -155,7 +145,7 @@ def run_mode(mode: str, args) -> dict:
     result: dict = {"mode": mode}
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
-            data_dir=Path(tmp), grpc_port=0, http_port=_free_port(), http_ingress=mode
+            data_dir=Path(tmp), grpc_port=0, http_port=free_port(), http_ingress=mode
         )
         engine = Engine(settings).start()
         try:

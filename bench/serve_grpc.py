@@ -14,22 +14,17 @@ drives batched `SendPings` with the load generator of bench/ingest.py.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from measure import free_port
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MODES = ("actor", "serve-proxy", "serve-direct")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _direct_grpc_port(app: str) -> int:
@@ -71,9 +66,9 @@ def run_mode(mode: str, seconds: float, devices: int, in_flight: int) -> dict:
 
                 from serve_apps.ingest_grpc import SERVICER, GrpcIngest
 
-                port = _free_port()
+                port = free_port()
                 serve.start(
-                    http_options={"port": _free_port()},
+                    http_options={"port": free_port()},
                     grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[SERVICER]),
                 )
                 serve.run(GrpcIngest.bind(engine.topology), name="ingest", route_prefix="/ingest")
