@@ -174,6 +174,9 @@ class History:
     def space_count(self, space: str, at: int) -> int:
         return self._reader().space_count(space, at)
 
+    def space_counts(self, at: int) -> dict[str, int]:
+        return self._reader().space_counts(at)
+
     def dwell(self, device: int, day: int) -> dict:
         return self._reader().dwell(device, day)
 

@@ -32,6 +32,9 @@ class Metadata:
     def put_door_space(self, space: str, name: str) -> None:
         self.client.hset(DOOR_SPACES, space, pack(name))
 
+    def door_spaces(self) -> dict[str, str]:
+        return {k.decode(): unpack(v) for k, v in self.client.hgetall(DOOR_SPACES).items()}
+
     def put_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         self.client.hset(DOORWAYS, doorway, pack([inside, outside]))
 
@@ -44,8 +47,8 @@ class Metadata:
     def door_counter(self) -> DoorCounter:
         """A DoorCounter with every definition and no events."""
         counter = DoorCounter()
-        for space, name in self.client.hgetall(DOOR_SPACES).items():
-            counter.define_space(space.decode(), unpack(name))
+        for space, name in self.door_spaces().items():
+            counter.define_space(space, name)
         for doorway, sides in self.client.hgetall(DOORWAYS).items():
             counter.define_doorway(doorway.decode(), *unpack(sides))
         for raw in self.client.lrange(INSTALLS, 0, -1):

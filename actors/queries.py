@@ -55,6 +55,19 @@ class LiveQueries:
         shard = self.shards.handle(self.placement.space_shard(space))
         return await shard.polygon_count.remote(space)
 
+    async def space_counts(self, at: int | None = None) -> dict[str, int]:
+        """Every space's count: polygon spaces live, door spaces at `at` (default now). One
+        call per space shard."""
+        parts = await asyncio.gather(*(s.all_counts.remote(at) for s in self.shards.spaces()))
+        counts: dict[str, int] = {}
+        partials: dict[str, list[int]] = {}
+        for polygon, doors in parts:
+            counts.update(polygon)
+            for space, partial in doors.items():
+                partials.setdefault(space, []).append(partial)
+        counts.update({space: door_count(p) for space, p in partials.items()})
+        return counts
+
     async def dwell(self, device_id: str, day: int) -> dict:
         key = pseudonym(self.topology.secret, device_id)
         return await self.shards.handle(self.placement.user_shard(key)).dwell.remote(key, day)

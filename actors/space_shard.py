@@ -116,6 +116,13 @@ class SpaceShard:
     def door_partial(self, space: str, at: int | None) -> int:
         return self.doors.partial_sum(space, self.clock() if at is None else at)
 
+    def all_counts(self, at: int | None) -> tuple[dict[str, int], dict[str, int]]:
+        """The live count of every polygon space placed here, and this shard's partial sum of
+        every door space (at `at`, default now)."""
+        t = self.clock() if at is None else at
+        partials = {space: self.doors.partial_sum(space, t) for space in self.doors.spaces()}
+        return self.members.counts(), partials
+
     def has_door_space(self, space: str) -> bool:
         return self.doors.has_space(space)
 

@@ -100,6 +100,14 @@ def main() -> None:
         print(f"engine (replay path)  {raw_rows / engine_s:12,.0f} pings/s")
         du = sum(f.stat().st_size for f in (Path(tmp) / "ch").rglob("*") if f.is_file())
         print(f"on disk               {du / raw_rows:12.1f} bytes/ping ({du / 1e6:,.0f} MB)")
+        for table, size, count in store.backend.rows(
+            "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
+            "WHERE active AND database = currentDatabase() GROUP BY table ORDER BY table"
+        ):
+            print(
+                f"  {table:20s}{int(size) / raw_rows:12.1f} bytes/ping "
+                f"({int(count):,} rows, {int(size) / max(1, int(count)):.1f} bytes/row)"
+            )
 
         at = last - 5 * 60_000
         mid = (AREA.min_lat + AREA.max_lat) / 2, (AREA.min_lng + AREA.max_lng) / 2

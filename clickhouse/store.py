@@ -295,6 +295,17 @@ class HistoryStore(RawQueries):
         )
         return int(rows[0][0]) if rows else 0
 
+    def space_counts(self, at: int) -> dict[str, int]:
+        """Every polygon space's minute aggregate for `at`'s minute (spaces with nobody are
+        absent)."""
+        m = minute_of(at)
+        rows = self.backend.rows(
+            "SELECT space, uniqExact(device) FROM presence FINAL WHERE day = {day:Int64} "
+            "AND space != '' AND lo < {m_end:Int64} AND hi > {m:Int64} GROUP BY space",
+            {"day": day_of(m), "m": m, "m_end": m + MINUTE_MS},
+        )
+        return {str(space): int(n) for space, n in rows}
+
     def all_minute_counts(self, resolutions: Sequence[int]) -> dict[tuple[int | str, int], int]:
         """Every (place, minute) → devices, cells at `resolutions` (tests, replay checks)."""
         out: dict[tuple[int | str, int], int] = {}

@@ -39,6 +39,10 @@ class DoorCounter:
     def has_space(self, space: str) -> bool:
         return space in self._spaces
 
+    def spaces(self) -> dict[str, str]:
+        """Every door space and its name."""
+        return dict(self._spaces)
+
     def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         for side in (inside, outside):
             if side is not None and side not in self._spaces:

@@ -1,7 +1,5 @@
 """The `occupancy` command line."""
 
-import signal
-import time
 from pathlib import Path
 
 import click
@@ -9,7 +7,7 @@ from rich.console import Console
 
 from occupancy.settings import Settings
 
-console = Console()
+console = Console(soft_wrap=True)  # URLs and keys stay on one line, copyable
 
 
 def _settings(**overrides) -> Settings:
@@ -33,48 +31,16 @@ def main() -> None:
 def up(
     grpc_port: int | None, http_port: int | None, user_shards: int | None, cell_shards: int | None
 ) -> None:
-    """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API."""
-    from occupancy import local_files
-    from occupancy.runtime import Engine
+    """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API,
+    history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it."""
+    from occupancy.foreground import run_until_stopped, running_engine
 
     settings = _settings(
         grpc_port=grpc_port, http_port=http_port, user_shards=user_shards, cell_shards=cell_shards
     )
-    engine = Engine(settings)
-    with console.status("starting Ray, Redis and the shard actors…"):
-        engine.start()
-    try:
-        admin = local_files.bootstrap_admin_key(settings, engine.client())
-        console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
-        console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest)")
-        console.print(
-            f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
-            f"ingress {settings.http_ingress})"
-        )
-        console.print(f"  Redis         {engine.redis_url}")
-        console.print(
-            f"  shards        {len(engine.topology.user_shards)} user, "
-            f"{len(engine.topology.cell_shards)} cell, "
-            f"{len(engine.topology.space_shards)} space"
-        )
-        console.print(f"  admin key     {admin}")
-        targets = settings.data_dir / "targets.json"
-        console.print(f"  HTTP targets  {targets} (the replicas, for an external load balancer)")
+    with running_engine(settings, console) as (engine, _):
         console.print("Ctrl-C stops it.")
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        last = 0.0
-        while not stop:
-            if time.monotonic() - last >= 5:
-                engine.write_targets(targets)
-                last = time.monotonic()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        with console.status("stopping…"):
-            engine.stop()
-        console.print("stopped")
+        run_until_stopped(engine, settings)
 
 
 @main.command()
@@ -131,12 +97,37 @@ def keys_revoke(key: str) -> None:
         click.echo("revoked")
 
 
+def fleet_options(f):
+    """--devices, --interval, --rate, --duration and --door-rate, shared by simulate and demo."""
+    f = click.option(
+        "--door-rate", default=2.0, show_default=True, help="Door crossings per second."
+    )(f)
+    f = click.option(
+        "--duration", type=float, default=None, help="Stop the fleet after this many seconds."
+    )(f)
+    f = click.option(
+        "--rate",
+        type=float,
+        default=None,
+        help="Pings per second across the fleet (sets the interval to devices / rate).",
+    )(f)
+    f = click.option(
+        "--interval", default=5.0, show_default=True, help="Seconds between a device's pings."
+    )(f)
+    return click.option("--devices", default=2000, show_default=True, help="Simulated devices.")(f)
+
+
+def _interval(devices: int, interval: float, rate: float | None) -> float:
+    from occupancy.simulate_grpc import interval_for
+
+    try:
+        return interval_for(devices, interval, rate)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
-@click.option("--devices", default=1000, show_default=True, help="Simulated devices.")
-@click.option(
-    "--interval", default=5.0, show_default=True, help="Seconds between a device's pings."
-)
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@fleet_options
 @click.option(
     "--target", default=None, help="host:port of the ingest (default 127.0.0.1:OCC_GRPC_PORT)."
 )
@@ -146,17 +137,19 @@ def keys_revoke(key: str) -> None:
     default=None,
     help="An ingest or admin key (default: the data dir's bootstrap admin key).",
 )
-@click.option("--door-rate", default=0.5, show_default=True, help="Door crossings per second.")
 def simulate(
     devices: int,
     interval: float,
+    rate: float | None,
     duration: float | None,
+    door_rate: float,
     target: str | None,
     key: str | None,
-    door_rate: float,
 ) -> None:
-    """Stream a simulated fleet through the gRPC API: vehicles on city streets, pedestrians in
-    a mall, door counters."""
+    """Stream a simulated fleet through the gRPC API of a running engine: cars on the street
+    grids of four districts (red lights included), buses driving a recorded route, shoppers
+    dwelling in the mall's sections, and door counters whose events sometimes arrive late and
+    out of order."""
     from occupancy.simulate_grpc import run
 
     settings = _settings()
@@ -172,7 +165,7 @@ def simulate(
         target or f"127.0.0.1:{settings.grpc_port}",
         key,
         devices,
-        interval,
+        _interval(devices, interval, rate),
         duration,
         door_rate,
         console,
@@ -180,19 +173,72 @@ def simulate(
 
 
 @main.command()
-@click.option("--devices", default=1000, show_default=True, help="Simulated devices.")
+@fleet_options
+@click.option("--open", "open_browser", is_flag=True, help="Open the live page in a browser.")
+def demo(
+    devices: int,
+    interval: float,
+    rate: float | None,
+    duration: float | None,
+    door_rate: float,
+    open_browser: bool,
+) -> None:
+    """Start the engine on embedded defaults with a demo city (districts, a mall with sections,
+    a building with door counters), stream simulated fleets through gRPC, and print the URL of
+    the live heatmap page. Data dir .occupancy/demo unless OCC_DATA_DIR is set; --duration
+    stops the fleets, not the engine; Ctrl-C stops everything."""
+    from occupancy.demo import run
+
+    run(console, devices, _interval(devices, interval, rate), duration, door_rate, open_browser)
+
+
+@main.command()
+@click.option("--devices", type=int, required=True, help="Devices in the fleet.")
+@click.option("--interval", type=float, required=True, help="Seconds between a device's pings.")
 @click.option(
-    "--interval", default=5.0, show_default=True, help="Seconds between a device's pings."
+    "--retention-days", type=int, default=60, show_default=True, help="Raw ping retention."
 )
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-def demo(devices: int, interval: float, duration: float | None) -> None:
-    """Run the engine over a simulated city in this process and print live counts."""
-    from occupancy.demo_local import run
+@click.option("--cores-per-node", type=int, default=8, show_default=True)
+@click.option(
+    "--batched",
+    is_flag=True,
+    help="Gateways send batches (SendPings) instead of one ping per message.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def estimate(
+    devices: int,
+    interval: float,
+    retention_days: int,
+    cores_per_node: int,
+    batched: bool,
+    as_json: bool,
+) -> None:
+    """A capacity plan: pings/s, cores, nodes, shards, Redis memory and ClickHouse storage,
+    scaled from the rates and sizes measured by bench/ (see BENCHMARKS.md)."""
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from occupancy.capacity import plan
 
     try:
-        run(devices, interval, duration, console)
-    except KeyboardInterrupt:
-        pass
+        p = plan(devices, interval, retention_days, cores_per_node, per_message=not batched)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(asdict(p), indent=2))
+        return
+    how = "one ping per message" if not batched else "batched by gateways"
+    table = Table(
+        title=f"{devices:,} devices every {interval:g} s ({how}), raw kept {retention_days} days"
+    )
+    table.add_column("quantity")
+    table.add_column("estimate", justify="right")
+    table.add_column("from")
+    for row in p.rows(cores_per_node):
+        table.add_row(*row)
+    console.print(table)
 
 
 @main.command()

@@ -22,16 +22,16 @@ def secret(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-def bootstrap_admin_key(settings: Settings, client: redis.Redis) -> str:
-    """The admin key printed by `occupancy up`: made once, kept (0600) in the data dir, and made
-    again if it was revoked."""
-    path: Path = settings.data_dir / "admin.key"
+def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") -> str:
+    """A key with `role` kept in the data dir (`<role>.key`, 0600): the admin key printed by
+    `occupancy up`, the viewer key of the demo's page. Made once, and again if revoked."""
+    path: Path = settings.data_dir / f"{role}.key"
     keys = KeyStore(client)
     if path.exists():
         key = path.read_text().strip()
-        if keys.role(key) == "admin":
+        if keys.role(key) == role:
             return key
-    key = keys.create("admin", "bootstrap")
+    key = keys.create(role, "bootstrap")
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key

@@ -1,17 +1,117 @@
 """`occupancy simulate`: a synthetic fleet streamed through the real gRPC API."""
 
 import random
+import threading
 import time
+from dataclasses import dataclass
 
 import grpc
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from occupancy.simulator import Fleet, door_events
+from occupancy.simulator import FLEET_OF, Building, Fleet
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 
-DOOR_SENSORS = ["hq-front-1", "hq-front-2", "hq-meeting-door"]
+DOOR_SENSORS = Building.SENSORS
 BATCH = 5_000
+
+
+@dataclass
+class Totals:
+    sent: int = 0
+    accepted: int = 0
+    late: int = 0
+    rejected: int = 0
+    doors: int = 0
+
+    def line(self) -> str:
+        return (
+            f"sent {self.sent:,}  accepted {self.accepted:,}  late {self.late:,}  "
+            f"rejected {self.rejected:,}  door events {self.doors:,}"
+        )
+
+
+class Simulation:
+    """One fleet and a building's door counters, sent once a tick (`SendPings` in batches of
+    at most BATCH, `SendDoorEvents`) with an ingest or admin key."""
+
+    def __init__(
+        self,
+        target: str,
+        key: str,
+        devices: int,
+        interval_s: float,
+        door_rate: float = 2.0,
+        seed: int = 7,
+    ):
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pbg.IngestStub(self.channel)
+        self.auth = [("authorization", f"Bearer {key}")]
+        self.fleet = Fleet(devices=devices, interval_s=interval_s, seed=seed)
+        self.door_rate = door_rate
+        self.building = Building(random.Random(seed + 1))
+        self.totals = Totals()
+
+    def tick(self, tick_s: float) -> None:
+        now = int(time.time() * 1000)
+        pings = [
+            pb.Ping(
+                device_id=p.device_id,
+                ts_ms=p.ts,
+                lat=p.lat,
+                lng=p.lng,
+                attributes={"fleet": FLEET_OF[p.device_id[:3]]},
+            )
+            for p in self.fleet.step(now)
+        ]
+        for i in range(0, len(pings), BATCH):
+            ack = self.stub.SendPings(
+                pb.PingBatch(pings=pings[i : i + BATCH]), metadata=self.auth, timeout=30
+            )
+            self.totals.accepted += ack.accepted
+            self.totals.late += ack.late
+            self.totals.rejected += ack.rejected
+        self.totals.sent += len(pings)
+        events = [
+            pb.DoorEvent(sensor_id=s, ts_ms=ts, direction=d)
+            for s, ts, d in self.building.events(now, self.door_rate, tick_s)
+        ]
+        if events:
+            ack = self.stub.SendDoorEvents(
+                pb.DoorEventBatch(events=events), metadata=self.auth, timeout=30
+            )
+            self.totals.doors += ack.accepted
+
+    def run(
+        self,
+        duration_s: float | None,
+        stop: threading.Event | None = None,
+        on_tick=None,
+        tick_s: float = 1.0,
+    ) -> Totals:
+        """Tick until `duration_s` has passed (None: until `stop` is set or Ctrl-C)."""
+        stop = stop or threading.Event()
+        start = time.monotonic()
+        while not stop.is_set() and (duration_s is None or time.monotonic() - start < duration_s):
+            tick = time.monotonic()
+            self.tick(tick_s)
+            if on_tick is not None:
+                on_tick(self.totals, time.monotonic() - start)
+            stop.wait(max(0.0, tick_s - (time.monotonic() - tick)))
+        return self.totals
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def interval_for(devices: int, interval_s: float, rate: float | None) -> float:
+    """Each device's report interval: `interval_s`, or what makes the fleet send `rate` pings/s."""
+    if rate is None:
+        return interval_s
+    if rate <= 0:
+        raise ValueError("--rate must be positive")
+    return devices / rate
 
 
 def run(
@@ -22,46 +122,34 @@ def run(
     duration_s: float | None,
     door_rate: float,
     console: Console,
-    tick_s: float = 1.0,
-) -> dict:
-    """Send the fleet's pings once a tick until `duration_s` (None: until Ctrl-C)."""
-    stub = pbg.IngestStub(grpc.insecure_channel(target))
-    auth = [("authorization", f"Bearer {key}")]
-    fleet = Fleet(devices=devices, interval_s=interval_s)
-    rng = random.Random(3)
-    totals = {"sent": 0, "accepted": 0, "late": 0, "rejected": 0, "doors": 0}
-    start = time.monotonic()
+) -> Totals:
+    """Send the fleet until `duration_s` (None: until Ctrl-C), showing progress: a bar on a
+    terminal, a line per tick otherwise (logs, pipes)."""
+    sim = Simulation(target, key, devices, interval_s, door_rate)
+    console.print(
+        f"simulating {devices:,} devices (one ping each every {interval_s:g} s, "
+        f"~{devices / interval_s:,.0f} pings/s) and {len(DOOR_SENSORS)} door counters → {target}"
+    )
     try:
-        while duration_s is None or time.monotonic() - start < duration_s:
-            tick = time.monotonic()
-            now = int(time.time() * 1000)
-            pings = [
-                pb.Ping(device_id=p.device_id, ts_ms=p.ts, lat=p.lat, lng=p.lng)
-                for p in fleet.step(now)
-            ]
-            for i in range(0, len(pings), BATCH):
-                ack = stub.SendPings(
-                    pb.PingBatch(pings=pings[i : i + BATCH]), metadata=auth, timeout=30
-                )
-                totals["accepted"] += ack.accepted
-                totals["late"] += ack.late
-                totals["rejected"] += ack.rejected
-            totals["sent"] += len(pings)
-            events = [
-                pb.DoorEvent(sensor_id=s, ts_ms=ts, direction=d)
-                for s, ts, d in door_events(rng, DOOR_SENSORS, now, door_rate, tick_s)
-            ]
-            if events:
-                ack = stub.SendDoorEvents(
-                    pb.DoorEventBatch(events=events), metadata=auth, timeout=30
-                )
-                totals["doors"] += ack.accepted
-            console.print(
-                f"{time.monotonic() - start:6.0f} s  sent {totals['sent']:,}  "
-                f"accepted {totals['accepted']:,}  late {totals['late']:,}  "
-                f"rejected {totals['rejected']:,}  door events {totals['doors']:,}"
+        if not console.is_terminal:
+            return sim.run(
+                duration_s, on_tick=lambda t, el: console.print(f"{el:6.0f} s  {t.line()}")
             )
-            time.sleep(max(0.0, tick_s - (time.monotonic() - tick)))
+        columns = [TextColumn("[bold]simulating[/]")]
+        if duration_s is not None:
+            columns.append(BarColumn())
+        columns += [TimeElapsedColumn(), TextColumn("{task.fields[totals]}")]
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("simulate", total=duration_s, totals="")
+
+            def show(totals: Totals, elapsed: float) -> None:
+                bar.update(task, completed=elapsed, totals=totals.line())
+
+            sim.run(duration_s, on_tick=show)
+        console.print(sim.totals.line())
+        return sim.totals
     except KeyboardInterrupt:
-        pass
-    return totals
+        console.print(sim.totals.line())
+        return sim.totals
+    finally:
+        sim.close()

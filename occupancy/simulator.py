@@ -1,11 +1,15 @@
-"""Synthetic fleets: vehicles on a street grid, pedestrians dwelling in a mall, door counters."""
+"""Synthetic fleets: vehicles on a street grid, buses on a recorded route, pedestrians dwelling
+in a mall, door counters."""
 
 import math
 import random
-from collections.abc import Iterator
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 
 from engine.local import RawPing
+from engine.timeutil import parse_time
 
 M_PER_DEG_LAT = 111_195.0
 
@@ -20,14 +24,49 @@ class District:
     lat: float
     lng: float
     half_size_m: float
+    speed_mps: tuple[float, float]  # cruising speed between junctions, by traffic
 
 
 DISTRICTS = (
-    District("centre", 52.6638, -8.6267, 900),
-    District("north", 52.6790, -8.6300, 700),
-    District("east", 52.6620, -8.6000, 700),
-    District("south-west", 52.6480, -8.6550, 800),
+    District("centre", 52.6638, -8.6267, 900, (4.0, 9.0)),
+    District("north", 52.6790, -8.6300, 700, (7.0, 13.0)),
+    District("east", 52.6620, -8.6000, 700, (8.0, 14.0)),
+    District("south-west", 52.6480, -8.6550, 800, (8.0, 15.0)),
 )
+
+# what each device id's prefix is, as the `fleet` attribute of its pings
+FLEET_OF = {"veh": "car", "bus": "bus", "ped": "shopper"}
+BUS_TRACE = "bus-304-limerick-2019-02-18.gpx"
+
+
+@cache
+def bus_route() -> tuple[list[float], list[float], list[float]]:
+    """The recorded bus journey (occupancy/data): seconds from its start, latitudes, longitudes."""
+    ns = {"g": "http://www.topografix.com/GPX/1/1"}
+    root = ET.fromstring((files("occupancy") / "data" / BUS_TRACE).read_bytes())
+    points = root.findall(".//g:trkpt", ns)
+    t0 = parse_time(points[0].find("g:time", ns).text)
+    secs = [(parse_time(p.find("g:time", ns).text) - t0) / 1000 for p in points]
+    return secs, [float(p.get("lat")) for p in points], [float(p.get("lon")) for p in points]
+
+
+def on_route(elapsed_s: float) -> tuple[float, float]:
+    """Where the bus is `elapsed_s` into its service: the recorded journey, then the same way
+    back at the same pace, and again (interpolated between the recorded points)."""
+    secs, lats, lngs = bus_route()
+    t = elapsed_s % (2 * secs[-1])
+    if t > secs[-1]:
+        t = 2 * secs[-1] - t
+    lo, hi = 0, len(secs) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if secs[mid] <= t:
+            lo = mid
+        else:
+            hi = mid
+    f = (t - secs[lo]) / ((secs[hi] - secs[lo]) or 1)
+    return lats[lo] + (lats[hi] - lats[lo]) * f, lngs[lo] + (lngs[hi] - lngs[lo]) * f
+
 
 MALL_SECTIONS = {
     # name: (offset north m, offset east m, half width m, half height m, dwell weight)
@@ -78,24 +117,29 @@ class _Mover:
     heading: tuple[int, int] = (1, 0)
     speed: float = 10.0
     next_report: int = 0
-    dwell_until: int = 0
+    dwell_until: int = 0  # pedestrians in a shop, vehicles at a red light
     target: tuple[float, float] = (0.0, 0.0)
     district: District | None = None
+    route_s: float = 0.0  # buses: seconds into the recorded journey
 
 
 @dataclass
 class Fleet:
     """A deterministic synthetic fleet; `step(now)` returns the pings due by `now`.
 
-    Vehicles drive a street grid (block 150 m) at 6–16 m/s and turn at junctions; pedestrians
-    walk at ~1.3 m/s between mall sections and dwell in them for minutes. Each device reports
-    every `interval_s` with jitter, so pings of many devices interleave as on a real gateway.
+    Cars drive the street grid of a district (block 150 m) at its traffic's speed (4–9 m/s in
+    the centre, up to 15 m/s outside), turn at junctions and wait at red lights (a quarter of
+    junctions, 5–40 s). Buses follow a recorded route-304 journey at its recorded pace, stops
+    included, spread out along the route. Pedestrians walk at ~1.3 m/s between mall sections
+    and dwell in them for minutes. Each device reports every `interval_s` with jitter and GPS
+    noise, so pings of many devices interleave as on a real gateway.
     """
 
     devices: int = 1000
     interval_s: float = 5.0
     seed: int = 7
     pedestrian_share: float = 0.35
+    bus_share: float = 0.03
     _movers: list[_Mover] = field(default_factory=list)
     _rng: random.Random = field(default_factory=random.Random)
     _last: int = 0
@@ -104,8 +148,11 @@ class Fleet:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        buses = round(self.devices * self.bus_share)
         for i in range(self.devices):
-            if self._rng.random() < self.pedestrian_share:
+            if i < buses:
+                self._movers.append(self._bus(f"bus-{i:06d}", i, buses))
+            elif self._rng.random() < self.pedestrian_share:
                 self._movers.append(self._pedestrian(f"ped-{i:06d}"))
             else:
                 self._movers.append(self._vehicle(f"veh-{i:06d}"))
@@ -116,9 +163,12 @@ class Fleet:
         north = self._rng.randint(-half_blocks, half_blocks) * self.BLOCK_M
         east = self._rng.randint(-half_blocks, half_blocks) * self.BLOCK_M
         heading = self._rng.choice([(1, 0), (-1, 0), (0, 1), (0, -1)])
-        return _Mover(
-            device_id, "vehicle", north, east, heading, self._rng.uniform(6, 16), district=d
-        )
+        speed = self._rng.uniform(*d.speed_mps)
+        return _Mover(device_id, "vehicle", north, east, heading, speed, district=d)
+
+    def _bus(self, device_id: str, i: int, buses: int) -> _Mover:
+        service_s = 2 * bus_route()[0][-1]  # there and back
+        return _Mover(device_id, "bus", 0.0, 0.0, route_s=service_s * i / buses)
 
     def _pedestrian(self, device_id: str) -> _Mover:
         m = _Mover(device_id, "pedestrian", 0.0, 0.0, speed=self._rng.uniform(1.0, 1.6))
@@ -152,17 +202,23 @@ class Fleet:
         noise_n, noise_e = self._rng.gauss(0, 4), self._rng.gauss(0, 4)
         if m.kind == "vehicle":
             lat, lng = offset(m.district.lat, m.district.lng, m.north + noise_n, m.east + noise_e)
+        elif m.kind == "bus":
+            lat, lng = offset(*on_route(m.route_s), noise_n, noise_e)  # the trace has its own
         else:
             lat, lng = offset(*MALL_CENTRE, m.north + noise_n / 2, m.east + noise_e / 2)
         return RawPing(m.device_id, now, lat, lng)
 
     def _move(self, m: _Mover, dt: float, now: int) -> None:
         if m.kind == "vehicle":
-            self._drive(m, dt)
+            self._drive(m, dt, now)
+        elif m.kind == "bus":
+            m.route_s += dt
         else:
             self._walk(m, dt, now)
 
-    def _drive(self, m: _Mover, dt: float) -> None:
+    def _drive(self, m: _Mover, dt: float, now: int) -> None:
+        if m.dwell_until > now:  # red light
+            return
         travel = m.speed * dt
         limit = m.district.half_size_m
         while travel > 0:
@@ -183,6 +239,9 @@ class Fleet:
                     and abs(m.east + h[1] * self.BLOCK_M) <= limit
                 ] or [(-m.heading[0], -m.heading[1])]
                 m.heading = self._rng.choice(options)
+                if self._rng.random() < 0.25:
+                    m.dwell_until = now + self._rng.randint(5_000, 40_000)
+                    return
 
     def _walk(self, m: _Mover, dt: float, now: int) -> None:
         if m.dwell_until > now:
@@ -199,21 +258,54 @@ class Fleet:
             m.east += de / dist * step
 
 
-def door_events(
-    rng: random.Random,
-    sensors: list[str],
-    now: int,
-    rate_per_s: float,
-    dt_s: float,
-    delayed_share: float = 0.05,
-) -> Iterator[tuple[str, int, int]]:
-    """Door crossings over `dt_s` seconds ending at `now`: mostly in order, a few delayed by up
-    to a minute (as counters that buffer over a flaky link do); entries slightly outnumber exits
-    in the morning of the simulation so that counts build up."""
-    expected = rate_per_s * dt_s
-    n = int(expected) + (rng.random() < expected - int(expected))
-    for _ in range(n):
-        ts = now - int(rng.uniform(0, dt_s) * 1000)
-        if rng.random() < delayed_share:
-            ts -= rng.randint(1_000, 60_000)
-        yield rng.choice(sensors), ts, 1 if rng.random() < 0.55 else -1
+@dataclass
+class Building:
+    """People crossing the doors of a building with a meeting room, as its counters report them.
+
+    The front doors have two counters: `hq-front-1` counts an entry as +1, `hq-front-2` is
+    mounted the other way round (an entry is -1, as the installation's `positive: out` says).
+    The meeting room's door counts an entry into the room as +1. `inside` is everyone in the
+    building, `in_meeting` those in the room: the door space of the floor holds the difference
+    (walking into the room leaves the floor). People come in while the
+    building is below its usual occupancy and leave above it. About one report in twenty
+    arrives late (1-60 s after the crossing, as from a counter buffering over a flaky link),
+    so events reach the engine out of order.
+    """
+
+    rng: random.Random
+    usual: int = 60
+    meeting_usual: int = 12
+    delayed_share: float = 0.05
+    inside: int = 0
+    in_meeting: int = 0
+
+    SENSORS = ("hq-front-1", "hq-front-2", "hq-meeting-door")
+
+    def events(self, now: int, rate_per_s: float, dt_s: float) -> list[tuple[str, int, int]]:
+        """(sensor, ts, direction) of the crossings over the `dt_s` seconds ending at `now`."""
+        expected = rate_per_s * dt_s
+        n = int(expected) + (self.rng.random() < expected - int(expected))
+        out = []
+        for ts in sorted(now - int(self.rng.uniform(0, dt_s) * 1000) for _ in range(n)):
+            sensor, direction = self._crossing()
+            if self.rng.random() < self.delayed_share:
+                ts -= self.rng.randint(1_000, 60_000)
+            out.append((sensor, ts, direction))
+        return out
+
+    def _crossing(self) -> tuple[str, int]:
+        if self.inside > self.in_meeting and self.rng.random() < 0.3:
+            entering = self._wants_in(self.in_meeting, self.meeting_usual)
+            if not entering and self.in_meeting == 0:
+                entering = True
+            self.in_meeting += 1 if entering else -1
+            return "hq-meeting-door", 1 if entering else -1
+        entering = self._wants_in(self.inside, self.usual) or self.inside == self.in_meeting
+        self.inside += 1 if entering else -1
+        if self.rng.random() < 0.5:
+            return "hq-front-1", 1 if entering else -1
+        return "hq-front-2", -1 if entering else 1
+
+    def _wants_in(self, present: int, usual: int) -> bool:
+        p = 0.5 + 0.45 * (usual - present) / usual
+        return self.rng.random() < min(0.95, max(0.05, p))

@@ -27,6 +27,7 @@ from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.pseudonym import pseudonym, pseudonym_str
 from engine.timeutil import DAY_MS, day_of, parse_day, parse_time
+from serve_apps import page
 
 MAX_TOP = 1_000
 # Live heatmap and top-N bodies are shared for CACHE_S and, while a refresh runs, answered up to
@@ -43,6 +44,7 @@ app = FastAPI(
     description="Live occupancy per H3 cell and named space; dwell per device.",
     default_response_class=ORJSONResponse,
 )
+app.include_router(page.router)
 
 
 class ApiError(Exception):
@@ -371,6 +373,29 @@ class QueryApi:
         return ORJSONResponse(
             {"cell": to_str(c), "count": self._floor(count, role), "as_of": as_of}
         )
+
+    @app.get("/v1/spaces")
+    async def spaces(self, request: Request, at: str | None = None, geometry: bool = False):
+        """Every space with its count (live, or `at=` as `GET /v1/spaces/{id}` answers it),
+        and with `geometry=true` the polygon of each polygon space."""
+        role = self._role(request, READ_ROLES)
+        t = self._at(at)
+        counts = await self.queries.space_counts(t)
+        if t is not None:
+            past = await self._history(role, "spaces", {"at": t}, "space_counts", t)
+        metadata = self.definitions.metadata
+        out = []
+        for space, spec in sorted(metadata.polygon_spaces().items()):
+            count = past.get(space, 0) if t is not None else counts.get(space, 0)
+            item = {"space": space, "name": spec["name"], "kind": "polygon"}
+            item["count"] = self._floor(count, role)
+            if geometry:
+                item["polygon"] = spec["polygon"]
+            out.append(item)
+        for space, name in sorted(metadata.door_spaces().items()):
+            count = self._floor(counts.get(space, 0), role)
+            out.append({"space": space, "name": name, "kind": "door", "count": count})
+        return ORJSONResponse({"as_of": t if t is not None else _now(), "spaces": out})
 
     @app.get("/v1/spaces/{space_id}")
     async def space(self, request: Request, space_id: str, at: str | None = None):

@@ -1,7 +1,9 @@
-"""Shared test settings: hypothesis profiles."""
+"""Shared test settings: hypothesis profiles, the artifacts directory."""
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -19,3 +21,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def artifacts(request) -> Path:
+    """A directory kept after the run for what a test saves to look at (screenshots):
+    test-output/<test name>/ at the repository root."""
+    path = Path(__file__).resolve().parents[1] / "test-output" / request.node.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,67 @@
+"""An engine run in the foreground (`occupancy up`, `occupancy demo`): start, print where it
+listens, run until Ctrl-C or SIGTERM, stop cleanly."""
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+from occupancy import local_files
+from occupancy.runtime import Engine
+from occupancy.settings import Settings
+
+
+@contextmanager
+def running_engine(settings: Settings, console: Console) -> Iterator[tuple[Engine, str]]:
+    """The started engine and its bootstrap admin key; stopped on leaving."""
+    engine = Engine(settings)
+    with console.status("starting Ray, Redis, ClickHouse and the shard actors…"):
+        engine.start()
+    try:
+        admin = local_files.bootstrap_key(settings, engine.client(), "admin")
+        console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
+        console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest)")
+        console.print(
+            f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
+            f"ingress {settings.http_ingress})"
+        )
+        console.print(f"  Redis         {engine.redis_url}")
+        console.print(
+            f"  shards        {len(engine.topology.user_shards)} user, "
+            f"{len(engine.topology.cell_shards)} cell, "
+            f"{len(engine.topology.space_shards)} space"
+        )
+        console.print(f"  admin key     {admin}")
+        targets = settings.data_dir / "targets.json"
+        console.print(f"  HTTP targets  {targets} (the replicas, for an external load balancer)")
+        yield engine, admin
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        with console.status("stopping…"):
+            engine.stop()
+        console.print("stopped")
+
+
+def run_until_stopped(
+    engine: Engine,
+    settings: Settings,
+    every_5s: Callable[[], None] | None = None,
+) -> None:
+    """Block until Ctrl-C or SIGTERM, writing the HTTP targets file (and calling `every_5s`)
+    every 5 s."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    targets = settings.data_dir / "targets.json"
+    last = 0.0
+    try:
+        while not stop:
+            if time.monotonic() - last >= 5:
+                last = time.monotonic()
+                engine.write_targets(targets)
+                if every_5s is not None:
+                    every_5s()
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
