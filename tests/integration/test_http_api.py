@@ -216,6 +216,41 @@ def test_door_space_via_http_exact_at_past_times(api):
         assert body["count"] == api.oracle.door_count("lobby", t, known), back
 
 
+def test_space_listing_holds_every_space_with_the_count_of_its_own_endpoint(api):
+    now = int(time.time() * 1000)
+    body = get(api, "/v1/spaces", api.admin, geometry="true").json()
+    listed = {s["space"]: s for s in body["spaces"]}
+    for space, polygon in POLYGON_SPACES.items():
+        assert listed[space]["kind"] == "polygon" and listed[space]["polygon"] == polygon
+        assert listed[space]["count"] == api.oracle.space_occupancy(space, now, now), space
+    assert any(s["kind"] == "door" for s in body["spaces"])
+    for space, item in listed.items():
+        assert item["count"] == get(api, f"/v1/spaces/{space}", api.admin).json()["count"]
+    plain = get(api, "/v1/spaces", api.viewer).json()["spaces"]
+    assert all("polygon" not in s for s in plain)
+    assert {s["space"] for s in plain} == set(listed)
+    # a minute ago, from history: the polygon spaces' minute aggregates, as one space answers
+    past = get(api, "/v1/spaces", api.admin, at=str(now - 60_000)).json()["spaces"]
+    for item in past:
+        one = get(api, f"/v1/spaces/{item['space']}", api.admin, at=str(now - 60_000)).json()
+        assert item["count"] == one["count"], item
+    assert get(api, "/v1/spaces", api.admin, at="yesterday").status_code == 400
+
+
+def test_live_page_and_its_assets_come_from_the_api_and_nowhere_else(api):
+    page = requests.get(api.http + "/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        asset = requests.get(f"{api.http}/static/{name}", timeout=10)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert "http://" not in asset.text and "https://" not in asset.text  # no CDN, no tiles
+    assert "https://" not in page.text and "http://" not in page.text
+    for name in ("nope.js", "..%2Fapi.py", "page.py"):
+        missing = requests.get(f"{api.http}/static/{name}", timeout=10)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
 def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
     raw = "+353-87-555-0199"
     now = int(time.time() * 1000)
