@@ -18,12 +18,20 @@ def _settings(**overrides) -> Settings:
 def main() -> None:
     """Real-time occupancy engine: live and historical device counts per H3 cell and space.
 
+    \b
+    Run:          up, demo
+    Send:         simulate, replay
+    Query:        top, heatmap, space, dwell, export
+    Credentials:  keys, token, forget
+    Plan:         estimate
+
     Settings come from OCC_* environment variables (OCC_DATA_DIR, OCC_REDIS_URL, OCC_GRPC_PORT,
-    OCC_H3_RES, ...); RAY_ADDRESS joins an existing Ray cluster.
+    OCC_HTTP_PORT, OCC_H3_RES, ...); RAY_ADDRESS joins an existing Ray cluster. Query commands
+    call the HTTP API with the data dir's admin key unless --key or OCC_API_KEY says otherwise.
     """
 
 
-@main.command()
+@main.command(short_help="Run the engine in the foreground: Ray, Redis, gRPC, HTTP.")
 @click.option("--grpc-port", type=int, default=None, help="Ingest port (OCC_GRPC_PORT, 50051).")
 @click.option("--http-port", type=int, default=None, help="HTTP API port (OCC_HTTP_PORT, 8000).")
 @click.option("--user-shards", type=int, default=None, help="User shard actors.")
@@ -43,7 +51,7 @@ def up(
         run_until_stopped(engine, settings)
 
 
-@main.command()
+@main.command(short_help="Print a device token bound to one device id.")
 @click.argument("device_id")
 def token(device_id: str) -> None:
     """Print a device token, bound to DEVICE_ID, for `authorization: Bearer <token>`."""
@@ -53,7 +61,7 @@ def token(device_id: str) -> None:
     click.echo(device_token(local_files.secret(_settings()), device_id))
 
 
-@main.command()
+@main.command(short_help="Delete a raw device id from the id directory.")
 @click.argument("device_id")
 def forget(device_id: str) -> None:
     """Delete DEVICE_ID from the id directory: its history stays as anonymous aggregates."""
@@ -67,7 +75,7 @@ def forget(device_id: str) -> None:
     click.echo("forgotten" if found else "not in the id directory")
 
 
-@main.group()
+@main.group(short_help="Create or revoke API keys (viewer, admin, ingest).")
 def keys() -> None:
     """API keys (roles: viewer, admin, ingest)."""
 
@@ -126,7 +134,7 @@ def _interval(devices: int, interval: float, rate: float | None) -> float:
         raise click.BadParameter(str(exc)) from None
 
 
-@main.command()
+@main.command(short_help="Stream a simulated fleet to a running engine.")
 @fleet_options
 @click.option(
     "--target", default=None, help="host:port of the ingest (default 127.0.0.1:OCC_GRPC_PORT)."
@@ -172,7 +180,7 @@ def simulate(
     )
 
 
-@main.command()
+@main.command(short_help="Run the engine with a simulated city and the live page.")
 @fleet_options
 @click.option("--open", "open_browser", is_flag=True, help="Open the live page in a browser.")
 def demo(
@@ -192,7 +200,7 @@ def demo(
     run(console, devices, _interval(devices, interval, rate), duration, door_rate, open_browser)
 
 
-@main.command()
+@main.command(short_help="Capacity plan: cores, nodes, shards, Redis, ClickHouse.")
 @click.option("--devices", type=int, required=True, help="Devices in the fleet.")
 @click.option("--interval", type=float, required=True, help="Seconds between a device's pings.")
 @click.option(
@@ -241,7 +249,7 @@ def estimate(
     console.print(table)
 
 
-@main.command()
+@main.command(short_help="Run an archived raw file through the engine into history.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--kind",
@@ -309,7 +317,7 @@ def replay(file: Path, kind: str, until: str | None) -> None:
     click.echo(json.dumps(result))
 
 
-@main.command("export")
+@main.command("export", short_help="Download history (pings, cells, dwell, ...) to a file.")
 @click.option(
     "--what",
     type=click.Choice(["pings", "cells", "spaces", "dwell", "doors"]),
@@ -363,7 +371,14 @@ def export_cmd(
 def _add_query_commands() -> None:
     from occupancy import query_cli
 
-    for command in (query_cli.top, query_cli.heatmap, query_cli.dwell, query_cli.space):
+    shorts = {
+        query_cli.top: "The busiest cells now (a table, or --json).",
+        query_cli.heatmap: "Counts of every occupied cell in a bbox.",
+        query_cli.dwell: "Where a device spent a UTC day (admin).",
+        query_cli.space: "The count of a polygon or door space.",
+    }
+    for command, short in shorts.items():
+        command.short_help = short
         main.add_command(command)
 
 

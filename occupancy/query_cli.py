@@ -1,6 +1,7 @@
 """`occupancy top|heatmap|dwell|space`: the HTTP API from the command line, as tables or JSON."""
 
 import json
+import time
 
 import click
 import requests
@@ -109,6 +110,10 @@ def space(space_id: str, at: str | None, url, key, as_json) -> None:
         body,
         as_json,
         f"space {space_id}",
-        ["space", "kind", "count", "as_of"],
-        [[body["space"], body["kind"], body["count"], body["as_of"]]],
+        ["space", "kind", "count", "as of (UTC)"],
+        [[body["space"], body["kind"], body["count"], _utc(body["as_of"])]],
     )
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
