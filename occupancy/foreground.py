@@ -52,16 +52,16 @@ def run_until_stopped(
     """Block until Ctrl-C or SIGTERM, writing the HTTP targets file (and calling `every_5s`)
     every 5 s."""
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    # handled here rather than as KeyboardInterrupt: also when the shell that started us in the
+    # background made it ignore SIGINT, and never in the middle of a call to the engine
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(1))
     targets = settings.data_dir / "targets.json"
     last = 0.0
-    try:
-        while not stop:
-            if time.monotonic() - last >= 5:
-                last = time.monotonic()
-                engine.write_targets(targets)
-                if every_5s is not None:
-                    every_5s()
-            time.sleep(0.25)
-    except KeyboardInterrupt:
-        pass
+    while not stop:
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            engine.write_targets(targets)
+            if every_5s is not None:
+                every_5s()
+        time.sleep(0.25)

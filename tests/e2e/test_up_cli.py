@@ -77,7 +77,7 @@ def test_up_simulate_and_credentials(tmp_path):
             direct = requests.get(f"http://{t['ip']}:{t['port']}/v1/health", timeout=10)
             assert direct.status_code == 200
 
-        sim = _cli("simulate", "--devices", "300", "--duration", "3", env=env)
+        sim = _cli("simulate", "--devices", "300", "--interval", "1", "--duration", "3", env=env)
         assert sim.returncode == 0, sim.stdout + sim.stderr
         accepted = [int(n.replace(",", "")) for n in re.findall(r"accepted ([\d,]+)", sim.stdout)]
         assert accepted and accepted[-1] > 0 and accepted == sorted(accepted)
@@ -101,7 +101,7 @@ def test_up_simulate_and_credentials(tmp_path):
         assert len(json.loads(as_json.stdout)["cells"]) == 3
         bad = _cli("heatmap", "1,2,3", env=env)
         assert bad.returncode != 0 and "bad_bbox" in bad.stderr
-        assert _cli("forget", "veh-000001", env=env).stdout.strip() == "forgotten"
+        assert _cli("forget", "bus-000001", env=env).stdout.strip() == "forgotten"
     finally:
         up.send_signal(signal.SIGINT)
         rest, _ = up.communicate(timeout=60)
