@@ -142,6 +142,13 @@ def test_demo_page_shows_the_live_heatmap_and_history(tmp_path, artifacts):
         assert shown["spaces"]["district-centre"] > 0 and shown["spaces"]["mall"] > 0
         assert sum(c for _, c in shown["top"]) > 0
 
+        # zooming in picks a finer resolution, down to the engine's own
+        coarse = int(shown["res"])
+        for _ in range(3):
+            driver.find_element("id", "zoom-in").click()
+        _wait(lambda: int(_shown(driver)["res"] or 0) > coarse, 30, "a finer resolution")
+        assert int(_settled(driver)["res"]) <= 11  # the demo's base resolution
+
         # the time slider: a minute back, answered from history
         driver.execute_script(
             "const s = document.getElementById('time'); s.value = '-1';"
