@@ -4,7 +4,7 @@ import logging
 
 import ray
 
-from actors.refs import Shards
+from actors.refs import Shards, rebuild_again_later
 from actors.topology import Topology
 from engine.geo import BBox
 from engine.membership import PlaceCounts
@@ -27,8 +27,10 @@ class CellShard:
         self.placement = topology.placement()
         self.spec = topology.engine_spec()
         self.counts = PlaceCounts()
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        context = ray.get_runtime_context()
+        if context.was_current_actor_reconstructed:
             self.rebuild()
+            rebuild_again_later(context.current_actor)
 
     def rebuild(self) -> int:
         shards = Shards(self.topology)

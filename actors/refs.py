@@ -1,5 +1,8 @@
 """Every `.remote()` call to a shard family goes through here: handles by name, fan-outs."""
 
+import threading
+import time
+
 import ray
 
 from actors.topology import Topology
@@ -9,7 +12,8 @@ class Shards:
     """Looks shard actors up by name (cached) and sends them calls.
 
     Membership updates are fire-and-forget: receivers apply them idempotently by seq, and a
-    restarted receiver rebuilds from the user shards, so a lost update is repaired.
+    restarted receiver rebuilds from the user shards, so a lost update is repaired
+    (`rebuild_again_later` covers the updates lost while the restart was under way).
     """
 
     def __init__(self, topology: Topology):
@@ -40,3 +44,26 @@ class Shards:
 
     def spaces(self) -> list[ray.actor.ActorHandle]:
         return [self.handle(n) for n in self.topology.space_shards]
+
+
+REBUILD_AGAIN_S = (3.0, 15.0)
+
+
+def rebuild_again_later(handle: ray.actor.ActorHandle, method: str = "rebuild") -> None:
+    """Call `method` on a restarted view shard again after each of REBUILD_AGAIN_S.
+
+    A user shard that has not yet heard of the restart may send an update to the dead
+    incarnation after the new one took its listing; that update is lost. A later listing
+    repairs it. A rebuild is one task of a sync actor: updates that arrive meanwhile queue
+    behind it and then apply in the order each user shard sent them, so none is undone.
+    """
+
+    def run() -> None:
+        for delay in REBUILD_AGAIN_S:
+            time.sleep(delay)
+            try:
+                ray.get(getattr(handle, method).remote())
+            except Exception:  # the actor is going away
+                return
+
+    threading.Thread(target=run, name="rebuild-again", daemon=True).start()

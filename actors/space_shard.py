@@ -8,7 +8,7 @@ import ray
 import redis
 
 from actors.metadata import Metadata
-from actors.refs import Shards
+from actors.refs import Shards, rebuild_again_later
 from actors.topology import Clock, Topology
 from actors.wal import Wal
 from engine.membership import PlaceCounts
@@ -43,12 +43,11 @@ class SpaceShard:
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         self.members = PlaceCounts()
-        if ray.get_runtime_context().was_current_actor_reconstructed:
-            shards = Shards(topology)
-            listings = ray.get([u.space_listing.remote(name) for u in shards.users()])
-            self.members.replace(u for listing in listings for u in listing)
-        self._stop = threading.Event()
         handle = ray.get_runtime_context().current_actor
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self.rebuild()
+            rebuild_again_later(handle)
+        self._stop = threading.Event()
         threading.Thread(target=self._ticker, args=(handle,), daemon=True).start()
 
     def _apply(self, entry: dict) -> None:
@@ -98,6 +97,13 @@ class SpaceShard:
                 return
 
     # -- polygon memberships --------------------------------------------------------------------
+
+    def rebuild(self) -> int:
+        """Polygon memberships again from every user shard's listing (after a restart)."""
+        shards = Shards(self.topology)
+        listings = ray.get([u.space_listing.remote(self.name) for u in shards.users()])
+        self.members.replace(u for listing in listings for u in listing)
+        return len(self.members)
 
     def update(self, updates: list) -> None:
         self.members.update_many((d, tuple(p), s) for d, p, s in updates)

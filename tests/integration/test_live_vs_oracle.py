@@ -10,6 +10,7 @@ import ray
 
 from engine.cells import resolution
 from engine.geo import BBox
+from engine.pseudonym import pseudonym
 from engine.timeutil import MINUTE_MS, day_of, minute_of
 from protos import occupancy_pb2 as pb
 from tests.workload import BBOX_C0, DOOR_SPACES, POINTS, POLYGON_SPACES
@@ -175,3 +176,33 @@ def test_sigkilled_shard_comes_back_with_every_acked_ping(spaces, family):
     if family == "user":
         assert ray.get(victim.stats.remote())["epoch"] >= 2
     assert_live_equals_oracle(live)
+
+
+def test_a_restarted_cell_shard_lists_again_and_repairs_an_update_lost_meanwhile(spaces):
+    live = spaces
+    now = int(time.time() * 1000)
+    send_in_batches(live, random.Random(9), random_pings(random.Random(9), "relist", 200, now))
+    converge(live)
+    victim = live.queries.shards.handle("cell-1")
+    before = _kill(victim)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if ray.get(victim.pid.remote(), timeout=5) != before:
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            assert time.monotonic() < deadline
+    # what a user shard that had not heard of the restart sent to the dead incarnation after
+    # the new one took its listing is lost; here the view loses a present device instead
+    t = int(time.time() * 1000)
+    placement = live.engine.topology.placement()
+    secret = live.engine.topology.secret
+    device = next(
+        d
+        for d in live.oracle.devices(t)
+        if (c := live.oracle.cell_at(d, t, t)) is not None and placement.cell_shard(c) == "cell-1"
+    )
+    ray.get(victim.update.remote([(pseudonym(secret, device), (), 2**62)]))
+    t = int(time.time() * 1000)
+    assert live.q(live.queries.heatmap(9, None)) != live.oracle.counts(9, t, t)
+    assert_live_equals_oracle(live)  # the second listing, 3 s after the restart, repairs it
