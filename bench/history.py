@@ -50,47 +50,55 @@ def generate(devices: int, pings: int, start: int, seed: int):
             sent += hi - lo
 
 
+def fill(store: HistoryStore, devices: int, pings: int, start: int) -> dict:
+    """Write `pings` raw pings and the presence pieces the engine derives from them, as the
+    snapshotter would; the time each part took."""
+    spec = EngineSpec()
+    engine = UserEngine(spec)
+    out = dict.fromkeys(("raw_s", "presence_s", "engine_s"), 0.0)
+    out.update(raw_rows=0, presence_rows=0, last=start)
+    for n, (ids, ts, lats, lngs) in enumerate(generate(devices, pings, start, 1)):
+        t0 = time.perf_counter()
+        cells = index_batch(lats, lngs, spec.res).tolist()
+        recv = max(ts)
+        engine.ingest(ids, ts, cells, lats, lngs, recv)
+        engine.drain_moves()
+        engine.advance(recv)
+        engine.drain_moves()
+        mark, pieces = engine.history_export(recv)
+        engine.history_confirm(mark)
+        t1 = time.perf_counter()
+        rows = [
+            (d, t, recv, la, ln, c, 0.0, "", {}, "user-0", recv, n, i)
+            for i, (d, t, la, ln, c) in enumerate(zip(ids, ts, lats, lngs, cells, strict=True))
+        ]
+        store.write_pings(rows, f"bench:{n}")
+        t2 = time.perf_counter()
+        store.write_presence(pieces, n)
+        t3 = time.perf_counter()
+        out["engine_s"] += t1 - t0
+        out["raw_s"] += t2 - t1
+        out["presence_s"] += t3 - t2
+        out["raw_rows"] += len(rows)
+        out["presence_rows"] += len(pieces)
+        out["last"] = recv
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pings", type=int, default=10_000_000)
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=30)
     args = ap.parse_args()
-    spec = EngineSpec()
     now = int(time.time() * 1000)
     rounds = -(-args.pings // args.devices)
     start = now - rounds * 30_000 - 60_000
     with tempfile.TemporaryDirectory() as tmp:
         store = HistoryStore(ChdbBackend(Path(tmp) / "ch"))
-        engine = UserEngine(spec)
-        raw_s = presence_s = engine_s = 0.0
-        raw_rows = presence_rows = 0
-        last = start
-        for n, (ids, ts, lats, lngs) in enumerate(generate(args.devices, args.pings, start, 1)):
-            t0 = time.perf_counter()
-            cells = index_batch(lats, lngs, spec.res).tolist()
-            recv = max(ts)
-            engine.ingest(ids, ts, cells, lats, lngs, recv)
-            engine.drain_moves()
-            engine.advance(recv)
-            engine.drain_moves()
-            mark, pieces = engine.history_export(recv)
-            engine.history_confirm(mark)
-            t1 = time.perf_counter()
-            rows = [
-                (d, t, recv, la, ln, c, 0.0, "", {}, "user-0", recv, n, i)
-                for i, (d, t, la, ln, c) in enumerate(zip(ids, ts, lats, lngs, cells, strict=True))
-            ]
-            store.write_pings(rows, f"bench:{n}")
-            t2 = time.perf_counter()
-            store.write_presence(pieces, n)
-            t3 = time.perf_counter()
-            engine_s += t1 - t0
-            raw_s += t2 - t1
-            presence_s += t3 - t2
-            raw_rows += len(rows)
-            presence_rows += len(pieces)
-            last = recv
+        f = fill(store, args.devices, args.pings, start)
+        raw_rows, presence_rows, last = f["raw_rows"], f["presence_rows"], f["last"]
+        raw_s, presence_s, engine_s = f["raw_s"], f["presence_s"], f["engine_s"]
         print(f"# {raw_rows:,} raw pings of {args.devices:,} devices; {os.cpu_count()} cores")
         print(f"raw pings written     {raw_rows / raw_s:12,.0f} rows/s  ({raw_s:.1f} s)")
         print(
@@ -98,7 +106,7 @@ def main() -> None:
             f"({presence_rows:,} rows, {presence_s:.1f} s)"
         )
         print(f"engine (replay path)  {raw_rows / engine_s:12,.0f} pings/s")
-        du = sum(f.stat().st_size for f in (Path(tmp) / "ch").rglob("*") if f.is_file())
+        du = sum(p.stat().st_size for p in (Path(tmp) / "ch").rglob("*") if p.is_file())
         print(f"on disk               {du / raw_rows:12.1f} bytes/ping ({du / 1e6:,.0f} MB)")
         for table, size, count in store.backend.rows(
             "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts "
