@@ -27,13 +27,13 @@ MODES = ("proxy", "direct", "haproxy")
 AREA = (-8.80, 52.53, -8.50, 52.77)  # minLng, minLat, maxLng, maxLat: ~550 km², ~5k cells
 
 
-def _position(i: int) -> tuple[float, float]:
+def position(i: int) -> tuple[float, float]:
     # a fixed low-discrepancy spread over AREA
     u, v = (i * 0.6180339887) % 1, (i * 0.7548776662) % 1
     return AREA[1] + v * (AREA[3] - AREA[1]), AREA[0] + u * (AREA[2] - AREA[0])
 
 
-def _ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float) -> None:
+def ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float) -> None:
     """A separate process: every device pings in turn, batches of 1,000, at `rate` pings/s.
 
     It runs at the lowest CPU priority: it stands in for devices on other machines, so it takes
@@ -45,7 +45,7 @@ def _ingest_load(target: str, key: str, devices: int, rate: float, stop_at: floa
 
     call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.Ingest/SendPings")
     auth = [("authorization", f"Bearer {key}")]
-    positions = [_position(i) for i in range(devices)]
+    positions = [position(i) for i in range(devices)]
     sent, start, i = 0, time.monotonic(), 0
     while time.monotonic() < stop_at:
         if sent > (time.monotonic() - start) * rate:
@@ -64,7 +64,7 @@ def _ingest_load(target: str, key: str, devices: int, rate: float, stop_at: floa
         sent += 1_000
 
 
-def _timed_requests(url: str, headers: dict, params: dict, rate: float, seconds: float):
+def timed_requests(url: str, headers: dict, params: dict, rate: float, seconds: float):
     """Open-loop: request k is sent at k / rate s whatever the previous ones do."""
     import requests
 
@@ -98,7 +98,7 @@ def _timed_requests(url: str, headers: dict, params: dict, rate: float, seconds:
     return latencies, errors[0]
 
 
-def _freshness(base: str, headers: dict, target: str, key: str, probes: int) -> list[float]:
+def freshness(base: str, headers: dict, target: str, key: str, probes: int) -> list[float]:
     import grpc
     import requests
 
@@ -158,7 +158,7 @@ def run_mode(mode: str, args) -> dict:
             ctx = multiprocessing.get_context("spawn")
             # fill: every device once, then keep ingesting while querying
             fill = ctx.Process(
-                target=_ingest_load,
+                target=ingest_load,
                 args=(target, ingest_key, args.devices, 1e9, time.monotonic() + 1e9),
             )
             fill.start()
@@ -175,7 +175,7 @@ def run_mode(mode: str, args) -> dict:
             result["heatmap_cells"] = cells
             total = 3 * args.seconds + 30
             load = ctx.Process(
-                target=_ingest_load,
+                target=ingest_load,
                 args=(target, ingest_key, args.devices, args.ingest_rate, time.monotonic() + total),
             )
             load.start()
@@ -187,13 +187,13 @@ def run_mode(mode: str, args) -> dict:
                 "dwell": ("/v1/users/q-7/dwell", {"day": day}),
             }
             for name, (path, params) in queries.items():
-                lat, errors = _timed_requests(base + path, headers, params, args.rate, args.seconds)
+                lat, errors = timed_requests(base + path, headers, params, args.rate, args.seconds)
                 result[name] = {
                     "p50_ms": percentile(lat, 0.5) * 1e3,
                     "p99_ms": percentile(lat, 0.99) * 1e3,
                     "errors": errors,
                 }
-            fresh = _freshness(base, headers, target, ingest_key, args.probes)
+            fresh = freshness(base, headers, target, ingest_key, args.probes)
             result["freshness"] = {
                 "p50_ms": percentile(fresh, 0.5) * 1e3,
                 "p99_ms": percentile(fresh, 0.99) * 1e3,

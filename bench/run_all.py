@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from measure import free_port, percentile
-from query import AREA, _freshness, _ingest_load, _position, _timed_requests
+from query import AREA, freshness, ingest_load, position, timed_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -53,7 +53,7 @@ def make_batches(devices: int, rounds: int, base_ts: int) -> list[bytes]:
         for start in range(0, devices, 1_000):
             pings = []
             for i in range(start, min(devices, start + 1_000)):
-                lat, lng = _position(i)
+                lat, lng = position(i)
                 ts = base_ts + r * step
                 pings.append(pb.Ping(device_id=f"d-{i}", ts_ms=ts, lat=lat, lng=lng + r * 1e-5))
             out.append(pb.PingBatch(pings=pings).SerializeToString())
@@ -117,7 +117,7 @@ def run_engine(args) -> dict:
             headers = {"Authorization": f"Bearer {key}"}
             ctx = multiprocessing.get_context("spawn")
             load = ctx.Process(
-                target=_ingest_load,
+                target=ingest_load,
                 args=(target, key, args.devices, out["ingest"] / 2, time.monotonic() + 600),
             )
             load.start()
@@ -129,10 +129,10 @@ def run_engine(args) -> dict:
                     "heatmap": ("/v1/heatmap", {"bbox": bbox, "res": 9}),
                 }
                 for name, (path, params) in queries.items():
-                    _timed_requests(http + path, headers, params, QUERY_RATE, 1.0)  # warm-up
-                    lat, _ = _timed_requests(http + path, headers, params, QUERY_RATE, args.seconds)
+                    timed_requests(http + path, headers, params, QUERY_RATE, 1.0)  # warm-up
+                    lat, _ = timed_requests(http + path, headers, params, QUERY_RATE, args.seconds)
                     out[name] = _ms(lat)
-                out["freshness"] = _ms(_freshness(http, headers, target, key, args.probes))
+                out["freshness"] = _ms(freshness(http, headers, target, key, args.probes))
             finally:
                 load.kill()
             return out
