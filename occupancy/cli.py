@@ -36,8 +36,18 @@ def main() -> None:
 @click.option("--http-port", type=int, default=None, help="HTTP API port (OCC_HTTP_PORT, 8000).")
 @click.option("--user-shards", type=int, default=None, help="User shard actors.")
 @click.option("--cell-shards", type=int, default=None, help="Cell shard actors.")
+@click.option(
+    "--api/--no-api",
+    default=True,
+    show_default=True,
+    help="Serve the HTTP API too (--no-api where `serve deploy` or a RayService runs it).",
+)
 def up(
-    grpc_port: int | None, http_port: int | None, user_shards: int | None, cell_shards: int | None
+    grpc_port: int | None,
+    http_port: int | None,
+    user_shards: int | None,
+    cell_shards: int | None,
+    api: bool,
 ) -> None:
     """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API,
     history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it."""
@@ -46,7 +56,7 @@ def up(
     settings = _settings(
         grpc_port=grpc_port, http_port=http_port, user_shards=user_shards, cell_shards=cell_shards
     )
-    with running_engine(settings, console) as (engine, _):
+    with running_engine(settings, console, serve_api=api) as (engine, _):
         console.print("Ctrl-C stops it.")
         run_until_stopped(engine, settings)
 

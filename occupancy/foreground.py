@@ -14,19 +14,24 @@ from occupancy.settings import Settings
 
 
 @contextmanager
-def running_engine(settings: Settings, console: Console) -> Iterator[tuple[Engine, str]]:
+def running_engine(
+    settings: Settings, console: Console, serve_api: bool = True
+) -> Iterator[tuple[Engine, str]]:
     """The started engine and its bootstrap admin key; stopped on leaving."""
-    engine = Engine(settings)
+    engine = Engine(settings, serve_api=serve_api)
     with console.status("starting Ray, Redis, ClickHouse and the shard actors…"):
         engine.start()
     try:
         admin = local_files.bootstrap_key(settings, engine.client(), "admin")
         console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
         console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest)")
-        console.print(
-            f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
-            f"ingress {settings.http_ingress})"
-        )
+        if serve_api:
+            console.print(
+                f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
+                f"ingress {settings.http_ingress})"
+            )
+        else:
+            console.print("  HTTP API      not started here (serve deploy serve_apps/config.yaml)")
         console.print(f"  Redis         {engine.redis_url}")
         console.print(
             f"  shards        {len(engine.topology.user_shards)} user, "
@@ -34,8 +39,11 @@ def running_engine(settings: Settings, console: Console) -> Iterator[tuple[Engin
             f"{len(engine.topology.space_shards)} space"
         )
         console.print(f"  admin key     {admin}")
-        targets = settings.data_dir / "targets.json"
-        console.print(f"  HTTP targets  {targets} (the replicas, for an external load balancer)")
+        if serve_api:
+            targets = settings.data_dir / "targets.json"
+            console.print(
+                f"  HTTP targets  {targets} (the replicas, for an external load balancer)"
+            )
         yield engine, admin
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
@@ -61,7 +69,8 @@ def run_until_stopped(
     while not stop:
         if time.monotonic() - last >= 5:
             last = time.monotonic()
-            engine.write_targets(targets)
+            if engine.serve_api:
+                engine.write_targets(targets)
             if every_5s is not None:
                 every_5s()
         time.sleep(0.25)

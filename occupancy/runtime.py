@@ -44,6 +44,7 @@ class Engine:
     """A running engine. `start()` is idempotent per process; `stop()` undoes it."""
 
     settings: Settings
+    serve_api: bool = True  # False: the HTTP API comes from `serve deploy` or a RayService
     topology: Topology | None = None
     grpc_port: int = 0
     http_port: int = 0
@@ -119,7 +120,8 @@ class Engine:
             self._actors.append(handler)
             port = ray.get(handler.bound_port.remote())
         self.grpc_port = port
-        self._start_api()
+        if self.serve_api:
+            self._start_api()
         return self
 
     def _start_api(self) -> None:

@@ -1,0 +1,58 @@
+"""cluster.yaml, the on-prem example and the KubeRay manifest pass Ray's own validation."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.serve.schema import ServeDeploySchema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", ["cluster.yaml", "deploy/cluster-local.yaml"])
+def test_cluster_launcher_configs_validate(path):
+    config = yaml.safe_load((ROOT / path).read_text())
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    head = " ".join(config["head_start_ray_commands"])
+    assert "RAY_REDIS_ADDRESS" in " ".join(config["head_setup_commands"])  # GCS fault tolerance
+    assert "occupancy up" in head and "ray start --head" in head
+    assert any("pip install" in c and "occupancy" in c for c in config["setup_commands"])
+    assert "ray start --address" in " ".join(config["worker_start_ray_commands"])
+
+
+def test_cluster_yaml_has_head_and_worker_types_with_bounds():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    types = config["available_node_types"]
+    assert config["head_node_type"] == "head" and set(types) == {"head", "worker"}
+    worker = types["worker"]
+    assert 0 < worker["min_workers"] <= worker["max_workers"] <= config["max_workers"]
+    assert worker["resources"]["CPU"] > 0
+
+
+def test_a_broken_config_is_refused():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config["available_node_types"]["worker"]["min_workers"] = 99
+    with pytest.raises(ValueError, match="max_workers"):
+        validate_config(prepare_config(config))
+
+
+def test_rayservice_serves_the_serve_config_and_starts_the_engine():
+    rayservice, service = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    assert rayservice["apiVersion"] == "ray.io/v1" and rayservice["kind"] == "RayService"
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert serve_config == yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())
+    ServeDeploySchema.model_validate(serve_config)
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == __import__("ray").__version__
+    assert cluster["gcsFaultToleranceOptions"]["redisAddress"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    start = " ".join(head["lifecycle"]["postStart"]["exec"]["command"])
+    assert "occupancy up --no-api" in start
+    env = {e["name"] for e in head["env"]}
+    assert {"OCC_REDIS_URL", "OCC_CLICKHOUSE_URL", "OCC_SECRET"} <= env
+    [workers] = cluster["workerGroupSpecs"]
+    assert workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
+    assert service["kind"] == "Service" and service["spec"]["ports"][0]["port"] == 50051
