@@ -20,7 +20,18 @@ INGEST_ROLES = ("ingest", "admin")
 
 
 class ShardUnavailable(Exception):
-    """A shard failed mid-call (restarting): nothing of the batch is acked; retry it."""
+    """A shard failed mid-call (restarting, or its log in Redis unreachable): nothing of the
+    batch is acked; retry it."""
+
+
+def _unavailable(exc: BaseException) -> ShardUnavailable | None:
+    """The retryable form of a failure under way, or None for one that is a bug."""
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return ShardUnavailable("a shard is restarting; retry the batch")
+    cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+    if isinstance(cause, redis.RedisError):
+        return ShardUnavailable(f"the write-ahead log (Redis) refused the batch; retry it: {cause}")
+    return None
 
 
 class AuthError(Exception):
@@ -102,8 +113,10 @@ class IngestCore:
         self.in_flight += 1
         try:
             _, *results = await asyncio.gather(*calls)
-        except ray.exceptions.RayActorError as exc:
-            raise ShardUnavailable("a user shard is restarting; retry the batch") from exc
+        except (ray.exceptions.RayError, redis.RedisError) as exc:
+            if (retry := _unavailable(exc)) is None:
+                raise
+            raise retry from exc
         finally:
             self.in_flight -= 1
         applied = sum(r.count(1) for r in results)
@@ -132,8 +145,10 @@ class IngestCore:
             counts = await asyncio.gather(
                 *(self.shards.handle(s).door_events.remote(g) for s, g in groups.items())
             )
-        except ray.exceptions.RayActorError as exc:
-            raise ShardUnavailable("a space shard is restarting; retry the batch") from exc
+        except (ray.exceptions.RayError, redis.RedisError) as exc:
+            if (retry := _unavailable(exc)) is None:
+                raise
+            raise retry from exc
         ack.accepted = sum(counts)
         ack.rejected = len(ack.rejections)
         return ack

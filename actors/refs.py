@@ -1,11 +1,14 @@
 """Every `.remote()` call to a shard family goes through here: handles by name, fan-outs."""
 
+import logging
 import threading
 import time
 
 import ray
 
 from actors.topology import Topology
+
+log = logging.getLogger(__name__)
 
 
 class Shards:
@@ -67,3 +70,20 @@ def rebuild_again_later(handle: ray.actor.ActorHandle, method: str = "rebuild") 
                 return
 
     threading.Thread(target=run, name="rebuild-again", daemon=True).start()
+
+
+def start_ticker(handle: ray.actor.ActorHandle, interval_s: float, stop: threading.Event) -> None:
+    """Call the actor's own `tick` every `interval_s` from a thread, so ticks queue with its
+    other calls. A tick that fails (Redis unreachable for a checkpoint) is logged and the next
+    one runs; only the actor going away ends the thread."""
+
+    def run() -> None:
+        while not stop.wait(interval_s):
+            try:
+                ray.get(handle.tick.remote())
+            except ray.exceptions.RayActorError:
+                return
+            except Exception:
+                log.exception("tick failed; the next one retries")
+
+    threading.Thread(target=run, name="ticker", daemon=True).start()

@@ -8,7 +8,7 @@ import ray
 import redis
 
 from actors.metadata import Metadata
-from actors.refs import Shards, rebuild_again_later
+from actors.refs import Shards, rebuild_again_later, start_ticker
 from actors.topology import Clock, Topology
 from actors.wal import Wal
 from engine.membership import PlaceCounts
@@ -48,7 +48,7 @@ class SpaceShard:
             self.rebuild()
             rebuild_again_later(handle)
         self._stop = threading.Event()
-        threading.Thread(target=self._ticker, args=(handle,), daemon=True).start()
+        start_ticker(handle, 1.0, self._stop)
 
     def _apply(self, entry: dict) -> None:
         for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True):
@@ -88,13 +88,6 @@ class SpaceShard:
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         return self.wal_id
-
-    def _ticker(self, handle) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                ray.get(handle.tick.remote())
-            except Exception:
-                return
 
     # -- polygon memberships --------------------------------------------------------------------
 

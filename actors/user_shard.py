@@ -10,7 +10,7 @@ import redis
 
 from actors.checkpoint import ForkedCheckpointer
 from actors.metadata import Metadata
-from actors.refs import Shards
+from actors.refs import Shards, start_ticker
 from actors.topology import Clock, Topology
 from actors.wal import Wal
 from engine.routing import route_cell_moves, route_space_moves
@@ -72,8 +72,7 @@ class UserShard:
             replayed,
         )
         self._stop = threading.Event()
-        handle = ray.get_runtime_context().current_actor
-        threading.Thread(target=self._ticker, args=(handle,), daemon=True).start()
+        start_ticker(ray.get_runtime_context().current_actor, topology.tick_s, self._stop)
 
     # -- ingest ---------------------------------------------------------------------------------
 
@@ -119,13 +118,6 @@ class UserShard:
         self._checkpointed_id = self.checkpointer.poll(block=True) or self._checkpointed_id
         self._last_checkpoint = time.monotonic()
         return self._checkpointed_id
-
-    def _ticker(self, handle) -> None:
-        while not self._stop.wait(self.topology.tick_s):
-            try:
-                ray.get(handle.tick.remote())
-            except Exception:  # the actor is going away
-                return
 
     # -- routing --------------------------------------------------------------------------------
 

@@ -244,3 +244,33 @@ def test_overload_gets_resource_exhausted_not_a_queue(live):
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         ray.kill(handler, no_restart=True)
+
+
+def test_a_redis_that_refuses_writes_gets_unavailable_and_the_retry_counts_once(live):
+    client = live.engine.client()
+    now = int(time.time() * 1000)
+    lat, lng = -33.80, 151.10
+    pings = [pb.Ping(device_id=f"oom-{i}", ts_ms=now, lat=lat, lng=lng) for i in range(20)]
+    doors = [pb.DoorEvent(sensor_id="oom-door", ts_ms=now, direction=1)]
+    before = client.config_get("maxmemory")["maxmemory"]
+    client.config_set("maxmemory", "1")  # noeviction: every write is refused, reads work
+    try:
+        for call, message in (
+            (live.stub.SendPings, pb.PingBatch(pings=pings)),
+            (live.stub.SendDoorEvents, pb.DoorEventBatch(events=doors)),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call(message, metadata=live.auth, timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+            assert "write-ahead log" in err.value.details()
+    finally:
+        client.config_set("maxmemory", before)
+    # nothing of the refused batch was applied: the retry is the first the engine counts
+    ack = live.send(pings)
+    assert ack.accepted == len(pings)
+    cell = live.oracle.cell_of(lat, lng)
+    deadline = time.monotonic() + 10
+    while live.q(live.queries.cell_count(cell)) < len(pings) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t = int(time.time() * 1000)
+    assert live.q(live.queries.cell_count(cell)) == live.oracle.occupancy(cell, t, t) == 20
