@@ -102,6 +102,20 @@ class LiveQueries:
                 out[family] = False
         return out
 
+    async def shard_stats(self, timeout_s: float = 2.0) -> list[dict]:
+        """Every shard's own figures (devices, log length, epoch, ...); a shard that does not
+        answer within `timeout_s` is listed as unavailable."""
+        names = [*self.topology.user_shards, *self.topology.cell_shards]
+        names += self.topology.space_shards
+
+        async def one(name: str) -> dict:
+            try:
+                return await asyncio.wait_for(self.shards.handle(name).stats.remote(), timeout_s)
+            except Exception as exc:  # dead, restarting or slow: reported, not raised
+                return {"shard": name, "error": f"unavailable ({type(exc).__name__})"}
+
+        return list(await asyncio.gather(*(one(n) for n in names)))
+
     def sync(self, coro):
         """Run one of the coroutines above from synchronous code (drivers, tests)."""
         return asyncio.run(coro)

@@ -197,6 +197,7 @@ class UserShard:
             "wal_id": self.wal_id,
             "wal_length": self.wal.length(),
             "checkpoint_id": self._checkpointed_id,
+            "checkpoint_age_s": round(time.monotonic() - self._last_checkpoint, 1),
         }
 
     async def pid(self) -> int:

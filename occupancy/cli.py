@@ -22,6 +22,7 @@ def main() -> None:
     Run:          up, demo
     Send:         simulate, replay
     Query:        top, heatmap, space, dwell, export
+    Operate:      status
     Credentials:  keys, token, forget
     Plan:         estimate
 
@@ -386,6 +387,7 @@ def _add_query_commands() -> None:
         query_cli.heatmap: "Counts of every occupied cell in a bbox.",
         query_cli.dwell: "Where a device spent a UTC day (admin).",
         query_cli.space: "The count of a polygon or door space.",
+        query_cli.status: "Shards and history snapshots, for operators (admin).",
     }
     for command, short in shorts.items():
         command.short_help = short

@@ -117,3 +117,41 @@ def space(space_id: str, at: str | None, url, key, as_json) -> None:
 
 def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+@click.command()
+@api_options
+def status(url, key, as_json) -> None:
+    """Every shard's figures and the history snapshotter's state (admin)."""
+    body = Api(url, key, Settings.from_env()).get("/v1/admin/status")
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    rows = [
+        [
+            s["shard"],
+            s.get("error", "ok"),
+            s.get("devices", ""),
+            s.get("wal_length", ""),
+            s.get("epoch", ""),
+            s.get("checkpoint_age_s", ""),
+        ]
+        for s in body["shards"]
+    ]
+    columns = ["shard", "state", "devices", "log entries", "epoch", "checkpoint age s"]
+    show(body, False, "shards", columns, rows)
+    h = body["history"]
+    if "error" in h:
+        click.echo(f"history: {h['error']}")
+        return
+    lag = max(h["archive_lag_ms"].values(), default=0) / 1000
+    age = (body["as_of"] - h["last_snapshot_ms"]) / 1000 if h["last_snapshot_ms"] else None
+    state = "paused" if h["paused"] else (f"error: {h['last_error']}" if h["last_error"] else "ok")
+    rows = [
+        ["state", state],
+        ["snapshots", h["snapshots"]],
+        ["last snapshot", "never" if age is None else f"{age:.1f} s ago"],
+        ["archive lag (max)", f"{lag:.1f} s"],
+        ["log entries not archived", sum(h["wal_backlog"].values())],
+    ]
+    show(body, False, "history", ["", "value"], rows)

@@ -282,6 +282,20 @@ class QueryApi:
             status_code=200 if healthy else 503,
         )
 
+    @app.get("/v1/admin/status")
+    async def status(self, request: Request) -> ORJSONResponse:
+        """For operators (admin): every shard's figures and the history snapshotter's state."""
+        self._role(request, ("admin",))
+        history: dict = {"error": "unavailable"}
+        try:
+            if self._history_actor is None:
+                self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
+            history = await asyncio.wait_for(self._history_actor.status.remote(), timeout=2.0)
+        except Exception as exc:  # not started, restarting or busy
+            history = {"error": f"unavailable ({type(exc).__name__})"}
+        shards = await self.queries.shard_stats()
+        return ORJSONResponse({"as_of": _now(), "shards": shards, "history": history})
+
     @app.get("/v1/heatmap")
     async def heatmap(
         self,

@@ -97,6 +97,9 @@ def test_up_simulate_and_credentials(tmp_path):
         assert top.status_code == 200 and top.json()["cells"], top.text
         table = _cli("top", "-n", "3", "--res", "7", env=env)
         assert table.returncode == 0 and "top 3 at res 7" in table.stdout, table.stderr
+        status = _cli("status", env=env)
+        assert status.returncode == 0 and "user-0" in status.stdout, status.stderr
+        assert "archive lag" in status.stdout
         as_json = _cli("top", "-n", "3", "--res", "7", "--json", env=env)
         assert len(json.loads(as_json.stdout)["cells"]) == 3
         bad = _cli("heatmap", "1,2,3", env=env)

@@ -237,6 +237,21 @@ def test_space_listing_holds_every_space_with_the_count_of_its_own_endpoint(api)
     assert get(api, "/v1/spaces", api.admin, at="yesterday").status_code == 400
 
 
+def test_admin_status_lists_every_shard_and_the_snapshotter(api):
+    assert get(api, "/v1/admin/status", api.viewer).status_code == 403
+    body = get(api, "/v1/admin/status", api.admin).json()
+    t = api.engine.topology
+    shards = {s["shard"]: s for s in body["shards"]}
+    assert set(shards) == {*t.user_shards, *t.cell_shards, *t.space_shards}
+    assert all("error" not in s for s in shards.values())
+    users = [shards[n] for n in t.user_shards]
+    assert sum(u["devices"] for u in users) > 0
+    assert all(u["epoch"] >= 1 and u["checkpoint_age_s"] >= 0 for u in users)
+    history = body["history"]
+    assert history["connected"] and not history["paused"]
+    assert set(history["archive_lag_ms"]) >= set(t.user_shards)
+
+
 def test_live_page_and_its_assets_come_from_the_api_and_nowhere_else(api):
     page = requests.get(api.http + "/", timeout=10)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
