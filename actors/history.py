@@ -101,7 +101,7 @@ class History:
                 out["presence"] += store.write_presence(rows, version)
                 ray.get(user.history_confirm.remote(mark))
             for name in self.topology.user_shards:
-                out["pings"] += self._archive(name, store.write_pings, _ping_rows)
+                out["pings"] += self._archive(name, store.write_ping_columns, _ping_columns)
             for name in self.topology.space_shards:
                 out["door_events"] += self._archive(name, store.write_door_events, _door_rows)
         except ray.exceptions.RayError:
@@ -114,8 +114,9 @@ class History:
         self.snapshots += 1
         return out
 
-    def _archive(self, shard: str, write, to_rows) -> int:
-        """Write `shard`'s log entries after the archived position, MAX_ENTRIES at a time."""
+    def _archive(self, shard: str, write, convert) -> int:
+        """Write `shard`'s log entries after the archived position, MAX_ENTRIES at a time;
+        `convert(shard, entries)` makes what `write` takes, and says how many rows it is."""
         wal = self._wals[shard]
         intent_key = f"occ:archiving:{shard}"
         total = 0
@@ -130,11 +131,11 @@ class History:
                     return total
                 first, last = entries[0][0], entries[-1][0]
                 self.redis.set(intent_key, f"{first} {last}")
-            rows = [row for wal_id, entry in entries for row in to_rows(shard, wal_id, entry)]
-            write(rows, f"{shard}:{first}:{last}")
+            data, n = convert(shard, entries)
+            write(data, f"{shard}:{first}:{last}")
             wal.set_archived(last)
             self.redis.delete(intent_key)
-            total += len(rows)
+            total += n
             if len(entries) < MAX_ENTRIES:
                 return total
 
@@ -222,24 +223,46 @@ def _take(iterator, n: int) -> list:
     return out
 
 
-def _ping_rows(shard: str, wal_id: str, entry: dict):
-    now = entry["now"]
-    ms, seq = (int(x) for x in wal_id.split("-"))
-    extra = entry.get("extra", {})
-    none = ({}, 0.0, "")
-    for i, (dev, ts, cell, lat, lng) in enumerate(
-        zip(entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], strict=True)
-    ):
-        attributes, accuracy, region = extra.get(i, none)
-        yield (dev, ts, now, lat, lng, cell, accuracy, region, attributes, shard, ms, seq, i)
+def _ping_columns(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[list], int]:
+    """The raw_pings columns (PING_COLUMNS order) of log entries, built column by column: the
+    entries are columnar already."""
+    cols: list[list] = [[] for _ in range(13)]
+    device, ts, received, lat, lng, cell, accuracy, region, attrs, shards, ms, seq, index = cols
+    for wal_id, entry in entries:
+        n = len(entry["ts"])
+        wal_ms, wal_seq = (int(x) for x in wal_id.split("-"))
+        device += entry["dev"]
+        ts += entry["ts"]
+        lat += entry["lat"]
+        lng += entry["lng"]
+        cell += entry["cell"]
+        received += [entry["now"]] * n
+        shards += [shard] * n
+        ms += [wal_ms] * n
+        seq += [wal_seq] * n
+        index += range(n)
+        extra = entry.get("extra")
+        if not extra:
+            accuracy += [0.0] * n
+            region += [""] * n
+            attrs += [{}] * n
+            continue
+        none = ({}, 0.0, "")
+        for i in range(n):
+            a, acc, reg = extra.get(i, none)
+            attrs.append(a)
+            accuracy.append(acc)
+            region.append(reg)
+    return cols, len(ts)
 
 
-def _door_rows(shard: str, wal_id: str, entry: dict):
-    now = entry.get("now", 0)
-    return (
-        (sensor, ts, now, direction, shard, wal_id)
+def _door_rows(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[tuple], int]:
+    rows = [
+        (sensor, ts, entry.get("now", 0), direction, shard, wal_id)
+        for wal_id, entry in entries
         for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True)
-    )
+    ]
+    return rows, len(rows)
 
 
 def _box(bbox: tuple | None) -> BBox | None:

@@ -227,6 +227,10 @@ class HistoryStore(RawQueries):
         """Raw pings in PING_COLUMNS order; `token` names the WAL range they come from."""
         self.backend.insert("raw_pings", PING_COLUMNS, rows, token)
 
+    def write_ping_columns(self, data: Sequence[Sequence], token: str) -> None:
+        """`write_pings` with one sequence per column of PING_COLUMNS."""
+        self.backend.insert_columns("raw_pings", PING_COLUMNS, data, token)
+
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
         self.backend.insert("door_events", DOOR_COLUMNS, rows, token)
 
