@@ -4,6 +4,7 @@ import logging
 
 import ray
 
+from actors import telemetry
 from actors.refs import Shards, rebuild_again_later
 from actors.topology import Topology
 from engine.geo import BBox
@@ -27,10 +28,27 @@ class CellShard:
         self.placement = topology.placement()
         self.spec = topology.engine_spec()
         self.counts = PlaceCounts()
+        self._observe()
         context = ray.get_runtime_context()
         if context.was_current_actor_reconstructed:
             self.rebuild()
             rebuild_again_later(context.current_actor)
+
+    def _observe(self) -> None:
+        from opentelemetry.metrics import Observation
+
+        m = telemetry.meter(self.name, self.topology.redis_url)
+        labels = {"shard": self.name}
+        m.create_observable_gauge(
+            "occupancy_shard_devices",
+            callbacks=[lambda _: [Observation(sum(self.counts.counts().values()), labels)]],
+            description="Devices a shard holds",  # summed in C: safe beside the actor's thread
+        )
+        m.create_observable_gauge(
+            "occupancy_shard_cells",
+            callbacks=[lambda _: [Observation(len(self.counts.counts()), labels)]],
+            description="Occupied cells a cell shard holds",
+        )
 
     def rebuild(self) -> int:
         shards = Shards(self.topology)

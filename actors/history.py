@@ -10,6 +10,7 @@ from pathlib import Path
 import ray
 import redis
 
+from actors import telemetry
 from actors.refs import Shards
 from actors.topology import Topology
 from actors.wal import Wal
@@ -62,10 +63,45 @@ class History:
         }
         for wal in self._wals.values():
             wal.start_archive()
+        self._observe()
         self._connect()
         self._stop = threading.Event()
         handle = ray.get_runtime_context().current_actor
         threading.Thread(target=self._loop, args=(handle,), daemon=True).start()
+
+    def _observe(self) -> None:
+        from opentelemetry.metrics import Observation
+
+        m = telemetry.meter("history", self.topology.redis_url)
+        self._snapshot_s = m.create_histogram(
+            "occupancy_snapshot_seconds",
+            unit="s",
+            description="Time a snapshot round took (presence, raw pings, door events)",
+            explicit_bucket_boundaries_advisory=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+        )
+        self._archived = m.create_counter(
+            "occupancy_archived_rows_total", description="Rows written to history by kind"
+        )
+
+        def lag(_):
+            return [
+                Observation(wal.archive_lag_ms() / 1000, {"shard": name})
+                for name, wal in self._wals.items()
+            ]
+
+        def backlog(_):
+            return [Observation(wal.length(), {"shard": name}) for name, wal in self._wals.items()]
+
+        m.create_observable_gauge(
+            "occupancy_archive_lag_seconds",
+            callbacks=[lag],
+            description="Age of the oldest log entry not yet in history, per shard",
+        )
+        m.create_observable_gauge(
+            "occupancy_snapshot_backlog",
+            callbacks=[backlog],
+            description="Log entries waiting for history or a checkpoint, per shard",
+        )
 
     def _connect(self) -> HistoryStore:
         if self.store is None:
@@ -92,6 +128,7 @@ class History:
         if self.paused:
             raise HistoryUnavailable("history writes are paused")
         store = self._connect()
+        started = time.perf_counter()
         out = {"presence": 0, "pings": 0, "door_events": 0}
         try:
             users = self.shards.users()
@@ -112,6 +149,9 @@ class History:
         self.last_error = ""
         self.last_snapshot_ms = int(time.time() * 1000)
         self.snapshots += 1
+        self._snapshot_s.record(time.perf_counter() - started)
+        for kind, n in out.items():
+            self._archived.add(n, {"kind": kind})
         return out
 
     def _archive(self, shard: str, write, convert) -> int:

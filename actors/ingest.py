@@ -49,7 +49,8 @@ class IngestServer:
         self.port = port
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self.core = IngestCore(topology)
+        name = ray.get_runtime_context().get_actor_name() or "ingest"
+        self.core = IngestCore(topology, process=name)
         self._server: grpc.aio.Server | None = None
         self._bound = threading.Event()
         handle = ray.get_runtime_context().current_actor

@@ -1,11 +1,13 @@
 """What every ingest front end does with a batch: validate, pseudonymize, index, route, count."""
 
 import asyncio
+from collections import Counter
 
 import ray
 import redis
 import redis.asyncio
 
+from actors import telemetry
 from actors.auth import Authenticator, KeyStore
 from actors.id_directory import record_async
 from actors.refs import Shards
@@ -63,9 +65,24 @@ class IngestCore:
     for the front end's overload policy.
     """
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, process: str = "ingest"):
         self.topology = topology
         self.spec = topology.engine_spec()
+        m = telemetry.meter(process, topology.redis_url)
+        self._pings = m.create_counter(
+            "occupancy_pings_total", description="Pings by outcome: accepted, late, rejected"
+        )
+        self._door_events = m.create_counter(
+            "occupancy_door_events_total", description="Door events by outcome"
+        )
+        self._rejections = m.create_counter(
+            "occupancy_rejections_total", description="Rejected pings and door events by reason"
+        )
+        self._batch_size = m.create_histogram(
+            "occupancy_ingest_batch_size",
+            description="Valid pings per ingest call",
+            explicit_bucket_boundaries_advisory=[1, 10, 100, 1_000, 5_000, 20_000, 50_000],
+        )
         self.placement = topology.placement()
         self.shards = Shards(topology)
         self.redis = redis.Redis.from_url(topology.redis_url)
@@ -92,6 +109,7 @@ class IngestCore:
         indexes are `base` + the position in `pings`."""
         b, new_ids = self._validate(pings, device, base)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
+        self._count_rejections("ping", b.rejections)
         if not b.keys:
             return ack
         cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
@@ -122,7 +140,20 @@ class IngestCore:
         applied = sum(r.count(1) for r in results)
         ack.accepted = applied
         ack.late = len(b.keys) - applied
+        self._pings.add(applied, {"outcome": "accepted"})
+        self._pings.add(ack.late, {"outcome": "late"})
+        self._batch_size.record(len(b.keys))
         return ack
+
+    def _count_rejections(self, kind: str, rejections) -> None:
+        if not rejections:
+            return
+        if kind == "ping":
+            self._pings.add(len(rejections), {"outcome": "rejected"})
+        else:
+            self._door_events.add(len(rejections), {"outcome": "rejected"})
+        for reason, n in Counter(r.reason for r in rejections).items():
+            self._rejections.add(n, {"kind": kind, "reason": reason})
 
     async def ingest_doors(self, events, device: str | None) -> pb.IngestAck:
         now = self.clock()
@@ -151,6 +182,8 @@ class IngestCore:
             raise retry from exc
         ack.accepted = sum(counts)
         ack.rejected = len(ack.rejections)
+        self._door_events.add(ack.accepted, {"outcome": "accepted"})
+        self._count_rejections("door_event", ack.rejections)
         return ack
 
     def _key(self, device_id: str, new_ids: dict[str, str]) -> int:

@@ -8,6 +8,7 @@ import time
 import ray
 import redis
 
+from actors import telemetry
 from actors.checkpoint import ForkedCheckpointer
 from actors.metadata import Metadata
 from actors.refs import Shards, start_ticker
@@ -62,6 +63,7 @@ class UserShard:
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
+        self._observe(name)
         self._last_freeze = time.monotonic()
         self._resync()
         log.info(
@@ -73,6 +75,28 @@ class UserShard:
         )
         self._stop = threading.Event()
         start_ticker(ray.get_runtime_context().current_actor, topology.tick_s, self._stop)
+
+    def _observe(self, name: str) -> None:
+        """Gauges read by the metrics reader's thread every few seconds."""
+        from opentelemetry.metrics import Observation
+
+        m = telemetry.meter(name, self.topology.redis_url)
+        labels = {"shard": name}
+        m.create_observable_gauge(
+            "occupancy_shard_devices",
+            callbacks=[lambda _: [Observation(len(self.engine), labels)]],
+            description="Devices a shard holds",
+        )
+        m.create_observable_gauge(
+            "occupancy_wal_length",
+            callbacks=[lambda _: [Observation(self.wal.length(), labels)]],
+            description="Entries in a shard's write-ahead log (not yet checkpointed and archived)",
+        )
+        m.create_observable_gauge(
+            "occupancy_checkpoint_age_seconds",
+            callbacks=[lambda _: [Observation(time.monotonic() - self._last_checkpoint, labels)]],
+            description="Seconds since a shard's last checkpoint",
+        )
 
     # -- ingest ---------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The HTTP API on Ray Serve: live answers from the shard actors, definitions for admins."""
 
 import asyncio
+import os
 import time
 from contextlib import contextmanager
 from typing import Literal
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from actors import telemetry
 from actors.auth import KeyStore
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
@@ -45,6 +47,37 @@ app = FastAPI(
     default_response_class=ORJSONResponse,
 )
 app.include_router(page.router)
+
+
+class _QueryTiming:
+    """ASGI middleware: the replica's `occupancy_query_seconds` by route template and status
+    (templates, not raw paths: one series per endpoint, whatever the ids)."""
+
+    latency = None  # the replica's histogram, set by QueryApi
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.latency is None:
+            return await self.inner(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            labels = {"endpoint": route, "status": str(status[0])}
+            self.latency.record(time.perf_counter() - start, labels)
+
+
+app.add_middleware(_QueryTiming)
 
 
 class ApiError(Exception):
@@ -150,6 +183,25 @@ class QueryApi:
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
         self.ids = IdDirectory(self.redis, topology.secret)
+        meter = telemetry.meter(f"api-{os.getpid()}", topology.redis_url)
+        _QueryTiming.latency = meter.create_histogram(
+            "occupancy_query_seconds",
+            unit="s",
+            description="Query latency by endpoint (in the replica, HTTP stack excluded)",
+            explicit_bucket_boundaries_advisory=[
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.02,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+            ],
+        )
 
     async def _shared(self, key: tuple, make) -> bytes:
         """The body `make()` computes for `key`, shared by every request within CACHE_S.
@@ -281,6 +333,13 @@ class QueryApi:
             {"status": "ok" if healthy else "degraded", "checks": checks, "as_of": _now()},
             status_code=200 if healthy else 503,
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(self) -> Response:
+        """Every engine process's metrics in Prometheus's text format (no per-device data, so
+        no key: scrape it from inside the cluster's network)."""
+        text = await asyncio.to_thread(telemetry.prometheus_text, self.redis)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/admin/status")
     async def status(self, request: Request) -> ORJSONResponse:

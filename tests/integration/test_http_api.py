@@ -252,6 +252,70 @@ def test_admin_status_lists_every_shard_and_the_snapshotter(api):
     assert set(history["archive_lag_ms"]) >= set(t.user_shards)
 
 
+def _scrape(api) -> dict[str, list[tuple[dict, float]]]:
+    """/metrics parsed: name -> [(labels, value)]."""
+    out: dict[str, list[tuple[dict, float]]] = {}
+    text = requests.get(api.http + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        name, _, rest = head.partition("{")
+        labels = dict(kv.split("=", 1) for kv in rest.rstrip("}").split(",")) if rest else {}
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        out.setdefault(name, []).append((labels, float(value)))
+    return out
+
+
+def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
+    now = int(time.time() * 1000)
+    bad = [pb.Ping(device_id="metrics-nan", ts_ms=now, lat=float("nan"), lng=1.0)]
+    api.stub.SendPings(pb.PingBatch(pings=bad), metadata=api.auth, timeout=30)
+    get(api, "/v1/top", api.admin, n=3)
+    wanted = {
+        "occupancy_pings_total",
+        "occupancy_rejections_total",
+        "occupancy_ingest_batch_size_count",
+        "occupancy_shard_devices",
+        "occupancy_wal_length",
+        "occupancy_checkpoint_age_seconds",
+        "occupancy_archive_lag_seconds",
+        "occupancy_snapshot_seconds_count",
+        "occupancy_query_seconds_count",
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        metrics = _scrape(api)
+        rejected = [
+            v
+            for lab, v in metrics.get("occupancy_rejections_total", [])
+            if lab.get("reason") == "lat_not_finite"
+        ]
+        queried = [
+            v
+            for lab, v in metrics.get("occupancy_query_seconds_count", [])
+            if lab.get("endpoint") == "/v1/top"
+        ]
+        if wanted <= set(metrics) and rejected and queried:
+            break
+        assert time.monotonic() < deadline, sorted(wanted - set(metrics))
+        time.sleep(1)
+    outcomes: dict[str, float] = {}
+    for lab, v in metrics["occupancy_pings_total"]:
+        outcomes[lab["outcome"]] = outcomes.get(lab["outcome"], 0) + v
+    assert outcomes["accepted"] + outcomes["late"] >= 152  # the module's valid pings, at least
+    assert outcomes["rejected"] >= 1
+    t = api.engine.topology
+    devices = {lab["process"]: v for lab, v in metrics["occupancy_shard_devices"]}
+    assert set(devices) >= {*t.user_shards, *t.cell_shards}
+    assert sum(devices[n] for n in t.user_shards) > 0
+    assert all(v >= 0 for _, v in metrics["occupancy_checkpoint_age_seconds"])
+    assert all(0 <= v < 600 for _, v in metrics["occupancy_archive_lag_seconds"])
+    assert sum(v for _, v in metrics["occupancy_snapshot_seconds_count"]) >= 1
+    buckets = [v for lab, v in metrics["occupancy_query_seconds_bucket"] if lab["le"] == "+Inf"]
+    assert sum(buckets) == sum(v for _, v in metrics["occupancy_query_seconds_count"])
+
+
 def test_live_page_and_its_assets_come_from_the_api_and_nowhere_else(api):
     page = requests.get(api.http + "/", timeout=10)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
