@@ -56,3 +56,25 @@ def test_rayservice_serves_the_serve_config_and_starts_the_engine():
     [workers] = cluster["workerGroupSpecs"]
     assert workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
     assert service["kind"] == "Service" and service["spec"]["ports"][0]["port"] == 50051
+
+
+def test_dashboard_and_alerts_use_only_metrics_the_engine_exports():
+    import json
+    import re
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exported = set()
+    for path in [*(ROOT / "actors").glob("*.py"), ROOT / "serve_apps" / "api.py"]:
+        exported |= set(re.findall(r'"(occupancy_[a-z_]+)"', path.read_text()))
+    assert len(exported) >= 10
+    expressions = [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+    alerts = yaml.safe_load((ROOT / "deploy" / "alerts.yaml").read_text())
+    expressions += [(r["alert"], r["expr"]) for g in alerts["groups"] for r in g["rules"]]
+    for title, expr in expressions:
+        names = set(re.findall(r"occupancy_[a-z_]+", expr))
+        bases = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
+        assert bases and bases <= exported, (title, bases - exported)
