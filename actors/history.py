@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 import redis
 
-from actors import telemetry
+from actors import telemetry, tracing
 from actors.refs import Shards
 from actors.topology import Topology
 from actors.wal import Wal
@@ -64,6 +64,7 @@ class History:
         for wal in self._wals.values():
             wal.start_archive()
         self._observe()
+        self.tracer = tracing.tracer("history", topology.redis_url)
         self._connect()
         self._stop = threading.Event()
         handle = ray.get_runtime_context().current_actor
@@ -171,13 +172,27 @@ class History:
                     return total
                 first, last = entries[0][0], entries[-1][0]
                 self.redis.set(intent_key, f"{first} {last}")
+            started = time.time_ns()
             data, n = convert(shard, entries)
             write(data, f"{shard}:{first}:{last}")
+            self._trace(shard, entries, started)
             wal.set_archived(last)
             self.redis.delete(intent_key)
             total += n
             if len(entries) < MAX_ENTRIES:
                 return total
+
+    def _trace(self, shard: str, entries: list, started_ns: int) -> None:
+        """A span for each traced log entry just archived, in the trace of its batch."""
+        ended = time.time_ns()
+        for wal_id, entry in entries:
+            if "trace" in entry:
+                parent = tracing.extract(entry["trace"])
+                span = self.tracer.start_span(
+                    "snapshot archive", context=parent, start_time=started_ns
+                )
+                span.set_attributes({"shard": shard, "wal_id": wal_id, "rows": len(entry["ts"])})
+                span.end(end_time=ended)
 
     def pause(self, paused: bool) -> None:
         """Stop (or resume) writing to the store, e.g. for ClickHouse maintenance; pending

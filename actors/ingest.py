@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from actors import tracing
 from actors.ingest_core import AuthError, IngestCore, ShardUnavailable
 from actors.topology import Topology
 from protos import occupancy_pb2 as pb
@@ -51,6 +52,7 @@ class IngestServer:
         self.max_in_flight = max_in_flight
         name = ray.get_runtime_context().get_actor_name() or "ingest"
         self.core = IngestCore(topology, process=name)
+        self.tracer = tracing.tracer(name, topology.redis_url)
         self._server: grpc.aio.Server | None = None
         self._bound = threading.Event()
         handle = ray.get_runtime_context().current_actor
@@ -132,10 +134,18 @@ class IngestServer:
             )
         if self.core.in_flight >= self.max_in_flight:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "ingest overloaded; retry")
-        try:
-            ack = await ingest(items, device)
-        except ShardUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        parent = tracing.extract(dict(context.invocation_metadata() or ()))
+        with self.tracer.start_as_current_span(f"ingest {field}", context=parent) as span:
+            try:
+                # a traced ping batch carries its context on to the shards (door events stop here)
+                traced = {"trace": tracing.carrier_of(span)} if field == "pings" else {}
+                ack = await ingest(items, device, **traced)
+            except ShardUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            if span.is_recording():
+                span.set_attributes(
+                    {"items": len(items), "accepted": ack.accepted, "rejected": ack.rejected}
+                )
         return ack.SerializeToString()
 
     async def stream_pings(self, requests, context: grpc.aio.ServicerContext) -> None:

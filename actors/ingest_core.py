@@ -104,9 +104,12 @@ class IngestCore:
             raise AuthError(f"a {role} key cannot send pings", denied=True)
         return device
 
-    async def ingest_pings(self, pings, device: str | None, base: int = 0) -> pb.IngestAck:
+    async def ingest_pings(
+        self, pings, device: str | None, base: int = 0, trace: dict | None = None
+    ) -> pb.IngestAck:
         """`pings` may hold None for messages that did not parse ("malformed"); rejection
-        indexes are `base` + the position in `pings`."""
+        indexes are `base` + the position in `pings`. `trace`: the caller's span context, for
+        a traced batch (it travels to the shards and into their logs)."""
         b, new_ids = self._validate(pings, device, base)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
         self._count_rejections("ping", b.rejections)
@@ -127,6 +130,8 @@ class IngestCore:
                 extra = {k: b.extra[j] for k, j in enumerate(idx) if j in b.extra}
                 if extra:
                     sub["extra"] = extra
+            if trace:
+                sub["trace"] = trace
             calls.append(self.shards.handle(shard).ingest.remote(sub))
         self.in_flight += 1
         try:

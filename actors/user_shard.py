@@ -8,7 +8,7 @@ import time
 import ray
 import redis
 
-from actors import telemetry
+from actors import telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
 from actors.metadata import Metadata
 from actors.refs import Shards, start_ticker
@@ -64,6 +64,7 @@ class UserShard:
         self._last_checkpoint = time.monotonic()
         self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
         self._observe(name)
+        self.tracer = tracing.tracer(name, topology.redis_url)
         self._last_freeze = time.monotonic()
         self._resync()
         log.info(
@@ -102,6 +103,15 @@ class UserShard:
 
     async def ingest(self, batch: dict) -> bytes:
         """Append to the WAL, apply, route the moves; b"\\x01" per applied ping, b"\\x00" late."""
+        if "trace" in batch:  # a traced batch: this shard's span, carried on in its log entry
+            parent = tracing.extract(batch["trace"])
+            with self.tracer.start_as_current_span("shard apply", context=parent) as span:
+                span.set_attributes({"shard": self.name, "pings": len(batch["ts"])})
+                batch["trace"] = tracing.carrier_of(span) or batch["trace"]
+                return self._ingest(batch)
+        return self._ingest(batch)
+
+    def _ingest(self, batch: dict) -> bytes:
         batch["now"] = self.clock()
         wal_id = self.wal.append(batch)  # blocking on purpose: WAL order == apply order
         applied = self._apply(batch)

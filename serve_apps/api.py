@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import telemetry
+from actors import telemetry, tracing
 from actors.auth import KeyStore
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
@@ -49,11 +49,15 @@ app = FastAPI(
 app.include_router(page.router)
 
 
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+
+
 class _QueryTiming:
     """ASGI middleware: the replica's `occupancy_query_seconds` by route template and status
     (templates, not raw paths: one series per endpoint, whatever the ids)."""
 
     latency = None  # the replica's histogram, set by QueryApi
+    tracer = None  # the replica's tracer: a request with a sampled `traceparent` gets a span
 
     def __init__(self, inner):
         self.inner = inner
@@ -69,12 +73,20 @@ class _QueryTiming:
                 status[0] = message["status"]
             await send(message)
 
+        span = None
+        carrier = {k.decode(): v.decode() for k, v in scope["headers"] if k in _TRACE_HEADERS}
+        if carrier:
+            span = self.tracer.start_span("query", context=tracing.extract(carrier))
         try:
             await self.inner(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             labels = {"endpoint": route, "status": str(status[0])}
             self.latency.record(time.perf_counter() - start, labels)
+            if span is not None:
+                span.update_name(f"query {route}")
+                span.set_attributes({"http.route": route, "http.status_code": status[0]})
+                span.end()
 
 
 app.add_middleware(_QueryTiming)
@@ -183,7 +195,9 @@ class QueryApi:
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
         self.ids = IdDirectory(self.redis, topology.secret)
-        meter = telemetry.meter(f"api-{os.getpid()}", topology.redis_url)
+        process = f"api-{os.getpid()}"
+        _QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
+        meter = telemetry.meter(process, topology.redis_url)
         _QueryTiming.latency = meter.create_histogram(
             "occupancy_query_seconds",
             unit="s",

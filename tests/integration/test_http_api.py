@@ -1,6 +1,7 @@
 """The HTTP API over real HTTP: answers equal the oracle; auth, privacy floor, error envelope."""
 
 import random
+import secrets
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import ray
 import redis
 import requests
 
+from actors import tracing
 from actors.history import NAME as HISTORY
 from engine.cells import to_str
 from engine.timeutil import DAY_MS, day_of
@@ -314,6 +316,47 @@ def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
     assert sum(v for _, v in metrics["occupancy_snapshot_seconds_count"]) >= 1
     buckets = [v for lab, v in metrics["occupancy_query_seconds_bucket"] if lab["le"] == "+Inf"]
     assert sum(buckets) == sum(v for _, v in metrics["occupancy_query_seconds_count"])
+
+
+def test_a_traced_batch_has_spans_from_ingest_through_its_shard_to_the_snapshot(api):
+    trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+    traceparent = f"00-{trace_id}-{caller}-01"
+    now = int(time.time() * 1000)
+    pings = [pb.Ping(device_id=f"traced-{i}", ts_ms=now, lat=52.66, lng=-8.63) for i in range(5)]
+    ack = api.stub.SendPings(
+        pb.PingBatch(pings=pings), metadata=[*api.auth, ("traceparent", traceparent)], timeout=30
+    )
+    assert ack.accepted == 5
+    for p in pings:
+        api.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
+    r = requests.get(
+        api.http + "/v1/top",
+        params={"n": 2},
+        headers={"Authorization": f"Bearer {api.admin}", "traceparent": traceparent},
+        timeout=10,
+    )
+    assert r.status_code == 200
+    history = ray.get_actor(HISTORY, namespace=api.engine.topology.namespace)
+    ray.get(history.snapshot.remote())
+    client = api.engine.client()
+    deadline = time.monotonic() + 20
+    while True:
+        spans = {s["name"]: s for s in tracing.spans_of(client, trace_id)}
+        if {"ingest pings", "shard apply", "snapshot archive", "query /v1/top"} <= set(spans):
+            break
+        assert time.monotonic() < deadline, sorted(spans)
+        time.sleep(0.5)
+    ingest, shard, archive = spans["ingest pings"], spans["shard apply"], spans["snapshot archive"]
+    assert ingest["parent_id"] == caller and ingest["process"].startswith("ingest-")
+    assert shard["parent_id"] == ingest["span_id"] and shard["process"].startswith("user-")
+    assert archive["parent_id"] == shard["span_id"] and archive["process"] == "history"
+    assert ingest["start_ns"] <= shard["start_ns"] <= shard["end_ns"] <= archive["end_ns"]
+    assert spans["query /v1/top"]["parent_id"] == caller
+    # an untraced batch leaves no spans (sampling follows the caller)
+    before = client.llen(tracing.SPANS)
+    api.send([pb.Ping(device_id="untraced", ts_ms=now, lat=52.66, lng=-8.63)])
+    time.sleep(1.5)
+    assert client.llen(tracing.SPANS) == before
 
 
 def test_live_page_and_its_assets_come_from_the_api_and_nowhere_else(api):
