@@ -238,7 +238,7 @@ def _probe_batch(k: int) -> bytes:
 def run_clickhouse(args) -> dict:
     from peers import ChdbCounts, decode
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         peer = ChdbCounts(Path(tmp) / "ch")
         lock = threading.Lock()  # one session: loading and queries take turns, as in one process
         batches = _live_batches(args.devices, args.rounds)
@@ -291,6 +291,7 @@ def run_clickhouse(args) -> dict:
         finally:
             stop.set()
             loader.join()
+            peer.db.close()  # before the directory goes: chDB's merges write into it
         return out
 
 
