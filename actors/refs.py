@@ -52,8 +52,8 @@ class Shards:
 REBUILD_AGAIN_S = (3.0, 15.0)
 
 
-def rebuild_again_later(handle: ray.actor.ActorHandle, method: str = "rebuild") -> None:
-    """Call `method` on a restarted view shard again after each of REBUILD_AGAIN_S.
+def rebuild_again_later(handle: ray.actor.ActorHandle) -> None:
+    """Call `rebuild` on a restarted view shard again after each of REBUILD_AGAIN_S.
 
     A user shard that has not yet heard of the restart may send an update to the dead
     incarnation after the new one took its listing; that update is lost. A later listing
@@ -65,7 +65,7 @@ def rebuild_again_later(handle: ray.actor.ActorHandle, method: str = "rebuild") 
         for delay in REBUILD_AGAIN_S:
             time.sleep(delay)
             try:
-                ray.get(getattr(handle, method).remote())
+                ray.get(handle.rebuild.remote())
             except Exception:  # the actor is going away
                 return
 

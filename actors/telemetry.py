@@ -131,13 +131,6 @@ def meter(process: str, redis_url: str) -> Meter:
         return provider.get_meter("occupancy")
 
 
-def flush(process: str) -> None:
-    """Export now (tests, and before a process stops)."""
-    provider = _providers.get(process)
-    if provider is not None:
-        provider.force_flush()
-
-
 def prometheus_text(client: redis.Redis) -> str:
     """Every process's latest readings in Prometheus's text exposition format."""
     families: dict[str, dict] = {}
@@ -178,11 +171,12 @@ def _sample_lines(name: str, kind: str, labels: dict, p: dict) -> list[str]:
 def _labels(labels: dict) -> str:
     if not labels:
         return ""
-    body = ",".join(
-        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in sorted(labels.items())
-    )
-    return "{" + body + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _escape(value) -> str:
+    """A label value as Prometheus's text format quotes it."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _num(v: float) -> str:

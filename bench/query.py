@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from measure import free_port, percentile
+from measure import free_port, open_loop, percentile
 
 MODES = ("proxy", "direct", "haproxy")
 AREA = (-8.80, 52.53, -8.50, 52.77)  # minLng, minLat, maxLng, maxLat: ~550 km², ~5k cells
@@ -65,37 +65,18 @@ def ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float
 
 
 def timed_requests(url: str, headers: dict, params: dict, rate: float, seconds: float):
-    """Open-loop: request k is sent at k / rate s whatever the previous ones do."""
+    """Open-loop GETs: latencies of the 200s, and how many answered otherwise."""
     import requests
 
     session_local = threading.local()
-    latencies, errors = [], [0]
-    lock = threading.Lock()
 
-    def one():
+    def one() -> int:
         s = getattr(session_local, "s", None) or requests.Session()
         session_local.s = s
-        t = time.perf_counter()
-        r = s.get(url, params=params, headers=headers, timeout=30)
-        dt = time.perf_counter() - t
-        with lock:
-            if r.status_code == 200:
-                latencies.append(dt)
-            else:
-                errors[0] += 1
+        return s.get(url, params=params, headers=headers, timeout=30).status_code
 
-    threads = []
-    start = time.perf_counter()
-    for k in range(int(rate * seconds)):
-        delay = start + k / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        th = threading.Thread(target=one)
-        th.start()
-        threads.append(th)
-    for th in threads:
-        th.join()
-    return latencies, errors[0]
+    results = open_loop(one, rate, seconds)
+    return [dt for dt, code in results if code == 200], sum(code != 200 for _, code in results)
 
 
 def freshness(base: str, headers: dict, target: str, key: str, probes: int) -> list[float]:

@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from measure import free_port, percentile
+from measure import free_port, open_loop, percentile
 from query import AREA, freshness, ingest_load, position, timed_requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,28 +62,8 @@ def make_batches(devices: int, rounds: int, base_ts: int) -> list[bytes]:
 
 
 def _open_loop(fn, rate: float, seconds: float) -> list[float]:
-    """Call `fn` at `rate`/s for `seconds` (request k at k / rate, whatever the others do)."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def one():
-        t = time.perf_counter()
-        fn()
-        with lock:
-            latencies.append(time.perf_counter() - t)
-
-    threads = []
-    start = time.perf_counter()
-    for k in range(int(rate * seconds)):
-        delay = start + k / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        th = threading.Thread(target=one)
-        th.start()
-        threads.append(th)
-    for th in threads:
-        th.join()
-    return latencies
+    """Seconds each call took, `fn` called at `rate`/s for `seconds` (`measure.open_loop`)."""
+    return [elapsed for elapsed, _ in open_loop(fn, rate, seconds)]
 
 
 def _ms(values: list[float]) -> dict:

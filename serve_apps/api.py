@@ -319,12 +319,18 @@ class QueryApi:
 
     # -- live queries ---------------------------------------------------------------------------
 
-    async def _history_health(self) -> str:
+    async def _history_status(self) -> dict:
+        """The snapshotter's `status()`, or {"error"} when it does not answer within 2 s."""
         try:
             if self._history_actor is None:
                 self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
-            status = await asyncio.wait_for(self._history_actor.status.remote(), timeout=2.0)
-        except Exception:  # not started, restarting or busy
+            return await asyncio.wait_for(self._history_actor.status.remote(), timeout=2.0)
+        except Exception as exc:  # not started, restarting or busy
+            return {"error": f"unavailable ({type(exc).__name__})"}
+
+    async def _history_health(self) -> str:
+        status = await self._history_status()
+        if "error" in status:
             return "unavailable"
         if status["paused"]:
             return "paused"
@@ -359,13 +365,7 @@ class QueryApi:
     async def status(self, request: Request) -> ORJSONResponse:
         """For operators (admin): every shard's figures and the history snapshotter's state."""
         self._role(request, ("admin",))
-        history: dict = {"error": "unavailable"}
-        try:
-            if self._history_actor is None:
-                self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
-            history = await asyncio.wait_for(self._history_actor.status.remote(), timeout=2.0)
-        except Exception as exc:  # not started, restarting or busy
-            history = {"error": f"unavailable ({type(exc).__name__})"}
+        history = await self._history_status()
         shards = await self.queries.shard_stats()
         return ORJSONResponse({"as_of": _now(), "shards": shards, "history": history})
 
@@ -467,13 +467,14 @@ class QueryApi:
         and with `geometry=true` the polygon of each polygon space."""
         role = self._role(request, READ_ROLES)
         t = self._at(at)
-        counts = await self.queries.space_counts(t)
-        if t is not None:
-            past = await self._history(role, "spaces", {"at": t}, "space_counts", t)
+        counts = await self.queries.space_counts(t)  # door spaces exact at t, polygon ones live
+        polygon_counts = counts
+        if t is not None:  # a polygon space at t is its minute aggregate (history)
+            polygon_counts = await self._history(role, "spaces", {"at": t}, "space_counts", t)
         metadata = self.definitions.metadata
         out = []
         for space, spec in sorted(metadata.polygon_spaces().items()):
-            count = past.get(space, 0) if t is not None else counts.get(space, 0)
+            count = polygon_counts.get(space, 0)
             item = {"space": space, "name": spec["name"], "kind": "polygon"}
             item["count"] = self._floor(count, role)
             if geometry:

@@ -1,7 +1,6 @@
 """`occupancy demo` as a user runs it, and its live page in headless Chromium: hexagons appear,
 the counts the page shows are the API's, the time slider switches to history."""
 
-import os
 import queue
 import re
 import signal
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from tests.e2e.browser import chromium
-from tests.e2e.test_up_cli import _free_port
+from tests.e2e.test_up_cli import engine_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,17 +100,7 @@ def _settled(driver) -> dict:
 
 
 def test_demo_page_shows_the_live_heatmap_and_history(tmp_path, artifacts):
-    port, http_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "OCC_DATA_DIR": str(tmp_path / "data"),
-        "OCC_GRPC_PORT": str(port),
-        "OCC_HTTP_PORT": str(http_port),
-        "OCC_SNAPSHOT_INTERVAL_S": "2",
-        "COLUMNS": "200",
-        "TERM": "dumb",
-    }
-    env.pop("RAY_ADDRESS", None)
+    env, _, http_port = engine_env(tmp_path, OCC_SNAPSHOT_INTERVAL_S="2")
     demo = Demo(env, "--devices", "600", "--duration", "25")
     driver = None
     try:

@@ -24,6 +24,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def engine_env(tmp_path, **extra: str) -> tuple[dict, int, int]:
+    """The environment of an engine subprocess on free ports with its own data dir (and
+    `extra` OCC_* settings), and its gRPC and HTTP ports."""
+    port, http_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "OCC_DATA_DIR": str(tmp_path / "data"),
+        "OCC_GRPC_PORT": str(port),
+        "OCC_HTTP_PORT": str(http_port),
+        "COLUMNS": "200",
+        "TERM": "dumb",
+        **extra,
+    }
+    env.pop("RAY_ADDRESS", None)
+    return env, port, http_port
+
+
 def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "occupancy.cli", *args],
@@ -36,16 +53,7 @@ def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedPro
 
 
 def test_up_simulate_and_credentials(tmp_path):
-    port, http_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "OCC_DATA_DIR": str(tmp_path / "data"),
-        "OCC_GRPC_PORT": str(port),
-        "OCC_HTTP_PORT": str(http_port),
-        "COLUMNS": "200",
-        "TERM": "dumb",
-    }
-    env.pop("RAY_ADDRESS", None)
+    env, port, http_port = engine_env(tmp_path)
     up = subprocess.Popen(
         [sys.executable, "-m", "occupancy.cli", "up"],
         cwd=ROOT,
