@@ -1,6 +1,6 @@
 """Dwell ledger: time per device per UTC day per cell and space, and distance per day."""
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from engine.timeutil import day_of, split_by_day
 
@@ -69,18 +69,43 @@ class DwellLedger:
                     del ledgers[device]
 
     def snapshot(self) -> dict:
-        return {
-            "dwell": [
-                [dev, d, p, ms] for dev, b in self._dwell.items() for (d, p), ms in b.items()
-            ],
-            "distance": [[dev, d, m] for dev, b in self._distance.items() for d, m in b.items()],
-        }
+        return _rows(self._dwell, self._distance)
 
     @classmethod
     def restore(cls, state: dict) -> "DwellLedger":
         ledger = cls()
-        for dev, day, place, ms in state["dwell"]:
-            ledger._dwell.setdefault(dev, {})[(day, place)] = ms
-        for dev, day, meters in state["distance"]:
-            ledger._distance.setdefault(dev, {})[day] = meters
+        ledger.absorb(state)
         return ledger
+
+    def extract(self, devices: Iterable[int]) -> dict:
+        """Remove the devices' dwell and distance and return them, rows as in `snapshot`."""
+        dwell, distance = {}, {}
+        for dev in devices:
+            if (book := self._dwell.pop(dev, None)) is not None:
+                dwell[dev] = book
+            if (days := self._distance.pop(dev, None)) is not None:
+                distance[dev] = days
+        return _rows(dwell, distance)
+
+    def absorb(self, state: dict, devices: Container[int] | None = None) -> None:
+        """Add the `devices` of an `extract` (or `snapshot`) state; by default those this
+        ledger has no data for, so absorbing the same state twice changes nothing."""
+        if devices is None:
+            incoming = {r[0] for r in state["dwell"]} | {r[0] for r in state["distance"]}
+            devices = incoming - self._dwell.keys() - self._distance.keys()
+        for dev, day, place, ms in state["dwell"]:
+            if dev in devices:
+                self._dwell.setdefault(dev, {})[(day, place)] = ms
+        for dev, day, meters in state["distance"]:
+            if dev in devices:
+                self._distance.setdefault(dev, {})[day] = meters
+
+
+def _rows(
+    dwell: dict[int, dict[tuple[int, Place], int]], distance: dict[int, dict[int, float]]
+) -> dict:
+    """The plain state of some devices' books (snapshot and handoff)."""
+    return {
+        "dwell": [[dev, d, p, ms] for dev, b in dwell.items() for (d, p), ms in b.items()],
+        "distance": [[dev, d, m] for dev, b in distance.items() for d, m in b.items()],
+    }

@@ -9,12 +9,13 @@ derives minute aggregates (devices whose piece overlaps the minute, at any coars
 and dwell per day (the sum of piece lengths), exactly, however late a ping arrives.
 """
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from engine.timeutil import DAY_MS, day_of
 
 Place = int | str
 Piece = tuple[int, int, Place, int, int, int]  # device, day, place, start, lo, hi
+Pending = tuple[int, tuple, int, int]  # device, places, start, end
 
 
 def pieces(device: int, places: Iterable[Place], start: int, end: int) -> list[Piece]:
@@ -30,10 +31,17 @@ def pieces(device: int, places: Iterable[Place], start: int, end: int) -> list[P
 
 class PresenceHistory:
     """What a user shard owes history: settled intervals not yet confirmed written, and the
-    furthest end each open interval was exported with (to bury the days it no longer reaches)."""
+    furthest end each open interval was exported with (to bury the days it no longer reaches).
+
+    A mark counts pending intervals from the front. Devices handed to another shard leave a
+    placeholder where a mark handed out may count them, and absorbed ones join at the end, so
+    a mark confirms exactly what its export sent. Snapshots leave the placeholders out: marks
+    do not carry over to a restored history.
+    """
 
     def __init__(self) -> None:
-        self._pending: list[tuple[int, tuple, int, int]] = []  # device, places, start, end
+        self._pending: list[Pending | None] = []  # None: handed off after being exported
+        self._exported = 0  # pending intervals the marks handed out may count
         # device -> {interval start: (places, furthest end exported)}
         self._open: dict[int, dict[int, tuple[tuple, int]]] = {}
 
@@ -45,26 +53,33 @@ class PresenceHistory:
         tombstones for days an interval exported earlier no longer reaches. Exporting again
         before `confirm(mark)` sends the same pieces (or newer ones): history keeps the latest."""
         rows: list[Piece] = []
-        for device, places, start, end in self._pending:
-            rows += pieces(device, places, start, end)
-            rows += self._tombstones(device, start, end)
+        for entry in self._pending:
+            if entry is not None:
+                device, places, start, end = entry
+                rows += pieces(device, places, start, end)
+                rows += self._tombstones(device, start, end)
         for device, places, start, end in unsettled:
             rows += pieces(device, places, start, end)
             rows += self._tombstones(device, start, end)
             book = self._open.setdefault(device, {})
             old = book.get(start)
             book[start] = (places, max(end, old[1]) if old else end)
-        return len(self._pending), rows
+        self._exported = len(self._pending)
+        return self._exported, rows
 
     def confirm(self, mark: int) -> None:
         """The first `mark` pending intervals are in history, with their tombstones."""
-        for device, _, start, _ in self._pending[:mark]:
+        for entry in self._pending[:mark]:
+            if entry is None:
+                continue
+            device, _, start, _ = entry
             book = self._open.get(device)
             if book is not None:
                 book.pop(start, None)
                 if not book:
                     del self._open[device]
         del self._pending[:mark]
+        self._exported = max(0, self._exported - mark)
 
     def _tombstones(self, device: int, start: int, end: int) -> list[Piece]:
         old = self._open.get(device, {}).get(start)
@@ -79,18 +94,51 @@ class PresenceHistory:
         ]
 
     def snapshot(self) -> dict:
-        return {
-            "pending": [[d, list(p), s, e] for d, p, s, e in self._pending],
-            "open": [
-                [d, s, list(p), e] for d, book in self._open.items() for s, (p, e) in book.items()
-            ],
-        }
+        return _rows([e for e in self._pending if e is not None], self._open)
 
     @classmethod
     def restore(cls, state: dict | None) -> "PresenceHistory":
         h = cls()
         if state:
-            h._pending = [(d, tuple(p), s, e) for d, p, s, e in state["pending"]]
-            for d, s, p, e in state["open"]:
-                h._open.setdefault(d, {})[s] = (tuple(p), e)
+            h.absorb(state)
         return h
+
+    def extract(self, devices: Iterable[int]) -> dict:
+        """Remove the devices' pending intervals and open books and return them, rows as in
+        `snapshot`. Confirming a mark handed out before still confirms only what it sent."""
+        leaving = set(devices)
+        kept: list[Pending | None] = []
+        moved: list[Pending] = []
+        for i, entry in enumerate(self._pending):
+            if entry is None or entry[0] not in leaving:
+                kept.append(entry)
+                continue
+            moved.append(entry)
+            if i < self._exported:
+                kept.append(None)
+        self._pending = kept
+        books = {dev: self._open.pop(dev) for dev in leaving if dev in self._open}
+        return _rows(moved, books)
+
+    def absorb(self, state: dict, devices: Container[int] | None = None) -> None:
+        """Add the `devices` of an `extract` (or `snapshot`) state, their pending intervals at
+        the end; by default those with nothing pending nor open here, so absorbing the same
+        state twice changes nothing."""
+        if devices is None:
+            held = {e[0] for e in self._pending if e is not None} | self._open.keys()
+            incoming = {r[0] for r in state["pending"]} | {r[0] for r in state["open"]}
+            devices = incoming - held
+        for d, p, s, e in state["pending"]:
+            if d in devices:
+                self._pending.append((d, tuple(p), s, e))
+        for d, s, p, e in state["open"]:
+            if d in devices:
+                self._open.setdefault(d, {})[s] = (tuple(p), e)
+
+
+def _rows(pending: Iterable[Pending], books: dict[int, dict[int, tuple[tuple, int]]]) -> dict:
+    """The plain state of some pending intervals and open books (snapshot and handoff)."""
+    return {
+        "pending": [[d, list(p), s, e] for d, p, s, e in pending],
+        "open": [[d, s, list(p), e] for d, book in books.items() for s, (p, e) in book.items()],
+    }

@@ -1,6 +1,6 @@
 """Minute aggregates: distinct devices per place per minute."""
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from engine.timeutil import MINUTE_MS, minute_of
 
@@ -54,11 +54,39 @@ class MinuteAggregator:
             del self._sets[key]
 
     def snapshot(self) -> dict:
-        return {"sets": [[p, m, sorted(devs)] for (p, m), devs in self._sets.items()]}
+        return _rows(self._sets)
 
     @classmethod
     def restore(cls, state: dict) -> "MinuteAggregator":
         agg = cls()
-        for place, minute, devices in state["sets"]:
-            agg._sets[(place, minute)] = set(devices)
+        agg.absorb(state)
         return agg
+
+    def extract(self, devices: Iterable[int]) -> dict:
+        """Remove the devices from every (place, minute) set and return their memberships,
+        rows as in `snapshot`; sets left empty are dropped."""
+        leaving = set(devices)
+        out: dict[tuple[Place, int], set[int]] = {}
+        for key in list(self._sets):
+            members = self._sets[key]
+            if moved := members & leaving:
+                out[key] = moved
+                members -= moved
+                if not members:
+                    del self._sets[key]
+        return _rows(out)
+
+    def absorb(self, state: dict, devices: Container[int] | None = None) -> None:
+        """Add the `devices` of an `extract` (or `snapshot`) state; by default those not yet
+        in any set here, so absorbing the same state twice changes nothing."""
+        if devices is None:
+            held = {dev for members in self._sets.values() for dev in members}
+            devices = {dev for _, _, devs in state["sets"] for dev in devs} - held
+        for place, minute, devs in state["sets"]:
+            if taken := [dev for dev in devs if dev in devices]:
+                self._sets.setdefault((place, minute), set()).update(taken)
+
+
+def _rows(sets: dict[tuple[Place, int], set[int]]) -> dict:
+    """The plain state of some (place, minute) sets (snapshot and handoff)."""
+    return {"sets": [[p, m, sorted(devs)] for (p, m), devs in sets.items()]}

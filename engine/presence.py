@@ -1,6 +1,6 @@
 """Presence tracking: where each device is, from its applied pings, by an injected clock."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from engine.geo import haversine_m
@@ -77,6 +77,9 @@ class PresenceTracker:
     def __len__(self) -> int:
         return len(self._devices)
 
+    def __contains__(self, device: int) -> bool:
+        return device in self._devices
+
     # -- input ----------------------------------------------------------------------------------
 
     def apply(self, device: int, ts: int, cell: int, lat: float, lng: float, now: int) -> bool:
@@ -106,6 +109,10 @@ class PresenceTracker:
                 self._update(device, d, now)
 
     # -- queries --------------------------------------------------------------------------------
+
+    def devices(self) -> Iterator[int]:
+        """The devices this tracker holds (do not extract while iterating)."""
+        return iter(self._devices)
 
     def cell(self, device: int) -> int:
         """The device's present cell as of the last call (NOWHERE if absent or unknown)."""
@@ -198,45 +205,74 @@ class PresenceTracker:
         # wheel operation and each device has at most one entry.
         if deadline < 0 or 0 <= d.deadline <= deadline:
             return
-        if d.deadline >= 0:
-            bucket = self._wheel.get(d.deadline // 1000)
-            if bucket is not None:
-                bucket.discard(device)
-                if not bucket:
-                    del self._wheel[d.deadline // 1000]
+        self._unschedule(device, d)
         d.deadline = deadline
-        if deadline >= 0:
-            self._wheel.setdefault(deadline // 1000, set()).add(device)
+        self._wheel.setdefault(deadline // 1000, set()).add(device)
 
-    # -- snapshot -------------------------------------------------------------------------------
+    def _unschedule(self, device: int, d: _Device) -> None:
+        """Take the device's wake-up off the wheel (its `deadline` is left as it was)."""
+        if d.deadline < 0:
+            return
+        bucket = self._wheel.get(d.deadline // 1000)
+        if bucket is not None:
+            bucket.discard(device)
+            if not bucket:
+                del self._wheel[d.deadline // 1000]
+
+    def _check_drained(self, what: str) -> None:
+        if self.moves or self.settled or self.segments:
+            raise RuntimeError(f"drain the outboxes before {what}")
+
+    # -- snapshot and handoff -------------------------------------------------------------------
 
     def snapshot(self) -> dict:
         """Plain data (msgpack-able); outboxes must have been drained."""
-        if self.moves or self.settled or self.segments:
-            raise RuntimeError("drain the outboxes before taking a snapshot")
-        devices = [
-            [
-                dev,
-                d.last_ts,
-                d.last_lat,
-                d.last_lng,
-                [x for p in d.chain for x in p],
-                d.stay,
-                d.cell,
-                d.seq,
-                d.deadline,
-            ]
-            for dev, d in self._devices.items()
-        ]
-        return {"ttl_ms": self.ttl_ms, "devices": devices}
+        self._check_drained("taking a snapshot")
+        return {
+            "ttl_ms": self.ttl_ms,
+            "devices": [_row(dev, d) for dev, d in self._devices.items()],
+        }
 
     @classmethod
     def restore(cls, state: dict) -> "PresenceTracker":
         tracker = cls(state["ttl_ms"])
-        for dev, last_ts, lat, lng, flat, stay, cell, seq, deadline in state["devices"]:
-            d = tracker._devices[dev] = _Device()
-            d.last_ts, d.last_lat, d.last_lng, d.stay = last_ts, lat, lng, stay
-            d.chain = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
-            d.cell, d.seq = cell, seq
-            tracker._schedule(dev, d, deadline)
+        tracker.absorb(state)
         return tracker
+
+    def extract(self, devices: Iterable[int]) -> dict:
+        """Remove the devices (those held) and return their state, rows as in `snapshot`;
+        outboxes must have been drained."""
+        self._check_drained("extracting devices")
+        rows = []
+        for dev in devices:
+            d = self._devices.pop(dev, None)
+            if d is not None:
+                self._unschedule(dev, d)
+                rows.append(_row(dev, d))
+        return {"devices": rows}
+
+    def absorb(self, state: dict) -> None:
+        """Add the devices of an `extract` (or `snapshot`) state, each with its wake-up as
+        `restore` sets it. A device already held keeps its own state, so absorbing the same
+        state twice changes nothing. Emits no moves: a device's presence comes with it."""
+        for row in state["devices"]:
+            if row[0] not in self._devices:
+                dev, d, deadline = _device(row)
+                self._devices[dev] = d
+                self._schedule(dev, d, deadline)
+
+
+def _row(dev: int, d: _Device) -> list:
+    """A device's state as one plain row (the layout of snapshots and handoffs)."""
+    chain = [x for p in d.chain for x in p]
+    return [dev, d.last_ts, d.last_lat, d.last_lng, chain, d.stay, d.cell, d.seq, d.deadline]
+
+
+def _device(row: list) -> tuple[int, _Device, int]:
+    """(device, its state, its deadline) from a `_row`; the deadline is not yet scheduled."""
+    dev, last_ts, lat, lng, flat, stay, cell, seq, deadline = row
+    d = _Device()
+    d.last_ts, d.last_lat, d.last_lng, d.stay = last_ts, lat, lng, stay
+    d.chain = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+    d.cell, d.seq = cell, seq
+    return dev, d, deadline

@@ -1,6 +1,6 @@
 """The logic of one user shard: presence, dwell, distance and minute aggregates of its devices."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from engine.cells import parent
@@ -28,6 +28,8 @@ class UserEngine:
     `ingest` and `advance` leave the resulting membership changes in `cell_moves` and
     `space_moves` for the caller to route to the cell and space shards (`drain_moves`).
     Replaying the same calls from a snapshot reproduces the same state and the same moves.
+    Devices move between engines with all of their state (`extract`, then `absorb`), after
+    which every answer about them is what it would have been had they always lived there.
     """
 
     def __init__(self, spec: EngineSpec, state: dict | None = None):
@@ -141,8 +143,15 @@ class UserEngine:
         """Every present device's space membership, for rebuilding space shards."""
         return [(dev, spaces, self._space_seq) for dev, spaces in self._present_spaces().items()]
 
+    def devices(self) -> Iterator[int]:
+        """The devices this engine holds (do not extract while iterating)."""
+        return self.tracker.devices()
+
     def __len__(self) -> int:
         return len(self.tracker)
+
+    def __contains__(self, device: int) -> bool:
+        return device in self.tracker
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -207,3 +216,35 @@ class UserEngine:
     @classmethod
     def restore(cls, state: dict) -> "UserEngine":
         return cls(EngineSpec.from_dict(state["spec"]), state)
+
+    # -- handoff --------------------------------------------------------------------------------
+
+    def extract(self, devices: Iterable[int]) -> dict:
+        """Remove the devices this engine holds among `devices` and return all of their state
+        as plain data (msgpack-able) for `absorb` on another engine. The caller routes the
+        moves first: an engine with moves not yet drained refuses."""
+        if self.cell_moves or self.space_moves:
+            raise RuntimeError("route the moves before extracting devices")
+        held = [d for d in dict.fromkeys(devices) if d in self.tracker]
+        return {
+            "devices": held,
+            "tracker": self.tracker.extract(held),
+            "ledger": self.ledger.extract(held),
+            "minutes": self.minutes.extract(held),
+            "history": self.history.extract(held),
+            "space_seq": self._space_seq,
+        }
+
+    def absorb(self, state: dict) -> list[int]:
+        """Take the devices of an `extract` state that this engine does not hold yet, with
+        all of their state; returns them. Devices already held are ignored entirely, so
+        absorbing the same state twice changes nothing. Emits no moves (the devices' cells
+        are what they were); later space moves of this engine outnumber the sender's."""
+        new = [d for d in state["devices"] if d not in self.tracker]
+        taken = set(new)
+        self.tracker.absorb(state["tracker"])
+        self.ledger.absorb(state["ledger"], taken)
+        self.minutes.absorb(state["minutes"], taken)
+        self.history.absorb(state["history"], taken)
+        self._space_seq = max(self._space_seq, state["space_seq"])
+        return new
