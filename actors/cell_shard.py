@@ -5,6 +5,7 @@ import logging
 import ray
 
 from actors import telemetry
+from actors.layout import current, layout_of, with_layout
 from actors.refs import Shards, rebuild_again_later
 from actors.topology import Topology
 from engine.geo import BBox
@@ -24,8 +25,8 @@ class CellShard:
 
     def __init__(self, name: str, topology: Topology):
         self.name = name
-        self.topology = topology
-        self.placement = topology.placement()
+        self.topology = current(topology)
+        self.placement = self.topology.placement()
         self.spec = topology.engine_spec()
         self.counts = PlaceCounts()
         self._observe()
@@ -51,11 +52,18 @@ class CellShard:
         )
 
     def rebuild(self) -> int:
+        self.set_layout(layout_of(current(self.topology)))  # restarted mid-rebalance
         shards = Shards(self.topology)
         listings = ray.get([u.cell_listing.remote(self.name) for u in shards.users()])
         self.counts.replace(update for listing in listings for update in listing)
         log.info("%s rebuilt from the user shards: %d devices", self.name, len(self.counts))
         return len(self.counts)
+
+    def set_layout(self, layout: dict) -> None:
+        """A rebalance's target layout: listings from the user shards are owned by its ring."""
+        if layout["version"] > self.topology.version:
+            self.topology = with_layout(self.topology, layout)
+            self.placement = self.topology.placement()
 
     def update(self, updates: list) -> None:
         self.counts.update_many((d, tuple(p), s) for d, p, s in updates)

@@ -4,6 +4,7 @@ import asyncio
 
 import redis
 
+from actors.layout import current
 from actors.metadata import Metadata
 from actors.refs import Shards
 from actors.topology import Topology
@@ -34,6 +35,7 @@ class Definitions:
             raise ValueError(f"{space!r} is a door space")
         cells = len(SpaceIndex(self.topology.engine_spec().res).define(space, polygon, name))
         self.metadata.put_polygon_space(space, name, polygon)
+        self._current()
         await asyncio.gather(
             *(u.define_space.remote(space, polygon, name) for u in self.shards.users())
         )
@@ -60,5 +62,11 @@ class Definitions:
         self.metadata.add_reset(space, at)
         await self._doors("reset", space, at)
 
+    def _current(self) -> None:
+        """The committed shard layout: a rebalance may have added shards since."""
+        self.topology = current(self.topology, self.metadata.client)
+        self.shards.topology = self.topology
+
     async def _doors(self, method: str, *args) -> None:
+        self._current()
         await asyncio.gather(*(getattr(s, method).remote(*args) for s in self.shards.spaces()))

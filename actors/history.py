@@ -11,9 +11,10 @@ import ray
 import redis
 
 from actors import telemetry, tracing
+from actors.layout import current
 from actors.refs import Shards
 from actors.topology import Topology
-from actors.wal import Wal
+from actors.wal import PREFIX, Wal
 from clickhouse.backends import connect
 from clickhouse.store import HistoryStore
 from engine.geo import BBox
@@ -58,11 +59,8 @@ class History:
         self.last_error = ""
         self.last_snapshot_ms = 0
         self.snapshots = 0
-        self._wals = {
-            name: Wal(self.redis, name) for name in (*topology.user_shards, *topology.space_shards)
-        }
-        for wal in self._wals.values():
-            wal.start_archive()
+        self._wals: dict[str, Wal] = {}
+        self._refresh()
         self._observe()
         self.tracer = tracing.tracer("history", topology.redis_url)
         self._connect()
@@ -104,6 +102,19 @@ class History:
             description="Log entries waiting for history or a checkpoint, per shard",
         )
 
+    def _refresh(self) -> None:
+        """The committed shard layout, and every shard log to archive: the layout's, and those
+        of shards a rebalance retired that still hold entries."""
+        self.topology = current(self.topology, self.redis)
+        self.shards.topology = self.topology
+        names = {*self.topology.user_shards, *self.topology.space_shards}
+        prefix = f"{PREFIX}:wal:"
+        for key in self.redis.scan_iter(match=f"{prefix}*", count=1000):
+            names.add(key.decode()[len(prefix) :])
+        for name in sorted(names - self._wals.keys()):
+            self._wals[name] = Wal(self.redis, name)
+            self._wals[name].start_archive()
+
     def _connect(self) -> HistoryStore:
         if self.store is None:
             c = self.config
@@ -129,6 +140,7 @@ class History:
         if self.paused:
             raise HistoryUnavailable("history writes are paused")
         store = self._connect()
+        self._refresh()
         started = time.perf_counter()
         out = {"presence": 0, "pings": 0, "door_events": 0}
         try:
@@ -138,10 +150,11 @@ class History:
             for user, (mark, rows) in zip(users, exports, strict=True):
                 out["presence"] += store.write_presence(rows, version)
                 ray.get(user.history_confirm.remote(mark))
-            for name in self.topology.user_shards:
-                out["pings"] += self._archive(name, store.write_ping_columns, _ping_columns)
-            for name in self.topology.space_shards:
-                out["door_events"] += self._archive(name, store.write_door_events, _door_rows)
+            for name in list(self._wals):
+                if name in self.topology.space_shards:
+                    out["door_events"] += self._archive(name, store.write_door_events, _door_rows)
+                else:
+                    out["pings"] += self._archive(name, store.write_ping_columns, _ping_columns)
         except ray.exceptions.RayError:
             raise
         except Exception as exc:
@@ -284,6 +297,8 @@ def _ping_columns(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[lis
     cols: list[list] = [[] for _ in range(13)]
     device, ts, received, lat, lng, cell, accuracy, region, attrs, shards, ms, seq, index = cols
     for wal_id, entry in entries:
+        if "control" in entry:  # devices handed over by a rebalance, not pings
+            continue
         n = len(entry["ts"])
         wal_ms, wal_seq = (int(x) for x in wal_id.split("-"))
         device += entry["dev"]

@@ -48,6 +48,7 @@ class IngestServer:
             # processes get the CPU first, ingest the rest (throughput is unchanged when idle).
             os.nice(nice)
         self.port = port
+        self.nice = nice
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         name = ray.get_runtime_context().get_actor_name() or "ingest"
@@ -102,6 +103,15 @@ class IngestServer:
 
     async def pid(self) -> int:
         return os.getpid()
+
+    async def options(self) -> dict:
+        """What another handler needs to serve beside this one (same port and limits)."""
+        return {
+            "port": self.port,
+            "nice": self.nice,
+            "max_batch": self.max_batch,
+            "max_in_flight": self.max_in_flight,
+        }
 
     async def stop(self) -> None:
         if self._server is not None:

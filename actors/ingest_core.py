@@ -1,6 +1,7 @@
 """What every ingest front end does with a batch: validate, pseudonymize, index, route, count."""
 
 import asyncio
+import time
 from collections import Counter
 
 import ray
@@ -10,6 +11,7 @@ import redis.asyncio
 from actors import telemetry
 from actors.auth import Authenticator, KeyStore
 from actors.id_directory import record_async
+from actors.layout import StaleLayout, committed, current, with_layout
 from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
@@ -19,11 +21,16 @@ from engine.validation import Reason, check_door_event, check_ping
 from protos import occupancy_pb2 as pb
 
 INGEST_ROLES = ("ingest", "admin")
+LAYOUT_WAIT_S = 20.0  # longest a batch waits for a rebalance to commit before UNAVAILABLE
 
 
 class ShardUnavailable(Exception):
     """A shard failed mid-call (restarting, or its log in Redis unreachable): nothing of the
     batch is acked; retry it."""
+
+
+def _stale(result) -> bool:
+    return isinstance(result, ray.exceptions.RayTaskError) and isinstance(result.cause, StaleLayout)
 
 
 def _unavailable(exc: BaseException) -> ShardUnavailable | None:
@@ -66,7 +73,8 @@ class IngestCore:
     """
 
     def __init__(self, topology: Topology, process: str = "ingest"):
-        self.topology = topology
+        self.redis = redis.Redis.from_url(topology.redis_url)
+        topology = self.topology = current(topology, self.redis)
         self.spec = topology.engine_spec()
         m = telemetry.meter(process, topology.redis_url)
         self._pings = m.create_counter(
@@ -85,7 +93,6 @@ class IngestCore:
         )
         self.placement = topology.placement()
         self.shards = Shards(topology)
-        self.redis = redis.Redis.from_url(topology.redis_url)
         self.auth = Authenticator(topology.secret, KeyStore(self.redis))
         self._ids_async = redis.asyncio.Redis.from_url(topology.redis_url)
         self.clock = Clock()
@@ -116,39 +123,86 @@ class IngestCore:
         if not b.keys:
             return ack
         cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
-        # first-seen raw ids go to the id directory while the shards write their WALs
-        calls = [record_async(self._ids_async, new_ids)]
-        for shard, idx in group_by_user_shard(b.keys, self.placement).items():
-            sub = {
-                "dev": [b.keys[j] for j in idx],
-                "ts": [b.ts[j] for j in idx],
-                "cell": [cells[j] for j in idx],
-                "lat": [b.lats[j] for j in idx],
-                "lng": [b.lngs[j] for j in idx],
-            }
-            if b.extra:
-                extra = {k: b.extra[j] for k, j in enumerate(idx) if j in b.extra}
-                if extra:
-                    sub["extra"] = extra
-            if trace:
-                sub["trace"] = trace
-            calls.append(self.shards.handle(shard).ingest.remote(sub))
         self.in_flight += 1
         try:
-            _, *results = await asyncio.gather(*calls)
+            # first-seen raw ids go to the id directory while the shards write their WALs
+            ids = asyncio.ensure_future(record_async(self._ids_async, new_ids))
+            applied = await self._to_user_shards(b, cells, trace)
+            await ids
         except (ray.exceptions.RayError, redis.RedisError) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
             raise retry from exc
         finally:
             self.in_flight -= 1
-        applied = sum(r.count(1) for r in results)
         ack.accepted = applied
         ack.late = len(b.keys) - applied
         self._pings.add(applied, {"outcome": "accepted"})
         self._pings.add(ack.late, {"outcome": "late"})
         self._batch_size.record(len(b.keys))
         return ack
+
+    async def _to_user_shards(self, b: _Batch, cells: list[int], trace: dict | None) -> int:
+        """Send each user shard its part of the batch, stamped with the layout version it was
+        routed by; parts refused for another version are routed again by the committed layout
+        once there is a newer one. The number of pings applied (not late)."""
+        todo: list[int] | None = None  # None: the whole batch (the common case, no copies)
+        applied = 0
+        while True:
+            if todo is None:
+                parts = list(group_by_user_shard(b.keys, self.placement).items())
+            else:
+                groups = group_by_user_shard([b.keys[j] for j in todo], self.placement)
+                parts = [(shard, [todo[k] for k in idx]) for shard, idx in groups.items()]
+            results = await asyncio.gather(
+                *(self._send(shard, b, cells, idx, trace) for shard, idx in parts),
+                return_exceptions=True,
+            )
+            stale: list[int] = []
+            for (_, idx), result in zip(parts, results, strict=True):
+                if _stale(result):
+                    stale += idx
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    applied += result.count(1)
+            if not stale:
+                return applied
+            await self._await_layout(self.topology.version)
+            todo = sorted(stale)
+
+    def _send(self, shard: str, b: _Batch, cells: list[int], idx: list[int], trace):
+        sub = {
+            "dev": [b.keys[j] for j in idx],
+            "ts": [b.ts[j] for j in idx],
+            "cell": [cells[j] for j in idx],
+            "lat": [b.lats[j] for j in idx],
+            "lng": [b.lngs[j] for j in idx],
+            "v": self.topology.version,
+        }
+        if b.extra:
+            extra = {k: b.extra[j] for k, j in enumerate(idx) if j in b.extra}
+            if extra:
+                sub["extra"] = extra
+        if trace:
+            sub["trace"] = trace
+        return self.shards.handle(shard).ingest.remote(sub)
+
+    async def _await_layout(self, version: int) -> None:
+        """Wait for a committed layout newer than `version` (a rebalance is moving devices)
+        and route by it from now on."""
+        deadline = time.monotonic() + LAYOUT_WAIT_S
+        while True:
+            layout = committed(self.redis)
+            if layout is not None and layout["version"] > version:
+                if layout["version"] > self.topology.version:
+                    self.topology = with_layout(self.topology, layout)
+                    self.placement = self.topology.placement()
+                    self.shards.topology = self.topology
+                return
+            if time.monotonic() > deadline:
+                raise ShardUnavailable("the shards are being rebalanced; retry the batch")
+            await asyncio.sleep(0.05)
 
     def _count_rejections(self, kind: str, rejections) -> None:
         if not rejections:

@@ -1,7 +1,11 @@
 """Live queries over the shard actors: one fan-out per shard family, merged by engine code."""
 
 import asyncio
+import time
 
+import redis
+
+from actors.layout import current
 from actors.refs import Shards
 from actors.topology import Topology
 from engine.cells import check_res, resolution
@@ -9,6 +13,8 @@ from engine.doors import door_count
 from engine.geo import BBox
 from engine.pseudonym import pseudonym
 from engine.topn import merge_counts, merge_top
+
+LAYOUT_CHECK_S = 1.0
 
 
 def _box(bbox: BBox | None) -> tuple | None:
@@ -24,8 +30,24 @@ class LiveQueries:
         self.spec = topology.engine_spec()
         self.placement = topology.placement()
         self.shards = Shards(topology)
+        self._redis = redis.Redis.from_url(topology.redis_url)
+        self._checked = 0.0
+
+    def refresh(self) -> None:
+        """Take the committed shard layout if a rebalance changed it."""
+        self._checked = time.monotonic()
+        t = current(self.topology, self._redis)
+        if t is not self.topology:
+            self.topology, self.placement = t, t.placement()
+            self.shards.topology = t
+
+    def _fresh(self) -> None:
+        # at most one Redis read a second: a rebalance shows within a second
+        if time.monotonic() - self._checked > LAYOUT_CHECK_S:
+            self.refresh()
 
     async def top(self, n: int, res: int, bbox: BBox | None = None) -> list[tuple[int, int]]:
+        self._fresh()
         check_res(res, self.spec.res)
         parts = await asyncio.gather(
             *(c.top.remote(n, res, _box(bbox)) for c in self.shards.cells())
@@ -33,6 +55,7 @@ class LiveQueries:
         return merge_top(parts, n)
 
     async def heatmap(self, res: int, bbox: BBox | None) -> dict[int, int]:
+        self._fresh()
         check_res(res, self.spec.res)
         parts = await asyncio.gather(
             *(c.heatmap.remote(res, _box(bbox)) for c in self.shards.cells())
@@ -40,6 +63,7 @@ class LiveQueries:
         return merge_counts(parts)
 
     async def cell_count(self, cell: int) -> int:
+        self._fresh()
         res = check_res(resolution(cell), self.spec.res)
         if res == self.spec.res:
             return await self.shards.handle(self.placement.cell_shard(cell)).count.remote(cell)
@@ -48,6 +72,7 @@ class LiveQueries:
     async def space_count(self, space: str, at: int | None = None) -> int | None:
         """A door space's count (at `at`, default now) or a polygon space's live count; None
         for an unknown space."""
+        self._fresh()
         spaces = self.shards.spaces()
         if await spaces[0].has_door_space.remote(space):
             parts = await asyncio.gather(*(s.door_partial.remote(space, at) for s in spaces))
@@ -58,6 +83,7 @@ class LiveQueries:
     async def space_counts(self, at: int | None = None) -> dict[str, int]:
         """Every space's count: polygon spaces live, door spaces at `at` (default now). One
         call per space shard."""
+        self._fresh()
         parts = await asyncio.gather(*(s.all_counts.remote(at) for s in self.shards.spaces()))
         counts: dict[str, int] = {}
         partials: dict[str, list[int]] = {}
@@ -69,14 +95,17 @@ class LiveQueries:
         return counts
 
     async def dwell(self, device_id: str, day: int) -> dict:
+        self._fresh()
         key = pseudonym(self.topology.secret, device_id)
         return await self.shards.handle(self.placement.user_shard(key)).dwell.remote(key, day)
 
     async def distance(self, device_id: str, day: int) -> float:
+        self._fresh()
         key = pseudonym(self.topology.secret, device_id)
         return await self.shards.handle(self.placement.user_shard(key)).distance.remote(key, day)
 
     async def minute_counts(self, since: int = 0) -> dict:
+        self._fresh()
         parts = await asyncio.gather(*(u.minute_counts.remote(since) for u in self.shards.users()))
         total: dict = {}
         for part in parts:
@@ -86,6 +115,7 @@ class LiveQueries:
 
     async def stats(self) -> dict[str, bool]:
         """Whether every actor of each family answers within a second."""
+        self._fresh()
         families = {
             "user_shards": self.shards.users(),
             "cell_shards": self.shards.cells(),
@@ -105,6 +135,7 @@ class LiveQueries:
     async def shard_stats(self, timeout_s: float = 2.0) -> list[dict]:
         """Every shard's own figures (devices, log length, epoch, ...); a shard that does not
         answer within `timeout_s` is listed as unavailable."""
+        self._fresh()
         names = [*self.topology.user_shards, *self.topology.cell_shards]
         names += self.topology.space_shards
 

@@ -7,6 +7,7 @@ import time
 import ray
 import redis
 
+from actors.layout import current, layout_of, with_layout
 from actors.metadata import Metadata
 from actors.refs import Shards, rebuild_again_later, start_ticker
 from actors.topology import Clock, Topology
@@ -27,8 +28,8 @@ class SpaceShard:
 
     def __init__(self, name: str, topology: Topology):
         self.name = name
-        self.topology = topology
-        self.placement = topology.placement()
+        self.topology = current(topology)
+        self.placement = self.topology.placement()
         client = redis.Redis.from_url(topology.redis_url)
         self.metadata = Metadata(client)
         self.wal = Wal(client, name)
@@ -93,10 +94,17 @@ class SpaceShard:
 
     def rebuild(self) -> int:
         """Polygon memberships again from every user shard's listing (after a restart)."""
+        self.set_layout(layout_of(current(self.topology)))  # restarted mid-rebalance
         shards = Shards(self.topology)
         listings = ray.get([u.space_listing.remote(self.name) for u in shards.users()])
         self.members.replace(u for listing in listings for u in listing)
         return len(self.members)
+
+    def set_layout(self, layout: dict) -> None:
+        """A rebalance's target layout: listings from the user shards are owned by its ring."""
+        if layout["version"] > self.topology.version:
+            self.topology = with_layout(self.topology, layout)
+            self.placement = self.topology.placement()
 
     def update(self, updates: list) -> None:
         self.members.update_many((d, tuple(p), s) for d, p, s in updates)

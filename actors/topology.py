@@ -19,6 +19,7 @@ class Topology:
     user_shards: tuple[str, ...] = ("user-0", "user-1")
     cell_shards: tuple[str, ...] = ("cell-0", "cell-1")
     space_shards: tuple[str, ...] = ("space-0",)
+    version: int = 0  # the shard layout's version (actors/layout.py); grows with each rebalance
     tick_s: float = 0.2
     checkpoint_interval_s: float = 5.0
     namespace: str = NAMESPACE

@@ -1,5 +1,6 @@
 """UserShard: the source of truth for its devices' live state, with a Redis WAL."""
 
+import asyncio
 import gc
 import logging
 import threading
@@ -10,6 +11,7 @@ import redis
 
 from actors import telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
+from actors.layout import StaleLayout, current, layout_of, with_layout
 from actors.metadata import Metadata
 from actors.refs import Shards, start_ticker
 from actors.topology import Clock, Topology
@@ -37,20 +39,27 @@ class UserShard:
     trims the WAL behind it. On
     (re)start: checkpoint, replay, then a full listing to every cell and space shard. Calls run
     one at a time on the actor's event loop; a thread calls `tick` to expire presence.
+
+    A rebalance moves devices between user shards (`handoff` → `adopt`), each side writing
+    what moved to its WAL; a batch routed by another layout version is refused (StaleLayout).
     """
 
     def __init__(self, name: str, topology: Topology):
         self.name = name
-        self.topology = topology
-        self.placement = topology.placement()
-        self.shards = Shards(topology)
         client = redis.Redis.from_url(topology.redis_url)
+        self.topology = topology
+        self.layout = layout_of(topology)
+        self.shards = Shards(topology)
+        self._use_layout(layout_of(current(topology, client)))
         self.wal = Wal(client, name)
         self.metadata = Metadata(client)
         self.epoch = self.wal.next_epoch()
         state, self.wal_id = self.wal.load_checkpoint()
         self.engine = UserEngine.restore(state) if state else UserEngine(topology.engine_spec())
+        if state and state.get("layout", {}).get("version", -1) > self.layout["version"]:
+            self._use_layout(state["layout"])
         self.clock = Clock()
+        self._handing_off = False
         replayed = 0
         for wal_id, entry in self.wal.entries_after(self.wal_id):
             self._apply(entry)
@@ -112,6 +121,9 @@ class UserShard:
         return self._ingest(batch)
 
     def _ingest(self, batch: dict) -> bytes:
+        version = batch.pop("v", None)
+        if version is not None and version != self.layout["version"]:
+            raise StaleLayout(self.name, self.layout["version"])
         batch["now"] = self.clock()
         wal_id = self.wal.append(batch)  # blocking on purpose: WAL order == apply order
         applied = self._apply(batch)
@@ -122,6 +134,17 @@ class UserShard:
     def _apply(self, entry: dict) -> list[bool]:
         now = entry["now"]
         self.clock.last = max(self.clock.last, now)
+        control = entry.get("control")
+        if control is not None:  # only replayed: the listing after a replay supersedes moves
+            self.engine.drain_moves()
+        if control == "adopt":
+            self._absorb(entry["state"])
+            return []
+        if control == "handoff":
+            if entry["layout"]["version"] > self.layout["version"]:
+                self._use_layout(entry["layout"])
+            self.engine.extract(entry["devices"])
+            return []
         return self.engine.ingest(
             entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], now
         )
@@ -140,15 +163,19 @@ class UserShard:
         if (
             self.wal_id != self._checkpointed_id
             and not self.checkpointer.busy
+            and not self._handing_off
             and time.monotonic() - self._last_checkpoint >= self.topology.checkpoint_interval_s
         ):
-            self.checkpointer.start(self.engine.snapshot, self.wal_id)
+            self.checkpointer.start(self._snapshot, self.wal_id)
             self._last_checkpoint = time.monotonic()
 
+    def _snapshot(self) -> dict:
+        return {**self.engine.snapshot(), "layout": self.layout}
+
     async def checkpoint(self) -> str:
-        """A checkpoint now, waiting for it (operations and tests)."""
+        """A checkpoint now, waiting for it (operations, rebalances and tests)."""
         self.checkpointer.poll(block=True)
-        self.checkpointer.start(self.engine.snapshot, self.wal_id)
+        self.checkpointer.start(self._snapshot, self.wal_id)
         self._checkpointed_id = self.checkpointer.poll(block=True) or self._checkpointed_id
         self._last_checkpoint = time.monotonic()
         return self._checkpointed_id
@@ -191,6 +218,76 @@ class UserShard:
     async def space_listing(self, shard: str) -> list:
         return self._space_listing().get(shard, [])
 
+    async def relist(self) -> None:
+        """A full listing to every cell and space shard (the end of a rebalance)."""
+        self._route()
+        self._resync()
+
+    # -- rebalancing ----------------------------------------------------------------------------
+
+    def _use_layout(self, layout: dict) -> None:
+        self.layout = layout
+        self.topology = with_layout(self.topology, layout)
+        self.placement = self.topology.placement()
+        self.shards.topology = self.topology
+
+    async def handoff(self, layout: dict) -> dict:
+        """Move the devices that `layout` places elsewhere to their new shards, then list what
+        is left under `layout`'s cell placement.
+
+        Each new owner logs what it adopts before it answers; only then does this shard log
+        the handoff. If an adoption fails, the devices stay here (an adopter that got them is
+        overwritten by the next attempt), so the rebalance can simply be run again.
+        """
+        if layout["version"] < self.layout["version"]:
+            raise ValueError(f"{self.name} is on layout {self.layout['version']} already")
+        self._route()  # moves so far go where the previous layout sends them
+        previous = self.layout
+        self._use_layout(layout)
+        owner = self.placement.user_shard
+        groups: dict[str, list[int]] = {}
+        for device in self.engine.devices():
+            if (shard := owner(device)) != self.name:
+                groups.setdefault(shard, []).append(device)
+        states = {shard: self.engine.extract(devices) for shard, devices in groups.items()}
+        self.epoch = self.wal.next_epoch()  # history marks handed out before no longer apply
+        self._handing_off = True  # no checkpoint while the devices are in neither log
+        try:
+            await asyncio.gather(
+                *(self.shards.handle(s).adopt.remote(self.name, st) for s, st in states.items())
+            )
+            leaving = [d for devices in groups.values() for d in devices]
+            entry = {"control": "handoff", "layout": layout, "devices": leaving}
+            entry["now"] = self.clock()
+            self.wal_id = self.wal.append(entry)
+        except BaseException:
+            for st in states.values():
+                self.engine.absorb(st)
+            self._use_layout(previous)
+            raise
+        finally:
+            self._handing_off = False
+        self._resync()
+        moved = {shard: len(devices) for shard, devices in groups.items()}
+        log.info("%s handed off %s under layout %d", self.name, moved, layout["version"])
+        return {"shard": self.name, "moved": moved, "devices": len(self.engine)}
+
+    async def adopt(self, source: str, state: dict) -> int:
+        """Devices handed over by `source`: logged, then taken (replacing any copy of them
+        from an earlier attempt). Their later membership updates outrank `source`'s."""
+        entry = {"control": "adopt", "from": source, "state": state, "now": self.clock()}
+        self.wal_id = self.wal.append(entry)
+        n = self._absorb(state)
+        self.epoch = self.wal.next_epoch()
+        return n
+
+    def _absorb(self, state: dict) -> int:
+        self.engine.extract([d for d in state["devices"] if d in self.engine])
+        return len(self.engine.absorb(state))
+
+    async def layout_version(self) -> int:
+        return self.layout["version"]
+
     # -- control and queries --------------------------------------------------------------------
 
     async def define_space(self, space: str, polygon: dict, name: str) -> int:
@@ -227,6 +324,7 @@ class UserShard:
         return {
             "shard": self.name,
             "epoch": self.epoch,
+            "layout": self.layout["version"],
             "devices": len(self.engine),
             "wal_id": self.wal_id,
             "wal_length": self.wal.length(),

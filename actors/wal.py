@@ -6,6 +6,17 @@ import msgpack
 import redis
 
 PREFIX = "occ"
+EPOCH = f"{PREFIX}:epoch"  # one counter for every shard
+
+# the shared counter, never below a per-shard counter kept by an older layout of the data
+_NEXT_EPOCH = """
+local shared = tonumber(redis.call('GET', KEYS[1]) or '0')
+local own = tonumber(redis.call('GET', KEYS[2]) or '0')
+if own > shared then redis.call('SET', KEYS[1], own) end
+local e = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], e)
+return e
+"""
 
 
 def pack(obj) -> bytes:
@@ -30,8 +41,8 @@ class Wal:
     """Append before apply; checkpoint with the last applied entry's id; trim behind it.
 
     Recovery is `load_checkpoint()` then `entries_after(checkpoint id)`, applied in order.
-    `next_epoch()` numbers the shard's incarnations so that receivers can tell a restarted
-    shard's updates from the old one's.
+    `next_epoch()` numbers the shard's incarnations (and handoffs) so that receivers can tell
+    a restarted shard's updates from the old one's.
     """
 
     def __init__(self, client: redis.Redis, shard: str):
@@ -45,7 +56,9 @@ class Wal:
         self.archived_key = f"{PREFIX}:archived:{shard}"
 
     def next_epoch(self) -> int:
-        return int(self.client.incr(self.epoch_key))
+        """A number greater than every epoch any shard drew before: seqs of the same device
+        sent by two shards (before and after a rebalance moved it) compare correctly too."""
+        return int(self.client.eval(_NEXT_EPOCH, 2, EPOCH, self.epoch_key))
 
     def append(self, entry: dict) -> str:
         """Durable once this returns (Redis AOF, fsync every second)."""

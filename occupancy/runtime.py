@@ -15,6 +15,7 @@ from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
 from actors.history import History, HistoryConfig
 from actors.ingest import IngestServer
+from actors.layout import current
 from actors.redis_server import EmbeddedRedis
 from actors.space_shard import SpaceShard
 from actors.topology import Topology
@@ -71,7 +72,8 @@ class Engine:
         else:
             self._redis = EmbeddedRedis(s.data_dir)
             self.redis_url = self._redis.start()
-        self.topology = topology_for(s, self.redis_url)
+        # shard counts come from the settings until a rebalance has committed a layout
+        self.topology = current(topology_for(s, self.redis_url))
         if not ray.is_initialized():
             if not os.environ.get("RAY_ADDRESS"):
                 for k, v in env.items():
@@ -157,7 +159,16 @@ class Engine:
             with contextlib.suppress(Exception):
                 serve.shutdown()
             self._serve = False
-        for actor in self._actors:
+        named = []
+        if ray.is_initialized() and self.topology is not None:
+            # shards and handlers a rebalance or a scale-out started are detached: stop them too
+            with contextlib.suppress(Exception):
+                named = [
+                    ray.get_actor(a["name"], namespace=a["namespace"])
+                    for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["namespace"] == self.topology.namespace
+                ]
+        for actor in [*self._actors, *named]:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone

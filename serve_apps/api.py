@@ -22,7 +22,10 @@ from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
 from actors.history import HistoryUnavailable
 from actors.id_directory import IdDirectory
+from actors.layout import layout_of
+from actors.layout import pending as pending_layout
 from actors.queries import LiveQueries
+from actors.rebalance import RebalanceError, rebalance, scale_ingest
 from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
@@ -39,6 +42,7 @@ CACHE_S = 0.2
 STALE_S = 0.6
 MAX_HEATMAP_CELLS = 50_000
 READ_ROLES = ("viewer", "admin")
+MAX_SHARDS = 64
 
 app = FastAPI(
     title="occupancy",
@@ -143,6 +147,12 @@ class InstallationBody(BaseModel):
 
 class ResetBody(BaseModel):
     at: str | int
+
+
+class ScaleBody(BaseModel):
+    user_shards: int | None = Field(None, ge=1, le=MAX_SHARDS)
+    cell_shards: int | None = Field(None, ge=1, le=MAX_SHARDS)
+    ingest_handlers: int | None = Field(None, ge=1, le=MAX_SHARDS)
 
 
 @contextmanager
@@ -367,7 +377,31 @@ class QueryApi:
         self._role(request, ("admin",))
         history = await self._history_status()
         shards = await self.queries.shard_stats()
-        return ORJSONResponse({"as_of": _now(), "shards": shards, "history": history})
+        body = {"as_of": _now(), "layout": layout_of(self.queries.topology), "shards": shards}
+        if (unfinished := pending_layout(self.redis)) is not None:
+            body["pending_layout"] = unfinished
+        return ORJSONResponse({**body, "history": history})
+
+    @app.post("/v1/admin/scale")
+    async def scale(self, request: Request, body: ScaleBody):
+        """For operators (admin): change the user and cell shard counts while ingest goes on
+        (devices move over the hash ring; nothing is lost or counted twice), and the number
+        of gRPC ingest handlers. Answers once the new layout is in place."""
+        self._role(request, ("admin",))
+        out: dict = {}
+        try:
+            if body.user_shards is not None or body.cell_shards is not None:
+                out = await asyncio.to_thread(
+                    rebalance, self.topology, body.user_shards, body.cell_shards
+                )
+                self.queries.refresh()
+            if body.ingest_handlers is not None:
+                out.update(
+                    await asyncio.to_thread(scale_ingest, self.topology, body.ingest_handlers)
+                )
+        except RebalanceError as exc:
+            raise ApiError(409, "rebalance_conflict", str(exc)) from exc
+        return out
 
     @app.get("/v1/heatmap")
     async def heatmap(

@@ -12,6 +12,7 @@ from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 from tests.oracle import Oracle
+from tests.workload import DOOR_SPACES, POLYGON_SPACES
 
 pytestmark = pytest.mark.integration
 
@@ -90,3 +91,21 @@ def live(tmp_path_factory):
         yield Live(engine)
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def spaces(live):
+    """The test spaces, doorways and sensors, defined once in the engine and the oracle."""
+    start = int(time.time() * 1000) - 3_600_000
+    for space, polygon in POLYGON_SPACES.items():
+        live.engine.define_polygon_space(space, polygon)
+        live.oracle.define_polygon_space(space, polygon)
+    for target in (live.engine, live.oracle):
+        for space in DOOR_SPACES:
+            target.define_door_space(space)
+        target.define_doorway("d-room", "room", "hall")
+        target.define_doorway("d-front", "hall", None)
+        target.install("s1", "d-front", start, "in")
+        target.install("s2", "d-room", start, "out")
+        target.install("s2", "d-front", start + 1_800_000, "in")  # moved half an hour ago
+    return live

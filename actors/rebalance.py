@@ -1,0 +1,172 @@
+"""Changing shard counts while ingest goes on: new shards, devices handed over, new layout.
+
+The steps, each safe to run again (a rebalance interrupted anywhere is finished by running the
+same one again):
+1. the target layout is stored as pending; new cell shards, then new user shards, are started;
+2. every cell and space shard learns the target ring (whose devices each user shard lists);
+3. every user shard of the current layout hands the devices the target places elsewhere to
+   their new shards (`UserShard.handoff`). From then on it refuses batches routed by the old
+   layout: ingest handlers wait for the commit and route those batches again, so no ping is
+   applied by a shard that no longer owns its device;
+4. the target is committed; ingest, queries and history take it;
+5. every user shard lists its devices to every cell and space shard again, checkpoints (so no
+   handoff is replayed later), and shards the target no longer has are stopped.
+"""
+
+import logging
+import time
+import uuid
+
+import ray
+import redis
+
+from actors import layout as layouts
+from actors.cell_shard import CellShard
+from actors.topology import Topology
+from actors.user_shard import UserShard
+from actors.wal import PREFIX, Wal
+
+log = logging.getLogger(__name__)
+
+LOCK = f"{PREFIX}:rebalance:lock"
+RETRY_S = 60.0  # how long a step retries a shard that is restarting
+QUERY_GRACE_S = 1.5  # queries take a new layout within a second; then retired shards stop
+
+
+class RebalanceError(Exception):
+    pass
+
+
+def rebalance(topology: Topology, user_shards: int | None, cell_shards: int | None) -> dict:
+    """Move to `user_shards` user shards and `cell_shards` cell shards (None: as now)."""
+    client = redis.Redis.from_url(topology.redis_url)
+    token = uuid.uuid4().hex
+    if not client.set(LOCK, token, nx=True, ex=600):
+        raise RebalanceError("another rebalance is under way")
+    try:
+        return _rebalance(client, topology, user_shards, cell_shards)
+    finally:
+        if client.get(LOCK) == token.encode():
+            client.delete(LOCK)
+
+
+def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards: int | None):
+    started = time.monotonic()
+    now = layouts.current(topology, client)
+    goal = layouts.target(now, user_shards, cell_shards)
+    unfinished = layouts.pending(client)
+    if unfinished is not None:
+        if any(unfinished[f] != goal[f] for f in layouts.FAMILIES):
+            raise RebalanceError(
+                f"a rebalance to {len(unfinished['user_shards'])} user and "
+                f"{len(unfinished['cell_shards'])} cell shards did not finish; "
+                "run that one again first"
+            )
+        goal = unfinished
+    elif all(goal[f] == layouts.layout_of(now)[f] for f in layouts.FAMILIES):
+        return {"version": now.version, "changed": False, **_counts(goal)}
+    layouts.set_pending(client, goal)
+    target = layouts.with_layout(topology, goal)
+    ns = topology.namespace
+
+    archiving = any(client.exists(Wal(client, n).archived_key) for n in now.user_shards)
+    for name in goal["user_shards"]:
+        if name not in now.user_shards and archiving:
+            Wal(client, name).start_archive()  # history gets the new log from its first entry
+    started_actors = []
+    for family, cls in (("cell_shards", CellShard), ("user_shards", UserShard)):
+        for name in goal[family]:
+            if name not in getattr(now, family):
+                started_actors.append(
+                    cls.options(
+                        name=name, namespace=ns, get_if_exists=True, lifetime="detached"
+                    ).remote(name, target)
+                )
+        ray.get([a.pid.remote() for a in started_actors])
+
+    def handle(name: str):
+        return ray.get_actor(name, namespace=ns)
+
+    views = [*{*now.cell_shards, *goal["cell_shards"]}, *goal["space_shards"]]
+    _each(views, lambda n: handle(n).set_layout.remote(goal))
+    moved: dict[str, dict] = {}
+    for report in _each(now.user_shards, lambda n: handle(n).handoff.remote(goal)):
+        moved[report["shard"]] = report["moved"]
+    layouts.commit(client, goal)
+
+    _each(views, lambda n: handle(n).set_layout.remote(goal))  # any view restarted meanwhile
+    _each(goal["user_shards"], lambda n: handle(n).relist.remote())
+    retired_users = [n for n in now.user_shards if n not in goal["user_shards"]]
+    _each([*goal["user_shards"], *retired_users], lambda n: handle(n).checkpoint.remote())
+    retired = [*retired_users, *(n for n in now.cell_shards if n not in goal["cell_shards"])]
+    if retired:
+        time.sleep(QUERY_GRACE_S)
+        for name in retired:
+            ray.kill(handle(name), no_restart=True)
+    seconds = round(time.monotonic() - started, 2)
+    log.info("layout %d: %s in %.2f s, moved %s", goal["version"], _counts(goal), seconds, moved)
+    return {
+        "version": goal["version"],
+        "changed": True,
+        **_counts(goal),
+        "moved": moved,
+        "retired": retired,
+        "seconds": seconds,
+    }
+
+
+def _counts(layout: dict) -> dict:
+    return {f: len(layout[f]) for f in ("user_shards", "cell_shards")}
+
+
+def _each(names, call) -> list:
+    """`call(name)` (an ObjectRef) for every shard at once; the calls of shards that are
+    restarting are sent again until RETRY_S has passed."""
+    deadline = time.monotonic() + RETRY_S
+    results: dict[str, object] = {}
+    todo = list(names)
+    while todo:
+        refs = {name: call(name) for name in todo}
+        todo = []
+        for name, ref in refs.items():
+            try:
+                results[name] = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                if time.monotonic() > deadline:
+                    raise RebalanceError(f"{name} did not answer: {exc}") from exc
+                todo.append(name)
+        if todo:
+            time.sleep(0.5)
+    return [results[n] for n in names]
+
+
+def scale_ingest(topology: Topology, handlers: int) -> dict:
+    """Run `handlers` gRPC ingest handlers (they share one port; new connections spread over
+    them). Handlers stopped here let their calls finish first."""
+    from actors.ingest import IngestServer
+
+    if handlers < 1:
+        raise ValueError("at least one ingest handler")
+    ns = topology.namespace
+    names = sorted(
+        (
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == ns and a["name"].startswith("ingest-")
+        ),
+        key=lambda n: int(n.split("-")[1]),
+    )
+    if not names:
+        raise RebalanceError("no ingest handler runs")
+    options = ray.get(ray.get_actor(names[0], namespace=ns).options.remote())
+    port = options.pop("port")
+    for i in range(len(names), handlers):
+        h = IngestServer.options(
+            name=f"ingest-{i}", namespace=ns, get_if_exists=True, lifetime="detached"
+        ).remote(topology, port, **options)
+        ray.get(h.bound_port.remote())
+    for name in names[handlers:]:
+        h = ray.get_actor(name, namespace=ns)
+        ray.get(h.stop.remote())
+        ray.kill(h, no_restart=True)
+    return {"ingest_handlers": handlers, "port": port}

@@ -1,0 +1,124 @@
+"""Rebalancing shards while a fleet streams: no device lost, none counted twice."""
+
+import random
+import threading
+import time
+
+import pytest
+import ray
+import requests
+
+from actors.layout import committed
+from tests.integration.checks import assert_live_equals_oracle, random_pings
+
+pytestmark = pytest.mark.integration
+
+
+class Fleet:
+    """Sends random batches (fresh, stale, late and duplicate pings of a shared pool of
+    devices) over gRPC from a thread until stopped; every batch must be acked."""
+
+    def __init__(self, live, seed: int):
+        self.live = live
+        self.rng = random.Random(seed)
+        self.prefix = f"fleet{seed}"
+        self.batches = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Fleet":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                now = int(time.time() * 1000)
+                n = self.rng.randint(20, 150)
+                self.live.send(random_pings(self.rng, self.prefix, 600, now)[:n])
+                self.batches += 1
+                time.sleep(self.rng.uniform(0, 0.02))
+        except BaseException as exc:  # reported by the test
+            self.errors.append(exc)
+
+    def wait_batches(self, n: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        start = self.batches
+        while self.batches < start + n and not self.errors:
+            assert time.monotonic() < deadline, "the fleet stalled"
+            time.sleep(0.05)
+
+
+def _scale(live, **counts) -> dict:
+    r = requests.post(
+        f"{live.http}/v1/admin/scale",
+        json=counts,
+        headers={"Authorization": f"Bearer {live.admin}"},
+        timeout=300,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _devices(live, family: str) -> dict[str, int]:
+    return {
+        s["shard"]: s["devices"]
+        for s in live.q(live.queries.shard_stats())
+        if s["shard"].startswith(family)
+    }
+
+
+def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(spaces):
+    live = spaces
+    before = committed(live.engine.client())
+    version = before["version"] if before else 0
+    with Fleet(live, seed=31) as fleet:
+        fleet.wait_batches(20)
+        grown = _scale(live, user_shards=3, cell_shards=3)
+        fleet.wait_batches(20)
+    assert not fleet.errors, fleet.errors
+    assert grown["version"] == version + 1
+    assert (grown["user_shards"], grown["cell_shards"]) == (3, 3)
+    assert sum(n for moved in grown["moved"].values() for n in moved.values()) > 0
+    assert committed(live.engine.client())["user_shards"] == ["user-0", "user-1", "user-2"]
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+    users, cells = _devices(live, "user-"), _devices(live, "cell-")
+    assert set(users) == {"user-0", "user-1", "user-2"} and users["user-2"] > 0
+    assert set(cells) == {"cell-0", "cell-1", "cell-2"} and cells["cell-2"] > 0
+
+    with Fleet(live, seed=32) as fleet:
+        fleet.wait_batches(20)
+        shrunk = _scale(live, user_shards=2, cell_shards=2)
+        fleet.wait_batches(20)
+    assert not fleet.errors, fleet.errors
+    assert shrunk["version"] == version + 2
+    assert sorted(shrunk["retired"]) == ["cell-2", "user-2"]
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+    assert set(_devices(live, "user-")) == {"user-0", "user-1"}
+    with pytest.raises(ValueError):
+        ray.get_actor("user-2", namespace=live.engine.topology.namespace)
+
+
+def test_scale_asks_for_an_admin_key_and_sane_counts(live):
+    r = requests.post(
+        f"{live.http}/v1/admin/scale",
+        json={"user_shards": 3},
+        headers={"Authorization": f"Bearer {live.viewer}"},
+        timeout=30,
+    )
+    assert r.status_code == 403
+    r = requests.post(
+        f"{live.http}/v1/admin/scale",
+        json={"user_shards": 0},
+        headers={"Authorization": f"Bearer {live.admin}"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    assert _scale(live, user_shards=2, cell_shards=2)["changed"] is False
