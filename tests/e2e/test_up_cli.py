@@ -108,6 +108,22 @@ def test_up_simulate_and_credentials(tmp_path):
         status = _cli("status", env=env)
         assert status.returncode == 0 and "user-0" in status.stdout, status.stderr
         assert "archive lag" in status.stdout
+        scaled = _cli(
+            "scale", "--user-shards", "3", "--cell-shards", "3", "--ingest-handlers", "3",
+            env=env, timeout=300,
+        )  # fmt: skip
+        assert scaled.returncode == 0, scaled.stderr
+        assert "now 3 user and 3 cell shards" in scaled.stdout, scaled.stdout
+        assert "3 ingest handlers" in scaled.stdout
+        status = _cli("status", env=env)
+        assert "layout 1: 3 user, 3 cell" in status.stdout and "user-2" in status.stdout
+        again = requests.get(
+            f"http://127.0.0.1:{http_port}/v1/top",
+            params={"n": 3, "res": 7},
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=10,
+        )
+        assert again.json()["cells"] == top.json()["cells"]  # the fleet stopped: nothing moved
         as_json = _cli("top", "-n", "3", "--res", "7", "--json", env=env)
         assert len(json.loads(as_json.stdout)["cells"]) == 3
         bad = _cli("heatmap", "1,2,3", env=env)
