@@ -149,6 +149,7 @@ class IngestCore:
         todo: list[int] | None = None  # None: the whole batch (the common case, no copies)
         applied = 0
         while True:
+            version = self.topology.version
             if todo is None:
                 parts = list(group_by_user_shard(b.keys, self.placement).items())
             else:
@@ -168,7 +169,7 @@ class IngestCore:
                     applied += result.count(1)
             if not stale:
                 return applied
-            await self._await_layout(self.topology.version)
+            await self._await_layout(version)
             todo = sorted(stale)
 
     def _send(self, shard: str, b: _Batch, cells: list[int], idx: list[int], trace):
@@ -189,10 +190,10 @@ class IngestCore:
         return self.shards.handle(shard).ingest.remote(sub)
 
     async def _await_layout(self, version: int) -> None:
-        """Wait for a committed layout newer than `version` (a rebalance is moving devices)
-        and route by it from now on."""
+        """Wait for a committed layout newer than `version`, the one a refused part was routed
+        by (a rebalance is moving devices), and route by it from now on."""
         deadline = time.monotonic() + LAYOUT_WAIT_S
-        while True:
+        while self.topology.version <= version:
             layout = committed(self.redis)
             if layout is not None and layout["version"] > version:
                 if layout["version"] > self.topology.version:

@@ -65,6 +65,11 @@ def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards:
         goal = unfinished
     elif all(goal[f] == layouts.layout_of(now)[f] for f in layouts.FAMILIES):
         return {"version": now.version, "changed": False, **_counts(goal)}
+    steps: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        steps[name] = round(time.monotonic() - started - sum(steps.values()), 3)
+
     layouts.set_pending(client, goal)
     target = layouts.with_layout(topology, goal)
     ns = topology.namespace
@@ -83,26 +88,31 @@ def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards:
                     ).remote(name, target)
                 )
         ray.get([a.pid.remote() for a in started_actors])
+    step("start shards")
 
     def handle(name: str):
         return ray.get_actor(name, namespace=ns)
 
     views = [*{*now.cell_shards, *goal["cell_shards"]}, *goal["space_shards"]]
     _each(views, lambda n: handle(n).set_layout.remote(goal))
+    step("views take the ring")
     moved: dict[str, dict] = {}
     for report in _each(now.user_shards, lambda n: handle(n).handoff.remote(goal)):
         moved[report["shard"]] = report["moved"]
     layouts.commit(client, goal)
+    step("hand off and commit")  # the time batches wait
 
     _each(views, lambda n: handle(n).set_layout.remote(goal))  # any view restarted meanwhile
     _each(goal["user_shards"], lambda n: handle(n).relist.remote())
     retired_users = [n for n in now.user_shards if n not in goal["user_shards"]]
     _each([*goal["user_shards"], *retired_users], lambda n: handle(n).checkpoint.remote())
+    step("list and checkpoint")
     retired = [*retired_users, *(n for n in now.cell_shards if n not in goal["cell_shards"])]
     if retired:
         time.sleep(QUERY_GRACE_S)
         for name in retired:
             ray.kill(handle(name), no_restart=True)
+        step("retire shards")
     seconds = round(time.monotonic() - started, 2)
     log.info("layout %d: %s in %.2f s, moved %s", goal["version"], _counts(goal), seconds, moved)
     return {
@@ -112,6 +122,7 @@ def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards:
         "moved": moved,
         "retired": retired,
         "seconds": seconds,
+        "steps_s": steps,
     }
 
 

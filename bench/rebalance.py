@@ -107,7 +107,7 @@ def main() -> None:
                 moved = sum(n for m in report["moved"].values() for n in m.values())
                 print(
                     f"to {users} user + {cells} cell shards: {report['seconds']:.2f} s, "
-                    f"{moved:,} of {args.devices:,} devices moved"
+                    f"{moved:,} of {args.devices:,} devices moved; steps {report['steps_s']}"
                 )
             time.sleep(5)
             sender.stop()
@@ -126,8 +126,8 @@ def main() -> None:
                 if lat:
                     print(
                         f"ack latency {label}: {len(lat)} calls, "
-                        f"p50 {percentile(lat, 50) * 1000:.0f} ms, "
-                        f"p99 {percentile(lat, 99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+                        f"p50 {percentile(lat, 0.5) * 1000:.0f} ms, "
+                        f"p99 {percentile(lat, 0.99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
                     )
             print(f"failed calls: {failed}")
         finally:

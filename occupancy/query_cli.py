@@ -132,9 +132,9 @@ def scale(user_shards, cell_shards, ingest_handlers, url, key, as_json) -> None:
     """Change shard counts while ingest goes on (admin).
 
     Devices move to their new user shards over the hash ring and cell counts to their new cell
-    shards; nothing is lost or counted twice. Batches sent meanwhile wait (well under a second
-    for 100k devices) and are applied under the new layout. An interrupted rebalance is
-    finished by running the same command again.
+    shards; nothing is lost or counted twice. Batches sent meanwhile wait for the new layout
+    (about a second for 100k devices on a 2-core machine) and are applied under it. An
+    interrupted rebalance is finished by running the same command again.
     """
     if user_shards is None and cell_shards is None and ingest_handlers is None:
         raise click.UsageError("give --user-shards, --cell-shards or --ingest-handlers")

@@ -15,34 +15,39 @@ pytestmark = pytest.mark.integration
 
 
 class Fleet:
-    """Sends random batches (fresh, stale, late and duplicate pings of a shared pool of
-    devices) over gRPC from a thread until stopped; every batch must be acked."""
+    """Sends random batches (fresh, stale, late and duplicate pings) over gRPC from
+    `senders` threads, each with its own pool of devices, until stopped; every batch must be
+    acked."""
 
-    def __init__(self, live, seed: int):
+    def __init__(self, live, seed: int, senders: int = 3):
         self.live = live
-        self.rng = random.Random(seed)
-        self.prefix = f"fleet{seed}"
         self.batches = 0
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, args=(seed * 10 + i,), daemon=True)
+            for i in range(senders)
+        ]
 
     def __enter__(self) -> "Fleet":
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        for t in self._threads:
+            t.join(timeout=60)
 
-    def _run(self) -> None:
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
         try:
             while not self._stop.is_set():
                 now = int(time.time() * 1000)
-                n = self.rng.randint(20, 150)
-                self.live.send(random_pings(self.rng, self.prefix, 600, now)[:n])
+                n = rng.randint(20, 150)
+                self.live.send(random_pings(rng, f"fleet{seed}", 600, now)[:n])
                 self.batches += 1
-                time.sleep(self.rng.uniform(0, 0.02))
+                time.sleep(rng.uniform(0, 0.02))
         except BaseException as exc:  # reported by the test
             self.errors.append(exc)
 
