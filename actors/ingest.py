@@ -261,3 +261,27 @@ class _Inbox:
             self.arrived.clear()
         self.room.set()
         return batch, self.done and not self.items
+
+
+def start_handler(
+    topology: Topology, index: int, port: int, detached: bool = False, **options
+) -> tuple[ray.actor.ActorHandle, int]:
+    """Handler `ingest-<index>` on the port every handler shares, and the port it bound.
+
+    Handlers go round-robin over the cluster's alive nodes (soft affinity: Ray places it
+    elsewhere if that node is full), so each node serves ingest on the same port and an L4
+    balancer in front of the nodes spreads devices over them."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    strategy = None
+    if len(nodes) > 1:
+        strategy = NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
+    handler = IngestServer.options(
+        name=f"ingest-{index}",
+        namespace=topology.namespace,
+        get_if_exists=True,
+        lifetime="detached" if detached else None,
+        scheduling_strategy=strategy,
+    ).remote(topology, port, **options)
+    return handler, ray.get(handler.bound_port.remote())

@@ -22,6 +22,7 @@ from protos import occupancy_pb2 as pb
 
 INGEST_ROLES = ("ingest", "admin")
 LAYOUT_WAIT_S = 20.0  # longest a batch waits for a rebalance to commit before UNAVAILABLE
+LAYOUT_CHECK_S = 1.0  # a handler idle during a rebalance takes the new layout this soon
 
 
 class ShardUnavailable(Exception):
@@ -31,6 +32,10 @@ class ShardUnavailable(Exception):
 
 def _stale(result) -> bool:
     return isinstance(result, ray.exceptions.RayTaskError) and isinstance(result.cause, StaleLayout)
+
+
+def _gone(result) -> bool:
+    return isinstance(result, ray.exceptions.RayActorError)
 
 
 def _unavailable(exc: BaseException) -> ShardUnavailable | None:
@@ -96,6 +101,7 @@ class IngestCore:
         self.auth = Authenticator(topology.secret, KeyStore(self.redis))
         self._ids_async = redis.asyncio.Redis.from_url(topology.redis_url)
         self.clock = Clock()
+        self._layout_checked = time.monotonic()
         self.in_flight = 0
         self._keys: dict[str, int] = {}
 
@@ -123,6 +129,10 @@ class IngestCore:
         if not b.keys:
             return ack
         cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
+        if time.monotonic() - self._layout_checked > LAYOUT_CHECK_S:
+            self._layout_checked = time.monotonic()
+            if self._layout_after(self.topology.version):
+                await self._await_layout(self.topology.version)
         self.in_flight += 1
         try:
             # first-seen raw ids go to the id directory while the shards write their WALs
@@ -161,7 +171,7 @@ class IngestCore:
             )
             stale: list[int] = []
             for (_, idx), result in zip(parts, results, strict=True):
-                if _stale(result):
+                if _stale(result) or (_gone(result) and self._layout_after(version)):
                     stale += idx
                 elif isinstance(result, BaseException):
                     raise result
@@ -188,6 +198,12 @@ class IngestCore:
         if trace:
             sub["trace"] = trace
         return self.shards.handle(shard).ingest.remote(sub)
+
+    def _layout_after(self, version: int) -> bool:
+        """Whether a layout newer than `version` is committed (a shard that is gone may have
+        been retired by a rebalance this handler has not heard of)."""
+        layout = committed(self.redis)
+        return layout is not None and layout["version"] > version
 
     async def _await_layout(self, version: int) -> None:
         """Wait for a committed layout newer than `version`, the one a refused part was routed

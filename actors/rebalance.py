@@ -22,6 +22,7 @@ import redis
 
 from actors import layout as layouts
 from actors.cell_shard import CellShard
+from actors.ingest import start_handler
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from actors.wal import PREFIX, Wal
@@ -154,8 +155,6 @@ def _each(names, call) -> list:
 def scale_ingest(topology: Topology, handlers: int) -> dict:
     """Run `handlers` gRPC ingest handlers (they share one port; new connections spread over
     them). Handlers stopped here let their calls finish first."""
-    from actors.ingest import IngestServer
-
     if handlers < 1:
         raise ValueError("at least one ingest handler")
     ns = topology.namespace
@@ -172,10 +171,7 @@ def scale_ingest(topology: Topology, handlers: int) -> dict:
     options = ray.get(ray.get_actor(names[0], namespace=ns).options.remote())
     port = options.pop("port")
     for i in range(len(names), handlers):
-        h = IngestServer.options(
-            name=f"ingest-{i}", namespace=ns, get_if_exists=True, lifetime="detached"
-        ).remote(topology, port, **options)
-        ray.get(h.bound_port.remote())
+        start_handler(topology, i, port, detached=True, **options)
     for name in names[handlers:]:
         h = ray.get_actor(name, namespace=ns)
         ray.get(h.stop.remote())

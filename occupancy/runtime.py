@@ -14,7 +14,7 @@ from actors.cell_shard import CellShard
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
 from actors.history import History, HistoryConfig
-from actors.ingest import IngestServer
+from actors.ingest import start_handler
 from actors.layout import current
 from actors.redis_server import EmbeddedRedis
 from actors.space_shard import SpaceShard
@@ -116,11 +116,8 @@ class Engine:
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
         port = s.grpc_port
         for i in range(max(1, s.ingest_handlers)):
-            handler = IngestServer.options(
-                name=f"ingest-{i}", namespace=ns, get_if_exists=True
-            ).remote(t, port, nice=s.ingest_nice)
+            handler, port = start_handler(t, i, port, nice=s.ingest_nice)
             self._actors.append(handler)
-            port = ray.get(handler.bound_port.remote())
         self.grpc_port = port
         if self.serve_api:
             self._start_api()

@@ -36,22 +36,23 @@ class Live:
     def auth(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.key}")]
 
-    def send(self, pings: list[pb.Ping], retries: int = 50) -> pb.IngestAck:
+    def send(self, pings: list[pb.Ping], retries: int = 50, stub=None) -> pb.IngestAck:
         """SendPings until it is acked (a restarting shard answers UNAVAILABLE); the oracle
-        sees every attempt, as the engine may have logged part of a failed one."""
+        sees every attempt, as the engine may have logged part of a failed one. `stub`: a
+        client on another connection than the shared one."""
+        stub = stub or self.stub
         for _ in range(retries):
             now = int(time.time() * 1000)
             for p in pings:
                 self.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
             try:
-                return self.stub.SendPings(
-                    pb.PingBatch(pings=pings), metadata=self.auth, timeout=30
-                )
+                return stub.SendPings(pb.PingBatch(pings=pings), metadata=self.auth, timeout=30)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
+                last = exc.details()
                 time.sleep(0.2)
-        raise AssertionError("the engine did not come back")
+        raise AssertionError(f"the engine did not come back: {last}")
 
     def doors(self, events: list[pb.DoorEvent]) -> pb.IngestAck:
         ack = self.stub.SendDoorEvents(

@@ -4,11 +4,13 @@ import random
 import threading
 import time
 
+import grpc
 import pytest
 import ray
 import requests
 
 from actors.layout import committed
+from protos import occupancy_pb2_grpc as pbg
 from tests.integration.checks import assert_live_equals_oracle, random_pings
 
 pytestmark = pytest.mark.integration
@@ -41,15 +43,19 @@ class Fleet:
 
     def _run(self, seed: int) -> None:
         rng = random.Random(seed)
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.live.engine.grpc_port}")
+        stub = pbg.IngestStub(channel)  # a connection of its own: to any handler
         try:
             while not self._stop.is_set():
                 now = int(time.time() * 1000)
                 n = rng.randint(20, 150)
-                self.live.send(random_pings(rng, f"fleet{seed}", 600, now)[:n])
+                self.live.send(random_pings(rng, f"fleet{seed}", 600, now)[:n], stub=stub)
                 self.batches += 1
                 time.sleep(rng.uniform(0, 0.02))
         except BaseException as exc:  # reported by the test
             self.errors.append(exc)
+        finally:
+            channel.close()
 
     def wait_batches(self, n: int, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
@@ -109,6 +115,23 @@ def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(space
     assert set(_devices(live, "user-")) == {"user-0", "user-1"}
     with pytest.raises(ValueError):
         ray.get_actor("user-2", namespace=live.engine.topology.namespace)
+
+
+def test_ingest_handlers_are_added_and_taken_away_on_the_shared_port(spaces):
+    live = spaces
+    ns = live.engine.topology.namespace
+    out = _scale(live, ingest_handlers=3)
+    assert out == {"ingest_handlers": 3, "port": live.engine.grpc_port}
+    third = ray.get_actor("ingest-2", namespace=ns)
+    assert ray.get(third.bound_port.remote()) == live.engine.grpc_port
+    with Fleet(live, seed=33, senders=4) as fleet:  # four connections, spread over handlers
+        fleet.wait_batches(30)
+        assert _scale(live, ingest_handlers=2)["ingest_handlers"] == 2
+        fleet.wait_batches(30)
+    assert not fleet.errors, fleet.errors
+    with pytest.raises(ValueError):
+        ray.get_actor("ingest-2", namespace=ns)
+    assert_live_equals_oracle(live)
 
 
 def test_scale_asks_for_an_admin_key_and_sane_counts(live):
