@@ -11,7 +11,7 @@ import ray
 import redis
 
 from actors import telemetry, tracing
-from actors.layout import current
+from actors.layout import committed, current, pending
 from actors.refs import Shards
 from actors.topology import Topology
 from actors.wal import PREFIX, Wal
@@ -95,6 +95,19 @@ class History:
             "occupancy_archive_lag_seconds",
             callbacks=[lag],
             description="Age of the oldest log entry not yet in history, per shard",
+        )
+
+        def layout(_):
+            committed_now, unfinished = committed(self.redis), pending(self.redis)
+            version = committed_now["version"] if committed_now else self.topology.version
+            return [Observation(version, {"state": "committed"})] + (
+                [Observation(unfinished["version"], {"state": "pending"})] if unfinished else []
+            )
+
+        m.create_observable_gauge(
+            "occupancy_layout_version",
+            callbacks=[layout],
+            description="The shard layout's version; a pending one means a rebalance is unfinished",
         )
         m.create_observable_gauge(
             "occupancy_snapshot_backlog",

@@ -284,6 +284,7 @@ def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
         "occupancy_archive_lag_seconds",
         "occupancy_snapshot_seconds_count",
         "occupancy_query_seconds_count",
+        "occupancy_layout_version",
     }
     deadline = time.monotonic() + 30
     while True:
@@ -314,6 +315,8 @@ def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
     assert all(v >= 0 for _, v in metrics["occupancy_checkpoint_age_seconds"])
     assert all(0 <= v < 600 for _, v in metrics["occupancy_archive_lag_seconds"])
     assert sum(v for _, v in metrics["occupancy_snapshot_seconds_count"]) >= 1
+    layouts = {lab["state"]: v for lab, v in metrics["occupancy_layout_version"]}
+    assert layouts == {"committed": t.version}  # no rebalance under way
     buckets = [v for lab, v in metrics["occupancy_query_seconds_bucket"] if lab["le"] == "+Inf"]
     assert sum(buckets) == sum(v for _, v in metrics["occupancy_query_seconds_count"])
 

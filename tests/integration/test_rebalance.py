@@ -1,6 +1,7 @@
 """Rebalancing shards while a fleet streams: no device lost, none counted twice."""
 
 import random
+import re
 import threading
 import time
 
@@ -76,6 +77,20 @@ def _scale(live, **counts) -> dict:
     return r.json()
 
 
+def _await_metric_layout(live, version: int) -> None:
+    """/metrics reports `version` as the committed layout, and no pending one."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = requests.get(f"{live.http}/metrics", timeout=10).text
+        states = dict(
+            re.findall(r'occupancy_layout_version\{[^}]*state="(\w+)"[^}]*\} (\S+)', text)
+        )
+        if {k: float(v) for k, v in states.items()} == {"committed": version}:
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+
+
 def _devices(live, family: str) -> dict[str, int]:
     return {
         s["shard"]: s["devices"]
@@ -99,6 +114,7 @@ def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(space
     assert committed(live.engine.client())["user_shards"] == ["user-0", "user-1", "user-2"]
     live.queries.refresh()
     assert_live_equals_oracle(live)
+    _await_metric_layout(live, version + 1)
     users, cells = _devices(live, "user-"), _devices(live, "cell-")
     assert set(users) == {"user-0", "user-1", "user-2"} and users["user-2"] > 0
     assert set(cells) == {"cell-0", "cell-1", "cell-2"} and cells["cell-2"] > 0
