@@ -20,8 +20,20 @@ class Shards:
     """
 
     def __init__(self, topology: Topology):
-        self.topology = topology
+        self._topology = topology
         self._handles: dict[str, ray.actor.ActorHandle] = {}
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    @topology.setter
+    def topology(self, topology: Topology) -> None:
+        """A new layout: handles are looked up again (a shard retired by one rebalance and
+        started again by a later one is another actor)."""
+        if topology.version != self._topology.version:
+            self._handles.clear()
+        self._topology = topology
 
     def handle(self, name: str) -> ray.actor.ActorHandle:
         h = self._handles.get(name)

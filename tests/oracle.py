@@ -31,6 +31,7 @@ class Oracle:
     def __init__(self, res: int = 9, ttl_ms: int = 120_000, max_skew_ms: int = 30_000):
         self.res, self.ttl, self.skew = res, ttl_ms, max_skew_ms
         self.pings: list[tuple[int, str, int, float, float]] = []  # valid pings, arrival order
+        self._of: dict[str, list[tuple[int, str, int, float, float]]] = {}  # the same, per device
         self.doors: list[tuple[int, str, int, int]] = []
         self.polygons: dict[str, dict] = {}
         self.door_spaces: set[str] = set()
@@ -52,8 +53,9 @@ class Oracle:
         )
         if not valid:
             return "rejected"
-        earlier = [p[2] for p in self.pings if p[1] == device]
+        earlier = [p[2] for p in self._of.get(device, [])]
         self.pings.append((recv_ms, device, ts_ms, lat, lng))
+        self._of.setdefault(device, []).append(self.pings[-1])
         return "applied" if all(ts_ms > t for t in earlier) else "late"
 
     def door_event(self, recv_ms: int, sensor: str, ts_ms: int, direction: int) -> None:
@@ -85,8 +87,8 @@ class Oracle:
 
     def applied_pings(self, device: str, now: int) -> list[tuple[int, int, float, float]]:
         out, latest = [], None
-        for recv, dev, ts, lat, lng in self.pings:
-            if recv <= now and dev == device and (latest is None or ts > latest):
+        for recv, _, ts, lat, lng in self._of.get(device, []):
+            if recv <= now and (latest is None or ts > latest):
                 latest = ts
                 out.append((ts, self.cell_of(lat, lng), lat, lng))
         return sorted(out)

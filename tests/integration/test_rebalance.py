@@ -10,7 +10,9 @@ import pytest
 import ray
 import requests
 
+from actors import layout as layouts
 from actors.layout import committed
+from actors.rebalance import RebalanceError, rebalance
 from protos import occupancy_pb2_grpc as pbg
 from tests.integration.checks import assert_live_equals_oracle, random_pings
 
@@ -131,6 +133,35 @@ def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(space
     assert set(_devices(live, "user-")) == {"user-0", "user-1"}
     with pytest.raises(ValueError):
         ray.get_actor("user-2", namespace=live.engine.topology.namespace)
+
+
+def test_an_interrupted_rebalance_is_finished_by_running_it_again(spaces, monkeypatch):
+    live = spaces
+    client = live.engine.client()
+    version = layouts.current(live.engine.topology, client).version
+
+    def crash(*_):
+        raise RuntimeError("the coordinator died before the commit")
+
+    with Fleet(live, seed=34) as fleet:
+        fleet.wait_batches(20)
+        with monkeypatch.context() as m:
+            m.setattr(layouts, "commit", crash)
+            with pytest.raises(RuntimeError):
+                rebalance(live.engine.topology, 3, 3)
+        assert committed(client)["version"] == version  # devices moved, layout not committed
+        assert layouts.pending(client)["user_shards"] == ["user-0", "user-1", "user-2"]
+        with pytest.raises(RebalanceError):  # another rebalance must not start meanwhile
+            rebalance(live.engine.topology, 4, 2)
+        finished = rebalance(live.engine.topology, 3, 3)
+        fleet.wait_batches(20)
+    assert not fleet.errors, fleet.errors
+    assert finished["version"] == version + 1 and layouts.pending(client) is None
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+    assert _scale(live, user_shards=2, cell_shards=2)["version"] == version + 2
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
 
 
 def test_ingest_handlers_are_added_and_taken_away_on_the_shared_port(spaces):
