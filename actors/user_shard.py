@@ -285,9 +285,6 @@ class UserShard:
         self.engine.extract([d for d in state["devices"] if d in self.engine])
         return len(self.engine.absorb(state))
 
-    async def layout_version(self) -> int:
-        return self.layout["version"]
-
     # -- control and queries --------------------------------------------------------------------
 
     async def define_space(self, space: str, polygon: dict, name: str) -> int:
