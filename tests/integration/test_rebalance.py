@@ -1,7 +1,9 @@
 """Rebalancing shards while a fleet streams: no device lost, none counted twice."""
 
+import os
 import random
 import re
+import signal
 import threading
 import time
 
@@ -160,6 +162,41 @@ def test_an_interrupted_rebalance_is_finished_by_running_it_again(spaces, monkey
     live.queries.refresh()
     assert_live_equals_oracle(live)
     assert _scale(live, user_shards=2, cell_shards=2)["version"] == version + 2
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+
+
+def test_shards_killed_after_the_handoff_come_back_with_what_they_gave_and_took(
+    spaces, monkeypatch
+):
+    """The old owner replays its handoff from its log (the devices stay gone), the new owner
+    its adoption (the devices stay there): SIGKILL both between the handoff and the commit."""
+    live = spaces
+    ns = live.engine.topology.namespace
+    commit = layouts.commit
+    killed = []
+
+    def kill_then_commit(client, goal):
+        for name in ("user-0", "user-2"):
+            handle = ray.get_actor(name, namespace=ns)
+            pid = ray.get(handle.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append((handle, pid))
+        commit(client, goal)
+
+    with Fleet(live, seed=35) as fleet:
+        fleet.wait_batches(20)
+        with monkeypatch.context() as m:
+            m.setattr(layouts, "commit", kill_then_commit)
+            grown = rebalance(live.engine.topology, 3, 2)
+        fleet.wait_batches(20)
+    assert not fleet.errors, fleet.errors
+    assert sum(n for moved in grown["moved"].values() for n in moved.values()) > 0
+    for handle, pid in killed:
+        assert ray.get(handle.pid.remote(), timeout=60) != pid
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+    _scale(live, user_shards=2, cell_shards=2)
     live.queries.refresh()
     assert_live_equals_oracle(live)
 
