@@ -166,7 +166,7 @@ class IngestCore:
                 groups = group_by_user_shard([b.keys[j] for j in todo], self.placement)
                 parts = [(shard, [todo[k] for k in idx]) for shard, idx in groups.items()]
             results = await asyncio.gather(
-                *(self._send(shard, b, cells, idx, trace) for shard, idx in parts),
+                *(self._send(shard, version, b, cells, idx, trace) for shard, idx in parts),
                 return_exceptions=True,
             )
             stale: list[int] = []
@@ -182,14 +182,14 @@ class IngestCore:
             await self._await_layout(version)
             todo = sorted(stale)
 
-    def _send(self, shard: str, b: _Batch, cells: list[int], idx: list[int], trace):
+    def _send(self, shard: str, version: int, b: _Batch, cells: list[int], idx: list[int], trace):
         sub = {
             "dev": [b.keys[j] for j in idx],
             "ts": [b.ts[j] for j in idx],
             "cell": [cells[j] for j in idx],
             "lat": [b.lats[j] for j in idx],
             "lng": [b.lngs[j] for j in idx],
-            "v": self.topology.version,
+            "v": version,
         }
         if b.extra:
             extra = {k: b.extra[j] for k, j in enumerate(idx) if j in b.extra}

@@ -69,10 +69,8 @@ def target(topology: Topology, user_shards: int | None, cell_shards: int | None)
             continue
         if n < 1:
             raise ValueError(f"{family.replace('_', ' ')} must be at least 1")
-        prefix = family.split("_")[0]
-        names = [x for x in layout[family] if x.startswith(f"{prefix}-")]
-        extra = (f"{prefix}-{i}" for i in range(len(names), 10_000) if f"{prefix}-{i}" not in names)
-        layout[family] = names[:n] + [next(extra) for _ in range(max(0, n - len(names)))]
+        names, prefix = layout[family], family.split("_")[0]
+        layout[family] = names[:n] + [f"{prefix}-{i}" for i in range(len(names), n)]
     layout["version"] = topology.version + 1
     return layout
 

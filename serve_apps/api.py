@@ -388,6 +388,8 @@ class QueryApi:
         (devices move over the hash ring; nothing is lost or counted twice), and the number
         of gRPC ingest handlers. Answers once the new layout is in place."""
         self._role(request, ("admin",))
+        if body.user_shards is None and body.cell_shards is None and body.ingest_handlers is None:
+            raise ApiError(400, "bad_request", "give user_shards, cell_shards or ingest_handlers")
         out: dict = {}
         try:
             if body.user_shards is not None or body.cell_shards is not None:
@@ -401,6 +403,10 @@ class QueryApi:
                 )
         except RebalanceError as exc:
             raise ApiError(409, "rebalance_conflict", str(exc)) from exc
+        except ray.exceptions.RayError as exc:  # a shard or the cluster failed mid-way
+            raise ApiError(
+                503, "rebalance_interrupted", f"{exc.__class__.__name__}: run the same one again"
+            ) from exc
         return out
 
     @app.get("/v1/heatmap")

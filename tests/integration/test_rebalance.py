@@ -81,6 +81,16 @@ def _scale(live, **counts) -> dict:
     return r.json()
 
 
+def _scale_while_streaming(live, seed: int, **counts) -> dict:
+    """`_scale` in the middle of a fleet's stream, every batch of which is acked."""
+    with Fleet(live, seed=seed) as fleet:
+        fleet.wait_batches(20)
+        out = _scale(live, **counts)
+        fleet.wait_batches(20)
+    assert not fleet.errors, fleet.errors
+    return out
+
+
 def _await_metric_layout(live, version: int) -> None:
     """/metrics reports `version` as the committed layout, and no pending one."""
     deadline = time.monotonic() + 30
@@ -107,11 +117,7 @@ def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(space
     live = spaces
     before = committed(live.engine.client())
     version = before["version"] if before else 0
-    with Fleet(live, seed=31) as fleet:
-        fleet.wait_batches(20)
-        grown = _scale(live, user_shards=3, cell_shards=3)
-        fleet.wait_batches(20)
-    assert not fleet.errors, fleet.errors
+    grown = _scale_while_streaming(live, 31, user_shards=3, cell_shards=3)
     assert grown["version"] == version + 1
     assert (grown["user_shards"], grown["cell_shards"]) == (3, 3)
     assert sum(n for moved in grown["moved"].values() for n in moved.values()) > 0
@@ -123,11 +129,7 @@ def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(space
     assert set(users) == {"user-0", "user-1", "user-2"} and users["user-2"] > 0
     assert set(cells) == {"cell-0", "cell-1", "cell-2"} and cells["cell-2"] > 0
 
-    with Fleet(live, seed=32) as fleet:
-        fleet.wait_batches(20)
-        shrunk = _scale(live, user_shards=2, cell_shards=2)
-        fleet.wait_batches(20)
-    assert not fleet.errors, fleet.errors
+    shrunk = _scale_while_streaming(live, 32, user_shards=2, cell_shards=2)
     assert shrunk["version"] == version + 2
     assert sorted(shrunk["retired"]) == ["cell-2", "user-2"]
     live.queries.refresh()
@@ -233,4 +235,11 @@ def test_scale_asks_for_an_admin_key_and_sane_counts(live):
         timeout=30,
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    r = requests.post(
+        f"{live.http}/v1/admin/scale",
+        json={},
+        headers={"Authorization": f"Bearer {live.admin}"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and "user_shards" in r.json()["error"]["message"]
     assert _scale(live, user_shards=2, cell_shards=2)["changed"] is False
