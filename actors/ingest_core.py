@@ -280,7 +280,15 @@ class IngestCore:
                 reason = "malformed"
             else:
                 reason = check_ping(
-                    p.device_id, p.ts_ms, p.lat, p.lng, now, limits, p.accuracy_m, p.attributes
+                    p.device_id,
+                    p.ts_ms,
+                    p.lat,
+                    p.lng,
+                    now,
+                    limits,
+                    p.accuracy_m,
+                    p.attributes,
+                    p.region,
                 )
                 if reason is None and device is not None and p.device_id != device:
                     reason = Reason.NOT_AUTHORIZED_FOR_DEVICE

@@ -34,6 +34,7 @@ class EngineSpec:
             "res": self.res,
             "ttl_ms": self.ttl_ms,
             "max_skew_ms": self.limits.max_skew_ms,
+            "max_age_ms": self.limits.max_age_ms,
             "placement_res": self.placement_res,
             "minute_levels": self.minute_levels,
             "dwell_days": self.dwell_days,
@@ -42,5 +43,9 @@ class EngineSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "EngineSpec":
         d = dict(d)
-        limits = Limits(max_skew_ms=d.pop("max_skew_ms", 30_000))
+        default = Limits()
+        limits = Limits(
+            max_skew_ms=d.pop("max_skew_ms", default.max_skew_ms),
+            max_age_ms=d.pop("max_age_ms", default.max_age_ms),
+        )
         return cls(limits=limits, **d)

@@ -17,9 +17,11 @@ class Reason(StrEnum):
     LNG_OUT_OF_RANGE = "lng_out_of_range"
     TS_MISSING = "ts_missing"
     TS_IN_FUTURE = "ts_in_future"
+    TS_TOO_OLD = "ts_too_old"
     ACCURACY_INVALID = "accuracy_invalid"
     TOO_MANY_ATTRIBUTES = "too_many_attributes"
     ATTRIBUTE_INVALID = "attribute_invalid"
+    REGION_TOO_LONG = "region_too_long"
     SENSOR_ID_EMPTY = "sensor_id_empty"
     SENSOR_ID_TOO_LONG = "sensor_id_too_long"
     DIRECTION_INVALID = "direction_invalid"
@@ -28,18 +30,25 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what a single item may carry."""
+    """Bounds on what a single item may carry (docs/semantics.md lists them for clients).
+
+    `max_age_ms` bounds lateness: an item dated more than that before the engine's clock is
+    `ts_too_old`. Live state may then forget what only such an item could still change
+    (watermarks, door events folded into a base), and history stays writable (a block never
+    spans more months than a few)."""
 
     max_skew_ms: int = 30_000
+    max_age_ms: int = 7 * 86_400_000
     max_id_bytes: int = 128
     max_attributes: int = 16
     max_attribute_bytes: int = 256
+    max_region_bytes: int = 64
 
 
 def _id_reason(value: str, limits: Limits, empty: Reason, too_long: Reason) -> Reason | None:
     if not value:
         return empty
-    if len(value) > limits.max_id_bytes or len(value.encode()) > limits.max_id_bytes:
+    if _too_long(value, limits.max_id_bytes):
         return too_long
     return None
 
@@ -53,6 +62,7 @@ def check_ping(
     limits: Limits,
     accuracy_m: float = 0.0,
     attributes: Mapping[str, str] | None = None,
+    region: str = "",
 ) -> Reason | None:
     """The reason this ping must be rejected, or None if it is valid (checked at `now_ms`)."""
     reason = _id_reason(device_id, limits, Reason.DEVICE_ID_EMPTY, Reason.DEVICE_ID_TOO_LONG)
@@ -66,14 +76,30 @@ def check_ping(
         return Reason.LAT_OUT_OF_RANGE
     if not -180.0 <= lng <= 180.0:
         return Reason.LNG_OUT_OF_RANGE
+    reason = _ts_reason(ts_ms, now_ms, limits)
+    if reason:
+        return reason
+    if not (math.isfinite(accuracy_m) and accuracy_m >= 0):
+        return Reason.ACCURACY_INVALID
+    if region and _too_long(region, limits.max_region_bytes):
+        return Reason.REGION_TOO_LONG
+    if attributes:
+        return _attributes_reason(attributes, limits)
+    return None
+
+
+def _too_long(value: str, max_bytes: int) -> bool:
+    # a str is at least one byte per character: most values are decided without encoding them
+    return len(value) > max_bytes or len(value.encode()) > max_bytes
+
+
+def _ts_reason(ts_ms: int, now_ms: int, limits: Limits) -> Reason | None:
     if ts_ms <= 0:
         return Reason.TS_MISSING
     if ts_ms > now_ms + limits.max_skew_ms:
         return Reason.TS_IN_FUTURE
-    if not (math.isfinite(accuracy_m) and accuracy_m >= 0):
-        return Reason.ACCURACY_INVALID
-    if attributes:
-        return _attributes_reason(attributes, limits)
+    if ts_ms < now_ms - limits.max_age_ms:
+        return Reason.TS_TOO_OLD
     return None
 
 
@@ -81,9 +107,9 @@ def _attributes_reason(attributes: Mapping[str, str], limits: Limits) -> Reason 
     if len(attributes) > limits.max_attributes:
         return Reason.TOO_MANY_ATTRIBUTES
     for key, value in attributes.items():
-        if not key or len(key.encode()) > limits.max_attribute_bytes:
+        if not key or _too_long(key, limits.max_attribute_bytes):
             return Reason.ATTRIBUTE_INVALID
-        if len(value.encode()) > limits.max_attribute_bytes:
+        if _too_long(value, limits.max_attribute_bytes):
             return Reason.ATTRIBUTE_INVALID
     return None
 
@@ -95,8 +121,4 @@ def check_door_event(sensor_id: str, ts_ms: int, direction: int, now_ms: int, li
         return reason
     if direction not in (1, -1):
         return Reason.DIRECTION_INVALID
-    if ts_ms <= 0:
-        return Reason.TS_MISSING
-    if ts_ms > now_ms + limits.max_skew_ms:
-        return Reason.TS_IN_FUTURE
-    return None
+    return _ts_reason(ts_ms, now_ms, limits)

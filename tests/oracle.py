@@ -28,8 +28,14 @@ def _inside(polygon: dict, lat: float, lng: float) -> bool:
 class Oracle:
     """Recomputes every answer from the whole log on each query; no incremental state."""
 
-    def __init__(self, res: int = 9, ttl_ms: int = 120_000, max_skew_ms: int = 30_000):
-        self.res, self.ttl, self.skew = res, ttl_ms, max_skew_ms
+    def __init__(
+        self,
+        res: int = 9,
+        ttl_ms: int = 120_000,
+        max_skew_ms: int = 30_000,
+        max_age_ms: int = 7 * DAY,
+    ):
+        self.res, self.ttl, self.skew, self.max_age = res, ttl_ms, max_skew_ms, max_age_ms
         self.pings: list[tuple[int, str, int, float, float]] = []  # valid pings, arrival order
         self._of: dict[str, list[tuple[int, str, int, float, float]]] = {}  # the same, per device
         self.doors: list[tuple[int, str, int, int]] = []
@@ -50,6 +56,7 @@ class Oracle:
             and -90 <= lat <= 90
             and -180 <= lng <= 180
             and 0 < ts_ms <= recv_ms + self.skew
+            and ts_ms >= recv_ms - self.max_age
         )
         if not valid:
             return "rejected"
@@ -58,8 +65,17 @@ class Oracle:
         self._of.setdefault(device, []).append(self.pings[-1])
         return "applied" if all(ts_ms > t for t in earlier) else "late"
 
-    def door_event(self, recv_ms: int, sensor: str, ts_ms: int, direction: int) -> None:
+    def door_event(self, recv_ms: int, sensor: str, ts_ms: int, direction: int) -> str:
+        valid = (
+            0 < len(sensor.encode()) <= 128
+            and direction in (1, -1)
+            and 0 < ts_ms <= recv_ms + self.skew
+            and ts_ms >= recv_ms - self.max_age
+        )
+        if not valid:
+            return "rejected"
         self.doors.append((recv_ms, sensor, ts_ms, direction))
+        return "accepted"
 
     def define_polygon_space(self, space: str, polygon: dict) -> None:
         self.polygons[space] = polygon

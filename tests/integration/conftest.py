@@ -30,7 +30,12 @@ class Live:
         self.stub = pbg.IngestStub(self.channel)
         self.queries = LiveQueries(engine.topology)
         spec = engine.topology.engine_spec()
-        self.oracle = Oracle(res=spec.res, ttl_ms=spec.ttl_ms, max_skew_ms=spec.limits.max_skew_ms)
+        self.oracle = Oracle(
+            res=spec.res,
+            ttl_ms=spec.ttl_ms,
+            max_skew_ms=spec.limits.max_skew_ms,
+            max_age_ms=spec.limits.max_age_ms,
+        )
 
     @property
     def auth(self) -> list[tuple[str, str]]:
