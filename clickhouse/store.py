@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from clickhouse.backends import Backend
+from clickhouse.partitions import by_month, part_token
 from clickhouse.schema import migrate
 from engine.cells import resolution
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
@@ -223,16 +224,27 @@ class HistoryStore(RawQueries):
 
     # -- writes (idempotent) --------------------------------------------------------------------
 
+    # Every table is partitioned by month: a block spanning many months (a device's backlog of
+    # a year, say) is written as one insert per month, each with its own dedup token.
+
     def write_pings(self, rows: Sequence[Sequence], token: str) -> None:
         """Raw pings in PING_COLUMNS order; `token` names the WAL range they come from."""
-        self.backend.insert("raw_pings", PING_COLUMNS, rows, token)
+        self._insert_rows("raw_pings", PING_COLUMNS, rows, 1, token)
 
     def write_ping_columns(self, data: Sequence[Sequence], token: str) -> None:
         """`write_pings` with one sequence per column of PING_COLUMNS."""
-        self.backend.insert_columns("raw_pings", PING_COLUMNS, data, token)
+        parts = by_month(data[1]) if data else None
+        if parts is None:
+            self.backend.insert_columns("raw_pings", PING_COLUMNS, data, token)
+            return
+        for month, idx in parts:
+            columns = [[column[i] for i in idx] for column in data]
+            self.backend.insert_columns(
+                "raw_pings", PING_COLUMNS, columns, part_token(token, month)
+            )
 
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
-        self.backend.insert("door_events", DOOR_COLUMNS, rows, token)
+        self._insert_rows("door_events", DOOR_COLUMNS, rows, 1, token)
 
     def write_presence(self, rows: Iterable[tuple], version: int) -> int:
         """Pieces (device, day, place, start, lo, hi) of `engine.history`; `version` orders
@@ -243,8 +255,19 @@ class HistoryStore(RawQueries):
             else (dev, day, place, "", start, lo, hi, version)
             for dev, day, place, start, lo, hi in rows
         ]
-        self.backend.insert("presence", PRESENCE_COLUMNS, out)
+        self._insert_rows("presence", PRESENCE_COLUMNS, out, 1)
         return len(out)
+
+    def _insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence], at: int, token=""
+    ) -> None:
+        """Rows whose column `at` is the partition time, one insert per month they span."""
+        parts = by_month([r[at] for r in rows])
+        if parts is None:
+            self.backend.insert(table, columns, rows, token)
+            return
+        for month, idx in parts:
+            self.backend.insert(table, columns, [rows[i] for i in idx], part_token(token, month))
 
     def dwell(self, device: int, day: int) -> dict[str, dict]:
         """{"cells": {cell: ms}, "spaces": {space: ms}} of `device` on `day` (its UTC start)."""

@@ -157,3 +157,29 @@ def test_parameters_carry_user_input_as_values_only(store):
     assert store.space_count(hostile, NOW) == 0
     assert store.distance(NOW, NOW + 1, {hostile: hostile}) == {}
     assert store.backend.rows("SELECT count() FROM raw_pings")[0][0] == 0
+
+
+def _months_back(n: int) -> list[int]:
+    """One time in each of the `n` months before now's (30.5 days apart, mid-month)."""
+    return [NOW - k * 30 * DAY_MS - k * DAY_MS // 2 for k in range(1, n + 1)]
+
+
+def test_a_block_spanning_ten_years_of_months_is_written_whole_and_once(store):
+    # ClickHouse refuses an insert block that spans more than 100 partitions (months here);
+    # rows beyond the retention are dropped on insert, so keep eleven years here
+    migrate(store.backend, 4_000, 4_000)
+    times = _months_back(120)[::-1]
+    rows = [_ping(9, t, 52.66, -8.62, NOW, i) for i, t in enumerate(times)]
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    store.write_ping_columns(columns, "user-0:poison:1")
+    store.write_ping_columns(columns, "user-0:poison:1")  # retried: each month's part once
+    store.write_pings(rows, "user-0:poison:2")
+    assert store.ping_count() == 240
+    assert len(store.path(9, 0, NOW + 1)) == 120
+    events = [("s1", t, NOW, 1, "space-0", "1-0") for t in times]
+    store.write_door_events(events, "space-0:poison")
+    store.write_door_events(events, "space-0:poison")
+    assert store.door_event_count() == 120
+    old = [p for t in times for p in pieces(9, (A, "mall"), t, t + 60_000)]
+    assert store.write_presence(old, version=1) == 240
+    assert store.dwell(9, day_of(times[0])) == {"cells": {A: 60_000}, "spaces": {"mall": 60_000}}
