@@ -1,6 +1,7 @@
 """History: the snapshotter and the one owner of the ClickHouse connection (chDB's data dir may
 be opened by one process only), which also answers history queries."""
 
+import functools
 import logging
 import threading
 import time
@@ -11,6 +12,7 @@ import ray
 import redis
 
 from actors import telemetry, tracing
+from actors.archive import Archiver, DeadLetter
 from actors.layout import committed, current, pending
 from actors.refs import Shards
 from actors.topology import Topology
@@ -22,7 +24,6 @@ from engine.geo import BBox
 log = logging.getLogger(__name__)
 
 NAME = "history"
-MAX_ENTRIES = 200  # WAL entries (batches) archived per shard per write
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class History:
         self.shards = Shards(topology)
         self.redis = redis.Redis.from_url(topology.redis_url)
         self.store: HistoryStore | None = None
+        self.archiver: Archiver | None = None
         self.paused = False
         self.last_error = ""
         self.last_snapshot_ms = 0
@@ -80,6 +82,10 @@ class History:
         )
         self._archived = m.create_counter(
             "occupancy_archived_rows_total", description="Rows written to history by kind"
+        )
+        self._dead = m.create_counter(
+            "occupancy_deadletter_total",
+            description="Rows history refused, kept in the dead-letter stream, by kind",
         )
 
         def lag(_):
@@ -149,10 +155,10 @@ class History:
     # -- snapshots ------------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """One round; {"memberships", "pings", "door_events"} written, or raises."""
+        """One round; {"presence", "pings", "door_events"} rows written, or raises."""
         if self.paused:
             raise HistoryUnavailable("history writes are paused")
-        store = self._connect()
+        archiver = self._archiver()
         self._refresh()
         started = time.perf_counter()
         out = {"presence": 0, "pings": 0, "door_events": 0}
@@ -160,19 +166,25 @@ class History:
             users = self.shards.users()
             exports = ray.get([u.history_export.remote() for u in users])
             version = time.time_ns()
-            for user, (mark, rows) in zip(users, exports, strict=True):
-                out["presence"] += store.write_presence(rows, version)
+            for name, user, (mark, rows) in zip(
+                self.topology.user_shards, users, exports, strict=True
+            ):
+                out["presence"] += archiver.write_presence(name, rows, version)
                 ray.get(user.history_confirm.remote(mark))
             for name in list(self._wals):
+                wal = self._wals[name]
+                trace = functools.partial(self._trace, name, time.time_ns())
                 if name in self.topology.space_shards:
-                    out["door_events"] += self._archive(name, store.write_door_events, _door_rows)
+                    out["door_events"] += archiver.archive_log(
+                        wal, name, "door_events", _door_rows, trace
+                    )
                 else:
-                    out["pings"] += self._archive(name, store.write_ping_columns, _ping_columns)
+                    out["pings"] += archiver.archive_log(wal, name, "pings", _ping_columns, trace)
         except ray.exceptions.RayError:
             raise
         except Exception as exc:
-            self.last_error = str(exc)
-            raise HistoryUnavailable(str(exc)) from exc
+            self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise HistoryUnavailable(self.last_error) from exc
         self.last_error = ""
         self.last_snapshot_ms = int(time.time() * 1000)
         self.snapshots += 1
@@ -181,34 +193,15 @@ class History:
             self._archived.add(n, {"kind": kind})
         return out
 
-    def _archive(self, shard: str, write, convert) -> int:
-        """Write `shard`'s log entries after the archived position, MAX_ENTRIES at a time;
-        `convert(shard, entries)` makes what `write` takes, and says how many rows it is."""
-        wal = self._wals[shard]
-        intent_key = f"occ:archiving:{shard}"
-        total = 0
-        while True:
-            intent = self.redis.get(intent_key)
-            if intent is not None:  # a range begun before: the very same entries again
-                first, last = intent.decode().split(" ")
-                entries = wal.entries_between(first, last)
-            else:
-                entries = list(_take(wal.entries_after(wal.archived()), MAX_ENTRIES))
-                if not entries:
-                    return total
-                first, last = entries[0][0], entries[-1][0]
-                self.redis.set(intent_key, f"{first} {last}")
-            started = time.time_ns()
-            data, n = convert(shard, entries)
-            write(data, f"{shard}:{first}:{last}")
-            self._trace(shard, entries, started)
-            wal.set_archived(last)
-            self.redis.delete(intent_key)
-            total += n
-            if len(entries) < MAX_ENTRIES:
-                return total
+    def _archiver(self) -> Archiver:
+        if self.archiver is None:
+            self.archiver = Archiver(self.redis, self._connect(), self._count_dead)
+        return self.archiver
 
-    def _trace(self, shard: str, entries: list, started_ns: int) -> None:
+    def _count_dead(self, kind: str, rows: int) -> None:
+        self._dead.add(rows, {"kind": kind})
+
+    def _trace(self, shard: str, started_ns: int, entries: list) -> None:
         """A span for each traced log entry just archived, in the trace of its batch."""
         ended = time.time_ns()
         for wal_id, entry in entries:
@@ -235,6 +228,7 @@ class History:
             "snapshots": self.snapshots,
             "wal_backlog": backlog,
             "archive_lag_ms": {name: wal.archive_lag_ms() for name, wal in self._wals.items()},
+            "deadletter": len(DeadLetter(self.redis)),
         }
 
     # -- queries --------------------------------------------------------------------------------
@@ -293,15 +287,6 @@ class History:
         import os
 
         return os.getpid()
-
-
-def _take(iterator, n: int) -> list:
-    out = []
-    for item in iterator:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
 
 
 def _ping_columns(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[list], int]:

@@ -22,7 +22,7 @@ def main() -> None:
     Run:          up, demo
     Send:         simulate, replay
     Query:        top, heatmap, space, dwell, export
-    Operate:      status, scale
+    Operate:      status, scale, deadletter
     Credentials:  keys, token, forget
     Plan:         estimate
 
@@ -389,6 +389,7 @@ def _add_query_commands() -> None:
         query_cli.space: "The count of a polygon or door space.",
         query_cli.status: "Shards and history snapshots, for operators (admin).",
         query_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
+        query_cli.deadletter: "What history refused to store, newest first (admin).",
     }
     for command, short in shorts.items():
         command.short_help = short

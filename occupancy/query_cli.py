@@ -207,5 +207,20 @@ def status(url, key, as_json) -> None:
         ["last snapshot", "never" if age is None else f"{age:.1f} s ago"],
         ["archive lag (max)", f"{lag:.1f} s"],
         ["log entries not archived", sum(h["wal_backlog"].values())],
+        ["refused blocks (dead letters)", h.get("deadletter", 0)],
     ]
     show(body, False, "history", ["", "value"], rows)
+
+
+@click.command()
+@click.option("-n", "limit", default=20, show_default=True, help="How many, newest first.")
+@api_options
+def deadletter(limit: int, url, key, as_json) -> None:
+    """What history refused: the table, the shard and log range, ClickHouse's error (admin)."""
+    body = Api(url, key, Settings.from_env()).get("/v1/admin/deadletter", limit=limit)
+    rows = [
+        [_utc(e["at"]), e["kind"], e["shard"], e["rows"], e["token"], e["error"][:80]]
+        for e in body["entries"]
+    ]
+    columns = ["at (UTC)", "kind", "shard", "rows", "range", "error"]
+    show(body, as_json, f"{body['total']} dead letters", columns, rows)

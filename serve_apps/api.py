@@ -17,6 +17,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from actors import telemetry, tracing
+from actors.archive import DeadLetter
 from actors.auth import KeyStore
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
@@ -381,6 +382,15 @@ class QueryApi:
         if (unfinished := pending_layout(self.redis)) is not None:
             body["pending_layout"] = unfinished
         return ORJSONResponse({**body, "history": history})
+
+    @app.get("/v1/admin/deadletter")
+    async def deadletter(self, request: Request, limit: int = Query(20, ge=1, le=1_000)):
+        """For operators (admin): what history refused, newest first (the table, the shard and
+        log range it came from, ClickHouse's error and the refused rows)."""
+        self._role(request, ("admin",))
+        dead = DeadLetter(self.redis)
+        entries = await asyncio.to_thread(dead.entries, limit)
+        return ORJSONResponse({"total": len(dead), "entries": entries})
 
     @app.post("/v1/admin/scale")
     async def scale(self, request: Request, body: ScaleBody):

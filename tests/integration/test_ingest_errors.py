@@ -274,3 +274,28 @@ def test_a_redis_that_refuses_writes_gets_unavailable_and_the_retry_counts_once(
         time.sleep(0.1)
     t = int(time.time() * 1000)
     assert live.q(live.queries.cell_count(cell)) == live.oracle.occupancy(cell, t, t) == 20
+
+
+def test_a_ten_year_backlog_is_too_old_and_the_rest_of_the_batch_counts(live):
+    now = int(time.time() * 1000)
+    decade = [now - k * 31 * 86_400_000 for k in range(120, 0, -1)]
+    pings = [pb.Ping(device_id="decade", ts_ms=t, lat=1.0, lng=1.0) for t in decade]
+    pings.append(pb.Ping(device_id="decade-ok", ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1]))
+    ack = live.stub.SendPings(pb.PingBatch(pings=pings), metadata=live.auth, timeout=30)
+    feed_accepted(live, pings, ack, now)
+    assert (ack.accepted, ack.rejected) == (1, 120)
+    assert {r.reason for r in ack.rejections} == {"ts_too_old"}
+    doors = [pb.DoorEvent(sensor_id="s1", ts_ms=t, direction=1) for t in decade[-3:]]
+    ack = live.stub.SendDoorEvents(pb.DoorEventBatch(events=doors), metadata=live.auth)
+    assert [r.reason for r in ack.rejections] == ["ts_too_old"] * 3
+
+
+def test_a_megabyte_region_is_rejected(live):
+    now = int(time.time() * 1000)
+    pings = [
+        pb.Ping(device_id="region-big", ts_ms=now, lat=1.0, lng=1.0, region="r" * (1 << 20)),
+        pb.Ping(device_id="region-ok", ts_ms=now, lat=1.0, lng=1.0, region="eu-west-1"),
+    ]
+    ack = live.stub.SendPings(pb.PingBatch(pings=pings), metadata=live.auth, timeout=30)
+    feed_accepted(live, pings, ack, now)
+    assert [(r.index, r.reason) for r in ack.rejections] == [(0, "region_too_long")]

@@ -1,0 +1,241 @@
+"""The archive: shard logs and presence pieces written to history, and a dead-letter stream for
+what ClickHouse refuses, so that one bad row never stops history for every other device."""
+
+import itertools
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import redis
+
+from actors.wal import PREFIX, Wal, pack, unpack
+from clickhouse.store import HistoryStore
+
+log = logging.getLogger(__name__)
+
+DEADLETTER = f"{PREFIX}:deadletter"
+DEADLETTER_KEEP = 10_000  # entries; the oldest go first
+DEAD_ROWS_BYTES = 256 * 1024  # the refused rows an entry keeps, packed
+MAX_ENTRIES = 200  # log entries (batches) archived per shard per write
+MAX_REFUSALS = 32  # refused inserts per block before what is left is dead-lettered whole
+
+# ClickHouse error codes that say "not now" rather than "never": such a block is retried whole
+_TRANSIENT = {
+    3,  # UNEXPECTED_END_OF_FILE
+    159,  # TIMEOUT_EXCEEDED
+    164,  # READONLY
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS (merges behind; "too many partitions" is told apart by its text)
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+}
+_CODE = re.compile(r"Code: (\d+)\.")
+
+
+class ArchiveUnavailable(Exception):
+    """The store cannot take writes now: the block waits in Redis and is written later."""
+
+
+def refused(exc: Exception) -> bool:
+    """Whether a failed insert is ClickHouse refusing the block itself (it will refuse it again)
+    rather than a store that is down, busy or unreachable."""
+    match = _CODE.search(str(exc))
+    if match is None:  # no ClickHouse answer at all: a connection or client failure
+        return False
+    code = int(match.group(1))
+    if code == 252:
+        return "partitions" in str(exc)
+    return code not in _TRANSIENT
+
+
+class DeadLetter:
+    """What history refused, newest last, in a bounded Redis stream: the table, the shard and
+    log range it came from, the error, and the refused rows themselves (up to DEAD_ROWS_BYTES
+    packed), for an operator to look at and write again once the cause is fixed."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def add(self, kind: str, shard: str, token: str, rows: list, error: str) -> None:
+        kept, size = [], 0
+        for row in rows:
+            size += len(pack(row))
+            if size > DEAD_ROWS_BYTES:
+                break
+            kept.append(row)
+        entry = {
+            "kind": kind,
+            "shard": shard,
+            "token": token,
+            "rows": len(rows),
+            "error": error[:2_000],
+            "data": pack(kept),
+            "at": int(time.time() * 1000),
+        }
+        self.client.xadd(DEADLETTER, entry, maxlen=DEADLETTER_KEEP, approximate=True)
+
+    def entries(self, count: int = 100) -> list[dict]:
+        """The newest `count` entries, newest first, with their rows unpacked."""
+        out = []
+        for stream_id, fields in self.client.xrevrange(DEADLETTER, count=count):
+            entry = {k.decode(): v for k, v in fields.items()}
+            out.append(
+                {
+                    "id": stream_id.decode(),
+                    "kind": entry["kind"].decode(),
+                    "shard": entry["shard"].decode(),
+                    "token": entry["token"].decode(),
+                    "rows": int(entry["rows"]),
+                    "error": entry["error"].decode(),
+                    "data": unpack(entry["data"]),
+                    "at": int(entry["at"]),
+                }
+            )
+        return out
+
+    def __len__(self) -> int:
+        return int(self.client.xlen(DEADLETTER))
+
+
+class Archiver:
+    """Writes blocks to the store. A block ClickHouse refuses while it answers other queries is
+    split in halves, each written with a token derived from the block's (so that a retried part
+    is still deduplicated), down to the rows it still refuses, which go to the dead-letter
+    stream; a store that is down or busy makes the whole block wait (ArchiveUnavailable).
+
+    Log entries are archived in ranges recorded in Redis before they are written (`intent`), so
+    a retry after a crash writes the very same ranges and tokens again; a range whose halving
+    began is retried in halves."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: HistoryStore,
+        on_dead: Callable[[str, int], None] = lambda kind, rows: None,
+    ):
+        self.client = client
+        self.store = store
+        self.dead = DeadLetter(client)
+        self.on_dead = on_dead
+
+    # -- log ranges -----------------------------------------------------------------------------
+
+    def archive_log(self, wal: Wal, shard: str, kind: str, convert, on_range=None) -> int:
+        """Write `shard`'s log entries after the archived position, MAX_ENTRIES at a time;
+        `convert(shard, entries)` gives (data, rows) for `kind` ("pings" or "door_events").
+        Returns the rows written (or dead-lettered)."""
+        intent_key = f"{PREFIX}:archiving:{shard}"
+        total = 0
+        while True:
+            intent = self.client.get(intent_key)
+            if intent is not None:  # a range begun before: the very same entries again
+                first, last, *mode = intent.decode().split(" ")
+                entries = wal.entries_between(first, last)
+                halved = mode == ["halved"]
+            else:
+                entries = list(itertools.islice(wal.entries_after(wal.archived()), MAX_ENTRIES))
+                if not entries:
+                    return total
+                first, last = entries[0][0], entries[-1][0]
+                self.client.set(intent_key, f"{first} {last}")
+                halved = False
+            data, n = convert(shard, entries)
+            token = f"{shard}:{first}:{last}"
+
+            def halving(key=intent_key, first=first, last=last) -> None:
+                self.client.set(key, f"{first} {last} halved")
+
+            self._write(kind, shard, token, data, n, halved, halving)
+            if on_range is not None:
+                on_range(entries)
+            wal.set_archived(last)
+            self.client.delete(intent_key)
+            total += n
+            if len(entries) < MAX_ENTRIES:
+                return total
+
+    def write_presence(self, shard: str, rows: list, version: int) -> int:
+        """Presence pieces of one export (no token: a piece's latest version wins)."""
+        self._write("presence", shard, "", (rows, version), len(rows))
+        return len(rows)
+
+    # -- halving --------------------------------------------------------------------------------
+
+    def _write(self, kind, shard, token, data, n, halved=False, halving=None) -> None:
+        write, rows_of = _KINDS[kind](self.store, data)
+        refusals = [0]
+
+        def attempt(lo: int, hi: int, tok: str) -> None:
+            try:
+                write(lo, hi, tok)
+                return
+            except Exception as exc:
+                if not (refused(exc) and self._reachable()):
+                    raise ArchiveUnavailable(str(exc).splitlines()[0][:500]) from exc
+                error = str(exc)
+            refusals[0] += 1
+            if hi - lo == 1 or refusals[0] >= MAX_REFUSALS:
+                self.dead.add(kind, shard, tok, rows_of(lo, hi), error)
+                self.on_dead(kind, hi - lo)
+                log.error("history refused %d %s rows of %s: %s", hi - lo, kind, shard, error)
+                return
+            if halving is not None and lo == 0 and hi == n:
+                halving()
+            split(lo, hi, tok)
+
+        def split(lo: int, hi: int, tok: str) -> None:
+            mid = (lo + hi) // 2
+            base = token or kind
+            attempt(lo, mid, f"{base}:r{lo}-{mid}" if token else "")
+            attempt(mid, hi, f"{base}:r{mid}-{hi}" if token else "")
+
+        if n == 0:
+            return
+        if halved and n > 1:
+            split(0, n, token)
+        else:
+            attempt(0, n, token)
+
+    def _reachable(self) -> bool:
+        try:
+            self.store.backend.rows("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+
+def _pings(store: HistoryStore, columns: list[list]):
+    def write(lo: int, hi: int, token: str) -> None:
+        store.write_ping_columns([c[lo:hi] for c in columns], token)
+
+    def rows_of(lo: int, hi: int) -> list:
+        return [list(r) for r in zip(*(c[lo:hi] for c in columns), strict=True)]
+
+    return write, rows_of
+
+
+def _door_events(store: HistoryStore, rows: list):
+    def write(lo: int, hi: int, token: str) -> None:
+        store.write_door_events(rows[lo:hi], token)
+
+    return write, lambda lo, hi: [list(r) for r in rows[lo:hi]]
+
+
+def _presence(store: HistoryStore, data: tuple[list, int]):
+    rows, version = data
+
+    def write(lo: int, hi: int, token: str) -> None:
+        store.write_presence(rows[lo:hi], version)
+
+    return write, lambda lo, hi: [list(r) for r in rows[lo:hi]]
+
+
+_KINDS = {"pings": _pings, "door_events": _door_events, "presence": _presence}

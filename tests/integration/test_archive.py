@@ -1,0 +1,106 @@
+"""The archive against a real Redis and real ClickHouse (chDB): a backlog of ten years is written
+whole, and a row ClickHouse refuses goes to the dead-letter stream while every other row of its
+block is archived."""
+
+import time
+
+import pytest
+import redis
+
+from actors.archive import DEADLETTER, Archiver, DeadLetter
+from actors.history import _ping_columns
+from actors.redis_server import EmbeddedRedis
+from actors.wal import PREFIX, Wal
+from clickhouse.backends import ChdbBackend
+from clickhouse.store import HistoryStore
+from engine.cells import cell_of
+from engine.timeutil import DAY_MS
+
+pytestmark = pytest.mark.integration
+
+NOW = int(time.time() * 1000)
+LAT, LNG = 52.66, -8.62
+
+
+@pytest.fixture
+def parts(tmp_path):
+    server = EmbeddedRedis(tmp_path)
+    client = redis.Redis.from_url(server.start())
+    backend = ChdbBackend(tmp_path / "ch")
+    store = HistoryStore(backend, raw_days=4_000, aggregate_days=4_000)
+    dead = []
+    archiver = Archiver(client, store, lambda kind, rows: dead.append((kind, rows)))
+    wal = Wal(client, "user-0")
+    wal.start_archive()
+    yield client, store, archiver, wal, dead
+    backend.close()
+    server.stop()
+
+
+def _entry(devices: list[int], times: list[int], region: dict[int, str] | None = None) -> dict:
+    entry = {
+        "dev": devices,
+        "ts": times,
+        "cell": [cell_of(LAT, LNG, 9)] * len(times),
+        "lat": [LAT] * len(times),
+        "lng": [LNG] * len(times),
+        "now": NOW,
+    }
+    if region:
+        entry["extra"] = {i: [{}, 0.0, r] for i, r in region.items()}
+    return entry
+
+
+def test_ten_years_of_one_device_beside_other_devices_is_archived_whole(parts):
+    client, store, archiver, wal, dead = parts
+    decade = [NOW - k * 31 * DAY_MS for k in range(120, 0, -1)]
+    wal.append(_entry([1, 2, 3], [NOW - 5_000, NOW - 4_000, NOW - 3_000]))
+    wal.append(_entry([9] * 120, decade))
+    wal.append(_entry([1, 2, 3], [NOW - 2_000, NOW - 1_000, NOW]))
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == 126
+    assert store.ping_count() == 126
+    assert len(store.path(9, 0, NOW + 1)) == 120
+    assert wal.archived() == wal.entries_between("-", "+")[-1][0]
+    assert dead == [] and len(DeadLetter(client)) == 0
+    assert client.get(f"{PREFIX}:archiving:user-0") is None
+
+
+def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_archived(parts):
+    client, store, archiver, wal, dead = parts
+    store.backend.execute(
+        "ALTER TABLE raw_pings ADD CONSTRAINT no_poison CHECK region != 'poison'"
+    )
+    devices = list(range(100, 150))
+    times = [NOW - 60_000 + i for i in range(50)]
+    wal.append(_entry(devices, times, {17: "poison"}))
+    wal.append(_entry([7, 8], [NOW - 1_000, NOW]))
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == 52
+    assert store.ping_count() == 51
+    archived = {d for (d,) in store.backend.rows("SELECT device FROM raw_pings")}
+    assert archived == (set(devices) - {117}) | {7, 8}
+    [entry] = DeadLetter(client).entries()
+    assert entry["kind"] == "pings" and entry["shard"] == "user-0" and entry["rows"] == 1
+    assert "VIOLATED_CONSTRAINT" in entry["error"]
+    [row] = entry["data"]
+    assert row[0] == 117 and row[7] == "poison"
+    assert dead == [("pings", 1)]
+    # a retry of the same range after a crash mid-way writes nothing twice
+    first, last = wal.entries_between("-", "+")[0][0], wal.archived()
+    client.set(f"{PREFIX}:archived:user-0", "0-0")
+    client.set(f"{PREFIX}:archiving:user-0", f"{first} {last} halved")
+    archiver.archive_log(wal, "user-0", "pings", _ping_columns)
+    assert store.ping_count() == 51
+    assert client.xlen(DEADLETTER) == 2  # the refused row is reported again, nothing else
+
+
+def test_presence_pieces_clickhouse_refuses_are_dead_lettered(parts):
+    _, store, archiver, _, dead = parts
+    store.backend.execute("ALTER TABLE presence ADD CONSTRAINT sane CHECK hi >= lo")
+    day = NOW - NOW % DAY_MS
+    good = [(1, day, 5, day + 10, day + 10, day + 20), (2, day, "mall", day, day, day + 5)]
+    bad = [(3, day, 5, day + 30, day + 40, day + 35)]
+    assert archiver.write_presence("user-0", good + bad, version=1) == 3
+    assert store.dwell(1, day) == {"cells": {5: 10}, "spaces": {}}
+    assert store.dwell(2, day) == {"cells": {}, "spaces": {"mall": 5}}
+    assert store.dwell(3, day) == {"cells": {}, "spaces": {}}
+    assert dead == [("presence", 1)]
