@@ -2,6 +2,7 @@
 
 import bisect
 import itertools
+import math
 from typing import NamedTuple
 
 
@@ -14,6 +15,11 @@ class Installation(NamedTuple):
     sign: int
 
 
+class BeyondHorizon(ValueError):
+    """A count or a change at a time older than the counter's horizon, where its events are
+    folded into a base: history answers such counts; such changes are refused."""
+
+
 class DoorCounter:
     """Signed crossings per door space, from door events attributed by event time.
 
@@ -21,6 +27,12 @@ class DoorCounter:
     added after the events it covers re-attributes them. Events may come in any order. Counters
     on several shards can each hold a part of the events (partitioned by sensor): their
     `partial_sum`s add up, and only the final sum is clamped at 0 (`door_count`).
+
+    Events older than the `horizon` are folded (`fold`) into a base per space: the sum of its
+    crossings since its last reset before the horizon. Counts at any time from the horizon on
+    stay exact; earlier ones raise BeyondHorizon (history has every event). So that folded
+    events never need attributing again, installations and resets dated before the horizon are
+    refused, and a doorway's sides never change once set.
     """
 
     def __init__(self) -> None:
@@ -30,6 +42,8 @@ class DoorCounter:
         self._resets: dict[str, list[int]] = {}
         self._events: dict[str, list[tuple[int, int]]] = {}  # sensor -> [(ts, direction)]
         self._derived: dict[str, tuple[list[int], list[int]]] | None = None
+        self.horizon = 0  # events before it are folded into `_base`
+        self._base: dict[str, int] = {}  # space -> crossings since its last reset < horizon
 
     # -- metadata -------------------------------------------------------------------------------
 
@@ -49,6 +63,11 @@ class DoorCounter:
                 raise ValueError(f"unknown door space {side!r}")
         if inside == outside:
             raise ValueError("a doorway joins two different spaces")
+        if self._doorways.get(doorway, (inside, outside)) != (inside, outside):
+            raise ValueError(
+                f"doorway {doorway!r} joins {self._doorways[doorway]} already: a doorway's "
+                "sides never change (define another doorway and move the sensors to it)"
+            )
         self._doorways[doorway] = (inside, outside)
         self._derived = None
 
@@ -61,6 +80,7 @@ class DoorCounter:
             raise ValueError(f"unknown doorway {doorway!r}")
         if positive not in ("in", "out"):
             raise ValueError('positive must be "in" or "out"')
+        self._check_horizon(start, "an installation")
         history = self._installs.setdefault(sensor, [])
         history[:] = [i for i in history if i.start != start]
         bisect.insort(
@@ -74,6 +94,7 @@ class DoorCounter:
     def reset(self, space: str, at: int) -> None:
         if space not in self._spaces:
             raise ValueError(f"unknown door space {space!r}")
+        self._check_horizon(at, "a reset")
         resets = self._resets.setdefault(space, [])
         if at not in resets:
             bisect.insort(resets, at)
@@ -81,27 +102,100 @@ class DoorCounter:
     # -- events ---------------------------------------------------------------------------------
 
     def add(self, sensor: str, ts: int, direction: int) -> None:
+        if ts < self.horizon:  # a log replayed after a restart, or a clock ahead of ours
+            for space, signed in self._crossings(sensor, ts, direction):
+                if ts >= self._last_reset(space, self.horizon):
+                    self._base[space] = self._base.get(space, 0) + signed
+            return
         self._events.setdefault(sensor, []).append((ts, direction))
         if self._derived is not None:
             for space, signed in self._crossings(sensor, ts, direction):
                 self._insert(space, ts, signed)
 
     def partial_sum(self, space: str, at: int) -> int:
-        """Sum of this counter's signed crossings for `space` since its last reset up to `at`."""
+        """Sum of this counter's signed crossings for `space` since its last reset up to `at`;
+        BeyondHorizon before the horizon."""
+        if at < self.horizon:
+            raise BeyondHorizon(f"{at} is before this counter's horizon {self.horizon}")
+        reset = self._last_reset(space, at + 1)
+        base = self._base.get(space, 0) if reset < self.horizon else 0
         derived = self._derive().get(space)
         if derived is None:
-            return 0
+            return base
         times, deltas = derived
-        resets = self._resets.get(space, ())
-        i = bisect.bisect_right(resets, at)
-        lo = bisect.bisect_left(times, resets[i - 1]) if i else 0
+        lo = bisect.bisect_left(times, reset) if reset > -math.inf else 0
         hi = bisect.bisect_right(times, at)
-        return sum(itertools.islice(deltas, lo, hi))
+        return base + sum(itertools.islice(deltas, lo, hi))
+
+    def fold(self, horizon: int) -> int:
+        """Fold the events before `horizon` into each space's base (a later horizon only);
+        returns how many events left memory."""
+        if horizon <= self.horizon:
+            return 0
+        derived = self._derive()
+        for space in self._spaces:
+            reset = self._last_reset(space, horizon)
+            base = self._base.get(space, 0) if reset < self.horizon else 0
+            times, deltas = derived.get(space, ((), ()))
+            lo = bisect.bisect_left(times, reset) if reset > -math.inf else 0
+            hi = bisect.bisect_left(times, horizon)
+            total = base + sum(itertools.islice(deltas, lo, hi))
+            if total:
+                self._base[space] = total
+            else:
+                self._base.pop(space, None)
+        folded = 0
+        for sensor, events in list(self._events.items()):
+            kept = [e for e in events if e[0] >= horizon]
+            folded += len(events) - len(kept)
+            if kept:
+                self._events[sensor] = kept
+            else:
+                del self._events[sensor]
+        for times, deltas in derived.values():
+            cut = bisect.bisect_left(times, horizon)
+            del times[:cut], deltas[:cut]
+        self.horizon = horizon
+        return folded
+
+    def ranges(self, space: str, at: int) -> list[tuple[str, int, int, int]]:
+        """What the count of `space` at `at` sums, as (sensor, first ts, last ts, sign): each
+        sensor's events in that ts range count `sign * direction` (history's form of a count,
+        for times before the horizon)."""
+        reset = self._last_reset(space, at + 1)
+        out = []
+        for sensor, history in self._installs.items():
+            for i, inst in enumerate(history):
+                if inst.doorway is None:
+                    continue
+                inside, outside = self._doorways[inst.doorway]
+                sign = inst.sign if space == inside else -inst.sign if space == outside else 0
+                end = history[i + 1].start - 1 if i + 1 < len(history) else at
+                lo, hi = max(inst.start, reset, 1), min(end, at)
+                if sign and lo <= hi:
+                    out.append((sensor, int(lo), int(hi), sign))
+        return out
+
+    def event_count(self) -> int:
+        return sum(len(events) for events in self._events.values())
 
     def count(self, space: str, at: int) -> int:
         return door_count([self.partial_sum(space, at)])
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _last_reset(self, space: str, before: int) -> float:
+        """The space's latest reset earlier than `before` (-inf if none)."""
+        resets = self._resets.get(space, ())
+        i = bisect.bisect_left(resets, before)
+        return resets[i - 1] if i else -math.inf
+
+    def _check_horizon(self, at: int, what: str) -> None:
+        if at < self.horizon:
+            raise BeyondHorizon(
+                f"{what} dated {at} is before the horizon {self.horizon} "
+                "(OCC_MAX_PING_AGE_S): the events it would re-attribute are folded"
+            )
 
     def _crossings(self, sensor: str, ts: int, direction: int) -> list[tuple[str, int]]:
         history = self._installs.get(sensor)
@@ -138,8 +232,25 @@ class DoorCounter:
             "doorways": [[d, i, o] for d, (i, o) in self._doorways.items()],
             "installs": [[s, *i] for s, hist in self._installs.items() for i in hist],
             "resets": [[s, at] for s, ats in self._resets.items() for at in ats],
-            "events": [[s, [x for e in evs for x in e]] for s, evs in self._events.items()],
+            **self.events_state(),
         }
+
+    def events_state(self) -> dict:
+        """The events, the base and the horizon (what a space shard checkpoints: definitions
+        live in Redis apart)."""
+        return {
+            "events": [[s, [x for e in evs for x in e]] for s, evs in self._events.items()],
+            "base": [[s, n] for s, n in self._base.items()],
+            "horizon": self.horizon,
+        }
+
+    def load_events(self, state: dict) -> None:
+        """Take the events, base and horizon of `events_state` (on top of the definitions)."""
+        self.horizon = max(self.horizon, state.get("horizon", 0))
+        self._base = dict(state.get("base", ()))
+        for sensor, flat in state.get("events", ()):
+            self._events[sensor] = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        self._derived = None
 
     @classmethod
     def restore(cls, state: dict) -> "DoorCounter":
@@ -150,8 +261,7 @@ class DoorCounter:
             counter._installs.setdefault(sensor, []).append(Installation(start, doorway, sign))
         for space, at in state["resets"]:
             counter._resets.setdefault(space, []).append(at)
-        for sensor, flat in state["events"]:
-            counter._events[sensor] = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        counter.load_events(state)
         return counter
 
 

@@ -10,15 +10,19 @@ Place = int | str  # a base-resolution cell or a polygon space id
 class DwellLedger:
     """Settled dwell and distance. Each settled interval and segment must be added exactly once;
     the caller adds the still-open intervals at query time (`dwell(..., open_intervals)`).
-    Days before `evict_before` are forgotten (history keeps them)."""
+    Days before `evict_before` are forgotten, and not taken again (history keeps them); so are
+    the books of a device that is `forget`-ten."""
 
     def __init__(self) -> None:
         self._dwell: dict[int, dict[tuple[int, Place], int]] = {}
         self._distance: dict[int, dict[int, float]] = {}
+        self.horizon = 0  # the first day kept
 
     def add_interval(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
+        pieces = [(day, ms) for day, ms in split_by_day(start, end) if day >= self.horizon]
+        if not pieces:
+            return
         book = self._dwell.setdefault(device, {})
-        pieces = split_by_day(start, end)
         for place in places:
             for day, ms in pieces:
                 key = (day, place)
@@ -27,9 +31,13 @@ class DwellLedger:
     def add_segment(self, device: int, t0: int, t1: int, meters: float) -> None:
         """A step counts for a day when both of its pings lie in that day."""
         day = day_of(t0)
-        if day_of(t1) == day and meters:
+        if day_of(t1) == day and meters and day >= self.horizon:
             book = self._distance.setdefault(device, {})
             book[day] = book.get(day, 0.0) + meters
+
+    def forget(self, device: int) -> None:
+        self._dwell.pop(device, None)
+        self._distance.pop(device, None)
 
     def dwell(
         self,
@@ -60,6 +68,9 @@ class DwellLedger:
                     yield device, place, ms
 
     def evict_before(self, day: int) -> None:
+        if day <= self.horizon:
+            return
+        self.horizon = day
         for ledgers in (self._dwell, self._distance):
             for device in list(ledgers):
                 book = ledgers[device]
@@ -69,12 +80,13 @@ class DwellLedger:
                     del ledgers[device]
 
     def snapshot(self) -> dict:
-        return _rows(self._dwell, self._distance)
+        return {**_rows(self._dwell, self._distance), "horizon": self.horizon}
 
     @classmethod
     def restore(cls, state: dict) -> "DwellLedger":
         ledger = cls()
         ledger.absorb(state)
+        ledger.horizon = state.get("horizon", 0)
         return ledger
 
     def extract(self, devices: Iterable[int]) -> dict:

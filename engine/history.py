@@ -19,6 +19,7 @@ Pending = tuple[int, tuple, int, int]  # device, places, start, end
 
 
 def pieces(device: int, places: Iterable[Place], start: int, end: int) -> list[Piece]:
+    """The pieces of the interval [start, end) in each of `places`, one per UTC day."""
     out = []
     if end <= start:
         return out
@@ -33,10 +34,14 @@ class PresenceHistory:
     """What a user shard owes history: settled intervals not yet confirmed written, and the
     furthest end each open interval was exported with (to bury the days it no longer reaches).
 
-    A mark counts pending intervals from the front. Devices handed to another shard leave a
-    placeholder where a mark handed out may count them, and absorbed ones join at the end, so
-    a mark confirms exactly what its export sent. Snapshots leave the placeholders out: marks
-    do not carry over to a restored history.
+    A mark counts pending intervals from the front, and names its export. Devices handed to
+    another shard leave a placeholder where a mark handed out may count them, and absorbed ones
+    join at the end, so a mark confirms exactly what its export sent. Snapshots leave the
+    placeholders out: marks do not carry over to a restored history.
+
+    An open interval confirmed in history as it stands is not exported again until it changes
+    (an expired device's last stay, say), so the rows of an export grow with the devices
+    present, not with every device ever seen; `in_history` tells when a device owes nothing.
     """
 
     def __init__(self) -> None:
@@ -44,11 +49,18 @@ class PresenceHistory:
         self._exported = 0  # pending intervals the marks handed out may count
         # device -> {interval start: (places, furthest end exported)}
         self._open: dict[int, dict[int, tuple[tuple, int]]] = {}
+        self._export = 0  # the latest export's number
+        # open intervals the latest export sent, (device, start) -> (places, end), and those
+        # history has as they are now
+        self._sent: dict[tuple[int, int], tuple[tuple, int]] = {}
+        self._confirmed: dict[tuple[int, int], tuple[tuple, int]] = {}
 
     def settled(self, device: int, places: tuple, start: int, end: int) -> None:
         self._pending.append((device, places, start, end))
 
-    def export(self, unsettled: Iterable[tuple[int, tuple, int, int]]) -> tuple[int, list[Piece]]:
+    def export(
+        self, unsettled: Iterable[tuple[int, tuple, int, int]]
+    ) -> tuple[tuple[int, int], list[Piece]]:
         """(mark, pieces): the pending settled intervals and the open ones as of now, with
         tombstones for days an interval exported earlier no longer reaches. Exporting again
         before `confirm(mark)` sends the same pieces (or newer ones): history keeps the latest."""
@@ -58,17 +70,29 @@ class PresenceHistory:
                 device, places, start, end = entry
                 rows += pieces(device, places, start, end)
                 rows += self._tombstones(device, start, end)
+        self._export += 1
+        self._sent = {}
         for device, places, start, end in unsettled:
+            if self._confirmed.get((device, start)) == (places, end):
+                continue
             rows += pieces(device, places, start, end)
             rows += self._tombstones(device, start, end)
             book = self._open.setdefault(device, {})
             old = book.get(start)
             book[start] = (places, max(end, old[1]) if old else end)
+            self._sent[(device, start)] = (places, end)
         self._exported = len(self._pending)
-        return self._exported, rows
+        return (self._exported, self._export), rows
 
-    def confirm(self, mark: int) -> None:
-        """The first `mark` pending intervals are in history, with their tombstones."""
+    def confirm(self, mark: tuple[int, int]) -> None:
+        """What the export that handed out `mark` sent is in history: its first pending
+        intervals with their tombstones, and (for the latest export) its open intervals."""
+        mark, export = mark
+        if export == self._export:
+            for key, sent in self._sent.items():
+                if key[0] in self._open:  # not handed off or evicted meanwhile
+                    self._confirmed[key] = sent
+            self._sent = {}
         for entry in self._pending[:mark]:
             if entry is None:
                 continue
@@ -76,10 +100,49 @@ class PresenceHistory:
             book = self._open.get(device)
             if book is not None:
                 book.pop(start, None)
+                self._confirmed.pop((device, start), None)
                 if not book:
                     del self._open[device]
         del self._pending[:mark]
         self._exported = max(0, self._exported - mark)
+
+    def owing(self) -> set[int]:
+        """Devices with settled intervals not yet confirmed."""
+        return {e[0] for e in self._pending if e is not None}
+
+    def oldest_owed(self) -> int | None:
+        """The earliest start among settled intervals not yet confirmed."""
+        return min((e[2] for e in self._pending if e is not None), default=None)
+
+    def in_history(self, device: int, places: tuple, start: int, end: int) -> bool:
+        """Whether the device's open interval [start, end) in `places` is confirmed in history
+        as it is."""
+        return self._confirmed.get((device, start)) == (places, end)
+
+    def forget(self, device: int) -> None:
+        """An evicted device: nothing pending (the caller checked), its books go."""
+        for start in self._open.pop(device, {}):
+            self._confirmed.pop((device, start), None)
+
+    def reopen(self, device: int, places: tuple, start: int, end: int) -> None:
+        """An evicted device is back: its last stay [start, end), in history as it was, is open
+        again (a newer ping may have cut it, and the days it no longer reaches get buried)."""
+        self._open.setdefault(device, {})[start] = (places, end)
+
+    def owed(self, device: int, day: int, unsettled: Iterable[tuple[int, tuple, int, int]]):
+        """The device's pieces on `day` that history does not have as they are now: its
+        pending intervals and its open ones (with their tombstones). Laid over what history
+        holds, piece by piece, they give the device's presence as live state knows it."""
+        rows: list[Piece] = []
+        for entry in self._pending:
+            if entry is not None and entry[0] == device:
+                _, places, start, end = entry
+                rows += pieces(device, places, start, end)
+                rows += self._tombstones(device, start, end)
+        for _, places, start, end in unsettled:
+            rows += pieces(device, places, start, end)
+            rows += self._tombstones(device, start, end)
+        return [r for r in rows if r[1] == day]
 
     def _tombstones(self, device: int, start: int, end: int) -> list[Piece]:
         old = self._open.get(device, {}).get(start)
@@ -118,6 +181,9 @@ class PresenceHistory:
                 kept.append(None)
         self._pending = kept
         books = {dev: self._open.pop(dev) for dev in leaving if dev in self._open}
+        for device, book in books.items():
+            for start in book:
+                self._confirmed.pop((device, start), None)
         return _rows(moved, books)
 
     def absorb(self, state: dict, devices: Container[int] | None = None) -> None:
@@ -142,3 +208,18 @@ def _rows(pending: Iterable[Pending], books: dict[int, dict[int, tuple[tuple, in
         "pending": [[d, list(p), s, e] for d, p, s, e in pending],
         "open": [[d, s, list(p), e] for d, book in books.items() for s, (p, e) in book.items()],
     }
+
+
+def dwell_of(stored: Iterable[tuple[Place, int, int, int]], owed: Iterable[Piece]) -> dict:
+    """{"cells": {cell: ms}, "spaces": {space: ms}} of one device and day, from the pieces
+    history holds, `(place, start, lo, hi)`, with the `owed` ones laid over them (the latest
+    version of a piece wins, as in history)."""
+    latest = {(place, start): (lo, hi) for place, start, lo, hi in stored}
+    for _, _, place, start, lo, hi in owed:
+        latest[(place, start)] = (lo, hi)
+    out: dict[str, dict] = {"cells": {}, "spaces": {}}
+    for (place, _), (lo, hi) in latest.items():
+        if hi > lo:
+            side = out["spaces" if isinstance(place, str) else "cells"]
+            side[place] = side.get(place, 0) + hi - lo
+    return out

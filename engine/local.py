@@ -4,8 +4,9 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from engine.cells import check_res, index_batch, resolution
-from engine.doors import DoorCounter, door_count
+from engine.doors import BeyondHorizon, DoorCounter, door_count
 from engine.geo import BBox
+from engine.history import dwell_of
 from engine.membership import PlaceCounts
 from engine.pseudonym import pseudonym
 from engine.ring import Placement
@@ -25,8 +26,11 @@ class RawPing(NamedTuple):
 
 class LocalCluster:
     """User shards, cell shards and space shards as plain objects, with the same placement,
-    routing and two-stage merges as the live system. Used by the demo, replay and the tests
-    (which compare it with the oracle). Calls must come with a non-decreasing `now`.
+    routing and two-stage merges as the live system. Used by the tests (which compare it with
+    the oracle) and the benchmarks. Calls must come with a non-decreasing `now`.
+
+    With a history store beside it (`export_history`, then `evict`), live state stays bounded
+    as in the actors, and answers that left memory come from the store (`dwell(stored=...)`).
     """
 
     def __init__(
@@ -117,13 +121,37 @@ class LocalCluster:
         for counter in self.doors.values():
             counter.define_doorway(doorway, inside, outside)
 
-    def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
+    def install(
+        self, sensor: str, doorway: str | None, start: int, positive: str, now: int = 0
+    ) -> None:
+        """BeyondHorizon for a start before `now - max_age` (as the live system's definitions)."""
+        self._check_horizon(start, now, "an installation")
         for counter in self.doors.values():
             counter.install(sensor, doorway, start, positive)
 
-    def reset(self, space: str, at: int) -> None:
+    def reset(self, space: str, at: int, now: int = 0) -> None:
+        self._check_horizon(at, now, "a reset")
         for counter in self.doors.values():
             counter.reset(space, at)
+
+    def _check_horizon(self, at: int, now: int, what: str) -> None:
+        if now and at < now - self.spec.limits.max_age_ms:
+            raise BeyondHorizon(f"{what} older than max_age")
+
+    def fold_doors(self, now: int) -> None:
+        """Fold door events older than `max_age` into each counter's base."""
+        for counter in self.doors.values():
+            counter.fold(now - self.spec.limits.max_age_ms)
+
+    def export_history(self, now: int, write, confirm: bool = True) -> None:
+        """Every user engine's presence pieces to `write(rows)`; then, if `confirm`, confirmed
+        and what history now holds evicted (as the snapshotter and user shards do)."""
+        for user in self.users.values():
+            mark, rows = user.history_export(now)
+            write(rows)
+            if confirm:
+                user.history_confirm(mark)
+                user.evict(now)
 
     def _route(self) -> None:
         for user in self.users.values():
@@ -159,24 +187,39 @@ class LocalCluster:
         return self.spaces[self.placement.space_shard(space)].count(space)
 
     def door_count_at(self, space: str, at: int) -> int:
+        """BeyondHorizon for `at` before the folded horizon (history answers those)."""
         return door_count([d.partial_sum(space, at) for d in self.doors.values()])
 
-    def dwell(self, device_id: str, day: int, now: int) -> dict[str, dict]:
+    def dwell(self, device_id: str, day: int, now: int, stored=None) -> dict[str, dict]:
+        """Live, or where live state no longer holds the day, history's pieces of the device
+        and day, `stored(key, day) -> [(place, start, lo, hi)]`, with what live state still
+        owes laid over them."""
         key = self.key(device_id)
-        return self.users[self.placement.user_shard(key)].dwell(key, day, now)
+        user = self.users[self.placement.user_shard(key)]
+        found = user.dwell(key, day, now)
+        if found is None:
+            held = stored(key, day) if stored is not None else []
+            found = dwell_of(held, user.owed_pieces(key, day, now))
+        return found
 
-    def distance(self, device_id: str, day: int) -> float:
+    def distance(self, device_id: str, day: int) -> float | None:
+        """Metres on `day`; None when live state no longer holds it (history does)."""
         key = self.key(device_id)
         return self.users[self.placement.user_shard(key)].distance(key, day)
 
     def minute_counts(self, now: int) -> dict[tuple[int | str, int], int]:
-        """Distinct devices per (place, minute) over all shards: shards hold disjoint devices,
-        so their counts add up."""
+        """Distinct devices per (place, minute) over all shards, for the minutes from
+        `minute_horizon()` on: shards hold disjoint devices, so their counts add up."""
+        since = self.minute_horizon()
         total: dict[tuple[int | str, int], int] = {}
         for user in self.users.values():
-            for key, n in user.minute_counts(now).items():
+            for key, n in user.minute_counts(now, since).items():
                 total[key] = total.get(key, 0) + n
         return total
+
+    def minute_horizon(self) -> int:
+        """The first minute every user engine still holds."""
+        return max(u.minute_horizon for u in self.users.values())
 
     def device_count(self) -> int:
         return sum(len(u) for u in self.users.values())

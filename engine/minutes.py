@@ -12,17 +12,18 @@ class MinuteAggregator:
 
     Settled intervals are added once each (idempotent anyway: a set per key). Open intervals,
     which may still shrink, are passed to `counts` at query time clipped to `now + 1`, so that
-    "present at some instant t <= now of the minute" holds. Minutes before `evict_before` are
-    forgotten.
+    "present at some instant t <= now of the minute" holds. Minutes before `evict_before` (the
+    `horizon`) are forgotten and not taken again: history answers for them.
     """
 
     def __init__(self) -> None:
         self._sets: dict[tuple[Place, int], set[int]] = {}
+        self.horizon = 0  # the first minute kept
 
     def add(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
-        if end <= start:
+        if end <= start or end <= self.horizon:
             return
-        minutes = range(minute_of(start), end, MINUTE_MS)
+        minutes = range(max(minute_of(start), self.horizon), end, MINUTE_MS)
         for place in places:
             for m in minutes:
                 self._sets.setdefault((place, m), set()).add(device)
@@ -32,8 +33,9 @@ class MinuteAggregator:
         open_intervals: Iterable[tuple[int, Iterable[Place], int, int]] = (),
         since: int = 0,
     ) -> dict[tuple[Place, int], int]:
-        """{(place, minute): distinct devices} for minutes >= `since`, including the open
-        `(device, places, start, end)` intervals."""
+        """{(place, minute): distinct devices} for minutes >= `since` (and the horizon),
+        including the open `(device, places, start, end)` intervals."""
+        since = max(since, self.horizon)
         extra: dict[tuple[Place, int], set[int]] = {}
         for device, places, start, end in open_intervals:
             if end <= start:
@@ -50,16 +52,20 @@ class MinuteAggregator:
         return out
 
     def evict_before(self, minute: int) -> None:
+        if minute <= self.horizon:
+            return
+        self.horizon = minute
         for key in [k for k in self._sets if k[1] < minute]:
             del self._sets[key]
 
     def snapshot(self) -> dict:
-        return _rows(self._sets)
+        return {**_rows(self._sets), "horizon": self.horizon}
 
     @classmethod
     def restore(cls, state: dict) -> "MinuteAggregator":
         agg = cls()
         agg.absorb(state)
+        agg.horizon = state.get("horizon", 0)
         return agg
 
     def extract(self, devices: Iterable[int]) -> dict:

@@ -1,11 +1,17 @@
 """Presence tracking: where each device is, from its applied pings, by an injected clock."""
 
+import itertools
+import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from engine.geo import haversine_m
 
 NOWHERE = 0  # no H3 cell has id 0
+
+# What an evicted device leaves behind (48 bytes): its latest applied ping (ts, lat, lng), its
+# move seq, and the cell and start of its last stay, which a delayed ping may still cut short
+_WATERMARK = struct.Struct("<qddqqq")
 
 
 class Interval(NamedTuple):
@@ -37,7 +43,17 @@ class Segment(NamedTuple):
 
 
 class _Device:
-    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq", "stay")
+    __slots__ = (
+        "cell",
+        "chain",
+        "deadline",
+        "last_lat",
+        "last_lng",
+        "last_ts",
+        "seq",
+        "since",
+        "stay",
+    )
 
     def __init__(self) -> None:
         self.last_ts = 0
@@ -52,6 +68,9 @@ class _Device:
         self.cell = NOWHERE
         self.seq = 0
         self.deadline = -1  # the wheel wakes the device then (<= when it may change); -1: never
+        # live dwell and distance hold the device's presence from here on (0: all of it); more
+        # after it was evicted and came back: what came before is in history
+        self.since = 0
 
 
 class PresenceTracker:
@@ -64,21 +83,39 @@ class PresenceTracker:
     expiry); `Interval`s once they are settled (successor known and end <= now), each exactly
     once; `Segment`s between consecutive applied pings. Calls must come with a non-decreasing
     `now`. `advance(now)` is idempotent.
+
+    A device whose presence has expired can be evicted (`evict`): it leaves a 48-byte watermark
+    that keeps late pings late, cuts its last stay short if a delayed ping says so, and
+    continues its move seq; a ping brings it back (`revived` tells the caller). Watermarks go
+    once no ping they could judge can arrive any more (`drop_watermarks`).
     """
 
     def __init__(self, ttl_ms: int):
         self.ttl_ms = ttl_ms
         self._devices: dict[int, _Device] = {}
         self._wheel: dict[int, set[int]] = {}  # deadline second -> devices
+        self._gone: dict[int, bytes] = {}  # evicted device -> watermark, oldest first
+        self._seq_floor = 0  # the seq a device starts from: above any dropped watermark's
+        # presence of devices whose watermark was dropped ended before this: a device met
+        # for the first time may have had presence before it, which only history holds
+        self.dropped_until = 0
+        self.expired: set[int] = set()  # held devices whose presence ended (no ping since)
         self.moves: list[Move] = []
         self.settled: list[Interval] = []
         self.segments: list[Segment] = []
+        self.revived: list[Interval] = []  # evicted devices back: the last stay they had
 
     def __len__(self) -> int:
+        """Devices held in memory (not counting watermarks)."""
         return len(self._devices)
 
     def __contains__(self, device: int) -> bool:
-        return device in self._devices
+        """Held, or evicted with a watermark."""
+        return device in self._devices or device in self._gone
+
+    @property
+    def watermarks(self) -> int:
+        return len(self._gone)
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -86,9 +123,13 @@ class PresenceTracker:
         """Apply one ping; False if it is late (not newer than the device's latest applied)."""
         d = self._devices.get(device)
         if d is None:
-            d = self._devices[device] = _Device()
+            d = self._arrive(device, ts)
+            if d is None:
+                return False
         elif ts <= d.last_ts:
             return False
+        else:
+            self.expired.discard(device)
         if d.chain:
             meters = haversine_m(d.last_lat, d.last_lng, lat, lng)
             self.segments.append(Segment(device, d.last_ts, ts, meters))
@@ -98,6 +139,50 @@ class PresenceTracker:
         d.chain.append([ts, cell])
         self._update(device, d, now)
         return True
+
+    def _arrive(self, device: int, ts: int) -> _Device | None:
+        """The state a ping of a device not held starts from: its watermark's, or a new one;
+        None if the watermark makes the ping late."""
+        mark = self._gone.get(device)
+        if mark is None:
+            d = self._devices[device] = _Device()
+            d.seq = self._seq_floor
+            return d
+        last_ts, lat, lng, seq, cell, stay = _WATERMARK.unpack(mark)
+        if ts <= last_ts:
+            return None
+        del self._gone[device]
+        d = self._devices[device] = _Device()
+        d.last_ts, d.last_lat, d.last_lng, d.seq = last_ts, lat, lng, seq
+        d.chain, d.stay, d.since = [[last_ts, cell]], stay, last_ts + 1
+        self.revived.append(Interval(device, cell, stay, last_ts + self.ttl_ms))
+        return d
+
+    def evict(self, device: int) -> None:
+        """Forget an expired device (in `expired`) but for its watermark. Its last stay must be
+        in history already: it comes back through `revived` if a ping brings the device back."""
+        d = self._devices.pop(device)
+        self._unschedule(device, d)
+        self.expired.discard(device)
+        [(_, cell)] = d.chain
+        mark = _WATERMARK.pack(d.last_ts, d.last_lat, d.last_lng, d.seq, cell, d.stay)
+        self._gone[device] = mark
+
+    def drop_watermarks(self, before: int) -> int:
+        """Drop the watermarks of devices whose latest ping is older than `before` (oldest
+        first, stopping at the first newer one); how many went."""
+        dropped = 0
+        for mark in self._gone.values():
+            last_ts, _, _, seq, _, _ = _WATERMARK.unpack(mark)
+            if last_ts >= before:
+                break
+            self._seq_floor = max(self._seq_floor, seq)
+            dropped += 1
+        for device in list(itertools.islice(self._gone, dropped)):
+            del self._gone[device]
+        if dropped:
+            self.dropped_until = max(self.dropped_until, before + self.ttl_ms)
+        return dropped
 
     def advance(self, now: int) -> None:
         """Bring every device whose presence may have changed by `now` up to date."""
@@ -111,8 +196,20 @@ class PresenceTracker:
     # -- queries --------------------------------------------------------------------------------
 
     def devices(self) -> Iterator[int]:
-        """The devices this tracker holds (do not extract while iterating)."""
-        return iter(self._devices)
+        """The devices this tracker knows, held or evicted (do not extract while iterating)."""
+        return itertools.chain(self._devices, self._gone)
+
+    def since(self, device: int) -> int | None:
+        """From when live state holds the device's presence (None: not held)."""
+        d = self._devices.get(device)
+        return d.since if d else None
+
+    def last_stay(self, device: int) -> tuple[int, int, int]:
+        """(cell, start, end) of an expired device's last stay (the interval of its latest
+        ping, joined with the stay it continues)."""
+        d = self._devices[device]
+        ts, cell = d.chain[-1]
+        return cell, d.stay, ts + self.ttl_ms
 
     def cell(self, device: int) -> int:
         """The device's present cell as of the last call (NOWHERE if absent or unknown)."""
@@ -146,16 +243,24 @@ class PresenceTracker:
         """Every device's unsettled intervals up to `now`, with contiguous ones in the same cell
         joined as settlement will join them: each starts where its settled form will."""
         for device, d in self._devices.items():
-            joined: Interval | None = None
-            for i in self._unsettled(device, d, now):
-                if joined is not None and joined.cell == i.cell and joined.end == i.start:
-                    joined = Interval(device, i.cell, joined.start, i.end)
-                    continue
-                if joined is not None:
-                    yield joined
-                joined = i
+            yield from self._joined(device, d, now)
+
+    def open_stays_of(self, device: int, now: int) -> list[Interval]:
+        """`open_stays` of one device (none if it is not held)."""
+        d = self._devices.get(device)
+        return list(self._joined(device, d, now)) if d else []
+
+    def _joined(self, device: int, d: _Device, now: int) -> Iterator[Interval]:
+        joined: Interval | None = None
+        for i in self._unsettled(device, d, now):
+            if joined is not None and joined.cell == i.cell and joined.end == i.start:
+                joined = Interval(device, i.cell, joined.start, i.end)
+                continue
             if joined is not None:
                 yield joined
+            joined = i
+        if joined is not None:
+            yield joined
 
     def _unsettled(self, device: int, d: _Device, now: int) -> list[Interval]:
         out = []
@@ -193,6 +298,7 @@ class PresenceTracker:
                 present, deadline = cell, end
             else:  # expired; only a new ping can bring it back
                 present, deadline = NOWHERE, -1
+                self.expired.add(device)
         if present != d.cell:
             d.seq += 1
             self.moves.append(Move(device, d.cell, present, d.seq))
@@ -220,7 +326,7 @@ class PresenceTracker:
                 del self._wheel[d.deadline // 1000]
 
     def _check_drained(self, what: str) -> None:
-        if self.moves or self.settled or self.segments:
+        if self.moves or self.settled or self.segments or self.revived:
             raise RuntimeError(f"drain the outboxes before {what}")
 
     # -- snapshot and handoff -------------------------------------------------------------------
@@ -231,48 +337,64 @@ class PresenceTracker:
         return {
             "ttl_ms": self.ttl_ms,
             "devices": [_row(dev, d) for dev, d in self._devices.items()],
+            "gone": [[dev, mark] for dev, mark in self._gone.items()],
+            "seq_floor": self._seq_floor,
+            "dropped_until": self.dropped_until,
         }
 
     @classmethod
     def restore(cls, state: dict) -> "PresenceTracker":
         tracker = cls(state["ttl_ms"])
         tracker.absorb(state)
+        tracker._seq_floor = state.get("seq_floor", 0)
+        tracker.dropped_until = state.get("dropped_until", 0)
         return tracker
 
     def extract(self, devices: Iterable[int]) -> dict:
-        """Remove the devices (those held) and return their state, rows as in `snapshot`;
+        """Remove the devices (held or evicted) and return their state, rows as in `snapshot`;
         outboxes must have been drained."""
         self._check_drained("extracting devices")
-        rows = []
+        rows, gone = [], []
         for dev in devices:
             d = self._devices.pop(dev, None)
             if d is not None:
                 self._unschedule(dev, d)
+                self.expired.discard(dev)
                 rows.append(_row(dev, d))
-        return {"devices": rows}
+            elif (mark := self._gone.pop(dev, None)) is not None:
+                gone.append([dev, mark])
+        return {"devices": rows, "gone": gone}
 
     def absorb(self, state: dict) -> None:
         """Add the devices of an `extract` (or `snapshot`) state, each with its wake-up as
-        `restore` sets it. A device already held keeps its own state, so absorbing the same
+        `restore` sets it. A device already known keeps its own state, so absorbing the same
         state twice changes nothing. Emits no moves: a device's presence comes with it."""
         for row in state["devices"]:
-            if row[0] not in self._devices:
+            if row[0] not in self:
                 dev, d, deadline = _device(row)
                 self._devices[dev] = d
                 self._schedule(dev, d, deadline)
+                if d.cell == NOWHERE and deadline < 0:
+                    self.expired.add(dev)
+        for dev, mark in state.get("gone", ()):
+            if dev not in self:
+                self._gone[dev] = bytes(mark)
 
 
 def _row(dev: int, d: _Device) -> list:
     """A device's state as one plain row (the layout of snapshots and handoffs)."""
     chain = [x for p in d.chain for x in p]
-    return [dev, d.last_ts, d.last_lat, d.last_lng, chain, d.stay, d.cell, d.seq, d.deadline]
+    return [
+        dev, d.last_ts, d.last_lat, d.last_lng, chain, d.stay, d.cell, d.seq, d.deadline, d.since
+    ]  # fmt: skip
 
 
 def _device(row: list) -> tuple[int, _Device, int]:
     """(device, its state, its deadline) from a `_row`; the deadline is not yet scheduled."""
-    dev, last_ts, lat, lng, flat, stay, cell, seq, deadline = row
+    dev, last_ts, lat, lng, flat, stay, cell, seq, deadline, *since = row
     d = _Device()
     d.last_ts, d.last_lat, d.last_lng, d.stay = last_ts, lat, lng, stay
     d.chain = [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
     d.cell, d.seq = cell, seq
+    d.since = since[0] if since else 0
     return dev, d, deadline

@@ -15,6 +15,7 @@ class EngineSpec:
     placement_res: int = 6  # cells are placed on shards by their parent at this resolution
     minute_levels: int = 3  # minute aggregates at res, res-2, res-4, ...
     dwell_days: int = 2  # days of dwell kept in live state (history keeps all)
+    live_minutes: int = 5  # minutes of minute aggregates kept in live state (history keeps all)
 
     def __post_init__(self) -> None:
         if not 0 <= self.res <= 15:
@@ -23,6 +24,8 @@ class EngineSpec:
             raise ValueError("placement_res must be between 0 and res")
         if self.ttl_ms <= 0:
             raise ValueError("ttl_ms must be positive")
+        if self.dwell_days < 1 or self.live_minutes < 1:
+            raise ValueError("dwell_days and live_minutes must be at least 1")
 
     @property
     def minute_res(self) -> tuple[int, ...]:
@@ -38,6 +41,7 @@ class EngineSpec:
             "placement_res": self.placement_res,
             "minute_levels": self.minute_levels,
             "dwell_days": self.dwell_days,
+            "live_minutes": self.live_minutes,
         }
 
     @classmethod

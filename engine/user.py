@@ -10,7 +10,11 @@ from engine.minutes import MinuteAggregator
 from engine.presence import NOWHERE, Move, PresenceTracker
 from engine.spaces import SpaceIndex
 from engine.spec import EngineSpec
-from engine.timeutil import DAY_MS, day_of, minute_of
+from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
+
+# a watermark outlives the last ping it could judge by this much (clocks of the ingest handlers
+# and shards, batches waiting in queues)
+WATERMARK_MARGIN_MS = 600_000
 
 
 class SpaceMove(NamedTuple):
@@ -30,6 +34,12 @@ class UserEngine:
     Replaying the same calls from a snapshot reproduces the same state and the same moves.
     Devices move between engines with all of their state (`extract`, then `absorb`), after
     which every answer about them is what it would have been had they always lived there.
+
+    Live state stays bounded (`evict`, after each confirmed history export): devices gone for
+    longer than the live minute window whose presence is all in history leave memory but for a
+    watermark; dwell days before the live window and minutes before it go too. An answer live
+    state can no longer give exactly is None (`dwell`), and the caller lays the pieces this
+    engine still owes (`owed_pieces`) over history's.
     """
 
     def __init__(self, spec: EngineSpec, state: dict | None = None):
@@ -92,16 +102,46 @@ class UserEngine:
         space_moves, self.space_moves = self.space_moves, []
         return moves, space_moves
 
-    def evict(self, now: int, minutes_before: int) -> None:
-        """Forget live dwell days beyond the spec's window and minute sets before a minute
-        (both already in history)."""
-        self.ledger.evict_before(day_of(now) - (self.spec.dwell_days - 1) * DAY_MS)
-        self.minutes.evict_before(minutes_before)
+    def evict(self, now: int) -> tuple[int, int]:
+        """Forget what history holds and live answers no longer need; call it after a history
+        export was confirmed. (devices evicted, watermarks dropped).
+
+        - dwell days before the live window (`dwell_days`), minutes before the live minute
+          window (`live_minutes`) unless history still owes them;
+        - devices whose presence expired before the minute window and is all in history,
+          each but for a watermark (`PresenceTracker.evict`);
+        - watermarks no ping could need any more: the device's latest ping and its TTL lie
+          beyond `max_age` (with a margin for clocks and queues), so any ping newer than the
+          watermark is applied anyway and any older one is `ts_too_old`."""
+        spec = self.spec
+        self.ledger.evict_before(day_of(now) - (spec.dwell_days - 1) * DAY_MS)
+        horizon = minute_of(now) - spec.live_minutes * MINUTE_MS
+        oldest = self.history.oldest_owed()
+        if oldest is not None:
+            horizon = min(horizon, minute_of(oldest))
+        self.minutes.evict_before(horizon)
+        horizon, owing, evicted = self.minutes.horizon, self.history.owing(), 0
+        in_history = self.history.in_history
+        for device in list(self.tracker.expired):
+            cell, start, end = self.tracker.last_stay(device)
+            places = self._dwell_places(cell)
+            if end <= horizon and device not in owing and in_history(device, places, start, end):
+                self.tracker.evict(device)
+                self.ledger.forget(device)
+                self.history.forget(device)
+                evicted += 1
+        before = now - spec.limits.max_age_ms - spec.ttl_ms - WATERMARK_MARGIN_MS
+        return evicted, self.tracker.drop_watermarks(before)
 
     # -- queries --------------------------------------------------------------------------------
 
-    def dwell(self, device: int, day: int, now: int) -> dict[str, dict]:
-        """{"cells": {cell: ms}, "spaces": {space: ms}} on the UTC day starting at `day`."""
+    def dwell(self, device: int, day: int, now: int) -> dict[str, dict] | None:
+        """{"cells": {cell: ms}, "spaces": {space: ms}} on the UTC day starting at `day`; None
+        when live state does not hold all of that day (the device or the day left memory):
+        then history's pieces with `owed_pieces` laid over them give it."""
+        since = self.tracker.since(device)
+        if since is None or day < max(self.ledger.horizon, since, self.tracker.dropped_until):
+            return None
         open_ = [
             (self._dwell_places(i.cell), i.start, i.end)
             for i in self.tracker.unsettled(device, now)
@@ -111,8 +151,30 @@ class UserEngine:
             out["spaces" if isinstance(place, str) else "cells"][place] = ms
         return out
 
-    def distance(self, device: int, day: int) -> float:
+    def owed_pieces(self, device: int, day: int, now: int) -> list:
+        """The device's presence pieces on `day` that history does not hold as they are now
+        (`PresenceHistory.owed`); none for a device not held."""
+        stays = [
+            (device, self._dwell_places(i.cell), i.start, i.end)
+            for i in self.tracker.open_stays_of(device, now)
+        ]
+        return self.history.owed(device, day, stays)
+
+    def distance(self, device: int, day: int) -> float | None:
+        """Metres on `day`; None when live state does not hold all of that day."""
+        since = self.tracker.since(device)
+        if since is None or day < max(self.ledger.horizon, since, self.tracker.dropped_until):
+            return None
         return self.ledger.distance(device, day)
+
+    @property
+    def minute_horizon(self) -> int:
+        """The first minute `minute_counts` answers for (history has those before)."""
+        return self.minutes.horizon
+
+    @property
+    def watermarks(self) -> int:
+        return self.tracker.watermarks
 
     def minute_counts(self, now: int, since: int = 0) -> dict[tuple[int | str, int], int]:
         """{(place, minute): distinct devices} of this shard's devices, for minutes >= since;
@@ -144,13 +206,15 @@ class UserEngine:
         return [(dev, spaces, self._space_seq) for dev, spaces in self._present_spaces().items()]
 
     def devices(self) -> Iterator[int]:
-        """The devices this engine holds (do not extract while iterating)."""
+        """The devices this engine knows, held or evicted (do not extract while iterating)."""
         return self.tracker.devices()
 
     def __len__(self) -> int:
+        """Devices held in memory."""
         return len(self.tracker)
 
     def __contains__(self, device: int) -> bool:
+        """Held, or evicted with a watermark."""
         return device in self.tracker
 
     # -- internals ------------------------------------------------------------------------------
@@ -167,6 +231,9 @@ class UserEngine:
 
     def _drain(self) -> None:
         tracker = self.tracker
+        for device, cell, start, end in tracker.revived:
+            self.history.reopen(device, self._dwell_places(cell), start, end)
+        tracker.revived.clear()
         for device, cell, start, end in tracker.settled:
             self.minutes.add(device, self._minute_places(cell), start, end)
             self.ledger.add_interval(device, self._dwell_places(cell), start, end)

@@ -106,6 +106,7 @@ def replay_pings(
             mark, history = engine.history_export(now)
             store.write_presence(history, now)
             engine.history_confirm(mark)
+            engine.evict(now)  # what history now holds leaves memory, as in a user shard
             progress(end - written)
             written = end
         start = end

@@ -86,12 +86,21 @@ class Oracle:
     def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         self.doorways[doorway] = (inside, outside)
 
-    def install(self, sensor: str, doorway: str | None, from_ms: int, positive: str) -> None:
+    def install(
+        self, sensor: str, doorway: str | None, from_ms: int, positive: str, now: int | None = None
+    ) -> bool:
+        """False (refused) for an installation dated more than max_age before `now`."""
+        if now is not None and from_ms < now - self.max_age:
+            return False
         self.installs = [i for i in self.installs if not (i[0] == sensor and i[2] == from_ms)]
         self.installs.append((sensor, doorway, from_ms, positive))
+        return True
 
-    def reset(self, space: str, at_ms: int) -> None:
+    def reset(self, space: str, at_ms: int, now: int | None = None) -> bool:
+        if now is not None and at_ms < now - self.max_age:
+            return False
         self.resets.append((space, at_ms))
+        return True
 
     # -- presence -------------------------------------------------------------------------------
 

@@ -79,6 +79,14 @@ def ops() -> st.SearchStrategy[Op]:
         st.sampled_from(DEVICES),
         st.integers(0, len(POINTS) - 1),
     )
+    # a ping delayed in transit: dated just after the device's latest, arriving now (after a
+    # long silence it cuts short the stay of a device that left memory)
+    delayed = st.builds(
+        lambda dev, within, pt: Op("delayed", 0, (dev, within, pt)),
+        st.sampled_from(DEVICES),
+        st.one_of(st.integers(-5_000, 0), st.integers(1, 150_000)),
+        st.integers(0, len(POINTS) - 1),
+    )
     door = st.builds(
         lambda dt, sensor, off, direction: Op("door", dt, (sensor, off, direction)),
         _dt,
@@ -101,12 +109,16 @@ def ops() -> st.SearchStrategy[Op]:
         st.integers(-24, 72).map(lambda k: k * GRID_MS),
     )
     tick = st.builds(lambda dt: Op("tick", dt), _dt)
+    # long silences: devices leave memory, watermarks and door events pass the horizon
+    jump = st.builds(lambda dt: Op("tick", dt), st.integers(600_000, 3_600_000))
     return st.one_of(
+        jump,
         ping,
         ping,
         ping,
         ping,
         dup,
+        delayed,
         door,
         door,
         install,
@@ -123,9 +135,9 @@ def workloads(min_size: int = 10, max_size: int = 80) -> st.SearchStrategy[list[
 
 
 def initial_installations() -> list[tuple[str, str | None, int, str]]:
-    """Sensors in place an hour before the workload starts."""
+    """Sensors in place twenty minutes before the workload starts."""
     return [
-        ("s1", "d-front", T0 - 3_600_000, "in"),
-        ("s2", "d-room", T0 - 3_600_000, "out"),
-        ("s3", "d-room", T0 - 3_600_000, "in"),
+        ("s1", "d-front", T0 - 1_200_000, "in"),
+        ("s2", "d-room", T0 - 1_200_000, "out"),
+        ("s3", "d-room", T0 - 1_200_000, "in"),
     ]

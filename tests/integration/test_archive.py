@@ -67,9 +67,7 @@ def test_ten_years_of_one_device_beside_other_devices_is_archived_whole(parts):
 
 def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_archived(parts):
     client, store, archiver, wal, dead = parts
-    store.backend.execute(
-        "ALTER TABLE raw_pings ADD CONSTRAINT no_poison CHECK region != 'poison'"
-    )
+    store.backend.execute("ALTER TABLE raw_pings ADD CONSTRAINT no_poison CHECK region != 'poison'")
     devices = list(range(100, 150))
     times = [NOW - 60_000 + i for i in range(50)]
     wal.append(_entry(devices, times, {17: "poison"}))
