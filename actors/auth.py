@@ -9,6 +9,7 @@ import time
 import redis
 
 from actors.wal import PREFIX
+from engine.recent import RecentCache
 
 ROLES = ("viewer", "admin", "ingest")
 KEYS = f"{PREFIX}:keys"
@@ -73,15 +74,18 @@ class Authenticator:
         self.secret = secret
         self.keys = keys
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        # bounded: a client sending a new random token on every call grows nothing for long
+        self._cache: RecentCache[str, tuple[float, str | None]] = RecentCache(
+            int(ttl_s * 1000), 10_000
+        )
 
     def resolve(self, token: str) -> tuple[str, str | None] | None:
         device = verify_device_token(self.secret, token)
         if device is not None:
             return "device", device
-        hit = self._cache.get(token)
         now = time.monotonic()
+        hit = self._cache.get(token, int(now * 1000))
         if hit is None or now - hit[0] > self.ttl_s:
             hit = (now, self.keys.role(token))
-            self._cache[token] = hit
+            self._cache.put(token, hit, int(now * 1000))
         return (hit[1], None) if hit[1] else None

@@ -1,6 +1,7 @@
 """CellShard: live counts of the cells placed on it, a view rebuilt from the user shards."""
 
 import logging
+import time
 
 import ray
 
@@ -67,12 +68,14 @@ class CellShard:
 
     def update(self, updates: list) -> None:
         self.counts.update_many((d, tuple(p), s) for d, p, s in updates)
+        self.counts.age(_monotonic_ms())
 
     def resync(self, user_shard: str, updates: list) -> None:
         owner = self.placement.user_shard
         self.counts.replace_where(
             lambda d: owner(d) == user_shard, ((d, tuple(p), s) for d, p, s in updates)
         )
+        self.counts.age(_monotonic_ms())
 
     def top(self, n: int, res: int, bbox: tuple | None) -> list[tuple[int, int]]:
         whole = res >= self.spec.placement_res
@@ -85,12 +88,21 @@ class CellShard:
         return self.counts.count(cell)
 
     def stats(self) -> dict:
-        return {"shard": self.name, "devices": len(self.counts), "cells": len(self.counts.counts())}
+        return {
+            "shard": self.name,
+            "devices": len(self.counts),
+            "cells": len(self.counts.counts()),
+            "tombstones": self.counts.tombstones,
+        }
 
     def pid(self) -> int:
         import os
 
         return os.getpid()
+
+
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 def _box(bbox: tuple | None) -> BBox | None:

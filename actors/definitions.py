@@ -1,6 +1,7 @@
 """Space, doorway and installation definitions: validated, stored in Redis, broadcast to shards."""
 
 import asyncio
+import time
 
 import redis
 
@@ -53,14 +54,19 @@ class Definitions:
         await self._doors("define_doorway", doorway, inside, outside)
 
     async def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
-        self.metadata.door_counter().install(sensor, doorway, start, positive)
+        """Refused (ValueError) when new and dated before `now - max_age`: door events that old
+        are folded in the space shards, and could not be attributed again."""
+        self.metadata.door_counter().install(sensor, doorway, start, positive, self._horizon())
         self.metadata.add_installation(sensor, doorway, start, positive)
         await self._doors("install", sensor, doorway, start, positive)
 
     async def reset(self, space: str, at: int) -> None:
-        self.metadata.door_counter().reset(space, at)
+        self.metadata.door_counter().reset(space, at, self._horizon())
         self.metadata.add_reset(space, at)
         await self._doors("reset", space, at)
+
+    def _horizon(self) -> int:
+        return int(time.time() * 1000) - self.topology.engine_spec().limits.max_age_ms
 
     def _current(self) -> None:
         """The committed shard layout: a rebalance may have added shards since."""

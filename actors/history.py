@@ -256,6 +256,12 @@ class History:
     def dwell(self, device: int, day: int) -> dict:
         return self._reader().dwell(device, day)
 
+    def dwell_pieces(self, device: int, day: int) -> list:
+        return self._reader().dwell_pieces(device, day)
+
+    def door_sum(self, ranges: list) -> int:
+        return self._reader().door_sum(ranges)
+
     def path(self, device: int, start: int, end: int) -> list:
         return self._reader().path(device, start, end)
 

@@ -16,11 +16,13 @@ from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
 from engine.pseudonym import pseudonym, pseudonym_str
+from engine.recent import RecentCache
 from engine.routing import door_shard, group_by_user_shard
 from engine.validation import Reason, check_door_event, check_ping
 from protos import occupancy_pb2 as pb
 
 INGEST_ROLES = ("ingest", "admin")
+KEYS_KEPT_MS = 300_000
 LAYOUT_WAIT_S = 20.0  # longest a batch waits for a rebalance to commit before UNAVAILABLE
 LAYOUT_CHECK_S = 1.0  # a handler idle during a rebalance takes the new layout this soon
 
@@ -103,7 +105,8 @@ class IngestCore:
         self.clock = Clock()
         self._layout_checked = time.monotonic()
         self.in_flight = 0
-        self._keys: dict[str, int] = {}
+        # pseudonyms of the ids sent lately: memory follows the devices sending, not all ever seen
+        self._keys: RecentCache[str, int] = RecentCache(KEYS_KEPT_MS, 1_000_000)
 
     def authenticate(self, authorization: str) -> str | None:
         """The device id a device token is bound to, or None for an ingest/admin key; raises
@@ -262,13 +265,12 @@ class IngestCore:
         self._count_rejections("door_event", ack.rejections)
         return ack
 
-    def _key(self, device_id: str, new_ids: dict[str, str]) -> int:
-        key = self._keys.get(device_id)
+    def _key(self, device_id: str, new_ids: dict[str, str], now: int) -> int:
+        key = self._keys.get(device_id, now)
         if key is None:
-            if len(self._keys) > 1_000_000:
-                self._keys.clear()
-            key = self._keys[device_id] = pseudonym(self.topology.secret, device_id)
-            new_ids[pseudonym_str(key)] = device_id
+            key = pseudonym(self.topology.secret, device_id)
+            self._keys.put(device_id, key, now)
+            new_ids[pseudonym_str(key)] = device_id  # (again, if it was away for a while)
         return key
 
     def _validate(self, pings, device: str | None, base: int) -> tuple[_Batch, dict[str, str]]:
@@ -297,7 +299,7 @@ class IngestCore:
                 continue
             if p.attributes or p.accuracy_m or p.region:
                 b.extra[len(b.keys)] = [dict(p.attributes), p.accuracy_m, p.region]
-            b.keys.append(self._key(p.device_id, new_ids))
+            b.keys.append(self._key(p.device_id, new_ids, now))
             b.ts.append(p.ts_ms)
             b.lats.append(p.lat)
             b.lngs.append(p.lng)

@@ -5,12 +5,15 @@ import time
 
 import redis
 
+from actors.history import NAME as HISTORY
 from actors.layout import current
+from actors.metadata import Metadata
 from actors.refs import Shards
 from actors.topology import Topology
 from engine.cells import check_res, resolution
 from engine.doors import door_count
 from engine.geo import BBox
+from engine.history import dwell_of
 from engine.pseudonym import pseudonym
 from engine.topn import merge_counts, merge_top
 
@@ -31,6 +34,7 @@ class LiveQueries:
         self.placement = topology.placement()
         self.shards = Shards(topology)
         self._redis = redis.Redis.from_url(topology.redis_url)
+        self._metadata = Metadata(self._redis)
         self._checked = 0.0
 
     def refresh(self) -> None:
@@ -71,47 +75,78 @@ class LiveQueries:
 
     async def space_count(self, space: str, at: int | None = None) -> int | None:
         """A door space's count (at `at`, default now) or a polygon space's live count; None
-        for an unknown space."""
+        for an unknown space. A door count before the space shards' horizon (their events
+        folded) comes from history's door events."""
         self._fresh()
         spaces = self.shards.spaces()
         if await spaces[0].has_door_space.remote(space):
             parts = await asyncio.gather(*(s.door_partial.remote(space, at) for s in spaces))
+            if None in parts:
+                return await self._door_count_from_history(space, at)
             return door_count(list(parts))
         shard = self.shards.handle(self.placement.space_shard(space))
         return await shard.polygon_count.remote(space)
 
     async def space_counts(self, at: int | None = None) -> dict[str, int]:
         """Every space's count: polygon spaces live, door spaces at `at` (default now). One
-        call per space shard."""
+        call per space shard (and history's for door counts before the horizon)."""
         self._fresh()
         parts = await asyncio.gather(*(s.all_counts.remote(at) for s in self.shards.spaces()))
         counts: dict[str, int] = {}
         partials: dict[str, list[int]] = {}
+        beyond = False
         for polygon, doors in parts:
             counts.update(polygon)
-            for space, partial in doors.items():
+            beyond |= doors is None
+            for space, partial in (doors or {}).items():
                 partials.setdefault(space, []).append(partial)
-        counts.update({space: door_count(p) for space, p in partials.items()})
+        if beyond:
+            counter = self._metadata.door_counter()
+            for space in counter.spaces():
+                counts[space] = await self._door_count_from_history(space, at, counter)
+        else:
+            counts.update({space: door_count(p) for space, p in partials.items()})
         return counts
 
+    async def _door_count_from_history(self, space: str, at: int, counter=None) -> int:
+        counter = counter or self._metadata.door_counter()
+        total = await self.history().door_sum.remote(counter.ranges(space, at))
+        return door_count([total])
+
+    def history(self):
+        """The history actor (it owns the store)."""
+        return self.shards.handle(HISTORY)
+
     async def dwell(self, device_id: str, day: int) -> dict:
+        """Where the device spent `day`: from its user shard while live state holds the day,
+        else history's pieces with what the shard still owes laid over them."""
         self._fresh()
         key = pseudonym(self.topology.secret, device_id)
-        return await self.shards.handle(self.placement.user_shard(key)).dwell.remote(key, day)
+        shard = self.shards.handle(self.placement.user_shard(key))
+        live = await shard.dwell.remote(key, day)
+        if "dwell" in live:
+            return live["dwell"]
+        stored = await self.history().dwell_pieces.remote(key, day)
+        return dwell_of(stored, live["owed"])
 
-    async def distance(self, device_id: str, day: int) -> float:
+    async def distance(self, device_id: str, day: int) -> float | None:
+        """Metres on `day` while live state holds it (history: `/v1/history/distance`)."""
         self._fresh()
         key = pseudonym(self.topology.secret, device_id)
         return await self.shards.handle(self.placement.user_shard(key)).distance.remote(key, day)
 
-    async def minute_counts(self, since: int = 0) -> dict:
+    async def minute_counts(self, since: int = 0) -> tuple[int, dict]:
+        """(first minute answered, {(place, minute): devices}) over every user shard: the live
+        minute window (history holds the minutes before it)."""
         self._fresh()
         parts = await asyncio.gather(*(u.minute_counts.remote(since) for u in self.shards.users()))
+        first = max((p["since"] for p in parts), default=since)
         total: dict = {}
         for part in parts:
-            for k, v in part.items():
-                total[k] = total.get(k, 0) + v
-        return total
+            for k, v in part["counts"].items():
+                if k[1] >= first:
+                    total[k] = total.get(k, 0) + v
+        return first, total
 
     async def stats(self) -> dict[str, bool]:
         """Whether every actor of each family answers within a second."""

@@ -12,9 +12,14 @@ from actors.metadata import Metadata
 from actors.refs import Shards, rebuild_again_later, start_ticker
 from actors.topology import Clock, Topology
 from actors.wal import Wal
+from engine.doors import BeyondHorizon
 from engine.membership import PlaceCounts
 
 log = logging.getLogger(__name__)
+
+FOLD_EVERY_S = 60.0
+# events are folded this long after max_age has passed: an ingest handler's clock may be ahead
+FOLD_MARGIN_MS = 600_000
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
@@ -34,15 +39,17 @@ class SpaceShard:
         self.metadata = Metadata(client)
         self.wal = Wal(client, name)
         self.doors = self.metadata.door_counter()
+        self.max_age_ms = self.topology.engine_spec().limits.max_age_ms
         self.clock = Clock()
         state, self.wal_id = self.wal.load_checkpoint()
-        for sensor, ts, direction in (state or {}).get("events", []):
-            self.doors.add(sensor, ts, direction)
+        if state is not None:
+            self.doors.load_events(state)
         for wal_id, entry in self.wal.entries_after(self.wal_id):
             self._apply(entry)
             self.wal_id = wal_id
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
+        self._folded = 0.0
         self.members = PlaceCounts()
         handle = ray.get_runtime_context().current_actor
         if ray.get_runtime_context().was_current_actor_reconstructed:
@@ -76,16 +83,25 @@ class SpaceShard:
         self.doors.reset(space, at)
 
     def tick(self) -> None:
+        if time.monotonic() - self._folded >= FOLD_EVERY_S:
+            self.fold()
         if (
             self.wal_id != self._checkpointed_id
             and time.monotonic() - self._last_checkpoint >= self.topology.checkpoint_interval_s
         ):
             self.checkpoint()
 
+    def fold(self) -> int:
+        """Door events older than max_age (and a margin for clocks) into each space's base:
+        no event that old is accepted any more (`ts_too_old`)."""
+        self._folded = time.monotonic()
+        folded = self.doors.fold(self.clock() - self.max_age_ms - FOLD_MARGIN_MS)
+        if folded:
+            self.checkpoint()  # the log behind it goes once archived; memory is smaller now
+        return folded
+
     def checkpoint(self) -> str:
-        per_sensor = self.doors.snapshot()["events"]
-        events = [[s, ev[i], ev[i + 1]] for s, ev in per_sensor for i in range(0, len(ev), 2)]
-        self.wal.save_checkpoint({"events": events}, self.wal_id)
+        self.wal.save_checkpoint(self.doors.events_state(), self.wal_id)
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         return self.wal_id
@@ -108,25 +124,34 @@ class SpaceShard:
 
     def update(self, updates: list) -> None:
         self.members.update_many((d, tuple(p), s) for d, p, s in updates)
+        self.members.age(int(time.monotonic() * 1000))
 
     def resync(self, user_shard: str, updates: list) -> None:
         owner = self.placement.user_shard
         self.members.replace_where(
             lambda d: owner(d) == user_shard, ((d, tuple(p), s) for d, p, s in updates)
         )
+        self.members.age(int(time.monotonic() * 1000))
 
     # -- queries --------------------------------------------------------------------------------
 
     def polygon_count(self, space: str) -> int:
         return self.members.count(space)
 
-    def door_partial(self, space: str, at: int | None) -> int:
-        return self.doors.partial_sum(space, self.clock() if at is None else at)
+    def door_partial(self, space: str, at: int | None) -> int | None:
+        """This shard's partial sum of a door space at `at` (default now); None before its
+        horizon, where history answers."""
+        try:
+            return self.doors.partial_sum(space, self.clock() if at is None else at)
+        except BeyondHorizon:
+            return None
 
-    def all_counts(self, at: int | None) -> tuple[dict[str, int], dict[str, int]]:
+    def all_counts(self, at: int | None) -> tuple[dict[str, int], dict[str, int] | None]:
         """The live count of every polygon space placed here, and this shard's partial sum of
-        every door space (at `at`, default now)."""
+        every door space (at `at`, default now; None before its horizon)."""
         t = self.clock() if at is None else at
+        if t < self.doors.horizon:
+            return self.members.counts(), None
         partials = {space: self.doors.partial_sum(space, t) for space in self.doors.spaces()}
         return self.members.counts(), partials
 
@@ -134,7 +159,15 @@ class SpaceShard:
         return self.doors.has_space(space)
 
     def stats(self) -> dict:
-        return {"shard": self.name, "devices": len(self.members), "wal_id": self.wal_id}
+        return {
+            "shard": self.name,
+            "devices": len(self.members),
+            "tombstones": self.members.tombstones,
+            "door_events": self.doors.event_count(),
+            "door_horizon": self.doors.horizon,
+            "wal_id": self.wal_id,
+            "wal_length": self.wal.length(),
+        }
 
     def pid(self) -> int:
         import os

@@ -1,6 +1,7 @@
 """UserShard: the source of truth for its devices' live state, with a Redis WAL."""
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import threading
@@ -17,12 +18,28 @@ from actors.refs import Shards, start_ticker
 from actors.topology import Clock, Topology
 from actors.wal import Wal
 from engine.routing import route_cell_moves, route_space_moves
+from engine.spec import EngineSpec
 from engine.user import UserEngine
 
 log = logging.getLogger(__name__)
 
 
 FREEZE_EVERY_S = 2.0
+
+
+def _spec(topology: Topology, state: dict | None) -> EngineSpec:
+    """The deployment's spec; a checkpoint's resolution and TTL win (the state is made of
+    them), its limits and live windows follow the settings."""
+    spec = topology.engine_spec()
+    if state is None:
+        return spec
+    saved = EngineSpec.from_dict(state["spec"])
+    if (saved.res, saved.ttl_ms) != (spec.res, spec.ttl_ms):
+        log.warning(
+            "checkpoint made with res %d and TTL %d ms: kept (settings say %d and %d ms)",
+            saved.res, saved.ttl_ms, spec.res, spec.ttl_ms,
+        )  # fmt: skip
+    return dataclasses.replace(spec, res=saved.res, ttl_ms=saved.ttl_ms)
 
 
 def _epoch_seq(epoch: int, seq: int) -> int:
@@ -55,7 +72,7 @@ class UserShard:
         self.metadata = Metadata(client)
         self.epoch = self.wal.next_epoch()
         state, self.wal_id = self.wal.load_checkpoint()
-        self.engine = UserEngine.restore(state) if state else UserEngine(topology.engine_spec())
+        self.engine = UserEngine(_spec(topology, state), state)
         if state and state.get("layout", {}).get("version", -1) > self.layout["version"]:
             self._use_layout(state["layout"])
         self.clock = Clock()
@@ -101,6 +118,15 @@ class UserShard:
             "occupancy_wal_length",
             callbacks=[lambda _: [Observation(self.wal.length(), labels)]],
             description="Entries in a shard's write-ahead log (not yet checkpointed and archived)",
+        )
+        m.create_observable_gauge(
+            "occupancy_shard_watermarks",
+            callbacks=[lambda _: [Observation(self.engine.watermarks, labels)]],
+            description="Devices a user shard evicted and remembers by a watermark",
+        )
+        self._evicted = m.create_counter(
+            "occupancy_evicted_devices_total",
+            description="Devices that left a user shard's memory (their history confirmed)",
         )
         m.create_observable_gauge(
             "occupancy_checkpoint_age_seconds",
@@ -297,9 +323,15 @@ class UserShard:
         self._route()
 
     async def dwell(self, device: int, day: int) -> dict:
-        return self.engine.dwell(device, day, self.clock())
+        """{"dwell": answer} when live state holds the device's day, else {"owed": pieces}
+        to lay over history's (`engine.history.dwell_of`)."""
+        now = self.clock()
+        found = self.engine.dwell(device, day, now)
+        if found is not None:
+            return {"dwell": found}
+        return {"owed": self.engine.owed_pieces(device, day, now)}
 
-    async def distance(self, device: int, day: int) -> float:
+    async def distance(self, device: int, day: int) -> float | None:
         return self.engine.distance(device, day)
 
     async def history_export(self) -> tuple[tuple, dict]:
@@ -310,12 +342,21 @@ class UserShard:
         return (self.epoch, mark), rows
 
     async def history_confirm(self, mark: tuple) -> None:
+        """History holds what the export of `mark` sent: what it holds leaves memory."""
         epoch, inner = mark
         if epoch == self.epoch:
             self.engine.history_confirm(inner)
+            evicted, dropped = self.engine.evict(self.clock())
+            if evicted or dropped:
+                self._evicted.add(evicted)
+                log.debug(
+                    "%s evicted %d devices, dropped %d watermarks", self.name, evicted, dropped
+                )
 
     async def minute_counts(self, since: int) -> dict:
-        return self.engine.minute_counts(self.clock(), since)
+        """{"since": the first minute answered, "counts": {(place, minute): devices}}."""
+        counts = self.engine.minute_counts(self.clock(), since)
+        return {"since": max(since, self.engine.minute_horizon), "counts": counts}
 
     async def stats(self) -> dict:
         return {
@@ -323,6 +364,7 @@ class UserShard:
             "epoch": self.epoch,
             "layout": self.layout["version"],
             "devices": len(self.engine),
+            "watermarks": self.engine.watermarks,
             "wal_id": self.wal_id,
             "wal_length": self.wal.length(),
             "checkpoint_id": self._checkpointed_id,

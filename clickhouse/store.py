@@ -284,6 +284,40 @@ class HistoryStore(RawQueries):
                     out["cells"][int(cell)] = int(ms)
         return out
 
+    def dwell_pieces(self, device: int, day: int) -> list[tuple[int | str, int, int, int]]:
+        """The latest version of every piece of `device` on `day`, as (place, start, lo, hi):
+        what live state lays its owed pieces over (`engine.history.dwell_of`)."""
+        rows = self.backend.rows(
+            "SELECT cell, space, start, lo, hi FROM presence FINAL "
+            "WHERE device = {device:UInt64} AND day = {day:Int64}",
+            {"device": device, "day": day},
+        )
+        return [
+            (space if space else int(cell), int(start), int(lo), int(hi))
+            for cell, space, start, lo, hi in rows
+        ]
+
+    def door_sum(self, ranges: Sequence[tuple[str, int, int, int]]) -> int:
+        """Σ sign × direction of the door events of each (sensor, first ts, last ts, sign)
+        range (`DoorCounter.ranges`): a door count before the live horizon, unclamped."""
+        if not ranges:
+            return 0
+        params: dict = {}
+        conditions, signs = [], []
+        for i, (sensor, lo, hi, sign) in enumerate(ranges):
+            params |= {f"s{i}": sensor, f"lo{i}": int(lo), f"hi{i}": int(hi)}
+            condition = (
+                f"(sensor = {{s{i}:String}} AND ts BETWEEN {{lo{i}:Int64}} AND {{hi{i}:Int64}})"
+            )
+            conditions.append(condition)
+            signs += [condition, str(int(sign))]
+        rows = self.backend.rows(
+            f"SELECT sum(direction * multiIf({', '.join(signs)}, 0)) FROM door_events "
+            f"WHERE {' OR '.join(conditions)}",
+            params,
+        )
+        return int(rows[0][0] or 0) if rows else 0
+
     def audit(self, role: str, endpoint: str, params: str, rows: int, elapsed_ms: float) -> None:
         self.backend.insert(
             "query_audit",

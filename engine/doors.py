@@ -74,30 +74,43 @@ class DoorCounter:
     def doorway(self, doorway: str) -> tuple[str, str | None] | None:
         return self._doorways.get(doorway)
 
-    def install(self, sensor: str, doorway: str | None, start: int, positive: str = "in") -> None:
-        """Put `sensor` on `doorway` from `start` (replacing an installation at the same start)."""
+    def install(
+        self,
+        sensor: str,
+        doorway: str | None,
+        start: int,
+        positive: str = "in",
+        horizon: int = 0,
+    ) -> None:
+        """Put `sensor` on `doorway` from `start` (replacing an installation at the same start).
+        The same installation again changes nothing; a new one dated before the counter's
+        horizon (or `horizon`, the caller's) is refused."""
         if doorway is not None and doorway not in self._doorways:
             raise ValueError(f"unknown doorway {doorway!r}")
         if positive not in ("in", "out"):
             raise ValueError('positive must be "in" or "out"')
-        self._check_horizon(start, "an installation")
+        new = Installation(start, doorway, 1 if positive == "in" else -1)
         history = self._installs.setdefault(sensor, [])
+        if new in history:
+            return
+        self._check_horizon(start, "an installation", horizon)
         history[:] = [i for i in history if i.start != start]
-        bisect.insort(
-            history, Installation(start, doorway, 1 if positive == "in" else -1), key=_start
-        )
+        bisect.insort(history, new, key=_start)
         self._derived = None
 
     def installations(self, sensor: str) -> list[Installation]:
         return list(self._installs.get(sensor, ()))
 
-    def reset(self, space: str, at: int) -> None:
+    def reset(self, space: str, at: int, horizon: int = 0) -> None:
+        """Count `space` from zero again at `at` (the same reset again changes nothing; a new
+        one before the horizon is refused)."""
         if space not in self._spaces:
             raise ValueError(f"unknown door space {space!r}")
-        self._check_horizon(at, "a reset")
         resets = self._resets.setdefault(space, [])
-        if at not in resets:
-            bisect.insort(resets, at)
+        if at in resets:
+            return
+        self._check_horizon(at, "a reset", horizon)
+        bisect.insort(resets, at)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -190,11 +203,12 @@ class DoorCounter:
         i = bisect.bisect_left(resets, before)
         return resets[i - 1] if i else -math.inf
 
-    def _check_horizon(self, at: int, what: str) -> None:
-        if at < self.horizon:
+    def _check_horizon(self, at: int, what: str, horizon: int = 0) -> None:
+        horizon = max(horizon, self.horizon)
+        if at < horizon:
             raise BeyondHorizon(
-                f"{what} dated {at} is before the horizon {self.horizon} "
-                "(OCC_MAX_PING_AGE_S): the events it would re-attribute are folded"
+                f"{what} dated {at} is older than OCC_MAX_PING_AGE_S allows (from {horizon} on): "
+                "door events that old are no longer kept one by one to be counted again"
             )
 
     def _crossings(self, sensor: str, ts: int, direction: int) -> list[tuple[str, int]]:

@@ -4,7 +4,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from engine.cells import check_res, index_batch, resolution
-from engine.doors import BeyondHorizon, DoorCounter, door_count
+from engine.doors import DoorCounter, door_count
 from engine.geo import BBox
 from engine.history import dwell_of
 from engine.membership import PlaceCounts
@@ -124,19 +124,17 @@ class LocalCluster:
     def install(
         self, sensor: str, doorway: str | None, start: int, positive: str, now: int = 0
     ) -> None:
-        """BeyondHorizon for a start before `now - max_age` (as the live system's definitions)."""
-        self._check_horizon(start, now, "an installation")
+        """BeyondHorizon for a new one dated before `now - max_age` (as the live system's
+        definitions)."""
         for counter in self.doors.values():
-            counter.install(sensor, doorway, start, positive)
+            counter.install(sensor, doorway, start, positive, self._horizon(now))
 
     def reset(self, space: str, at: int, now: int = 0) -> None:
-        self._check_horizon(at, now, "a reset")
         for counter in self.doors.values():
-            counter.reset(space, at)
+            counter.reset(space, at, self._horizon(now))
 
-    def _check_horizon(self, at: int, now: int, what: str) -> None:
-        if now and at < now - self.spec.limits.max_age_ms:
-            raise BeyondHorizon(f"{what} older than max_age")
+    def _horizon(self, now: int) -> int:
+        return now - self.spec.limits.max_age_ms if now else 0
 
     def fold_doors(self, now: int) -> None:
         """Fold door events older than `max_age` into each counter's base."""

@@ -19,7 +19,6 @@ from occupancy.simulator import demo_spaces
 # fine enough for each mall section to be a space of several cells; the page rolls the city up
 DEMO_RES = 11
 DEMO_DATA_DIR = ".occupancy/demo"  # its own data dir: a different base resolution than `up`'s
-INSTALLED = 1_767_225_600_000  # the demo's door sensors are installed from 2026-01-01T00:00Z
 
 
 def demo_settings(env: dict[str, str] | None = None) -> Settings:
@@ -39,9 +38,16 @@ def define_places(engine: Engine) -> list[str]:
     engine.define_door_space("hq-meeting", "HQ meeting room (doors)")
     engine.define_doorway("hq-front", inside="hq", outside=None)
     engine.define_doorway("hq-meeting-door", inside="hq-meeting", outside="hq")
-    engine.install("hq-front-1", "hq-front", INSTALLED, "in")
-    engine.install("hq-front-2", "hq-front", INSTALLED, "out")  # mounted the other way round
-    engine.install("hq-meeting-door", "hq-meeting-door", INSTALLED, "in")
+    # the door sensors are installed when the demo first runs; a rerun finds them in place
+    installed = engine.definitions().metadata.door_counter()
+    first = int(time.time() * 1000) - 60_000
+    for sensor, doorway, positive in (
+        ("hq-front-1", "hq-front", "in"),
+        ("hq-front-2", "hq-front", "out"),  # mounted the other way round
+        ("hq-meeting-door", "hq-meeting-door", "in"),
+    ):
+        if not installed.installations(sensor):
+            engine.install(sensor, doorway, first, positive)
     return [*demo_spaces(), "hq", "hq-meeting"]
 
 

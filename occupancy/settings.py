@@ -22,6 +22,7 @@ class Settings:
     presence_ttl_s: float = 120.0
     max_skew_s: float = 30.0
     max_ping_age_s: float = 7 * 86_400.0  # older pings and door events are ts_too_old
+    live_minutes: int = 5  # minute aggregates kept live; devices that left stay this long
     snapshot_interval_s: float = 10.0
     raw_retention_days: int = 60
     aggregate_retention_days: int = 2557  # 7 years
@@ -50,6 +51,7 @@ class Settings:
         return EngineSpec(
             res=self.h3_res,
             ttl_ms=int(self.presence_ttl_s * 1000),
+            live_minutes=self.live_minutes,
             limits=Limits(
                 max_skew_ms=int(self.max_skew_s * 1000),
                 max_age_ms=int(self.max_ping_age_s * 1000),

@@ -32,7 +32,8 @@ from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.pseudonym import pseudonym, pseudonym_str
-from engine.timeutil import DAY_MS, day_of, parse_day, parse_time
+from engine.recent import RecentCache
+from engine.timeutil import parse_day, parse_time
 from serve_apps import page
 
 MAX_TOP = 1_000
@@ -44,6 +45,7 @@ STALE_S = 0.6
 MAX_HEATMAP_CELLS = 50_000
 READ_ROLES = ("viewer", "admin")
 MAX_SHARDS = 64
+ROLE_CACHE_S = 10  # a revoked key stops working within this
 
 app = FastAPI(
     title="occupancy",
@@ -201,7 +203,10 @@ class QueryApi:
         self.redis = redis.Redis.from_url(topology.redis_url)
         self.keys = KeyStore(self.redis)
         self.k_min = k_min
-        self._roles: dict[str, tuple[float, str | None]] = {}
+        # bounded: random keys from a hostile client grow nothing for long
+        self._roles: RecentCache[str, tuple[float, str | None]] = RecentCache(
+            ROLE_CACHE_S * 1000, 10_000
+        )
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
@@ -276,9 +281,11 @@ class QueryApi:
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
             raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer <key>)")
-        hit = self._roles.get(key)
-        if hit is None or time.monotonic() - hit[0] > 10:
-            hit = self._roles[key] = (time.monotonic(), self.keys.role(key))
+        now = time.monotonic()
+        hit = self._roles.get(key, int(now * 1000))
+        if hit is None or now - hit[0] > ROLE_CACHE_S:
+            hit = (now, self.keys.role(key))
+            self._roles.put(key, hit, int(now * 1000))
         role = hit[1]
         if role is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked API key")
@@ -313,20 +320,34 @@ class QueryApi:
 
     async def _history(self, role: str, endpoint: str, params: dict, method: str, *args):
         """A call to the history actor; 503 while the store is unreachable. Audited."""
+        actor = self._history_handle()
+        return await self._audited(role, endpoint, params, getattr(actor, method).remote(*args))
+
+    def _history_handle(self):
         if self._history_actor is None:
             self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
-        actor = self._history_actor
+        return self._history_actor
+
+    async def _audited(self, role: str, endpoint: str, params: dict, call):
+        """`_guarded(call)`; the question and how many rows it gave go to the audit log."""
         start = time.perf_counter()
+        result = await self._guarded(call)
+        rows = len(result) if isinstance(result, dict | list) else 1
+        elapsed = (time.perf_counter() - start) * 1000
+        self._history_handle().audit.remote(
+            role, endpoint, orjson.dumps(params).decode(), rows, elapsed
+        )
+        return result
+
+    @staticmethod
+    async def _guarded(call):
+        """Await `call`, which may reach history: 503 while the store is unreachable."""
         try:
-            result = await getattr(actor, method).remote(*args)
+            return await call
         except HistoryUnavailable as exc:
             raise ApiError(503, "history_unavailable", str(exc).splitlines()[-1]) from exc
         except ray.exceptions.RayActorError as exc:
             raise ApiError(503, "history_unavailable", "the history store is restarting") from exc
-        rows = len(result) if isinstance(result, dict | list) else 1
-        elapsed = (time.perf_counter() - start) * 1000
-        actor.audit.remote(role, endpoint, orjson.dumps(params).decode(), rows, elapsed)
-        return result
 
     # -- live queries ---------------------------------------------------------------------------
 
@@ -517,7 +538,8 @@ class QueryApi:
         and with `geometry=true` the polygon of each polygon space."""
         role = self._role(request, READ_ROLES)
         t = self._at(at)
-        counts = await self.queries.space_counts(t)  # door spaces exact at t, polygon ones live
+        # door spaces exact at t, polygon ones live
+        counts = await self._guarded(self.queries.space_counts(t))
         polygon_counts = counts
         if t is not None:  # a polygon space at t is its minute aggregate (history)
             polygon_counts = await self._history(role, "spaces", {"at": t}, "space_counts", t)
@@ -544,11 +566,12 @@ class QueryApi:
         t = self._at(at)
         if t is not None and kind != "door":
             # a polygon space's count at T is the minute aggregate of T's minute (history);
-            # a door space's is exact at T from its events (live state keeps them all)
+            # a door space's is exact at T from its events (live state keeps those of the last
+            # OCC_MAX_PING_AGE_S, history all of them)
             params = {"space": space_id, "at": t}
             count = await self._history(role, "space", params, "space_count", space_id, t)
         else:
-            count = await self.queries.space_count(space_id, t)
+            count = await self._guarded(self.queries.space_count(space_id, t))
         return {
             "space": space_id,
             "kind": kind,
@@ -563,14 +586,10 @@ class QueryApi:
             d = parse_day(day)
         if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
             raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
-        spec = self.spec
-        if d < day_of(_now()) - (spec.dwell_days - 1) * DAY_MS:
-            # live state keeps the last `dwell_days` days; history has the rest
-            key = pseudonym(self.topology.secret, device_id)
-            params = {"device": pseudonym_str(key), "day": d}
-            found = await self._history("admin", "dwell", params, "dwell", key, d)
-        else:
-            found = await self.queries.dwell(device_id, d)
+        # live state where it holds the day, else history's pieces with the owed ones over them
+        key = pseudonym(self.topology.secret, device_id)
+        params = {"device": pseudonym_str(key), "day": d}
+        found = await self._audited("admin", "dwell", params, self.queries.dwell(device_id, d))
         return ORJSONResponse(
             {
                 "device_id": device_id,

@@ -89,7 +89,10 @@ class Oracle:
     def install(
         self, sensor: str, doorway: str | None, from_ms: int, positive: str, now: int | None = None
     ) -> bool:
-        """False (refused) for an installation dated more than max_age before `now`."""
+        """False (refused) for a new installation dated more than max_age before `now` (the
+        same one again is accepted and changes nothing)."""
+        if (sensor, doorway, from_ms, positive) in self.installs:
+            return True
         if now is not None and from_ms < now - self.max_age:
             return False
         self.installs = [i for i in self.installs if not (i[0] == sensor and i[2] == from_ms)]
@@ -97,6 +100,8 @@ class Oracle:
         return True
 
     def reset(self, space: str, at_ms: int, now: int | None = None) -> bool:
+        if (space, at_ms) in self.resets:
+            return True
         if now is not None and at_ms < now - self.max_age:
             return False
         self.resets.append((space, at_ms))

@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from engine.pseudonym import pseudonym
+from engine.timeutil import day_of
 from protos import occupancy_pb2 as pb
 from tests.integration.checks import (
     assert_live_equals_oracle,
@@ -104,3 +105,36 @@ def test_a_restarted_cell_shard_lists_again_and_repairs_an_update_lost_meanwhile
     t = int(time.time() * 1000)
     assert live.q(live.queries.heatmap(9, None)) != live.oracle.counts(9, t, t)
     assert_live_equals_oracle(live)  # the second listing, 3 s after the restart, repairs it
+
+
+def test_devices_that_left_leave_memory_and_every_answer_stays_exact(spaces):
+    """Devices whose presence ended before the live minute window are evicted once history
+    holds them: their dwell comes from history, a late ping stays late and a delayed one
+    still cuts their last stay short, against the oracle."""
+    live = spaces
+    now = int(time.time() * 1000)
+    gone = [f"gone-{i}" for i in range(30)]
+    lat, lng = 52.660, -8.630
+    # present from 5 min ago for 2 min (TTL), then nothing: past the 1-minute live window
+    first = [
+        pb.Ping(device_id=d, ts_ms=now - 300_000 + i, lat=lat, lng=lng) for i, d in enumerate(gone)
+    ]
+    live.send(first)
+    shards = live.queries.shards.users()
+    deadline = time.monotonic() + 60
+    while sum(ray.get(s.stats.remote())["watermarks"] for s in shards) < len(gone):
+        assert time.monotonic() < deadline, "the departed devices were never evicted"
+        time.sleep(0.5)
+    day = day_of(now - 300_000)
+    for d in gone[:10]:
+        t = int(time.time() * 1000)
+        assert live.q(live.queries.dwell(d, day)) == live.oracle.dwell(d, day, t), d
+    # a duplicate of an evicted device is late; a delayed ping dated 30 s after its first cuts
+    # its stay short (it left the cell then), from a device that was in memory no more
+    ack = live.send([pb.Ping(device_id=gone[0], ts_ms=now - 300_000, lat=lat, lng=lng)])
+    assert (ack.accepted, ack.late) == (0, 1)
+    ack = live.send([pb.Ping(device_id=gone[1], ts_ms=now - 270_000, lat=52.67, lng=-8.60)])
+    assert ack.accepted == 1
+    t = int(time.time() * 1000)
+    assert live.q(live.queries.dwell(gone[1], day)) == live.oracle.dwell(gone[1], day, t)
+    assert_live_equals_oracle(live)

@@ -183,3 +183,31 @@ def test_a_block_spanning_ten_years_of_months_is_written_whole_and_once(store):
     old = [p for t in times for p in pieces(9, (A, "mall"), t, t + 60_000)]
     assert store.write_presence(old, version=1) == 240
     assert store.dwell(9, day_of(times[0])) == {"cells": {A: 60_000}, "spaces": {"mall": 60_000}}
+
+
+def test_dwell_pieces_give_the_latest_version_of_each_piece(store):
+    day = day_of(NOW) - DAY_MS
+    store.write_presence(pieces(5, (A, "mall"), day + 1_000, day + 9_000), version=1)
+    store.write_presence(pieces(5, (A, "mall"), day + 1_000, day + 4_000), version=2)
+    store.write_presence(pieces(6, (B,), day + 1_000, day + 2_000), version=2)
+    assert sorted(store.dwell_pieces(5, day), key=str) == sorted(
+        [
+            (A, day + 1_000, day + 1_000, day + 4_000),
+            ("mall", day + 1_000, day + 1_000, day + 4_000),
+        ],
+        key=str,
+    )
+    assert store.dwell_pieces(5, day + DAY_MS) == []
+
+
+def test_door_sums_over_sensor_ranges(store):
+    t = NOW - 10 * MINUTE_MS
+    events = [("s1", t + i, NOW, 1, "space-0", f"1-{i}") for i in range(10)]
+    events += [("s2", t + i, NOW, -1 if i % 2 else 1, "space-0", f"2-{i}") for i in range(10)]
+    events += [("x' OR 1=1 --", t, NOW, 1, "space-0", "3-0")]
+    store.write_door_events(events, "space-0:doors")
+    assert store.door_sum([]) == 0
+    assert store.door_sum([("s1", t, t + 4, 1)]) == 5
+    assert store.door_sum([("s1", t, t + 4, -1), ("s1", t + 5, t + 9, 1)]) == 0
+    assert store.door_sum([("s2", t, t + 9, 1), ("s1", t + 9, t + 100, 1)]) == 1
+    assert store.door_sum([("x' OR 1=1 --", 0, NOW, 1)]) == 1
