@@ -119,10 +119,15 @@ def test_devices_that_left_leave_memory_and_every_answer_stays_exact(spaces):
     first = [
         pb.Ping(device_id=d, ts_ms=now - 300_000 + i, lat=lat, lng=lng) for i, d in enumerate(gone)
     ]
-    live.send(first)
     shards = live.queries.shards.users()
+
+    def watermarks() -> int:
+        return sum(ray.get(s.stats.remote())["watermarks"] for s in shards)
+
+    before = watermarks()
+    live.send(first)
     deadline = time.monotonic() + 60
-    while sum(ray.get(s.stats.remote())["watermarks"] for s in shards) < len(gone):
+    while watermarks() < before + len(gone):
         assert time.monotonic() < deadline, "the departed devices were never evicted"
         time.sleep(0.5)
     day = day_of(now - 300_000)
