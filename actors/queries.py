@@ -82,7 +82,7 @@ class LiveQueries:
         if await spaces[0].has_door_space.remote(space):
             parts = await asyncio.gather(*(s.door_partial.remote(space, at) for s in spaces))
             if None in parts:
-                return await self._door_count_from_history(space, at)
+                return await self.door_count_from_history(space, at)
             return door_count(list(parts))
         shard = self.shards.handle(self.placement.space_shard(space))
         return await shard.polygon_count.remote(space)
@@ -103,12 +103,12 @@ class LiveQueries:
         if beyond:
             counter = self._metadata.door_counter()
             for space in counter.spaces():
-                counts[space] = await self._door_count_from_history(space, at, counter)
+                counts[space] = await self.door_count_from_history(space, at, counter)
         else:
             counts.update({space: door_count(p) for space, p in partials.items()})
         return counts
 
-    async def _door_count_from_history(self, space: str, at: int, counter=None) -> int:
+    async def door_count_from_history(self, space: str, at: int, counter=None) -> int:
         counter = counter or self._metadata.door_counter()
         total = await self.history().door_sum.remote(counter.ranges(space, at))
         return door_count([total])

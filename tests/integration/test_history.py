@@ -363,3 +363,27 @@ def test_replay_of_an_export_reproduces_the_minute_aggregates(live, history, tmp
     assert {k: v for k, v in replayed.items() if k[1] < cutoff} == {
         k: v for k, v in live_minutes.items() if k[1] < cutoff
     }
+
+
+def test_door_counts_from_history_equal_the_oracle(spaces, history):
+    """The form door counts take before the space shards' horizon (events folded there): every
+    archived door event summed over the installation ranges of the space."""
+    live = spaces
+    rng = random.Random(31)
+    now = int(time.time() * 1000)
+    events = [
+        pb.DoorEvent(
+            sensor_id=rng.choice(["s1", "s2", "s3"]),
+            ts_ms=now - rng.randint(0, 1_800_000),
+            direction=rng.choice([1, 1, -1]),
+        )
+        for _ in range(80)
+    ]
+    live.doors(events)
+    ray.get(history.snapshot.remote())
+    now = int(time.time() * 1000)
+    for space in ("hall", "room"):
+        for back in (0, 60_000, 600_000, 1_700_000):
+            t = now - back
+            got = live.q(live.queries.door_count_from_history(space, t))
+            assert got == live.oracle.door_count(space, t, now), (space, back)
