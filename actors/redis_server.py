@@ -15,13 +15,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# a name no Python package can have: a data dir used as the working directory shadows nothing
+SUBDIR = "redis-data"
+
+
 class EmbeddedRedis:
-    """Starts redis-server on loopback with its files in `data_dir/redis`; `stop()` shuts it down
-    after an AOF rewrite-safe SHUTDOWN. A server already running from the same data dir (its port
-    in `redis.port`) is reused, not started twice."""
+    """Starts redis-server on loopback with its files in `data_dir/redis-data`; `stop()` shuts it
+    down after an AOF rewrite-safe SHUTDOWN. A server already running from the same data dir
+    (its port in `redis.port`) is reused, not started twice."""
 
     def __init__(self, data_dir: Path):
-        self.dir = Path(data_dir) / "redis"
+        self.dir = Path(data_dir) / SUBDIR
         self.proc: subprocess.Popen | None = None
         self.url = ""
 

@@ -140,6 +140,10 @@ class ServerBackend:
         self.client.close()
 
 
+# a name no Python package can have: a data dir used as the working directory shadows nothing
+CHDB_SUBDIR = "clickhouse-data"
+
+
 def connect(url: str, data_dir: Path) -> Backend:
-    """A server backend for `url`, else chDB in `data_dir / "clickhouse"`."""
-    return ServerBackend(url) if url else ChdbBackend(data_dir / "clickhouse")
+    """A server backend for `url`, else chDB in `data_dir / "clickhouse-data"`."""
+    return ServerBackend(url) if url else ChdbBackend(data_dir / CHDB_SUBDIR)

@@ -1,4 +1,5 @@
-"""What a deployment keeps in its data dir: the secret, the bootstrap admin key, Redis's port."""
+"""What a deployment keeps in its data dir: the secret, the bootstrap admin key, Redis's port,
+and the folders of the embedded Redis, ClickHouse and HAProxy."""
 
 import secrets
 from pathlib import Path
@@ -6,8 +7,31 @@ from pathlib import Path
 import redis
 
 from actors.auth import KeyStore
+from actors.redis_server import SUBDIR as REDIS_SUBDIR
 from actors.redis_server import EmbeddedRedis
+from clickhouse.backends import CHDB_SUBDIR
 from occupancy.settings import Settings
+
+HAPROXY_SUBDIR = "haproxy-run"
+WORKDIR = "ray-workdir"  # empty: the working directory Ray's local workers get
+# the folders' names before: each was also the name of a package (`redis`, `clickhouse`), which a
+# data dir used as the working directory put in front of the real one
+_RENAMED = {"redis": REDIS_SUBDIR, "clickhouse": CHDB_SUBDIR, "haproxy": HAPROXY_SUBDIR}
+
+
+def rename_old_folders(data_dir: Path) -> list[str]:
+    """Give the folders of a data dir made by an earlier version their current names (not while
+    an embedded Redis runs from the old one); the names renamed."""
+    renamed = []
+    for old, new in _RENAMED.items():
+        source, target = data_dir / old, data_dir / new
+        if not source.is_dir() or target.exists():
+            continue
+        if old == "redis" and (source / "redis.port").exists():
+            continue  # a server may be running from it: it keeps its folder until it stops
+        source.rename(target)
+        renamed.append(old)
+    return renamed
 
 
 def secret(settings: Settings) -> bytes:
@@ -58,7 +82,7 @@ class RedisFor:
 
 def running_redis_url(settings: Settings) -> str:
     """The URL of the embedded Redis that `occupancy up` started from this data dir."""
-    port_file = settings.data_dir / "redis" / "redis.port"
+    port_file = settings.data_dir / REDIS_SUBDIR / "redis.port"
     if not port_file.exists():
         raise RuntimeError(f"no embedded Redis running from {settings.data_dir}; set OCC_REDIS_URL")
     return f"redis://127.0.0.1:{int(port_file.read_text())}/0"

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 import redis
@@ -40,6 +41,21 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
     )
 
 
+@contextlib.contextmanager
+def _working_dir_of_nothing(empty: Path):
+    """Ray puts the driver's working directory on every worker's `sys.path`, in front of the
+    installed packages: started from a folder holding `clickhouse/` or `engine/` (a data dir,
+    a checkout), workers would import those. The driver joins Ray from `empty`, a folder that
+    holds nothing and stays (local workers keep it as their own working directory)."""
+    here = os.getcwd()
+    empty.mkdir(parents=True, exist_ok=True)
+    os.chdir(empty)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
 @dataclass
 class Engine:
     """A running engine. `start()` is idempotent per process; `stop()` undoes it."""
@@ -65,8 +81,9 @@ class Engine:
 
     def _start(self) -> "Engine":
         s = self.settings
-        env = serve_env(s.http_ingress, s.data_dir / "haproxy")  # checks the mode first
+        env = serve_env(s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR)  # checks the mode
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        local_files.rename_old_folders(s.data_dir)
         if s.redis_url:
             self.redis_url = s.redis_url
         else:
@@ -78,14 +95,15 @@ class Engine:
             if not os.environ.get("RAY_ADDRESS"):
                 for k, v in env.items():
                     os.environ.setdefault(k, v)
-            ray.init(
-                address=os.environ.get("RAY_ADDRESS") or None,
-                namespace=self.topology.namespace,
-                include_dashboard=False,
-                object_store_memory=None if os.environ.get("RAY_ADDRESS") else 256 << 20,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            with _working_dir_of_nothing((s.data_dir / local_files.WORKDIR).resolve()):
+                ray.init(
+                    address=os.environ.get("RAY_ADDRESS") or None,
+                    namespace=self.topology.namespace,
+                    include_dashboard=False,
+                    object_store_memory=None if os.environ.get("RAY_ADDRESS") else 256 << 20,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
             self._owns_ray = True
         t = self.topology
         ns = t.namespace

@@ -134,3 +134,44 @@ def test_up_simulate_and_credentials(tmp_path):
         rest, _ = up.communicate(timeout=60)
     assert up.returncode == 0, rest
     assert "stopped" in rest
+
+
+def test_up_and_the_cli_work_from_inside_the_data_dir(tmp_path):
+    """Started with the data dir as its working directory (which holds folders named like the
+    engine's packages, as an old data dir or a checkout does), every Ray worker still imports
+    the installed packages."""
+    env, _, http_port = engine_env(tmp_path)
+    data = tmp_path / "data"
+    for package in ("clickhouse", "engine", "actors", "protos", "serve_apps", "redis"):
+        (data / package).mkdir(parents=True)
+        (data / package / "__init__.py").write_text("raise ImportError('shadowed')\n")
+    occupancy = str(Path(sys.executable).parent / "occupancy")  # the installed command
+    up = subprocess.Popen(
+        [occupancy, "up"], cwd=data, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        health = requests.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10)
+        assert health.status_code == 200, health.text
+        sim = subprocess.run(
+            [occupancy, "simulate", "--devices", "50", "--interval", "1", "--duration", "2"],
+            cwd=data, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        status = subprocess.run(
+            [occupancy, "status"], cwd=data, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert status.returncode == 0 and "user-0" in status.stdout, status.stderr
+        assert (data / "redis-data").is_dir() and (data / "clickhouse-data").is_dir()
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, "".join(lines) + rest

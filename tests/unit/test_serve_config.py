@@ -21,7 +21,7 @@ def test_config_validates_with_serves_own_schema():
 def test_builder_makes_the_query_app(tmp_path):
     from serve_apps.app import app_builder
 
-    (tmp_path / "redis").mkdir()
-    (tmp_path / "redis" / "redis.port").write_text("6399")
+    (tmp_path / "redis-data").mkdir()
+    (tmp_path / "redis-data" / "redis.port").write_text("6399")
     app = app_builder({"data_dir": str(tmp_path), "k_min": 3})
     assert type(app).__name__ == "Application"
