@@ -39,6 +39,29 @@ class HistoryUnavailable(Exception):
     """The store cannot be written or read now; snapshots wait in Redis."""
 
 
+class HistoryTimeout(Exception):
+    """A history query ran out of its time (ClickHouse's max_execution_time)."""
+
+
+def _answer(query):
+    """A history query whose failure says which kind it is: out of time, or the store."""
+
+    @functools.wraps(query)
+    def run(self, *args):
+        try:
+            return query(self, *args)
+        except (HistoryUnavailable, HistoryTimeout):
+            raise
+        except Exception as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:500]
+            if "TIMEOUT_EXCEEDED" in str(exc) or "Code: 159." in str(exc):
+                raise HistoryTimeout(first) from exc
+            log.warning("history query %s failed: %s", query.__name__, first)
+            raise HistoryUnavailable(first) from exc
+
+    return run
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1)
 class History:
     """Every `snapshot_interval_s`: the user shards' presence pieces, then the raw pings and
@@ -238,47 +261,61 @@ class History:
             raise HistoryUnavailable("history is paused")
         return self._connect()
 
+    @_answer
     def heatmap(self, res: int, at: int, bbox: tuple | None) -> dict[int, int]:
         return self._reader().heatmap(res, at, _box(bbox))
 
+    @_answer
     def top(self, n: int, res: int, at: int, bbox: tuple | None) -> list[tuple[int, int]]:
         return self._reader().top(n, res, at, _box(bbox))
 
+    @_answer
     def cell_count(self, cell: int, at: int) -> int:
         return self._reader().cell_count(cell, at)
 
+    @_answer
     def space_count(self, space: str, at: int) -> int:
         return self._reader().space_count(space, at)
 
+    @_answer
     def space_counts(self, at: int) -> dict[str, int]:
         return self._reader().space_counts(at)
 
+    @_answer
     def dwell(self, device: int, day: int) -> dict:
         return self._reader().dwell(device, day)
 
+    @_answer
     def dwell_pieces(self, device: int, day: int) -> list:
         return self._reader().dwell_pieces(device, day)
 
+    @_answer
     def door_sum(self, ranges: list) -> int:
         return self._reader().door_sum(ranges)
 
+    @_answer
     def path(self, device: int, start: int, end: int) -> list:
         return self._reader().path(device, start, end)
 
+    @_answer
     def devices_in_area(self, start, end, bbox, polygon, attrs, limit, timeout_s) -> tuple:
         return self._reader().devices_in_area(
             start, end, _box(bbox), polygon, attrs, limit, timeout_s
         )
 
+    @_answer
     def distance(self, start: int, end: int, attrs: dict, device, timeout_s) -> dict:
         return self._reader().distance(start, end, attrs, device, timeout_s)
 
+    @_answer
     def export(self, what: str, start: int, end: int, fmt: str) -> bytes:
         return self._reader().export(what, start, end, fmt)
 
+    @_answer
     def all_minute_counts(self, resolutions: list[int]) -> dict:
         return self._reader().all_minute_counts(resolutions)
 
+    @_answer
     def counts(self) -> dict[str, int]:
         store = self._reader()
         return {"pings": store.ping_count(), "door_events": store.door_event_count()}

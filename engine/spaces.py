@@ -1,7 +1,9 @@
 """Polygon spaces: named GeoJSON polygons covered by base-resolution cells."""
 
+import h3
+
 from engine.cells import polygon_cells
-from engine.geo import validate_polygon
+from engine.geo import polygon_area_m2, validate_polygon
 
 MAX_SPACE_CELLS = 250_000
 
@@ -24,6 +26,12 @@ class SpaceIndex:
         """Define or redefine a polygon space; returns its cells. Raises ValueError when the
         polygon is invalid, covers no cell centre, or is too large."""
         polygon = validate_polygon(polygon)
+        # the cover's cost grows with the cells it makes: refuse what is far too large first
+        estimate = polygon_area_m2(polygon) / h3.average_hexagon_area(self.res, "m^2")
+        if estimate > 1.5 * MAX_SPACE_CELLS:
+            raise ValueError(
+                f"the polygon covers about {estimate:,.0f} cells; at most {MAX_SPACE_CELLS:,}"
+            )
         cells = frozenset(polygon_cells(polygon, self.res))
         if not cells:
             raise ValueError("the polygon contains no cell centre at the base resolution")

@@ -1,6 +1,7 @@
 """The HTTP API on Ray Serve: live answers from the shard actors, definitions for admins."""
 
 import asyncio
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from actors.archive import DeadLetter
 from actors.auth import KeyStore
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
-from actors.history import HistoryUnavailable
+from actors.history import HistoryTimeout, HistoryUnavailable
 from actors.id_directory import IdDirectory
 from actors.layout import layout_of
 from actors.layout import pending as pending_layout
@@ -35,6 +36,9 @@ from engine.pseudonym import pseudonym, pseudonym_str
 from engine.recent import RecentCache
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
+from serve_apps.guard import Guard
+
+log = logging.getLogger(__name__)
 
 MAX_TOP = 1_000
 # Live heatmap and top-N bodies are shared for CACHE_S and, while a refresh runs, answered up to
@@ -46,6 +50,7 @@ MAX_HEATMAP_CELLS = 50_000
 READ_ROLES = ("viewer", "admin")
 MAX_SHARDS = 64
 ROLE_CACHE_S = 10  # a revoked key stops working within this
+HISTORY_TIMEOUT_S = 60.0  # a history answer that takes longer gets 504
 
 app = FastAPI(
     title="occupancy",
@@ -81,8 +86,10 @@ class _QueryTiming:
             await send(message)
 
         span = None
-        carrier = {k.decode(): v.decode() for k, v in scope["headers"] if k in _TRACE_HEADERS}
-        if carrier:
+        carrier = {
+            k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS
+        }
+        if carrier:  # a malformed one is ignored, as the W3C spec asks
             span = self.tracer.start_span("query", context=tracing.extract(carrier))
         try:
             await self.inner(scope, receive, send_status)
@@ -96,6 +103,7 @@ class _QueryTiming:
                 span.end()
 
 
+app.add_middleware(Guard)  # inside the timing: 401s and 413s are counted too
 app.add_middleware(_QueryTiming)
 
 
@@ -127,8 +135,15 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> OR
 
 @app.exception_handler(HTTPException)
 async def _http_error(request: Request, exc: HTTPException) -> ORJSONResponse:
-    codes = {404: "not_found", 405: "method_not_allowed"}
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
     return _envelope(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+@app.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> ORJSONResponse:
+    """A bug, not the client's mistake: logged, and answered with the envelope all the same."""
+    log.exception("%s %s failed", request.method, request.url.path)
+    return _envelope(500, "internal", f"{type(exc).__name__}: the engine failed to answer")
 
 
 class PolygonSpaceBody(BaseModel):
@@ -211,6 +226,7 @@ class QueryApi:
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
         self.ids = IdDirectory(self.redis, topology.secret)
+        Guard.use(lambda key: self._cached_role(key) is not None)
         process = f"api-{os.getpid()}"
         _QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
         meter = telemetry.meter(process, topology.redis_url)
@@ -281,17 +297,20 @@ class QueryApi:
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
             raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer <key>)")
-        now = time.monotonic()
-        hit = self._roles.get(key, int(now * 1000))
-        if hit is None or now - hit[0] > ROLE_CACHE_S:
-            hit = (now, self.keys.role(key))
-            self._roles.put(key, hit, int(now * 1000))
-        role = hit[1]
+        role = self._cached_role(key)
         if role is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked API key")
         if role not in allowed:
             raise ApiError(403, "forbidden", f"this needs the {' or '.join(allowed)} role")
         return role
+
+    def _cached_role(self, key: str) -> str | None:
+        now = time.monotonic()
+        hit = self._roles.get(key, int(now * 1000))
+        if hit is None or now - hit[0] > ROLE_CACHE_S:
+            hit = (now, self.keys.role(key))
+            self._roles.put(key, hit, int(now * 1000))
+        return hit[1]
 
     def _floor(self, count: int, role: str) -> int:
         return count if role == "admin" or count >= self.k_min else 0
@@ -318,20 +337,31 @@ class QueryApi:
         with _bad("bad_time"):
             return parse_time(at)
 
-    async def _history(self, role: str, endpoint: str, params: dict, method: str, *args):
-        """A call to the history actor; 503 while the store is unreachable. Audited."""
-        actor = self._history_handle()
-        return await self._audited(role, endpoint, params, getattr(actor, method).remote(*args))
+    async def _history(
+        self,
+        role: str,
+        endpoint: str,
+        params: dict,
+        method: str,
+        *args,
+        timeout_s: float = HISTORY_TIMEOUT_S,
+    ):
+        """A call to the history actor; 503 while the store is unreachable, 504 past
+        `timeout_s`. Audited."""
+        call = getattr(self._history_handle(), method).remote(*args)
+        return await self._audited(role, endpoint, params, call, timeout_s)
 
     def _history_handle(self):
         if self._history_actor is None:
             self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
         return self._history_actor
 
-    async def _audited(self, role: str, endpoint: str, params: dict, call):
+    async def _audited(
+        self, role: str, endpoint: str, params: dict, call, timeout_s=HISTORY_TIMEOUT_S
+    ):
         """`_guarded(call)`; the question and how many rows it gave go to the audit log."""
         start = time.perf_counter()
-        result = await self._guarded(call)
+        result = await self._guarded(call, timeout_s)
         rows = len(result) if isinstance(result, dict | list) else 1
         elapsed = (time.perf_counter() - start) * 1000
         self._history_handle().audit.remote(
@@ -340,10 +370,15 @@ class QueryApi:
         return result
 
     @staticmethod
-    async def _guarded(call):
-        """Await `call`, which may reach history: 503 while the store is unreachable."""
+    async def _guarded(call, timeout_s: float = HISTORY_TIMEOUT_S):
+        """Await `call`, which may reach history: 503 while the store is unreachable, 504 when
+        it takes longer than `timeout_s` (or ClickHouse stops the query at its own limit)."""
         try:
-            return await call
+            return await asyncio.wait_for(call, timeout_s)
+        except (HistoryTimeout, TimeoutError) as exc:
+            raise ApiError(
+                504, "history_timeout", f"the history query took longer than {timeout_s:g} s"
+            ) from exc
         except HistoryUnavailable as exc:
             raise ApiError(503, "history_unavailable", str(exc).splitlines()[-1]) from exc
         except ray.exceptions.RayActorError as exc:
@@ -654,7 +689,7 @@ class QueryApi:
         params = {"from": t0, "to": t1, "bbox": bbox, "polygon": polygon, "attrs": attrs}
         found, truncated = await self._history(
             role, "devices", params, "devices_in_area",
-            t0, t1, _tuple(box), shape, attrs, limit, timeout_s,
+            t0, t1, _tuple(box), shape, attrs, limit, timeout_s, timeout_s=timeout_s + 10,
         )  # fmt: skip
         names = self._device_ids([d for d, _, _ in found], role)
         devices = [{"device_id": names[d], "first_seen": a, "last_seen": b} for d, a, b in found]
@@ -697,8 +732,9 @@ class QueryApi:
             key = pseudonym(self.topology.secret, device_id)
         params = {"from": t0, "to": t1, "attrs": attrs, "device": device_id is not None}
         meters = await self._history(
-            role, "distance", params, "distance", t0, t1, attrs, key, timeout_s
-        )
+            role, "distance", params, "distance", t0, t1, attrs, key, timeout_s,
+            timeout_s=timeout_s + 10,
+        )  # fmt: skip
         average = sum(meters.values()) / len(meters) if meters else 0.0
         body: dict = {"average_meters": average, "device_count": len(meters)}
         if role == "admin":

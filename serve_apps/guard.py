@@ -1,0 +1,104 @@
+"""The API's door: the key is checked and the body size bounded before a body is read.
+
+An ASGI middleware in front of FastAPI (which reads and validates a body before a handler runs):
+a request to `/v1/...` (but for the health check) without a known key gets 401 at once, whatever
+it sends after its headers; a body beyond MAX_BODY_BYTES gets 413, by its Content-Length or, for a
+chunked body, as soon as that many bytes have arrived. Roles are still checked by each route.
+"""
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import orjson
+from starlette.exceptions import HTTPException
+
+MAX_BODY_BYTES = 1 << 20  # a polygon of 10,000 vertices is ~400 KB of JSON
+OPEN_PATHS = ("/v1/health",)  # /v1 paths answered without a key
+
+
+def bearer(headers: list[tuple[bytes, bytes]]) -> str:
+    """The bearer token of an `authorization` header (empty if none or not decodable)."""
+    for name, value in headers:
+        if name == b"authorization":
+            text = value.decode("latin-1").strip()
+            return text[7:].strip() if text[:7].lower() == "bearer " else ""
+    return ""
+
+
+async def send_error(send, status: int, code: str, message: str, headers=()) -> None:
+    """The error envelope, as the API's own errors have it."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class TooLarge(HTTPException):
+    """Raised while a body is read: FastAPI passes HTTP exceptions on (others become 400)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+
+
+class Guard:
+    """ASGI middleware; `use(known)` gives it the replica's `known(key) -> bool` (which caches
+    look-ups)."""
+
+    _known: ClassVar[list[Callable[[str], bool]]] = []
+
+    @classmethod
+    def use(cls, known: Callable[[str], bool]) -> None:
+        cls._known[:] = [known]
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def known(self, key: str) -> bool:
+        return not self._known or self._known[0](key)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        path = scope.get("path", "")
+        if path.startswith("/v1/") and path not in OPEN_PATHS:
+            key = bearer(scope.get("headers", ()))
+            if not key:
+                return await send_error(
+                    send, 401, "unauthenticated", "missing API key (Authorization: Bearer <key>)"
+                )
+            if not self.known(key):
+                return await send_error(send, 401, "unauthenticated", "unknown or revoked API key")
+        length = _content_length(scope.get("headers", ()))
+        if length is not None and length > MAX_BODY_BYTES:
+            error = TooLarge()
+            return await send_error(send, 413, "body_too_large", error.detail)
+        received = [0]
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > MAX_BODY_BYTES:
+                    raise TooLarge
+            return message
+
+        await self.inner(scope, counted_receive, send)
+
+
+def _content_length(headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
