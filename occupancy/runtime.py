@@ -38,6 +38,7 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
         space_shards=tuple(f"space-{i}" for i in range(s.space_shards)),
         checkpoint_interval_s=s.checkpoint_interval_s,
+        rate_limits=(s.device_rate_limit, s.key_rate_limit),
     )
 
 

@@ -28,10 +28,12 @@ class GrpcIngest:
 
     async def _call(self, ctx: RayServegRPCContext, ingest, items) -> pb.IngestAck:
         try:
-            device = self.core.authenticate(
+            caller = self.core.authenticate(
                 dict(ctx.invocation_metadata()).get("authorization", "")
             )
-            return await ingest(items, device)
+            if (wait := self.core.admit(caller, len(items))) > 0:
+                return _fail(ctx, grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limited: {wait:.1f}")
+            return await ingest(items, caller.device)
         except AuthError as exc:
             denied = grpc.StatusCode.PERMISSION_DENIED
             return _fail(ctx, denied if exc.denied else grpc.StatusCode.UNAUTHENTICATED, str(exc))

@@ -2,6 +2,7 @@
 
 import random
 import secrets
+import socket
 import time
 
 import pytest
@@ -160,6 +161,18 @@ def test_roles(api):
         ("/v1/users/x/dwell", {"day": "2024-02-30"}, "bad_day"),
         ("/v1/users/x/dwell", {}, "bad_request"),
         ("/v1/top", {"at": "not-a-time"}, "bad_time"),
+        # beyond Int64 (a bare 500 before), and beyond the years ISO 8601 can write
+        ("/v1/top", {"at": str(2**63)}, "bad_time"),
+        ("/v1/top", {"at": "-" + "9" * 25}, "bad_time"),
+        ("/v1/cells/89182e6c453ffff", {"at": str(10**22)}, "bad_time"),
+        ("/v1/heatmap", {"bbox": "-1,-1,1,1", "at": str(2**64)}, "bad_time"),
+        ("/v1/history/distance", {"from": "0", "to": str(2**63)}, "bad_time"),
+        ("/v1/history/distance", {"from": "0", "to": "99999-01-01"}, "bad_time"),
+        (
+            "/v1/history/devices",
+            {"from": "0", "to": "1", "bbox": "0,0,1,1", "limit": 0},
+            "bad_request",
+        ),
     ],
 )
 def test_bad_input_gets_a_4xx_envelope(api, path, params, code):
@@ -167,6 +180,54 @@ def test_bad_input_gets_a_4xx_envelope(api, path, params, code):
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["error"]["code"] == code
     assert r.json()["error"]["message"]
+
+
+def test_the_key_is_checked_before_a_body_is_read_and_bodies_are_bounded(api):
+    eight_mb = b"[" * (8 << 20)
+    r = requests.put(api.http + "/v1/spaces/x", data=eight_mb, timeout=30)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    r = requests.put(
+        api.http + "/v1/spaces/x", data=eight_mb, headers={"Authorization": "Bearer nope"},
+        timeout=30,
+    )  # fmt: skip
+    assert r.status_code == 401
+    auth = {"Authorization": f"Bearer {api.admin}"}
+    r = requests.put(api.http + "/v1/spaces/x", data=eight_mb, headers=auth, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunks():  # no Content-Length: the body is counted as it comes
+        for _ in range(40):
+            yield b" " * 65_536
+
+    r = requests.put(api.http + "/v1/spaces/x", data=chunks(), headers=auth, timeout=30)
+    assert r.status_code == 413, r.text
+
+
+def test_a_traceparent_that_is_not_utf8_is_ignored(api):
+    r = requests.get(
+        api.http + "/v1/top",
+        headers={"Authorization": f"Bearer {api.admin}", "traceparent": "00-\xff\xfe-01"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_a_history_query_past_its_time_is_504(api):
+    # ClickHouse stops the query at max_execution_time: a millisecond is too little for this
+    pings = [
+        pb.Ping(device_id=f"slow-{i}", ts_ms=int(time.time() * 1000) - i, lat=52.66, lng=-8.63)
+        for i in range(2_000)
+    ]
+    api.send(pings)
+    ray.get(ray.get_actor(HISTORY, namespace="occupancy").snapshot.remote())
+    r = get(
+        api,
+        "/v1/history/distance",
+        api.admin,
+        **{"from": "0", "to": "9999-12-31", "timeout_s": 0.000001},
+    )
+    assert r.status_code == 504, r.text
+    assert r.json()["error"]["code"] == "history_timeout"
 
 
 def test_unknown_space_and_route_are_404(api):
@@ -422,3 +483,33 @@ def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
 
     assert IdDirectory(client, api.engine.topology.secret).forget(raw)
     assert not any(needle in v for v in client.hvals("occ:ids"))
+
+
+def _trickle(port: int, data: bytes, every_s: float = 0.5) -> int | None:
+    """Send `data` a byte at a time; how many bytes went before the server ended the
+    connection (None: it never did)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(every_s)
+        for i, byte in enumerate(data):
+            try:
+                s.send(bytes([byte]))
+                while s.recv(4096):  # answers (a 408, the server's HTTP/2 settings) are read
+                    pass
+                return i  # closed
+            except TimeoutError:
+                continue
+            except OSError:
+                return i
+    return None
+
+
+def test_a_client_sending_its_request_head_a_byte_at_a_time_is_cut_off(api):
+    # the head must arrive within 10 s (HAProxy `timeout http-request`): cut off long before
+    # these 80 bytes have trickled in (40 s)
+    head = b"GET /v1/health HTTP/1.1\r\nHost: engine\r\nX-Slow: " + b"a" * 40
+    sent = _trickle(int(api.http.rsplit(":", 1)[1]), head)
+    assert sent is not None and sent < len(head) - 10, sent
+    # the same for a gRPC connection's HTTP/2 preface (its handshake must finish in 10 s)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00" * 60
+    sent = _trickle(api.engine.grpc_port, preface)
+    assert sent is not None and sent < len(preface) - 10, sent

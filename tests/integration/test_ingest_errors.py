@@ -299,3 +299,24 @@ def test_a_megabyte_region_is_rejected(live):
     ack = live.stub.SendPings(pb.PingBatch(pings=pings), metadata=live.auth, timeout=30)
     feed_accepted(live, pings, ack, now)
     assert [(r.index, r.reason) for r in ack.rejections] == [(0, "region_too_long")]
+
+
+def test_a_device_token_beyond_its_rate_gets_resource_exhausted_with_retry_after(live):
+    token = live.engine.device_token("rate-limited")
+    auth = [("authorization", f"Bearer {token}")]
+    now = int(time.time() * 1000)
+    burst = [
+        pb.Ping(device_id="rate-limited", ts_ms=now - 650 + i, lat=1.0, lng=1.0) for i in range(650)
+    ]
+    ack = live.stub.SendPings(pb.PingBatch(pings=burst), metadata=auth, timeout=30)
+    feed_accepted(live, burst, ack, now)
+    assert ack.accepted == 650  # a minute's worth at once: the burst a device may send
+    again = pb.PingBatch(pings=[pb.Ping(device_id="rate-limited", ts_ms=now + 1, lat=1, lng=1)])
+    with pytest.raises(grpc.RpcError) as err:
+        live.stub.SendPings(again, metadata=auth, timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailing = dict(err.value.trailing_metadata())
+    assert int(trailing["retry-after"]) >= 1
+    # an ingest key has no limit by default (OCC_KEY_RATE_LIMIT=0): gateways send for many
+    ack = live.send([pb.Ping(device_id="rate-limited-too", ts_ms=now, lat=1.0, lng=1.0)] * 1)
+    assert ack.accepted == 1

@@ -1,0 +1,119 @@
+"""What a hostile client sends, against `occupancy up` of its own: every HTTP route and every
+gRPC method answers with a 4xx (or a documented status), never a 5xx nor a crash, and the engine
+stays healthy and keeps counting."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+
+from protos import occupancy_pb2 as pb
+from protos import occupancy_pb2_grpc as pbg
+from tests import hostile
+from tests.e2e.test_up_cli import ROOT, engine_env
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = 300  # per test; bench/fuzz.py runs the same generators for as many as asked
+
+
+class Engine:
+    def __init__(self, tmp_path):
+        self.env, self.grpc_port, self.http_port = engine_env(tmp_path)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "occupancy.cli", "up"], cwd=ROOT, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        self.admin = re.search(r"admin key\s+(occ_admin_\S+)", "".join(lines)).group(1)
+        self.keys = {"admin": self.admin}
+        for role in ("viewer", "ingest"):
+            made = subprocess.run(
+                [sys.executable, "-m", "occupancy.cli", "keys", "create", "--role", role],
+                cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            self.keys[role] = made.stdout.strip()
+
+    def healthy(self) -> bool:
+        r = requests.get(f"http://127.0.0.1:{self.http_port}/v1/health", timeout=30)
+        return r.status_code == 200
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    e = Engine(tmp_path_factory.mktemp("hostile"))
+    try:
+        yield e
+    finally:
+        e.stop()
+
+
+def test_hostile_http_requests_never_get_a_5xx(engine):
+    seen: dict[str, int] = {}
+
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    @given(hostile.requests_(engine.keys))
+    def run(request):
+        status, body = hostile.send("127.0.0.1", engine.http_port, request)
+        seen[str(status)] = seen.get(str(status), 0) + 1
+        assert hostile.problem(request, status, body) is None
+
+    run()
+    assert engine.healthy()
+    assert len(seen) > 3, seen  # the inputs reach many answers, not one refusal
+
+
+def test_hostile_grpc_calls_get_a_clear_status_and_the_engine_keeps_counting(engine):
+    channel = grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}")
+    now = int(time.time() * 1000)
+    codes: dict[str, int] = {}
+
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck),
+    )  # fmt: skip
+    @given(hostile.grpc_calls(now))
+    def run(call):
+        method, data = call
+        code = hostile.grpc_send(channel, engine.keys["ingest"], method, data)
+        codes[code.name] = codes.get(code.name, 0) + 1
+        assert code in hostile.OK_CODES, (code, method, data[:200])
+
+    run()
+    # a stream of broken and good messages: the broken ones are rejected, the good ones count
+    stub = pbg.IngestStub(channel)
+    good = pb.Ping(device_id="after-fuzz", ts_ms=int(time.time() * 1000), lat=52.66, lng=-8.63)
+    stream = channel.stream_stream(
+        "/occupancy.v1.Ingest/StreamPings",
+        request_serializer=lambda b: b,
+        response_deserializer=pb.IngestAck.FromString,
+    )
+    messages = [b"\xff\xff\xff", good.SerializeToString(), b"\x0a\x85", b""]
+    acks = list(stream(iter(messages), metadata=[("authorization", f"Bearer {engine.admin}")]))
+    assert acks[-1].accepted == 1 and acks[-1].rejected == 3
+    ack = stub.SendPings(
+        pb.PingBatch(pings=[good]), metadata=[("authorization", f"Bearer {engine.admin}")]
+    )
+    assert ack.late == 1  # the same ping again: it was applied the first time
+    assert engine.healthy()
+    assert "OK" in codes and "INVALID_ARGUMENT" in codes, codes
