@@ -8,15 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.e2e.browser import chromium
-from tests.e2e.test_up_cli import engine_env
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.engine_process import ROOT, engine_env
 
 pytestmark = pytest.mark.integration
 

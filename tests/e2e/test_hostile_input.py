@@ -2,63 +2,25 @@
 gRPC method answers with a 4xx (or a documented status), never a 5xx nor a crash, and the engine
 stays healthy and keeps counting."""
 
-import re
-import signal
-import subprocess
-import sys
 import time
 
 import grpc
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 from tests import hostile
-from tests.e2e.test_up_cli import ROOT, engine_env
+from tests.engine_process import EngineProcess
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = 300  # per test; bench/fuzz.py runs the same generators for as many as asked
 
 
-class Engine:
-    def __init__(self, tmp_path):
-        self.env, self.grpc_port, self.http_port = engine_env(tmp_path)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "occupancy.cli", "up"], cwd=ROOT, env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        self.admin = re.search(r"admin key\s+(occ_admin_\S+)", "".join(lines)).group(1)
-        self.keys = {"admin": self.admin}
-        for role in ("viewer", "ingest"):
-            made = subprocess.run(
-                [sys.executable, "-m", "occupancy.cli", "keys", "create", "--role", role],
-                cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            self.keys[role] = made.stdout.strip()
-
-    def healthy(self) -> bool:
-        r = requests.get(f"http://127.0.0.1:{self.http_port}/v1/health", timeout=30)
-        return r.status_code == 200
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.communicate(timeout=60)
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    e = Engine(tmp_path_factory.mktemp("hostile"))
+    e = EngineProcess(tmp_path_factory.mktemp("hostile"))
     try:
         yield e
     finally:

@@ -1,10 +1,8 @@
 """`occupancy up`, `simulate`, `token` and `keys create` as a user runs them."""
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,32 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.engine_process import ROOT, engine_env
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def engine_env(tmp_path, **extra: str) -> tuple[dict, int, int]:
-    """The environment of an engine subprocess on free ports with its own data dir (and
-    `extra` OCC_* settings), and its gRPC and HTTP ports."""
-    port, http_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "OCC_DATA_DIR": str(tmp_path / "data"),
-        "OCC_GRPC_PORT": str(port),
-        "OCC_HTTP_PORT": str(http_port),
-        "COLUMNS": "200",
-        "TERM": "dumb",
-        **extra,
-    }
-    env.pop("RAY_ADDRESS", None)
-    return env, port, http_port
 
 
 def _cli(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
