@@ -83,6 +83,7 @@ class History:
         self.paused = False
         self.last_error = ""
         self.last_snapshot_ms = 0
+        self.last_rows: dict[str, int] = {}  # rows the last snapshot wrote, by kind
         self.snapshots = 0
         self._wals: dict[str, Wal] = {}
         self._refresh()
@@ -210,6 +211,7 @@ class History:
             raise HistoryUnavailable(self.last_error) from exc
         self.last_error = ""
         self.last_snapshot_ms = int(time.time() * 1000)
+        self.last_rows = out
         self.snapshots += 1
         self._snapshot_s.record(time.perf_counter() - started)
         for kind, n in out.items():
@@ -248,6 +250,7 @@ class History:
             "paused": self.paused,
             "last_error": self.last_error,
             "last_snapshot_ms": self.last_snapshot_ms,
+            "last_rows": self.last_rows,
             "snapshots": self.snapshots,
             "wal_backlog": backlog,
             "archive_lag_ms": {name: wal.archive_lag_ms() for name, wal in self._wals.items()},

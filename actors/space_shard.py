@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 FOLD_EVERY_S = 60.0
 # events are folded this long after max_age has passed: an ingest handler's clock may be ahead
-FOLD_MARGIN_MS = 600_000
+FOLD_MARGIN_MS = 120_000
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)

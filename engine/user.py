@@ -14,7 +14,7 @@ from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
 
 # a watermark outlives the last ping it could judge by this much (clocks of the ingest handlers
 # and shards, batches waiting in queues)
-WATERMARK_MARGIN_MS = 600_000
+WATERMARK_MARGIN_MS = 120_000
 
 
 class SpaceMove(NamedTuple):
