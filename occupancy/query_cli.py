@@ -186,13 +186,17 @@ def status(url, key, as_json) -> None:
             s["shard"],
             s.get("error", "ok"),
             s.get("devices", ""),
+            s.get("watermarks", s.get("tombstones", "")),
             s.get("wal_length", ""),
             s.get("epoch", ""),
             s.get("checkpoint_age_s", ""),
         ]
         for s in body["shards"]
     ]
-    columns = ["shard", "state", "devices", "log entries", "epoch", "checkpoint age s"]
+    columns = [
+        "shard", "state", "devices", "departed (watermarks/tombstones)", "log entries", "epoch",
+        "checkpoint age s",
+    ]  # fmt: skip
     show(body, False, "shards", columns, rows)
     h = body["history"]
     if "error" in h:
