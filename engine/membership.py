@@ -32,18 +32,22 @@ class PlaceCounts:
             if seq <= old[0]:
                 return
             self._discount(old[1])
-        else:
+        elif self._tombs or self._old_tombs:
             left = self._tombs.get(device)
             if left is None:
                 left = self._old_tombs.get(device)
-            if left is not None and seq <= left:
-                return
+            if left is not None:
+                if seq <= left:
+                    return
+                self._tombs.pop(device, None)  # newer than its leaving: the member replaces it
+                self._old_tombs.pop(device, None)
         if places:
             self._members[device] = (seq, places)
             for place in places:
                 self._counts[place] = self._counts.get(place, 0) + 1
         else:
             self._members.pop(device, None)
+            self._old_tombs.pop(device, None)
             self._tombs[device] = seq
 
     def update_many(self, updates: Iterable[tuple[int, tuple[Place, ...], int]]) -> None:
@@ -104,7 +108,7 @@ class PlaceCounts:
                 del self._counts[place]
 
     def snapshot(self) -> dict:
-        tombs = {**self._old_tombs, **self._tombs}
+        tombs = {**self._old_tombs, **self._tombs}  # a device is in one of the three at most
         return {
             "members": [[d, list(p), s] for d, (s, p) in self._members.items()]
             + [[d, [], s] for d, s in tombs.items()]
