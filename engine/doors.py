@@ -262,7 +262,11 @@ class DoorCounter:
         """Take the events, base and horizon of `events_state` (on top of the definitions)."""
         self.horizon = max(self.horizon, state.get("horizon", 0))
         self._base = dict(state.get("base", ()))
-        for sensor, flat in state.get("events", ()):
+        for item in state.get("events", ()):
+            if len(item) == 3:  # a space shard's checkpoint from before: [sensor, ts, direction]
+                self._events.setdefault(item[0], []).append((item[1], item[2]))
+                continue
+            sensor, flat = item
             self._events[sensor] = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         self._derived = None
 

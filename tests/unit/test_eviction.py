@@ -216,3 +216,12 @@ def test_view_tombstones_and_devices_that_left_do_not_stay():
             counts.update(d, (), 2)
         counts.age(minute * 60_000)
     assert len(counts) == 50 and counts.tombstones <= 20
+
+
+def test_a_space_shard_checkpoint_from_before_loads():
+    c = DoorCounter()
+    c.define_space("hall")
+    c.define_doorway("front", "hall", None)
+    c.install("s1", "front", DAY, "in")
+    c.load_events({"events": [["s1", DAY + 1_000, 1], ["s1", DAY + 2_000, 1]]})
+    assert c.count("hall", DAY + 5_000) == 2
