@@ -59,11 +59,13 @@ class PresenceHistory:
         self._pending.append((device, places, start, end))
 
     def export(
-        self, unsettled: Iterable[tuple[int, tuple, int, int]]
+        self, unsettled: Iterable[tuple[int, tuple, int, int]], now: int | None = None
     ) -> tuple[tuple[int, int], list[Piece]]:
-        """(mark, pieces): the pending settled intervals and the open ones as of now, with
+        """(mark, pieces): the pending settled intervals and the open ones as of `now`, with
         tombstones for days an interval exported earlier no longer reaches. Exporting again
-        before `confirm(mark)` sends the same pieces (or newer ones): history keeps the latest."""
+        before `confirm(mark)` sends the same pieces (or newer ones): history keeps the latest.
+        An open interval that ended before `now` (its device's presence expired) is not sent
+        again once confirmed, until it changes."""
         rows: list[Piece] = []
         for entry in self._pending:
             if entry is not None:
@@ -80,7 +82,8 @@ class PresenceHistory:
             book = self._open.setdefault(device, {})
             old = book.get(start)
             book[start] = (places, max(end, old[1]) if old else end)
-            self._sent[(device, start)] = (places, end)
+            if now is not None and end < now:  # it ended; one still growing is sent each time
+                self._sent[(device, start)] = (places, end)
         self._exported = len(self._pending)
         return (self._exported, self._export), rows
 

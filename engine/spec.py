@@ -15,7 +15,7 @@ class EngineSpec:
     placement_res: int = 6  # cells are placed on shards by their parent at this resolution
     minute_levels: int = 3  # minute aggregates at res, res-2, res-4, ...
     dwell_days: int = 2  # days of dwell kept in live state (history keeps all)
-    live_minutes: int = 5  # minutes of minute aggregates kept in live state (history keeps all)
+    live_minutes: int = 2  # minutes of minute aggregates kept in live state (history keeps all)
 
     def __post_init__(self) -> None:
         if not 0 <= self.res <= 15:

@@ -190,8 +190,11 @@ class UserEngine:
         """(mark, pieces) for the history store (`PresenceHistory.export`): settled intervals
         not yet confirmed and the open ones up to `now`, per place (base cell and spaces)."""
         return self.history.export(
-            (i.device, self._dwell_places(i.cell), i.start, i.end)
-            for i in self.tracker.open_stays(now)
+            (
+                (i.device, self._dwell_places(i.cell), i.start, i.end)
+                for i in self.tracker.open_stays(now)
+            ),
+            now,
         )
 
     def history_confirm(self, mark: int) -> None:

@@ -22,7 +22,7 @@ class Settings:
     presence_ttl_s: float = 120.0
     max_skew_s: float = 30.0
     max_ping_age_s: float = 7 * 86_400.0  # older pings and door events are ts_too_old
-    live_minutes: int = 5  # minute aggregates kept live; devices that left stay this long
+    live_minutes: int = 2  # minute aggregates kept live; devices that left stay this long
     device_rate_limit: float = 10.0  # pings a second per device token (a minute's burst); 0: off
     key_rate_limit: float = 0.0  # pings a second per ingest key; 0: off
     snapshot_interval_s: float = 10.0
