@@ -20,10 +20,11 @@ def parse_cell(text: str) -> int:
     """Parse an H3 cell given as hex; raises ValueError for anything that is not a valid cell."""
     try:
         cell = h3.str_to_int(text.strip().lower())
-    except (ValueError, TypeError):
-        raise ValueError(f"{text!r} is not an H3 cell id") from None
-    if not h3i.is_valid_cell(cell):
-        raise ValueError(f"{text!r} is not a valid H3 cell")
+        valid = h3i.is_valid_cell(cell)
+    except (ValueError, TypeError, OverflowError):  # not hex, or not 64 bits
+        raise ValueError(f"{text[:40]!r} is not an H3 cell id") from None
+    if not valid:
+        raise ValueError(f"{text[:40]!r} is not a valid H3 cell")
     return cell
 
 

@@ -158,6 +158,8 @@ def test_roles(api):
         ("/v1/cells/zzzz", {}, "bad_cell"),
         ("/v1/cells/ffffffffffffffff", {}, "bad_cell"),
         ("/v1/cells/8f283082e73ffff", {}, "bad_cell"),  # res 15 > base res
+        ("/v1/cells/" + "9" * 40, {}, "bad_cell"),  # beyond 64 bits (found by bench/fuzz.py)
+        ("/v1/cells/-9999999999999999999999999", {}, "bad_cell"),
         ("/v1/users/x/dwell", {"day": "2024-02-30"}, "bad_day"),
         ("/v1/users/x/dwell", {}, "bad_request"),
         ("/v1/top", {"at": "not-a-time"}, "bad_time"),
