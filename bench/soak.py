@@ -239,7 +239,7 @@ def run(engine: Engine, args) -> None:
     engine.define_door_space("soak-hall")
     engine.define_doorway("soak-door", "soak-hall", None)
     for i in range(4):
-        engine.install(f"door-{i}", "soak-door", int(time.time() * 1000) - 60_000, "in")
+        engine.install(f"door-{i}", "soak-door", int(time.time() * 1000) - 5_000, "in")
     redis_pid = engine._redis.proc.pid if engine._redis and engine._redis.proc else None
     kinds = processes(engine, redis_pid)
     fleet = Fleet(args.devices, args.interval)

@@ -42,7 +42,7 @@ def test_index_batch_matches_scalar_path():
 
 def test_parse_cell_accepts_hex_and_rejects_junk():
     assert parse_cell("89283082E73FFFF") == 617700170065510399
-    for bad in ["", "zz", "89283082e73fff", "0", "ffffffffffffffff"]:
+    for bad in ["", "zz", "89283082e73fff", "0", "ffffffffffffffff", "9" * 40, "-" + "9" * 25]:
         with pytest.raises(ValueError):
             parse_cell(bad)
 
@@ -117,9 +117,12 @@ def test_parse_time_and_day():
     assert parse_time("2024-03-11T01:00:00+01:00") == 1_710_115_200_000
     assert parse_time("2024-03-11T00:00:00") == 1_710_115_200_000
     assert parse_day("2024-03-11") == 1_710_115_200_000
-    for bad in ["", "yesterday", "2024-13-01T00:00"]:
+    for bad in ["", "yesterday", "2024-13-01T00:00", str(2**63), "-" + "9" * 25, "9" * 40]:
         with pytest.raises(ValueError):
             parse_time(bad)
+    assert parse_time("9999-12-31T23:59:59.999Z") == 253_402_300_799_999
+    with pytest.raises(ValueError):
+        parse_time("253402300800000")  # the first ms of the year 10000
     for bad in ["2024-02-30", "11/03/2024", "2024-03-11T00:00"]:
         with pytest.raises(ValueError):
             parse_day(bad)
