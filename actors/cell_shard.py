@@ -7,7 +7,7 @@ import ray
 
 from actors import telemetry
 from actors.layout import current, layout_of, with_layout
-from actors.refs import Shards, rebuild_again_later
+from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later
 from actors.topology import Topology
 from engine.geo import BBox
 from engine.membership import PlaceCounts
@@ -16,7 +16,7 @@ from engine.topn import area_counts, shard_top
 log = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(**ACTOR_OPTIONS)
 class CellShard:
     """Applies membership updates from user shards; answers top-N and heatmap parts.
 

@@ -14,7 +14,7 @@ import redis
 from actors import telemetry, tracing
 from actors.archive import Archiver, DeadLetter
 from actors.layout import committed, current, pending
-from actors.refs import Shards
+from actors.refs import ACTOR_OPTIONS, Shards
 from actors.topology import Topology
 from actors.wal import PREFIX, Wal
 from clickhouse.backends import connect
@@ -62,7 +62,7 @@ def _answer(query):
     return run
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=1)
+@ray.remote(**ACTOR_OPTIONS, max_concurrency=1)
 class History:
     """Every `snapshot_interval_s`: the user shards' presence pieces, then the raw pings and
     door events of every shard's write-ahead log since the last archived entry.

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from actors import tracing
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
+from actors.refs import ACTOR_OPTIONS
 from actors.topology import Topology
 from protos import occupancy_pb2 as pb
 
@@ -44,7 +45,7 @@ STREAM_LINGER_S = 0.02
 ACK_EVERY_S = 0.05  # cumulative acks at most this far apart while pings flow (contract: 1 s)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(**ACTOR_OPTIONS)
 class IngestServer:
     """Serves `occupancy.v1.Ingest` (with health and reflection) on a stable port.
 

@@ -10,6 +10,17 @@ from actors.topology import Topology
 
 log = logging.getLogger(__name__)
 
+# Every engine actor: restarted by Ray when it dies, calls never retried (they are not all
+# idempotent), no CPU reserved (they share the node's cores), and no task events: Ray's GCS keeps
+# an event for each of the last 100,000 actor calls (1-2 KB each, growing for an hour at this
+# engine's rate of calls); the engine's own metrics and traces say what the calls did.
+ACTOR_OPTIONS = {
+    "max_restarts": -1,
+    "max_task_retries": 0,
+    "num_cpus": 0,
+    "enable_task_events": False,
+}
+
 
 class Shards:
     """Looks shard actors up by name (cached) and sends them calls.

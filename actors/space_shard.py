@@ -9,7 +9,7 @@ import redis
 
 from actors.layout import current, layout_of, with_layout
 from actors.metadata import Metadata
-from actors.refs import Shards, rebuild_again_later, start_ticker
+from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later, start_ticker
 from actors.topology import Clock, Topology
 from actors.wal import Wal
 from engine.doors import BeyondHorizon
@@ -22,7 +22,7 @@ FOLD_EVERY_S = 60.0
 FOLD_MARGIN_MS = 120_000
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(**ACTOR_OPTIONS)
 class SpaceShard:
     """Polygon spaces placed here by id, and the door events of the sensors placed here.
 

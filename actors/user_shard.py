@@ -14,7 +14,7 @@ from actors import telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
 from actors.layout import StaleLayout, current, layout_of, with_layout
 from actors.metadata import Metadata
-from actors.refs import Shards, start_ticker
+from actors.refs import ACTOR_OPTIONS, Shards, start_ticker
 from actors.topology import Clock, Topology
 from actors.wal import Wal
 from engine.routing import route_cell_moves, route_space_moves
@@ -47,7 +47,7 @@ def _epoch_seq(epoch: int, seq: int) -> int:
     return (epoch << 32) | seq
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+@ray.remote(**ACTOR_OPTIONS)
 class UserShard:
     """Hosts the logical actors of many devices (a `UserEngine`).
 

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable, Iterator
 
 Place = int | str
-TOMBSTONE_GRACE_MS = 300_000  # far longer than any membership update takes to arrive
+TOMBSTONE_GRACE_MS = 60_000  # far longer than any membership update takes to arrive
 
 
 class PlaceCounts:
