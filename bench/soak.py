@@ -57,6 +57,7 @@ class Fleet:
         for _ in range(devices):
             self._arrive()
         self.delayed: list[tuple[float, pb.Ping]] = []
+        self._owed = 0.0
         self.sent = self.late_sent = self.doors = 0
 
     def _arrive(self) -> None:
@@ -65,8 +66,12 @@ class Fleet:
         lng = CENTRE[1] + self.rng.uniform(-0.05, 0.05)
         self.where[f"soak-{self.next_id:08d}"] = (lat, lng)
 
-    def churn(self, share: float = 0.1) -> None:
-        leaving = self.rng.sample(sorted(self.where), int(len(self.where) * share))
+    def churn(self, seconds: float, share_a_minute: float = 0.1) -> None:
+        """Over `seconds`, as many devices leave for good as `share_a_minute` says, and as many
+        new ones arrive (a little at a time, as people come and go)."""
+        self._owed += len(self.where) * share_a_minute * seconds / 60
+        leaving = self.rng.sample(sorted(self.where), int(self._owed))
+        self._owed -= len(leaving)
         for device in leaving:
             del self.where[device]
         for _ in leaving:
@@ -112,6 +117,7 @@ def drive(fleet: Fleet, stub, key: str, stop: threading.Event) -> None:
     tick = 0
     while not stop.is_set():
         started = time.monotonic()
+        fleet.churn(0.5)
         pings = fleet.pings(0.5 / fleet.interval_s)
         try:
             for i in range(0, len(pings), 5_000):
@@ -255,7 +261,6 @@ def run(engine: Engine, args) -> None:
     try:
         for minute in range(1, args.minutes + 1):
             time.sleep(60)
-            fleet.churn()
             row = {"minute": minute, "sent": fleet.sent, **sample(engine, client, kinds)}
             rows.append(row)
             print(" · ".join(f"{k} {_fmt(v)}" for k, v in row.items()), flush=True)
