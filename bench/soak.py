@@ -159,9 +159,9 @@ def processes(engine: Engine, redis_pid: int | None) -> dict[str, list[int]]:
             kinds["serve"].append(p.info["pid"])
         elif p.info["pid"] == redis_pid:
             kinds["redis"].append(p.info["pid"])
-        elif any(
-            d in line for d in ("raylet", "gcs_server", "dashboard", "ray/_private", "log_monitor")
-        ):
+        elif "gcs_server" in line:
+            kinds["ray gcs"].append(p.info["pid"])
+        elif any(d in line for d in ("raylet", "dashboard", "ray/_private", "autoscaler")):
             kinds["ray daemons"].append(p.info["pid"])
     return kinds
 
