@@ -25,14 +25,7 @@ class EngineProcess:
             [sys.executable, "-m", "occupancy.cli", "up"], cwd=ROOT, env=self.env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
+        lines = wait_ready(self.proc)
         self.output = lines  # the rest is read as it comes: a full pipe would stall the engine
         threading.Thread(target=lambda: lines.extend(self.proc.stdout), daemon=True).start()
         self.admin = re.search(r"admin key\s+(occ_admin_\S+)", "".join(lines)).group(1)
@@ -51,6 +44,19 @@ class EngineProcess:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait(timeout=60)
+
+
+def wait_ready(proc: subprocess.Popen, timeout_s: float = 120) -> list[str]:
+    """The lines `occupancy up` printed until it said it was ready (it ends with Ctrl-C)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+        if "Ctrl-C" in line:
+            return lines
+    raise AssertionError("".join(lines))
 
 
 def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:

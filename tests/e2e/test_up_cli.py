@@ -5,13 +5,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.engine_process import ROOT, engine_env
+from tests.engine_process import ROOT, engine_env, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +36,8 @@ def test_up_simulate_and_credentials(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        text = "".join(lines)
+        text = "".join(wait_ready(up))
         assert f"127.0.0.1:{port}" in text
         admin = re.search(r"admin key\s+(occ_admin_\S+)", text).group(1)
         assert (tmp_path / "data" / "admin.key").read_text().strip() == admin
@@ -127,13 +118,7 @@ def test_up_and_the_cli_work_from_inside_the_data_dir(tmp_path):
     )  # fmt: skip
     lines = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
+        lines += wait_ready(up)
         health = requests.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10)
         assert health.status_code == 200, health.text
         sim = subprocess.run(

@@ -55,6 +55,16 @@ class Shard:
         self.engine.history_confirm(mark)
         return self.engine.evict(now)
 
+    def departed(self, device: str, t: int) -> int:
+        """`device` pings once at `t` and is gone: by the time returned, it is evicted."""
+        self.ping(device, t, A, t)
+        now = t + TTL + 3 * MINUTE_MS
+        self.snapshot(now)
+        assert (
+            self.key(device) in self.engine and self.engine.dwell(self.key(device), t, now) is None
+        )
+        return now
+
     def dwell(self, device: str, day: int, now: int) -> dict:
         key = self.key(device)
         found = self.engine.dwell(key, day, now)
@@ -93,11 +103,8 @@ def test_a_device_that_left_leaves_memory_but_a_watermark_and_answers_from_histo
 def test_a_late_ping_of_an_evicted_device_is_still_late():
     s = Shard()
     t = DAY + 3_600_000
-    s.ping("a", t, A, t)
-    s.snapshot(t + TTL + 3 * MINUTE_MS)
-    s.snapshot(t + TTL + 4 * MINUTE_MS)
+    now = s.departed("a", t) + 2 * MINUTE_MS
     assert len(s.engine) == 0
-    now = t + TTL + 5 * MINUTE_MS
     assert not s.ping("a", t, B, now)  # a duplicate
     assert not s.ping("a", t - 5_000, B, now)
     assert len(s.engine) == 0 and s.engine.watermarks == 1
@@ -125,9 +132,7 @@ def test_a_delayed_ping_cuts_an_evicted_stay_short_across_midnight():
 def test_watermarks_go_after_max_age_and_a_device_back_then_counts_anew():
     s = Shard()
     t = DAY + 3_600_000
-    s.ping("a", t, A, t)
-    s.snapshot(t + TTL + 3 * MINUTE_MS)
-    s.snapshot(t + TTL + 4 * MINUTE_MS)
+    s.departed("a", t)
     assert s.engine.watermarks == 1
     just_kept = t + MAX_AGE + TTL + WATERMARK_MARGIN_MS
     assert s.snapshot(just_kept)[1] == 0
@@ -144,9 +149,7 @@ def test_watermarks_go_after_max_age_and_a_device_back_then_counts_anew():
 def test_evicted_devices_move_with_a_handoff():
     s = Shard()
     t = DAY + 3_600_000
-    s.ping("a", t, A, t)
-    s.snapshot(t + TTL + 3 * MINUTE_MS)
-    s.snapshot(t + TTL + 4 * MINUTE_MS)
+    s.departed("a", t)
     other = UserEngine(SPEC)
     key = s.key("a")
     state = msgpack.unpackb(msgpack.packb(s.engine.extract([key])), strict_map_key=False)
