@@ -20,6 +20,7 @@ adds `timeout http-request` to the configuration Ray wrote, then runs Ray's own 
 
 import hashlib
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             run_dir = Path(tempfile.gettempdir()) / f"occ-{digest}"
         run_dir.mkdir(parents=True, exist_ok=True)
         env |= {
+            # HAProxy's own stats and metrics ports: Ray's defaults unless another engine on
+            # this machine has them already
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_port_or_free(8404)),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_port_or_free(9101)),
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper(run_dir)),
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(IDLE_TIMEOUT_S),
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -72,6 +77,18 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         }
     return env
+
+
+def _port_or_free(port: int) -> int:
+    """`port` if nothing listens on it, else a free one."""
+    for candidate in (port, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", candidate))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
 
 
 def _haproxy_wrapper(run_dir: Path) -> Path:
