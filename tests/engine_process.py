@@ -73,6 +73,8 @@ def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:
         **extra,
     }
     env.pop("RAY_ADDRESS", None)
+    for name in [n for n in env if n.startswith("RAY_SERVE_")]:
+        del env[name]  # an engine started in this process set them for itself
     return env, port, http_port
 
 
