@@ -15,6 +15,7 @@ from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
 # a watermark outlives the last ping it could judge by this much (clocks of the ingest handlers
 # and shards, batches waiting in queues)
 WATERMARK_MARGIN_MS = 120_000
+MAX_CACHED_PLACES = 100_000  # cells whose coarser parents and spaces are kept at hand
 
 
 class SpaceMove(NamedTuple):
@@ -225,6 +226,8 @@ class UserEngine:
     def _minute_places(self, cell: int) -> tuple:
         places = self._places.get(cell)
         if places is None:
+            if len(self._places) >= MAX_CACHED_PLACES:  # a fleet crossing a country
+                self._places.clear()
             coarse = tuple(parent(cell, r) for r in self._coarser)
             places = self._places[cell] = (cell, *coarse, *self.spaces.spaces_of(cell))
         return places
