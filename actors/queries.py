@@ -120,14 +120,17 @@ class LiveQueries:
     async def dwell(self, device_id: str, day: int) -> dict:
         """Where the device spent `day`: from its user shard while live state holds the day,
         else history's pieces with what the shard still owes laid over them."""
-        self._fresh()
-        key = pseudonym(self.topology.secret, device_id)
-        shard = self.shards.handle(self.placement.user_shard(key))
-        live = await shard.dwell.remote(key, day)
+        live = await self.dwell_live(device_id, day)
         if "dwell" in live:
             return live["dwell"]
-        stored = await self.history().dwell_pieces.remote(key, day)
-        return dwell_of(stored, live["owed"])
+        key = pseudonym(self.topology.secret, device_id)
+        return dwell_of(await self.history().dwell_pieces.remote(key, day), live["owed"])
+
+    async def dwell_live(self, device_id: str, day: int) -> dict:
+        """The user shard's answer: {"dwell": ...}, or {"owed": pieces} to lay over history's."""
+        self._fresh()
+        key = pseudonym(self.topology.secret, device_id)
+        return await self.shards.handle(self.placement.user_shard(key)).dwell.remote(key, day)
 
     async def distance(self, device_id: str, day: int) -> float | None:
         """Metres on `day` while live state holds it (history: `/v1/history/distance`)."""

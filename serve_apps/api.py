@@ -32,6 +32,7 @@ from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
+from engine.history import dwell_of
 from engine.pseudonym import pseudonym, pseudonym_str
 from engine.recent import RecentCache
 from engine.timeutil import parse_day, parse_time
@@ -622,9 +623,14 @@ class QueryApi:
         if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
             raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
         # live state where it holds the day, else history's pieces with the owed ones over them
-        key = pseudonym(self.topology.secret, device_id)
-        params = {"device": pseudonym_str(key), "day": d}
-        found = await self._audited("admin", "dwell", params, self.queries.dwell(device_id, d))
+        live = await self.queries.dwell_live(device_id, d)
+        if "dwell" in live:
+            found = live["dwell"]
+        else:
+            key = pseudonym(self.topology.secret, device_id)
+            params = {"device": pseudonym_str(key), "day": d}
+            stored = await self._history("admin", "dwell", params, "dwell_pieces", key, d)
+            found = dwell_of(stored, live["owed"])
         return ORJSONResponse(
             {
                 "device_id": device_id,
