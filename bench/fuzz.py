@@ -28,6 +28,9 @@ from tests.engine_process import EngineProcess
 
 
 def _run(strategy, examples: int, one) -> None:
+    if examples <= 0:
+        return
+
     @settings(
         max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
