@@ -383,7 +383,9 @@ class QueryApi:
         except HistoryUnavailable as exc:
             raise ApiError(503, "history_unavailable", str(exc).splitlines()[-1]) from exc
         except ray.exceptions.RayActorError as exc:
-            raise ApiError(503, "history_unavailable", "the history store is restarting") from exc
+            raise ApiError(
+                503, "unavailable", "a shard or the history store is restarting; retry"
+            ) from exc
 
     # -- live queries ---------------------------------------------------------------------------
 
