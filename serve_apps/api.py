@@ -116,8 +116,13 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+RETRY_AFTER_S = "5"  # told to clients of a 503: a dependency is down or restarting
+
+
 def _envelope(status: int, code: str, message: str) -> ORJSONResponse:
-    return ORJSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    body = {"error": {"code": code, "message": message}}
+    return ORJSONResponse(body, status_code=status, headers=headers)
 
 
 @app.exception_handler(ApiError)
