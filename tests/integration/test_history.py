@@ -164,6 +164,12 @@ def test_store_outage_loses_and_doubles_nothing(live, history):
                 ray.get(history.snapshot.remote())
         health = requests.get(live.http + "/v1/health", timeout=30).json()
         assert health["checks"]["clickhouse"] == "paused"
+        r = requests.get(
+            live.http + "/v1/top", params={"at": str(int(time.time() * 1000))},
+            headers={"Authorization": f"Bearer {live.admin}"}, timeout=30,
+        )  # fmt: skip
+        assert r.status_code == 503 and r.json()["error"]["code"] == "history_unavailable"
+        assert int(r.headers["Retry-After"]) > 0
         # user shards checkpoint meanwhile: the log keeps what history has not archived
         for user in live.queries.shards.users():
             ray.get(user.checkpoint.remote())
