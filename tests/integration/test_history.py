@@ -14,7 +14,7 @@ import ray
 import requests
 
 from actors.history import NAME as HISTORY
-from clickhouse.backends import ChdbBackend
+from clickhouse.backends import CHDB_SUBDIR, ChdbBackend
 from clickhouse.store import HistoryStore
 from engine.cells import resolution, to_str
 from engine.pseudonym import pseudonym, pseudonym_str
@@ -358,7 +358,7 @@ def test_replay_of_an_export_reproduces_the_minute_aggregates(live, history, tmp
         assert out.returncode == 0, out.stderr
     summary = orjson.loads(out.stdout.strip().splitlines()[-1])
     assert summary["pings"] == ray.get(history.counts.remote())["pings"]
-    store = HistoryStore(ChdbBackend(tmp_path / "empty" / "clickhouse"))
+    store = HistoryStore(ChdbBackend(tmp_path / "empty" / CHDB_SUBDIR))
     try:
         replayed = store.all_minute_counts([9, 6])
         assert store.ping_count() == summary["pings"]
