@@ -3,8 +3,7 @@
 import asyncio
 import time
 
-import redis
-
+from actors import redis_client
 from actors.layout import current
 from actors.metadata import Metadata
 from actors.refs import Shards
@@ -19,7 +18,7 @@ class Definitions:
 
     def __init__(self, topology: Topology):
         self.topology = topology
-        self.metadata = Metadata(redis.Redis.from_url(topology.redis_url))
+        self.metadata = Metadata(redis_client.connect(topology.redis_url))
         self.shards = Shards(topology)
 
     def kind(self, space: str) -> str | None:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-import redis
 
-from actors import telemetry, tracing
+from actors import redis_client, telemetry, tracing
 from actors.archive import Archiver, DeadLetter
 from actors.layout import committed, current, pending
 from actors.refs import ACTOR_OPTIONS, Shards
@@ -77,7 +76,7 @@ class History:
         self.topology = topology
         self.config = config
         self.shards = Shards(topology)
-        self.redis = redis.Redis.from_url(topology.redis_url)
+        self.redis = redis_client.connect(topology.redis_url)
         self.store: HistoryStore | None = None
         self.archiver: Archiver | None = None
         self.paused = False

@@ -9,7 +9,7 @@ import ray
 import redis
 import redis.asyncio
 
-from actors import telemetry
+from actors import redis_client, telemetry
 from actors.auth import Authenticator, KeyStore, key_hash
 from actors.id_directory import record_async
 from actors.layout import StaleLayout, committed, current, with_layout
@@ -90,7 +90,7 @@ class IngestCore:
     """
 
     def __init__(self, topology: Topology, process: str = "ingest"):
-        self.redis = redis.Redis.from_url(topology.redis_url)
+        self.redis = redis_client.connect(topology.redis_url)
         topology = self.topology = current(topology, self.redis)
         self.spec = topology.engine_spec()
         m = telemetry.meter(process, topology.redis_url)
@@ -114,7 +114,7 @@ class IngestCore:
         device_rate, key_rate = topology.rate_limits
         self._device_limit = RateLimiter(device_rate)
         self._key_limit = RateLimiter(key_rate)
-        self._ids_async = redis.asyncio.Redis.from_url(topology.redis_url)
+        self._ids_async = redis_client.connect_async(topology.redis_url)
         self.clock = Clock()
         self._layout_checked = time.monotonic()
         self.in_flight = 0

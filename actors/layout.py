@@ -9,6 +9,7 @@ import dataclasses
 
 import redis
 
+from actors import redis_client
 from actors.topology import Topology
 from actors.wal import PREFIX, pack, unpack
 
@@ -42,7 +43,7 @@ def pending(client: redis.Redis) -> dict | None:
 
 def current(topology: Topology, client: redis.Redis | None = None) -> Topology:
     """`topology` with the committed layout if that one is newer."""
-    client = client or redis.Redis.from_url(topology.redis_url)
+    client = client or redis_client.connect(topology.redis_url)
     layout = committed(client)
     if layout is None or layout["version"] <= topology.version:
         return topology

@@ -3,8 +3,7 @@
 import asyncio
 import time
 
-import redis
-
+from actors import redis_client
 from actors.history import NAME as HISTORY
 from actors.layout import current
 from actors.metadata import Metadata
@@ -33,7 +32,7 @@ class LiveQueries:
         self.spec = topology.engine_spec()
         self.placement = topology.placement()
         self.shards = Shards(topology)
-        self._redis = redis.Redis.from_url(topology.redis_url)
+        self._redis = redis_client.connect(topology.redis_url)
         self._metadata = Metadata(self._redis)
         self._checked = 0.0
 

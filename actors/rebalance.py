@@ -18,9 +18,9 @@ import time
 import uuid
 
 import ray
-import redis
 
 from actors import layout as layouts
+from actors import redis_client
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
 from actors.topology import Topology
@@ -40,7 +40,7 @@ class RebalanceError(Exception):
 
 def rebalance(topology: Topology, user_shards: int | None, cell_shards: int | None) -> dict:
     """Move to `user_shards` user shards and `cell_shards` cell shards (None: as now)."""
-    client = redis.Redis.from_url(topology.redis_url)
+    client = redis_client.connect(topology.redis_url)
     token = uuid.uuid4().hex
     if not client.set(LOCK, token, nx=True, ex=600):
         raise RebalanceError("another rebalance is under way")

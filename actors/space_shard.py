@@ -5,8 +5,8 @@ import threading
 import time
 
 import ray
-import redis
 
+from actors import redis_client
 from actors.layout import current, layout_of, with_layout
 from actors.metadata import Metadata
 from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later, start_ticker
@@ -35,7 +35,7 @@ class SpaceShard:
         self.name = name
         self.topology = current(topology)
         self.placement = self.topology.placement()
-        client = redis.Redis.from_url(topology.redis_url)
+        client = redis_client.connect(topology.redis_url)
         self.metadata = Metadata(client)
         self.wal = Wal(client, name)
         self.doors = self.metadata.door_counter()

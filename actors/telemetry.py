@@ -27,6 +27,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from actors import redis_client
+
 log = logging.getLogger(__name__)
 
 PREFIX = "occ:metrics:"
@@ -110,7 +112,7 @@ def meter(process: str, redis_url: str) -> Meter:
     with _lock:
         provider = _providers.get(process)
         if provider is None:
-            client = redis.Redis.from_url(redis_url)
+            client = redis_client.connect(redis_url)
             readers = [
                 PeriodicExportingMetricReader(
                     RedisExporter(client, process), export_interval_millis=EXPORT_S * 1000

@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from actors import redis_client
+
 log = logging.getLogger(__name__)
 
 SPANS = "occ:spans"
@@ -80,7 +82,7 @@ def tracer(process: str, redis_url: str) -> trace.Tracer:
                 ),
                 sampler=ParentBased(TraceIdRatioBased(ratio)),
             )
-            exporter = RedisSpanExporter(redis.Redis.from_url(redis_url), process)
+            exporter = RedisSpanExporter(redis_client.connect(redis_url), process)
             provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
             if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (

@@ -8,9 +8,8 @@ import threading
 import time
 
 import ray
-import redis
 
-from actors import telemetry, tracing
+from actors import redis_client, telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
 from actors.layout import StaleLayout, current, layout_of, with_layout
 from actors.metadata import Metadata
@@ -63,7 +62,7 @@ class UserShard:
 
     def __init__(self, name: str, topology: Topology):
         self.name = name
-        client = redis.Redis.from_url(topology.redis_url)
+        client = redis_client.connect(topology.redis_url)
         self.topology = topology
         self.layout = layout_of(topology)
         self.shards = Shards(topology)

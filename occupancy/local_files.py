@@ -6,6 +6,7 @@ from pathlib import Path
 
 import redis
 
+from actors import redis_client
 from actors.auth import KeyStore
 from actors.redis_server import SUBDIR as REDIS_SUBDIR
 from actors.redis_server import EmbeddedRedis
@@ -71,9 +72,9 @@ class RedisFor:
 
     def __enter__(self) -> redis.Redis:
         if self.settings.redis_url:
-            return redis.Redis.from_url(self.settings.redis_url)
+            return redis_client.connect(self.settings.redis_url)
         self.embedded = EmbeddedRedis(self.settings.data_dir)
-        return redis.Redis.from_url(self.embedded.start())
+        return redis_client.connect(self.embedded.start())
 
     def __exit__(self, *exc) -> None:
         if self.embedded is not None:

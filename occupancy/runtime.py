@@ -10,6 +10,7 @@ from pathlib import Path
 import ray
 import redis
 
+from actors import redis_client
 from actors.auth import KeyStore, device_token
 from actors.cell_shard import CellShard
 from actors.definitions import Definitions
@@ -198,7 +199,7 @@ class Engine:
     # -- credentials and definitions ------------------------------------------------------------
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+        return redis_client.connect(self.redis_url)
 
     def create_key(self, role: str, label: str = "") -> str:
         return KeyStore(self.client()).create(role, label)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import telemetry, tracing
+from actors import redis_client, telemetry, tracing
 from actors.archive import DeadLetter
 from actors.auth import KeyStore
 from actors.definitions import Definitions
@@ -221,7 +221,7 @@ class QueryApi:
         self.spec = topology.engine_spec()
         self.queries = LiveQueries(topology)
         self.definitions = Definitions(topology)
-        self.redis = redis.Redis.from_url(topology.redis_url)
+        self.redis = redis_client.connect(topology.redis_url)
         self.keys = KeyStore(self.redis)
         self.k_min = k_min
         # bounded: random keys from a hostile client grow nothing for long
