@@ -19,6 +19,23 @@ return e
 """
 
 
+# compare-and-set: the checkpoint (KEYS[1]) and its id (KEYS[2]) are written only if no later
+# entry's checkpoint is stored; then the log (KEYS[3]) is trimmed before ARGV[5] (if given)
+_SAVE_CHECKPOINT = """
+local stored = redis.call('GET', KEYS[2])
+if stored then
+  local ms, seq = string.match(stored, '^(%d+)-(%d+)$')
+  ms, seq = tonumber(ms), tonumber(seq)
+  local new_ms, new_seq = tonumber(ARGV[3]), tonumber(ARGV[4])
+  if ms > new_ms or (ms == new_ms and seq > new_seq) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[5]) end
+return 1
+"""
+
+
 def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
@@ -81,19 +98,30 @@ class Wal:
         ckpt = unpack(raw)
         return ckpt["state"], ckpt["wal_id"]
 
-    def save_checkpoint(self, state: dict, wal_id: str) -> None:
+    def save_checkpoint(self, state: dict, wal_id: str) -> bool:
         """Store the state as of entry `wal_id` and drop the entries it covers that history
-        has (all of them when history is off)."""
+        has (all of them when history is off). Refused (False) when the stored checkpoint is
+        of a later entry: a late writer (a checkpoint child that outlived its timeout, a shard
+        replaced meanwhile) never overwrites newer state."""
         archived = self.client.get(self.archived_key)
         trim_to = wal_id
         if archived is not None and _id(archived.decode()) < _id(wal_id):
             trim_to = archived.decode()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.ckpt_key, pack({"wal_id": wal_id, "state": state}))
-        pipe.set(self.ckpt_id_key, wal_id)
-        if trim_to != "0-0":
-            pipe.xtrim(self.stream, minid=_after(trim_to), approximate=False)
-        pipe.execute()
+        ms, seq = _id(wal_id)
+        trim = _after(trim_to) if trim_to != "0-0" else ""
+        stored = self.client.eval(
+            _SAVE_CHECKPOINT,
+            3,
+            self.ckpt_key,
+            self.ckpt_id_key,
+            self.stream,
+            pack({"wal_id": wal_id, "state": state}),
+            wal_id,
+            ms,
+            seq,
+            trim,
+        )
+        return bool(stored)
 
     # -- the history archive's position ---------------------------------------------------------
 
