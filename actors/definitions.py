@@ -3,8 +3,10 @@
 import asyncio
 import time
 
+import ray
+
 from actors import redis_client
-from actors.layout import current
+from actors.layout import current, pending
 from actors.metadata import Metadata
 from actors.refs import Shards
 from actors.topology import Topology
@@ -37,9 +39,24 @@ class Definitions:
         self.metadata.put_polygon_space(space, name, polygon)
         self._current()
         await asyncio.gather(
-            *(u.define_space.remote(space, polygon, name) for u in self.shards.users())
+            *(u.define_space.remote(space, polygon, name) for u in self._user_shards())
         )
         return cells
+
+    def _user_shards(self) -> list:
+        """The committed layout's user shards and those a rebalance under way has started:
+        a new shard read the definitions when it started, and is sent every one since (one
+        not started yet reads them all when it starts)."""
+        handles = self.shards.users()
+        target = pending(self.metadata.client)
+        for name in (target or {}).get("user_shards", ()):
+            if name in self.topology.user_shards:
+                continue
+            try:
+                handles.append(ray.get_actor(name, namespace=self.topology.namespace))
+            except ValueError:  # not started yet
+                pass
+        return handles
 
     async def define_door_space(self, space: str, name: str = "") -> None:
         if self.kind(space) == "polygon":

@@ -16,7 +16,8 @@ from actors import layout as layouts
 from actors.layout import committed
 from actors.rebalance import RebalanceError, rebalance
 from protos import occupancy_pb2_grpc as pbg
-from tests.integration.checks import assert_live_equals_oracle, random_pings
+from tests.integration.checks import agree, assert_live_equals_oracle, random_pings
+from tests.workload import POLYGON_SPACES
 
 pytestmark = pytest.mark.integration
 
@@ -157,12 +158,20 @@ def test_an_interrupted_rebalance_is_finished_by_running_it_again(spaces, monkey
         assert layouts.pending(client)["user_shards"] == ["user-0", "user-1", "user-2"]
         with pytest.raises(RebalanceError):  # another rebalance must not start meanwhile
             rebalance(live.engine.topology, 4, 2)
+        # a space defined meanwhile reaches the new shard too (devices moved there count)
+        live.engine.define_polygon_space("sp-mid-rebalance", POLYGON_SPACES["sp-a"])
+        live.oracle.define_polygon_space("sp-mid-rebalance", POLYGON_SPACES["sp-a"])
         finished = rebalance(live.engine.topology, 3, 3)
         fleet.wait_batches(20)
     assert not fleet.errors, fleet.errors
     assert finished["version"] == version + 1 and layouts.pending(client) is None
     live.queries.refresh()
     assert_live_equals_oracle(live)
+    agree(
+        lambda: live.q(live.queries.space_count("sp-mid-rebalance")),
+        lambda t: live.oracle.space_occupancy("sp-mid-rebalance", t, t),
+        "a space defined during the rebalance",
+    )
     assert _scale(live, user_shards=2, cell_shards=2)["version"] == version + 2
     live.queries.refresh()
     assert_live_equals_oracle(live)
