@@ -9,11 +9,12 @@ import time
 
 import grpc
 import ray
+import redis
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors import tracing
+from actors import redis_client, tracing
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
 from actors.refs import ACTOR_OPTIONS
 from actors.topology import Topology
@@ -42,6 +43,7 @@ SERVER_OPTIONS = [
 ]
 STREAM_BATCH = 2_000
 STREAM_LINGER_S = 0.02
+HEALTH_EVERY_S = 0.5  # how often the gRPC health status follows Redis
 ACK_EVERY_S = 0.05  # cumulative acks at most this far apart while pings flow (contract: 1 s)
 
 
@@ -105,10 +107,38 @@ class IngestServer:
         await server.start()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health_task = asyncio.ensure_future(self._follow_redis(health_servicer))
         self._server = server
         self._bound.set()
         log.info("ingest listening on port %d", self.port)
         return self.port
+
+    async def _follow_redis(self, health_servicer) -> None:
+        """NOT_SERVING while Redis (every acked ping's log) is unreachable, SERVING again once
+        it answers: load balancers and clients checking health send elsewhere or wait."""
+        client = redis_client.connect_async(self.core.topology.redis_url, timeout_s=1.0)
+        serving = True
+        while True:
+            await asyncio.sleep(HEALTH_EVERY_S)
+            try:
+                up = bool(await client.ping())
+            except redis.RedisError:
+                up = False
+            if up == serving:
+                continue
+            serving = up
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if up
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", SERVICE):
+                await health_servicer.set(name, status)
+            log.warning(
+                "Redis %s: health %s",
+                "is back" if up else "unreachable",
+                "SERVING" if up else "NOT_SERVING",
+            )
 
     async def bound_port(self) -> int:
         while not self._bound.is_set():
@@ -166,8 +196,8 @@ class IngestServer:
                 # a traced ping batch carries its context on to the shards (door events stop here)
                 traced = {"trace": tracing.carrier_of(span)} if field == "pings" else {}
                 ack = await ingest(items, device, **traced)
-            except ShardUnavailable as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except (ShardUnavailable, redis.RedisError) as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
             if span.is_recording():
                 span.set_attributes(
                     {"items": len(items), "accepted": ack.accepted, "rejected": ack.rejected}
@@ -198,8 +228,8 @@ class IngestServer:
                             pings.append(None)  # rejected as "malformed", the stream goes on
                     try:
                         ack = await self.core.ingest_pings(pings, device, index)
-                    except ShardUnavailable as exc:
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+                    except (ShardUnavailable, redis.RedisError) as exc:
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
                     index += len(raw)
                     unacked += len(raw)
                     totals.accepted += ack.accepted
@@ -241,11 +271,19 @@ class IngestServer:
                 authorization = value
         try:
             return self.core.authenticate(authorization)
+        except redis.RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
         except AuthError as exc:
             code = (
                 grpc.StatusCode.PERMISSION_DENIED if exc.denied else grpc.StatusCode.UNAUTHENTICATED
             )
             await context.abort(code, str(exc))
+
+
+def _retry_message(exc: Exception) -> str:
+    if isinstance(exc, redis.RedisError):
+        return f"the write-ahead log (Redis) is unreachable; retry the batch: {exc}"
+    return str(exc)
 
 
 class _Inbox:

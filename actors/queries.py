@@ -3,6 +3,8 @@
 import asyncio
 import time
 
+import redis
+
 from actors import redis_client
 from actors.history import NAME as HISTORY
 from actors.layout import current
@@ -47,7 +49,10 @@ class LiveQueries:
     def _fresh(self) -> None:
         # at most one Redis read a second: a rebalance shows within a second
         if time.monotonic() - self._checked > LAYOUT_CHECK_S:
-            self.refresh()
+            try:
+                self.refresh()
+            except redis.RedisError:  # no rebalance commits while Redis is down: live
+                self._checked = time.monotonic()  # answers go on from the shards' memory
 
     async def top(self, n: int, res: int, bbox: BBox | None = None) -> list[tuple[int, int]]:
         self._fresh()

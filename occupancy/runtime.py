@@ -18,7 +18,7 @@ from actors.history import NAME as HISTORY
 from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
 from actors.layout import current
-from actors.redis_server import EmbeddedRedis
+from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
 from actors.space_shard import SpaceShard
 from actors.topology import Topology
 from actors.user_shard import UserShard
@@ -84,12 +84,16 @@ class Engine:
     def _start(self) -> "Engine":
         s = self.settings
         env = serve_env(s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR)  # checks the mode
+        if s.durability not in DURABILITY:
+            raise ValueError(f"OCC_DURABILITY must be one of {', '.join(DURABILITY)}")
         s.data_dir.mkdir(parents=True, exist_ok=True)
         local_files.rename_old_folders(s.data_dir)
         if s.redis_url:
             self.redis_url = s.redis_url
+            for warning in external_warnings(redis_client.connect(s.redis_url), s.durability):
+                log.warning("%s", warning)
         else:
-            self._redis = EmbeddedRedis(s.data_dir)
+            self._redis = EmbeddedRedis(s.data_dir, durability=s.durability)
             self.redis_url = self._redis.start()
         # shard counts come from the settings until a rebalance has committed a layout
         self.topology = current(topology_for(s, self.redis_url))

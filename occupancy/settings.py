@@ -14,6 +14,7 @@ class Settings:
 
     data_dir: Path = Path(".occupancy")
     redis_url: str = ""  # empty: an embedded redis-server in the data dir
+    durability: str = "everysec"  # everysec | always: when an acked ping is fsynced
     clickhouse_url: str = ""  # empty: embedded ClickHouse (chDB) in the data dir
     grpc_port: int = 50051
     http_port: int = 8000

@@ -37,7 +37,7 @@ from engine.pseudonym import pseudonym, pseudonym_str
 from engine.recent import RecentCache
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
-from serve_apps.guard import Guard
+from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,6 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-RETRY_AFTER_S = "5"  # told to clients of a 503: a dependency is down or restarting
-
-
 def _envelope(status: int, code: str, message: str) -> ORJSONResponse:
     headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
     body = {"error": {"code": code, "message": message}}
@@ -147,7 +144,12 @@ async def _http_error(request: Request, exc: HTTPException) -> ORJSONResponse:
 
 @app.exception_handler(Exception)
 async def _internal_error(request: Request, exc: Exception) -> ORJSONResponse:
-    """A bug, not the client's mistake: logged, and answered with the envelope all the same."""
+    """A bug, not the client's mistake: logged, and answered with the envelope all the same.
+    Redis unreachable (here or in a shard the request reached) is not a bug: 503."""
+    cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+    if isinstance(cause, redis.RedisError):
+        log.warning("%s %s: Redis unreachable: %s", request.method, request.url.path, cause)
+        return _envelope(503, *REDIS_DOWN)
     log.exception("%s %s failed", request.method, request.url.path)
     return _envelope(500, "internal", f"{type(exc).__name__}: the engine failed to answer")
 
@@ -427,6 +429,7 @@ class QueryApi:
         return ORJSONResponse(
             {"status": "ok" if healthy else "degraded", "checks": checks, "as_of": _now()},
             status_code=200 if healthy else 503,
+            headers=None if healthy else {"Retry-After": RETRY_AFTER_S},
         )
 
     @app.get("/metrics", include_in_schema=False)

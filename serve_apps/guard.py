@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import orjson
+import redis
 from starlette.exceptions import HTTPException
 
 MAX_BODY_BYTES = 1 << 20  # a polygon of 10,000 vertices is ~400 KB of JSON
@@ -40,6 +41,10 @@ async def send_error(send, status: int, code: str, message: str, headers=()) -> 
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+RETRY_AFTER_S = "5"  # told to clients of a 503: a dependency is down or restarting
+REDIS_DOWN = ("redis_unavailable", "the engine's log and key store (Redis) is unreachable; retry")
 
 
 class TooLarge(HTTPException):
@@ -75,7 +80,13 @@ class Guard:
                 return await send_error(
                     send, 401, "unauthenticated", "missing API key (Authorization: Bearer <key>)"
                 )
-            if not self.known(key):
+            try:
+                known = self.known(key)
+            except redis.RedisError:
+                return await send_error(
+                    send, 503, *REDIS_DOWN, headers=((b"retry-after", RETRY_AFTER_S.encode()),)
+                )
+            if not known:
                 return await send_error(send, 401, "unauthenticated", "unknown or revoked API key")
         length = _content_length(scope.get("headers", ()))
         if length is not None and length > MAX_BODY_BYTES:
