@@ -34,7 +34,7 @@ class ForkedCheckpointer:
     def busy(self) -> bool:
         return self._child is not None
 
-    def start(self, snapshot: Callable[[], dict], wal_id: str) -> bool:
+    def start(self, snapshot: Callable[[], dict], wal_id: str, archiving: bool = False) -> bool:
         if self._child is not None:
             return False
         pid = os.fork()
@@ -44,7 +44,7 @@ class ForkedCheckpointer:
                 signal.signal(signal.SIGALRM, signal.SIG_DFL)
                 signal.alarm(max(1, int(self.timeout_s)))
                 stored = Wal(redis_client.connect(self.redis_url), self.shard).save_checkpoint(
-                    snapshot(), wal_id
+                    snapshot(), wal_id, archiving
                 )
                 code = 0 if stored else _REFUSED
             finally:

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+import redis
 
 from actors import redis_client, telemetry, tracing
 from actors.archive import Archiver, DeadLetter
 from actors.layout import committed, current, pending
+from actors.mirror import StateMirror
 from actors.refs import ACTOR_OPTIONS, Shards
 from actors.topology import Topology
 from actors.wal import PREFIX, Wal
@@ -23,6 +25,7 @@ from engine.geo import BBox
 log = logging.getLogger(__name__)
 
 NAME = "history"
+MIRROR_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,17 @@ class History:
         self._stop = threading.Event()
         handle = ray.get_runtime_context().current_actor
         threading.Thread(target=self._loop, args=(handle,), daemon=True).start()
+        lost = self._redis_lost
+        self.mirror = StateMirror(self.redis, "history", lambda: lost.add(1, {"shard": "history"}))
+        threading.Thread(target=self._mirror_loop, daemon=True).start()
+
+    def _mirror_loop(self) -> None:
+        """Keys and definitions copied every second, written back when Redis lost them."""
+        while not self._stop.wait(MIRROR_EVERY_S):
+            try:
+                self.mirror.refresh()
+            except redis.RedisError as exc:  # down: the next round tries again
+                log.debug("mirror: %s", exc)
 
     def _observe(self) -> None:
         from opentelemetry.metrics import Observation
@@ -105,6 +119,11 @@ class History:
         )
         self._archived = m.create_counter(
             "occupancy_archived_rows_total", description="Rows written to history by kind"
+        )
+        self._redis_lost = m.create_counter(
+            "occupancy_redis_lost_total",
+            description="Times a process found Redis emptied (flushed, or started without its "
+            "files) and wrote what it holds back",
         )
         self._dead = m.create_counter(
             "occupancy_deadletter_total",
@@ -155,7 +174,8 @@ class History:
             names.add(key.decode()[len(prefix) :])
         for name in sorted(names - self._wals.keys()):
             self._wals[name] = Wal(self.redis, name)
-            self._wals[name].start_archive()
+        for wal in self._wals.values():  # every round: a Redis that lost its data gets them again
+            wal.start_archive()
 
     def _connect(self) -> HistoryStore:
         if self.store is None:

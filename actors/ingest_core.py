@@ -12,6 +12,7 @@ import redis.asyncio
 from actors import redis_client, telemetry
 from actors.auth import Authenticator, KeyStore, key_hash
 from actors.id_directory import record_async
+from actors.instance import InstanceWatch
 from actors.layout import StaleLayout, committed, current, with_layout
 from actors.refs import Shards
 from actors.topology import Clock, Topology
@@ -120,6 +121,7 @@ class IngestCore:
         self.in_flight = 0
         # pseudonyms of the ids sent lately: memory follows the devices sending, not all ever seen
         self._keys: RecentCache[str, int] = RecentCache(KEYS_KEPT_MS, 1_000_000)
+        self.instance = InstanceWatch(self.redis, process)
 
     def authenticate(self, authorization: str) -> Caller:
         """Who sends: a device token's device, or an ingest/admin key; raises AuthError
@@ -153,6 +155,8 @@ class IngestCore:
         if not b.keys:
             return ack
         cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
+        if self.instance.due() and self.instance.lost():
+            self._keys.clear()  # the id directory is gone: every id is recorded again
         if time.monotonic() - self._layout_checked > LAYOUT_CHECK_S:
             self._layout_checked = time.monotonic()
             if self._layout_after(self.topology.version):

@@ -7,6 +7,7 @@ import time
 import ray
 
 from actors import redis_client
+from actors.instance import InstanceWatch
 from actors.layout import current, layout_of, with_layout
 from actors.metadata import Metadata
 from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later, start_ticker
@@ -49,6 +50,8 @@ class SpaceShard:
             self.wal_id = wal_id
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
+        self._archiving = self.wal.archiving()
+        self.instance = InstanceWatch(client, name)
         self._folded = 0.0
         self.members = PlaceCounts()
         handle = ray.get_runtime_context().current_actor
@@ -83,6 +86,10 @@ class SpaceShard:
         self.doors.reset(space, at)
 
     def tick(self) -> None:
+        if self.instance.due():
+            self._archiving = self._archiving or self.wal.archiving()
+            if self.instance.lost():  # Redis emptied: the door events again from memory
+                self.checkpoint()
         if time.monotonic() - self._folded >= FOLD_EVERY_S:
             self.fold()
         if (
@@ -101,7 +108,7 @@ class SpaceShard:
         return folded
 
     def checkpoint(self) -> str:
-        self.wal.save_checkpoint(self.doors.events_state(), self.wal_id)
+        self.wal.save_checkpoint(self.doors.events_state(), self.wal_id, self._archiving)
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         return self.wal_id

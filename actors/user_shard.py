@@ -11,11 +11,12 @@ import ray
 
 from actors import redis_client, telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
-from actors.layout import StaleLayout, current, layout_of, with_layout
+from actors.instance import InstanceWatch
+from actors.layout import COMMITTED, StaleLayout, current, layout_of, with_layout
 from actors.metadata import Metadata
 from actors.refs import ACTOR_OPTIONS, Shards, start_ticker
 from actors.topology import Clock, Topology
-from actors.wal import Wal
+from actors.wal import Wal, pack
 from engine.routing import route_cell_moves, route_space_moves
 from engine.spec import EngineSpec
 from engine.user import UserEngine
@@ -88,7 +89,9 @@ class UserShard:
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
+        self._archiving = self.wal.archiving()
         self._observe(name)
+        self.instance = InstanceWatch(client, name, lambda: self._redis_lost.add(1, self._labels))
         self.tracer = tracing.tracer(name, topology.redis_url)
         self._last_freeze = time.monotonic()
         self._resync()
@@ -107,7 +110,12 @@ class UserShard:
         from opentelemetry.metrics import Observation
 
         m = telemetry.meter(name, self.topology.redis_url)
-        labels = {"shard": name}
+        labels = self._labels = {"shard": name}
+        self._redis_lost = m.create_counter(
+            "occupancy_redis_lost_total",
+            description="Times a shard found Redis emptied (flushed, or started without its "
+            "files) and wrote its state again from memory",
+        )
         m.create_observable_gauge(
             "occupancy_shard_devices",
             callbacks=[lambda _: [Observation(len(self.engine), labels)]],
@@ -185,14 +193,27 @@ class UserShard:
         covered = self.checkpointer.poll()
         if covered is not None:
             self._checkpointed_id = covered
+        if self.instance.due():
+            self._archiving = self._archiving or self.wal.archiving()
+            if self.instance.lost():
+                self._rewrite()
         if (
             self.wal_id != self._checkpointed_id
             and not self.checkpointer.busy
             and not self._handing_off
             and time.monotonic() - self._last_checkpoint >= self.topology.checkpoint_interval_s
         ):
-            self.checkpointer.start(self._snapshot, self.wal_id)
+            self.checkpointer.start(self._snapshot, self.wal_id, self._archiving)
             self._last_checkpoint = time.monotonic()
+
+    def _rewrite(self) -> None:
+        """Redis lost its data: the checkpoint again at once from memory (the log it covered
+        is gone), the epoch counters and the committed layout as this shard knows them."""
+        self.wal.restore_epoch(self.epoch)
+        if self.layout["version"] > 0:
+            self.wal.client.set(COMMITTED, pack(self.layout), nx=True)
+        self._checkpointed_id = None
+        self._last_checkpoint = 0.0
 
     def _snapshot(self) -> dict:
         return {**self.engine.snapshot(), "layout": self.layout}
@@ -200,7 +221,7 @@ class UserShard:
     async def checkpoint(self) -> str:
         """A checkpoint now, waiting for it (operations, rebalances and tests)."""
         self.checkpointer.poll(block=True)
-        self.checkpointer.start(self._snapshot, self.wal_id)
+        self.checkpointer.start(self._snapshot, self.wal_id, self._archiving)
         self._checkpointed_id = self.checkpointer.poll(block=True) or self._checkpointed_id
         self._last_checkpoint = time.monotonic()
         return self._checkpointed_id

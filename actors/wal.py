@@ -19,6 +19,14 @@ return e
 """
 
 
+_RESTORE_EPOCH = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') < tonumber(ARGV[1]) then
+    redis.call('SET', key, ARGV[1])
+  end
+end
+"""
+
 # compare-and-set: the checkpoint (KEYS[1]) and its id (KEYS[2]) are written only if no later
 # entry's checkpoint is stored; then the log (KEYS[3]) is trimmed before ARGV[5] (if given)
 _SAVE_CHECKPOINT = """
@@ -77,6 +85,11 @@ class Wal:
         sent by two shards (before and after a rebalance moved it) compare correctly too."""
         return int(self.client.eval(_NEXT_EPOCH, 2, EPOCH, self.epoch_key))
 
+    def restore_epoch(self, epoch: int) -> None:
+        """After Redis lost its data: the counters again at least at `epoch`, so that no shard
+        draws an epoch some receiver has already seen."""
+        self.client.eval(_RESTORE_EPOCH, 2, EPOCH, self.epoch_key, epoch)
+
     def append(self, entry: dict) -> str:
         """Durable once this returns (Redis AOF, fsync every second)."""
         return self.client.xadd(self.stream, {b"d": pack(entry)}).decode()
@@ -98,14 +111,17 @@ class Wal:
         ckpt = unpack(raw)
         return ckpt["state"], ckpt["wal_id"]
 
-    def save_checkpoint(self, state: dict, wal_id: str) -> bool:
+    def save_checkpoint(self, state: dict, wal_id: str, archiving: bool = False) -> bool:
         """Store the state as of entry `wal_id` and drop the entries it covers that history
-        has (all of them when history is off). Refused (False) when the stored checkpoint is
-        of a later entry: a late writer (a checkpoint child that outlived its timeout, a shard
-        replaced meanwhile) never overwrites newer state."""
+        has (all of them when history is off). `archiving`: history archives this log, so a
+        missing archive mark (Redis lost its data) trims nothing. Refused (False) when the
+        stored checkpoint is of a later entry: a late writer (a checkpoint child that outlived
+        its timeout, a shard replaced meanwhile) never overwrites newer state."""
         archived = self.client.get(self.archived_key)
         trim_to = wal_id
-        if archived is not None and _id(archived.decode()) < _id(wal_id):
+        if archived is None and archiving:
+            trim_to = "0-0"
+        elif archived is not None and _id(archived.decode()) < _id(wal_id):
             trim_to = archived.decode()
         ms, seq = _id(wal_id)
         trim = _after(trim_to) if trim_to != "0-0" else ""
@@ -124,6 +140,10 @@ class Wal:
         return bool(stored)
 
     # -- the history archive's position ---------------------------------------------------------
+
+    def archiving(self) -> bool:
+        """Whether history archives this log (its archive mark exists)."""
+        return bool(self.client.exists(self.archived_key))
 
     def start_archive(self) -> None:
         """From now on, keep entries until they are archived."""

@@ -33,5 +33,8 @@ class RecentCache(Generic[K, V]):
             self._turned = now
         self._new[key] = value
 
+    def clear(self) -> None:
+        self._new, self._old = {}, {}
+
     def __len__(self) -> int:
         return len(self._new) + len(self._old)
