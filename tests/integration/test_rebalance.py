@@ -15,9 +15,12 @@ import requests
 from actors import layout as layouts
 from actors.layout import committed
 from actors.rebalance import RebalanceError, rebalance
+from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 from tests.integration.checks import agree, assert_live_equals_oracle, random_pings
-from tests.workload import POLYGON_SPACES
+from tests.workload import _rect
+
+FAR_SPACE = {"type": "Polygon", "coordinates": [_rect(10.0, 10.0, 10.01, 10.012)]}
 
 pytestmark = pytest.mark.integration
 
@@ -158,10 +161,14 @@ def test_an_interrupted_rebalance_is_finished_by_running_it_again(spaces, monkey
         assert layouts.pending(client)["user_shards"] == ["user-0", "user-1", "user-2"]
         with pytest.raises(RebalanceError):  # another rebalance must not start meanwhile
             rebalance(live.engine.topology, 4, 2)
-        # a space defined meanwhile reaches the new shard too (devices moved there count)
-        live.engine.define_polygon_space("sp-mid-rebalance", POLYGON_SPACES["sp-a"])
-        live.oracle.define_polygon_space("sp-mid-rebalance", POLYGON_SPACES["sp-a"])
+        # a space defined meanwhile reaches the new shard too: devices that shard owns count
+        # (far from the other tests' devices, so no dwell of theirs changes)
+        live.engine.define_polygon_space("sp-mid-rebalance", FAR_SPACE)
+        live.oracle.define_polygon_space("sp-mid-rebalance", FAR_SPACE)
         finished = rebalance(live.engine.topology, 3, 3)
+        now = int(time.time() * 1000)
+        live.send([pb.Ping(device_id=f"mid-rebalance-{i}", ts_ms=now, lat=10.005, lng=10.006)
+                   for i in range(30)])  # fmt: skip
         fleet.wait_batches(20)
     assert not fleet.errors, fleet.errors
     assert finished["version"] == version + 1 and layouts.pending(client) is None
