@@ -79,6 +79,13 @@ class Fleet(threading.Thread):
     def acked_since(self, t: float) -> bool:
         return any(a > t for a in self.acked_at)
 
+    def await_ack_after(self, t: float, timeout_s: float = 30) -> bool:
+        """Whether a batch is acked after monotonic time `t`, waiting up to `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not self.acked_since(t) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.acked_since(t)
+
     def stop(self) -> None:
         self._stopping.set()
         self.join(timeout=60)
