@@ -6,6 +6,7 @@ import time
 import ray
 
 from actors import telemetry
+from actors.fit import rss_bytes
 from actors.layout import current, layout_of, with_layout
 from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later
 from actors.topology import Topology
@@ -93,6 +94,7 @@ class CellShard:
             "devices": len(self.counts),
             "cells": len(self.counts.counts()),
             "tombstones": self.counts.tombstones,
+            "rss_bytes": rss_bytes(),
         }
 
     def pid(self) -> int:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors import redis_client, tracing
+from actors.fit import rss_bytes
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
 from actors.refs import ACTOR_OPTIONS
 from actors.topology import Topology
@@ -147,6 +148,9 @@ class IngestServer:
 
     async def pid(self) -> int:
         return os.getpid()
+
+    async def rss(self) -> int:
+        return rss_bytes()
 
     async def options(self) -> dict:
         """What another handler needs to serve beside this one (same port and limits)."""

@@ -19,10 +19,11 @@ import uuid
 
 import ray
 
+from actors import fit, redis_client
 from actors import layout as layouts
-from actors import redis_client
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
+from actors.refs import Shards
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from actors.wal import PREFIX, Wal
@@ -152,13 +153,39 @@ def _each(names, call) -> list:
     return [results[n] for n in names]
 
 
-def scale_ingest(topology: Topology, handlers: int) -> dict:
-    """Run `handlers` gRPC ingest handlers (they share one port; new connections spread over
-    them). Handlers stopped here let their calls finish first."""
-    if handlers < 1:
-        raise ValueError("at least one ingest handler")
-    ns = topology.namespace
-    names = sorted(
+def check_scale(
+    topology: Topology,
+    user_shards: int | None,
+    cell_shards: int | None,
+    ingest_handlers: int | None,
+) -> None:
+    """Raises fit.DoesNotFit when the actors a scale would start (each priced at the largest
+    resident memory of its kind now) do not fit in the nodes' available memory."""
+    now = layouts.current(topology, redis_client.connect(topology.redis_url))
+    shards = Shards(now)
+    adding: dict[str, tuple[int, int]] = {}
+    for kind, wanted, handles in (
+        ("user shards", user_shards, shards.users),
+        ("cell shards", cell_shards, shards.cells),
+    ):
+        have = len(handles())
+        if wanted is not None and wanted > have:
+            stats = ray.get([h.stats.remote() for h in handles()], timeout=30)
+            adding[kind] = (wanted - have, max(s["rss_bytes"] for s in stats))
+    if ingest_handlers is not None:
+        names = _handler_names(topology.namespace)
+        if names and ingest_handlers > len(names):
+            ns = topology.namespace
+            sizes = ray.get(
+                [ray.get_actor(n, namespace=ns).rss.remote() for n in names], timeout=30
+            )
+            adding["ingest handlers"] = (ingest_handlers - len(names), max(sizes))
+    if adding:
+        fit.check(adding, fit.available_bytes())
+
+
+def _handler_names(ns: str) -> list[str]:
+    return sorted(
         (
             a["name"]
             for a in ray.util.list_named_actors(all_namespaces=True)
@@ -166,6 +193,15 @@ def scale_ingest(topology: Topology, handlers: int) -> dict:
         ),
         key=lambda n: int(n.split("-")[1]),
     )
+
+
+def scale_ingest(topology: Topology, handlers: int) -> dict:
+    """Run `handlers` gRPC ingest handlers (they share one port; new connections spread over
+    them). Handlers stopped here let their calls finish first."""
+    if handlers < 1:
+        raise ValueError("at least one ingest handler")
+    ns = topology.namespace
+    names = _handler_names(ns)
     if not names:
         raise RebalanceError("no ingest handler runs")
     options = ray.get(ray.get_actor(names[0], namespace=ns).options.remote())

@@ -11,6 +11,7 @@ import ray
 
 from actors import redis_client, telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
+from actors.fit import rss_bytes
 from actors.instance import InstanceWatch
 from actors.layout import COMMITTED, StaleLayout, current, layout_of, with_layout
 from actors.metadata import Metadata
@@ -389,6 +390,7 @@ class UserShard:
             "wal_length": self.wal.length(),
             "checkpoint_id": self._checkpointed_id,
             "checkpoint_age_s": round(time.monotonic() - self._last_checkpoint, 1),
+            "rss_bytes": rss_bytes(),
         }
 
     async def pid(self) -> int:

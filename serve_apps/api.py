@@ -21,13 +21,14 @@ from actors import redis_client, telemetry, tracing
 from actors.archive import DeadLetter
 from actors.auth import KeyStore
 from actors.definitions import Definitions
+from actors.fit import DoesNotFit
 from actors.history import NAME as HISTORY
 from actors.history import HistoryTimeout, HistoryUnavailable
 from actors.id_directory import IdDirectory
 from actors.layout import layout_of
 from actors.layout import pending as pending_layout
 from actors.queries import LiveQueries
-from actors.rebalance import RebalanceError, rebalance, scale_ingest
+from actors.rebalance import RebalanceError, check_scale, rebalance, scale_ingest
 from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
@@ -469,6 +470,9 @@ class QueryApi:
             raise ApiError(400, "bad_request", "give user_shards, cell_shards or ingest_handlers")
         out: dict = {}
         try:
+            await asyncio.to_thread(
+                check_scale, self.topology, body.user_shards, body.cell_shards, body.ingest_handlers
+            )
             if body.user_shards is not None or body.cell_shards is not None:
                 out = await asyncio.to_thread(
                     rebalance, self.topology, body.user_shards, body.cell_shards
@@ -480,6 +484,8 @@ class QueryApi:
                 )
         except RebalanceError as exc:
             raise ApiError(409, "rebalance_conflict", str(exc)) from exc
+        except DoesNotFit as exc:
+            raise ApiError(409, "does_not_fit", str(exc)) from exc
         except ray.exceptions.RayError as exc:  # a shard or the cluster failed mid-way
             raise ApiError(
                 503, "rebalance_interrupted", f"{exc.__class__.__name__}: run the same one again"

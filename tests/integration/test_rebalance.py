@@ -12,9 +12,10 @@ import pytest
 import ray
 import requests
 
+from actors import fit
 from actors import layout as layouts
 from actors.layout import committed
-from actors.rebalance import RebalanceError, rebalance
+from actors.rebalance import RebalanceError, check_scale, rebalance
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 from tests.integration.checks import agree, assert_live_equals_oracle, random_pings
@@ -259,3 +260,20 @@ def test_scale_asks_for_an_admin_key_and_sane_counts(live):
     )
     assert r.status_code == 400 and "user_shards" in r.json()["error"]["message"]
     assert _scale(live, user_shards=2, cell_shards=2)["changed"] is False
+
+
+def test_a_scale_whose_actors_would_not_fit_is_refused_before_anything_starts(live, monkeypatch):
+    t = live.engine.topology
+    now = layouts.current(t, live.engine.client())
+    assert fit.available_bytes() > 256 * 2**20  # what the machine has, measured by a task
+    check_scale(t, len(now.user_shards), len(now.cell_shards), None)  # nothing to start
+    monkeypatch.setattr(fit, "available_bytes", lambda: 512 * 2**20)
+    handlers = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("ingest-")
+    ]
+    with pytest.raises(fit.DoesNotFit) as refused:
+        check_scale(t, len(now.user_shards) + 4, None, len(handlers) + 2)
+    message = str(refused.value)
+    assert "4 user shards × " in message and "2 ingest handlers × " in message, message
