@@ -37,6 +37,7 @@ class Fleet(threading.Thread):
         self.failed_at: list[float] = []  # monotonic times of calls that were not acked
         self.acked_at: list[float] = []
         self.acked = 0
+        self.acked_pings: list[tuple[str, int]] = []  # (device, ts) of every acked ping
         self._stopping = threading.Event()
         self.error: BaseException | None = None
 
@@ -73,6 +74,10 @@ class Fleet(threading.Thread):
                 continue
             self.codes["OK"] += 1
             self.acked += ack.accepted + ack.late
+            rejected = {r.index for r in ack.rejections}
+            self.acked_pings += [
+                (p.device_id, p.ts_ms) for i, p in enumerate(pings) if i not in rejected
+            ]
             self.acked_at.append(time.monotonic())
             return
 

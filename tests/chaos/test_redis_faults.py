@@ -5,17 +5,16 @@ meanwhile, and every acked ping is in its live counts afterwards."""
 import os
 import signal
 import time
-from pathlib import Path
 
 import grpc
 import h3.api.basic_int as h3i
-import psutil
 import pytest
 import redis
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.chaos.fleet import Fleet
+from tests.chaos.processes import actors, redis_port, redis_server
 from tests.engine_process import EngineProcess
 from tests.oracle import Oracle
 
@@ -30,20 +29,6 @@ def engine(tmp_path_factory):
     e.oracle = Oracle()  # of every fleet sent at this engine
     yield e
     e.stop()
-
-
-def _redis_port(engine: EngineProcess) -> int:
-    return int((Path(engine.env["OCC_DATA_DIR"]) / "redis-data" / "redis.port").read_text())
-
-
-def _redis_server(engine: EngineProcess) -> psutil.Process:
-    """This engine's redis-server (its process title names its address)."""
-    address = f"127.0.0.1:{_redis_port(engine)}"
-    for p in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(p.info["cmdline"] or [])
-        if "redis-server" in cmdline and address in cmdline:
-            return p
-    raise AssertionError("no redis-server of this engine")
 
 
 def _heatmap(engine: EngineProcess) -> tuple[int, dict]:
@@ -85,7 +70,7 @@ def test_redis_killed_under_a_fleet_comes_back_by_itself_with_every_acked_ping(e
     fleet = Fleet(engine.grpc_port, engine.keys["ingest"], seed=1, oracle=engine.oracle)
     fleet.start()
     time.sleep(3)
-    victim = _redis_server(engine)
+    victim = redis_server(engine)
     victim.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     victim.wait(10)
@@ -93,7 +78,7 @@ def test_redis_killed_under_a_fleet_comes_back_by_itself_with_every_acked_ping(e
     time.sleep(2)
     fleet.stop()
     assert back, fleet.codes
-    restarted = _redis_server(engine)
+    restarted = redis_server(engine)
     assert restarted.pid != victim.pid
     # refused calls said "retry" (UNAVAILABLE), never UNKNOWN
     assert set(fleet.codes) <= {"OK", "UNAVAILABLE"}, fleet.codes
@@ -107,7 +92,7 @@ def test_a_stalled_redis_fails_calls_fast_and_everything_resumes_after(engine):
     fleet = Fleet(engine.grpc_port, engine.keys["ingest"], seed=2, oracle=engine.oracle)
     fleet.start()
     time.sleep(2)
-    server = _redis_server(engine)
+    server = redis_server(engine)
     server.send_signal(signal.SIGSTOP)
     stalled = time.monotonic()
     try:
@@ -139,16 +124,8 @@ def test_a_stalled_redis_fails_calls_fast_and_everything_resumes_after(engine):
         time.sleep(0.2)
 
 
-def _shard_processes(engine: EngineProcess, kind: str) -> list[psutil.Process]:
-    """This engine's actor processes of one kind (`ray::UserShard`): descendants of its
-    `occupancy up`, which started its own Ray."""
-    procs = psutil.Process(engine.proc.pid).children(recursive=True)
-    return [p for p in procs if p.name().startswith(f"ray::{kind}") or
-            any(c.startswith(f"ray::{kind}") for c in p.cmdline()[:1])]  # fmt: skip
-
-
 def test_a_flushed_redis_is_noticed_and_every_acked_ping_survives_a_restart_after(engine):
-    client = redis.Redis(port=_redis_port(engine))
+    client = redis.Redis(port=redis_port(engine))
     keys_before = client.hlen("occ:keys")
     fleet = Fleet(engine.grpc_port, engine.keys["ingest"], seed=3, oracle=engine.oracle)
     fleet.start()
@@ -166,7 +143,7 @@ def test_a_flushed_redis_is_noticed_and_every_acked_ping_survives_a_restart_afte
     assert client.hlen("occ:keys") == keys_before  # written back from history's copy
     _agrees_with_oracle(engine, fleet)
     # what was written after the flush is enough: every user shard restarts from it
-    victims = _shard_processes(engine, "UserShard")
+    victims = actors(engine, "UserShard")
     assert len(victims) == 2, victims
     for p in victims:
         p.send_signal(signal.SIGKILL)

@@ -1,0 +1,187 @@
+"""The chaos report: faults injected into `occupancy up` under a streaming fleet, each measured
+against the oracle.
+
+For each fault a fleet streams 1,000 pings/s (300 devices, batches of 100, every batch sent
+again until acked); the fault is injected, the fleet goes on for a while, then stops. Reported:
+the recovery time (from the fault, or from its end for a stall, to the first ack after it), the
+calls refused meanwhile by status, the acked pings missing from live state and those counted
+twice (the live heatmap against the oracle of everything sent), and the acked pings missing from
+the raw archive (each device's path from history against what was acked).
+
+    .venv/bin/python bench/chaos.py            # every fault, short outages
+    .venv/bin/python bench/chaos.py --stall 20 --only redis-stall
+"""
+
+import argparse
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h3.api.basic_int as h3i
+import psutil
+import redis
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet lives in tests/
+
+from tests.chaos.fleet import Fleet
+from tests.chaos.processes import actors, redis_port, redis_server
+from tests.engine_process import EngineProcess
+from tests.oracle import Oracle
+
+WORLD = "-180,-90,180,90"
+
+
+class Target:
+    """The engine under test and what the faults need to reach its processes."""
+
+    def __init__(self, engine: EngineProcess):
+        self.e = engine
+        self.oracle = Oracle()
+        self.http = f"http://127.0.0.1:{engine.http_port}"
+        self.port = redis_port(engine)
+
+    def redis_server(self) -> psutil.Process:
+        return redis_server(self.e)
+
+    def actors(self, kind: str) -> list[psutil.Process]:
+        return actors(self.e, kind)
+
+    def get(self, path: str, **params) -> requests.Response:
+        headers = {"authorization": f"Bearer {self.e.admin}"}
+        return requests.get(self.http + path, params=params, headers=headers, timeout=60)
+
+    def live_diff(self, timeout_s: float = 60) -> tuple[int, int]:
+        """(acked pings missing from live counts, counted twice), once the views settle."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now = int(time.time() * 1000)
+            r = self.get("/v1/heatmap", bbox=WORLD, res=9)
+            expected = self.oracle.counts(9, now, now)
+            if r.status_code == 200:
+                cells = {h3i.str_to_int(c["cell"]): c["count"] for c in r.json()["cells"]}
+                keys = cells.keys() | expected.keys()
+                lost = sum(max(0, expected.get(c, 0) - cells.get(c, 0)) for c in keys)
+                twice = sum(max(0, cells.get(c, 0) - expected.get(c, 0)) for c in keys)
+                if (lost, twice) == (0, 0) or time.monotonic() > deadline:
+                    return lost, twice
+            elif time.monotonic() > deadline:
+                return -1, -1
+            time.sleep(0.5)
+
+    def archive_missing(self, fleet: Fleet, since_ms: int, timeout_s: float = 90) -> int:
+        """Acked pings not in the raw archive once history has caught up (it is read until
+        nothing more arrives)."""
+        acked: dict[str, set[int]] = {}
+        for device, ts in fleet.acked_pings:
+            acked.setdefault(device, set()).add(ts)
+        deadline = time.monotonic() + timeout_s
+        missing = -1
+        while time.monotonic() < deadline:
+            now = int(time.time() * 1000) + 1
+            missing = 0
+            for device, times in acked.items():
+                r = self.get(f"/v1/history/path/{device}", **{"from": since_ms, "to": now})
+                if r.status_code != 200:
+                    missing = -1
+                    break
+                missing += len(times - {p["ts"] for p in r.json()["points"]})
+            if missing == 0:
+                return 0
+            time.sleep(5)
+        return missing
+
+
+def run_fault(t: Target, name: str, inject, seed: int, after_s: float = 8) -> dict:
+    since = int(time.time() * 1000) - 1000
+    fleet = Fleet(t.e.grpc_port, t.e.keys["ingest"], seed=seed, oracle=t.oracle)
+    fleet.start()
+    time.sleep(3)
+    fault_end = inject()
+    back = fleet.await_ack_after(fault_end, timeout_s=60)
+    recovery = next((a for a in fleet.acked_at if a > fault_end), None)
+    time.sleep(after_s)
+    fleet.stop()
+    lost, twice = t.live_diff()
+    return {
+        "fault": name,
+        "recovery s": f"{recovery - fault_end:.2f}" if back else "none in 60 s",
+        "refused calls": ", ".join(f"{k} {v}" for k, v in sorted(fleet.codes.items()) if k != "OK")
+        or "none",
+        "acked pings": f"{len(fleet.acked_pings):,}",
+        "lost (live)": lost,
+        "counted twice (live)": twice,
+        "missing from raw archive": t.archive_missing(fleet, since),
+    }
+
+
+def faults(t: Target, stall_s: float) -> dict:
+    def kill_redis() -> float:
+        p = t.redis_server()
+        p.send_signal(signal.SIGKILL)
+        return time.monotonic()
+
+    def stall_redis() -> float:
+        p = t.redis_server()
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(stall_s)
+        os.kill(p.pid, signal.SIGCONT)
+        return time.monotonic()
+
+    def flush_redis() -> float:
+        redis.Redis(port=t.port).flushall()
+        return time.monotonic()
+
+    def kill(kind: str):
+        def inject() -> float:
+            victims = t.actors(kind)
+            for p in victims[:1]:
+                p.send_signal(signal.SIGKILL)
+            return time.monotonic()
+
+        return inject
+
+    return {
+        "redis-kill": ("redis-server SIGKILL", kill_redis),
+        "redis-stall": (f"Redis stalled {stall_s:g} s (SIGSTOP)", stall_redis),
+        "redis-flush": ("Redis FLUSHALL", flush_redis),
+        "user-shard": ("a user shard SIGKILL", kill("UserShard")),
+        "cell-shard": ("a cell shard SIGKILL", kill("CellShard")),
+        "space-shard": ("the space shard SIGKILL", kill("SpaceShard")),
+        "ingest": ("an ingest handler SIGKILL", kill("IngestServer")),
+        "history": ("the history actor SIGKILL", kill("History")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stall", type=float, default=5.0, help="seconds Redis is stalled")
+    parser.add_argument("--only", nargs="*", help="faults to run (default: all)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="occ-chaos-") as tmp:
+        engine = EngineProcess(Path(tmp), OCC_SNAPSHOT_INTERVAL_S="2")
+        try:
+            t = Target(engine)
+            table = faults(t, args.stall)
+            rows = []
+            for i, key in enumerate(args.only or table):
+                name, inject = table[key]
+                print(f"… {name}", file=sys.stderr, flush=True)
+                rows.append(run_fault(t, name, inject, seed=100 + i))
+        finally:
+            engine.stop()
+    print(f"machine: {platform.node()} · {os.cpu_count()} cores · {platform.python_version()}")
+    print(f"date: {time.strftime('%Y-%m-%d')}")
+    print()
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The processes of an engine run by `occupancy up` (tests/engine_process.py), for faults."""
+
+from pathlib import Path
+
+import psutil
+
+from tests.engine_process import EngineProcess
+
+
+def redis_port(engine: EngineProcess) -> int:
+    return int((Path(engine.env["OCC_DATA_DIR"]) / "redis-data" / "redis.port").read_text())
+
+
+def redis_server(engine: EngineProcess) -> psutil.Process:
+    """The engine's embedded redis-server (its process title names its address)."""
+    address = f"127.0.0.1:{redis_port(engine)}"
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if "redis-server" in cmdline and address in cmdline:
+            return p
+    raise AssertionError("no redis-server of this engine")
+
+
+def actors(engine: EngineProcess, kind: str) -> list[psutil.Process]:
+    """The engine's actor processes of one kind (`UserShard`): descendants of its `occupancy
+    up`, which started its own Ray."""
+    return [
+        p
+        for p in psutil.Process(engine.proc.pid).children(recursive=True)
+        if " ".join(p.cmdline()[:1]).startswith(f"ray::{kind}")
+    ]
