@@ -274,6 +274,12 @@ def main() -> None:
     ap.add_argument("--ingest-nice", type=int, default=Settings().ingest_nice)
     ap.add_argument("--http-ingress", default=Settings().http_ingress)
     ap.add_argument(
+        "--durability",
+        choices=("everysec", "always"),
+        default=Settings().durability,
+        help="OCC_DURABILITY: the embedded Redis fsyncs its AOF every second or before each ack",
+    )
+    ap.add_argument(
         "--stream-client",
         choices=("node", "python"),
         default="node" if shutil.which("node") else "python",
@@ -292,6 +298,7 @@ def main() -> None:
             ingest_nice=args.ingest_nice,
             http_ingress=args.http_ingress,
             http_port=free_port(),
+            durability=args.durability,
         )
         engine = Engine(settings).start()
         try:
@@ -306,7 +313,8 @@ def main() -> None:
             batches = make_batches(args.devices, 1_000, base, rounds)
             print(
                 f"# {os.cpu_count()} cores; {args.user_shards} user shards, "
-                f"{args.cell_shards} cell shards; {args.devices:,} devices"
+                f"{args.cell_shards} cell shards; {args.devices:,} devices; "
+                f"durability {args.durability}"
             )
             batched = bench_batched(channel, auth, batches, args.seconds, args.in_flight)
             print(
