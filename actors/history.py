@@ -133,11 +133,13 @@ class History:
         def lag(_):
             return [
                 Observation(wal.archive_lag_ms() / 1000, {"shard": name})
-                for name, wal in self._wals.items()
+                for name, wal in list(self._wals.items())
             ]
 
         def backlog(_):
-            return [Observation(wal.length(), {"shard": name}) for name, wal in self._wals.items()]
+            return [
+                Observation(wal.length(), {"shard": name}) for name, wal in list(self._wals.items())
+            ]
 
         m.create_observable_gauge(
             "occupancy_archive_lag_seconds",
@@ -263,7 +265,7 @@ class History:
         self.paused = paused
 
     def status(self) -> dict:
-        backlog = {name: wal.length() for name, wal in self._wals.items()}
+        backlog = {name: wal.length() for name, wal in list(self._wals.items())}
         return {
             "connected": self.store is not None,
             "paused": self.paused,
@@ -272,7 +274,9 @@ class History:
             "last_rows": self.last_rows,
             "snapshots": self.snapshots,
             "wal_backlog": backlog,
-            "archive_lag_ms": {name: wal.archive_lag_ms() for name, wal in self._wals.items()},
+            "archive_lag_ms": {
+                name: wal.archive_lag_ms() for name, wal in list(self._wals.items())
+            },
             "deadletter": len(DeadLetter(self.redis)),
         }
 
