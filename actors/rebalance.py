@@ -163,23 +163,19 @@ def check_scale(
     resident memory of its kind now) do not fit in the nodes' available memory."""
     now = layouts.current(topology, redis_client.connect(topology.redis_url))
     shards = Shards(now)
+    ns = topology.namespace
     adding: dict[str, tuple[int, int]] = {}
     for kind, wanted, handles in (
-        ("user shards", user_shards, shards.users),
-        ("cell shards", cell_shards, shards.cells),
+        ("user shards", user_shards, shards.users()),
+        ("cell shards", cell_shards, shards.cells()),
     ):
-        have = len(handles())
-        if wanted is not None and wanted > have:
-            stats = ray.get([h.stats.remote() for h in handles()], timeout=30)
-            adding[kind] = (wanted - have, max(s["rss_bytes"] for s in stats))
-    if ingest_handlers is not None:
-        names = _handler_names(topology.namespace)
-        if names and ingest_handlers > len(names):
-            ns = topology.namespace
-            sizes = ray.get(
-                [ray.get_actor(n, namespace=ns).rss.remote() for n in names], timeout=30
-            )
-            adding["ingest handlers"] = (ingest_handlers - len(names), max(sizes))
+        if wanted is not None and wanted > len(handles):
+            stats = ray.get([h.stats.remote() for h in handles], timeout=30)
+            adding[kind] = (wanted - len(handles), max(s["rss_bytes"] for s in stats))
+    names = _handler_names(ns) if ingest_handlers is not None else []
+    if names and ingest_handlers > len(names):
+        sizes = ray.get([ray.get_actor(n, namespace=ns).rss.remote() for n in names], timeout=30)
+        adding["ingest handlers"] = (ingest_handlers - len(names), max(sizes))
     if adding:
         fit.check(adding, fit.available_bytes())
 

@@ -20,22 +20,18 @@ COMMAND_TIMEOUT_S = 3.0
 HEALTH_CHECK_S = 15  # an idle pooled connection is checked with a PING before reuse
 
 
-def _options(timeout_s: float) -> dict:
+def _options(timeout_s: float, retry_class) -> dict:
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": timeout_s,
-        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.02), 1, (RedisConnectionError,)),
+        "retry": retry_class(ExponentialBackoff(cap=0.1, base=0.02), 1, (RedisConnectionError,)),
         "health_check_interval": HEALTH_CHECK_S,
     }
 
 
 def connect(url: str, timeout_s: float = COMMAND_TIMEOUT_S) -> redis.Redis:
-    return redis.Redis.from_url(url, **_options(timeout_s))
+    return redis.Redis.from_url(url, **_options(timeout_s, Retry))
 
 
 def connect_async(url: str, timeout_s: float = COMMAND_TIMEOUT_S) -> redis.asyncio.Redis:
-    options = _options(timeout_s)
-    options["retry"] = redis.asyncio.retry.Retry(
-        ExponentialBackoff(cap=0.1, base=0.02), 1, (RedisConnectionError,)
-    )
-    return redis.asyncio.Redis.from_url(url, **options)
+    return redis.asyncio.Redis.from_url(url, **_options(timeout_s, redis.asyncio.retry.Retry))

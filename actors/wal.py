@@ -91,7 +91,8 @@ class Wal:
         self.client.eval(_RESTORE_EPOCH, 2, EPOCH, self.epoch_key, epoch)
 
     def append(self, entry: dict) -> str:
-        """Durable once this returns (Redis AOF, fsync every second)."""
+        """Durable once this returns, as far as Redis's AOF is (OCC_DURABILITY: fsynced
+        within a second, or before the reply)."""
         return self.client.xadd(self.stream, {b"d": pack(entry)}).decode()
 
     def entries_after(self, stream_id: str, chunk: int = 500) -> Iterator[tuple[str, dict]]:
