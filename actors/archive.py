@@ -1,5 +1,6 @@
 """The archive: shard logs and presence pieces written to history, and a dead-letter stream for
-what ClickHouse refuses, so that one bad row never stops history for every other device."""
+what ClickHouse refuses, so that one bad row never stops history for every other device, and
+log ranges spilled to local files while ClickHouse is away (actors/spill.py)."""
 
 import itertools
 import logging
@@ -9,6 +10,7 @@ from collections.abc import Callable
 
 import redis
 
+from actors.spill import Spill, wal_key
 from actors.wal import PREFIX, Wal, pack, unpack
 from clickhouse.store import HistoryStore
 
@@ -18,6 +20,7 @@ DEADLETTER = f"{PREFIX}:deadletter"
 DEADLETTER_KEEP = 10_000  # entries; the oldest go first
 DEAD_ROWS_BYTES = 256 * 1024  # the refused rows an entry keeps, packed
 MAX_ENTRIES = 200  # log entries (batches) archived per shard per write
+ROUND_ENTRIES = 1_000  # per shard per round: catch-up goes in bounded chunks
 MAX_REFUSALS = 32  # refused inserts per block before what is left is dead-lettered whole
 
 # ClickHouse error codes that say "not now" rather than "never": such a block is retried whole
@@ -128,14 +131,26 @@ class Archiver:
 
     # -- log ranges -----------------------------------------------------------------------------
 
-    def archive_log(self, wal: Wal, shard: str, kind: str, convert, on_range=None) -> int:
-        """Write `shard`'s log entries after the archived position, MAX_ENTRIES at a time;
-        `convert(shard, entries)` gives (data, rows) for `kind` ("pings" or "door_events").
-        Returns the rows written (or dead-lettered)."""
-        intent_key = f"{PREFIX}:archiving:{shard}"
-        total = 0
-        while True:
-            intent = self.client.get(intent_key)
+    def archive_log(
+        self, wal: Wal, shard: str, kind: str, convert, on_range=None, spill: Spill | None = None
+    ) -> tuple[int, bool]:
+        """Write `shard`'s spilled ranges, then its log entries after the archived position,
+        MAX_ENTRIES at a time and at most ROUND_ENTRIES in all; `convert(shard, entries)` gives
+        (data, rows) for `kind` ("pings" or "door_events"). Returns the rows written (or
+        dead-lettered) and whether more are waiting."""
+        total, budget = 0, ROUND_ENTRIES
+        for spilled in spill.ranges(shard) if spill is not None else []:
+            if budget <= 0:
+                return total, True
+            entries, halved = spilled.load()
+            total += self._write_range(shard, kind, convert, entries, halved, spilled.mark_halved)
+            if on_range is not None:
+                on_range(entries)
+            spill.remove(spilled)
+            budget -= len(entries)
+        key = intent_key(shard)
+        while budget > 0:
+            intent = self.client.get(key)
             if intent is not None:  # a range begun before: the very same entries again
                 first, last, *mode = intent.decode().split(" ")
                 entries = wal.entries_between(first, last)
@@ -143,24 +158,30 @@ class Archiver:
             else:
                 entries = list(itertools.islice(wal.entries_after(wal.archived()), MAX_ENTRIES))
                 if not entries:
-                    return total
+                    return total, False
                 first, last = entries[0][0], entries[-1][0]
-                self.client.set(intent_key, f"{first} {last}")
+                self.client.set(key, f"{first} {last}")
                 halved = False
-            data, n = convert(shard, entries)
-            token = f"{shard}:{first}:{last}"
 
-            def halving(key=intent_key, first=first, last=last) -> None:
+            def halving(first=first, last=last) -> None:
                 self.client.set(key, f"{first} {last} halved")
 
-            self._write(kind, shard, token, data, n, halved, halving)
+            total += self._write_range(shard, kind, convert, entries, halved, halving)
             if on_range is not None:
                 on_range(entries)
             wal.set_archived(last)
-            self.client.delete(intent_key)
-            total += n
+            self.client.delete(key)
+            budget -= len(entries)
             if len(entries) < MAX_ENTRIES:
-                return total
+                return total, False
+        return total, True
+
+    def _write_range(self, shard, kind, convert, entries, halved, halving) -> int:
+        """One log range, with the dedup token naming it wherever it is kept."""
+        data, n = convert(shard, entries)
+        token = f"{shard}:{entries[0][0]}:{entries[-1][0]}"
+        self._write(kind, shard, token, data, n, halved, halving)
+        return n
 
     def write_presence(self, shard: str, rows: list, version: int) -> int:
         """Presence pieces of one export (no token: a piece's latest version wins)."""
@@ -210,6 +231,46 @@ class Archiver:
             return True
         except Exception:
             return False
+
+
+def intent_key(shard: str) -> str:
+    """The log range of `shard` being archived, recorded before it is written."""
+    return f"{PREFIX}:archiving:{shard}"
+
+
+# -- spilling -------------------------------------------------------------------------------------
+
+
+def spill_range(client: redis.Redis, wal: Wal, shard: str, spill: Spill) -> int:
+    """Move `shard`'s oldest unarchived range (the one being archived, if any, as it is) from
+    Redis to a spill file; returns the file's size, 0 when nothing is left to move. The file is
+    written first, the archive mark moved after: a crash in between loses nothing
+    (`reconcile_spill` moves the mark again) and writes nothing twice (same range, same token)."""
+    intent = client.get(intent_key(shard))
+    if intent is not None:
+        first, last, *mode = intent.decode().split(" ")
+        entries, halved = wal.entries_between(first, last), mode == ["halved"]
+    else:
+        entries = list(itertools.islice(wal.entries_after(wal.archived()), MAX_ENTRIES))
+        halved = False
+    if not entries:
+        return 0
+    size = spill.write(shard, entries, halved)
+    wal.set_archived(entries[-1][0])
+    client.delete(intent_key(shard))
+    return size
+
+
+def reconcile_spill(client: redis.Redis, wal: Wal, shard: str, spill: Spill) -> None:
+    """After a crash between a spill file and its mark: the mark past every spilled range, and
+    no intent left for a range that was spilled."""
+    last = spill.last(shard)
+    if last is None or wal_key(last) <= wal_key(wal.archived()):
+        return
+    wal.set_archived(last)
+    intent = client.get(intent_key(shard))
+    if intent is not None and wal_key(intent.decode().split(" ")[1]) <= wal_key(last):
+        client.delete(intent_key(shard))
 
 
 def _pings(store: HistoryStore, columns: list[list]):

@@ -12,13 +12,14 @@ import ray
 import redis
 
 from actors import redis_client, telemetry, tracing
-from actors.archive import Archiver, DeadLetter
+from actors.archive import Archiver, DeadLetter, reconcile_spill, spill_range
 from actors.layout import committed, current, pending
 from actors.mirror import StateMirror
 from actors.refs import ACTOR_OPTIONS, Shards
+from actors.spill import Spill
 from actors.topology import Topology
 from actors.wal import PREFIX, Wal
-from clickhouse.backends import connect
+from clickhouse.backends import Unreachable, connect
 from clickhouse.store import HistoryStore
 from engine.geo import BBox
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 NAME = "history"
 MIRROR_EVERY_S = 1.0
+SPILL_DIR = "spill"  # under the data dir: log ranges waiting for ClickHouse
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class HistoryConfig:
     snapshot_interval_s: float = 10.0
     raw_retention_days: int = 60
     aggregate_retention_days: int = 2557
+    archive_backlog_max_mb: float = 256.0  # beyond it, log ranges spill to local files
 
 
 class HistoryUnavailable(Exception):
@@ -64,7 +67,12 @@ def _answer(query):
     return run
 
 
-@ray.remote(**ACTOR_OPTIONS, max_concurrency=1)
+# snapshots, queries and the operators' calls each have their own threads: a long catch-up
+# never holds up an `at=` query, and neither holds up `status` (the health check)
+GROUPS = {"archive": 1, "query": 2, "control": 1}
+
+
+@ray.remote(**ACTOR_OPTIONS, max_concurrency=1, concurrency_groups=GROUPS)
 class History:
     """Every `snapshot_interval_s`: the user shards' presence pieces, then the raw pings and
     door events of every shard's write-ahead log since the last archived entry.
@@ -72,7 +80,10 @@ class History:
     Each write is idempotent: a piece's latest version wins; a WAL range is written with a dedup
     token naming it, recorded in Redis before the write, so a retry writes the very same range.
     While the store is unreachable (or writes are paused), pieces stay pending in the user
-    shards (and their checkpoints) and log entries stay in Redis: history has no holes after.
+    shards (and their checkpoints) and log entries stay in Redis, up to
+    `archive_backlog_max_mb`; the oldest ranges beyond it go to spill files in the data dir
+    (actors/spill.py). After an outage the backlog is written back in bounded rounds, one right
+    after the other: history has no holes after.
     """
 
     def __init__(self, topology: Topology, config: HistoryConfig):
@@ -87,6 +98,10 @@ class History:
         self.last_snapshot_ms = 0
         self.last_rows: dict[str, int] = {}  # rows the last snapshot wrote, by kind
         self.snapshots = 0
+        self.behind = False  # the last round left entries for the next (catching up)
+        self.backlog_bytes = 0  # unarchived log entries in Redis, estimated, last round
+        self.spill = Spill(Path(config.data_dir) / SPILL_DIR)
+        self._connect_lock = threading.Lock()
         self._wals: dict[str, Wal] = {}
         self._refresh()
         self._observe()
@@ -178,35 +193,58 @@ class History:
             self._wals[name] = Wal(self.redis, name)
         for wal in self._wals.values():  # every round: a Redis that lost its data gets them again
             wal.start_archive()
+        for name in self.spill.shards():  # a crash between a spill file and its mark
+            reconcile_spill(
+                self.redis, self._wals.setdefault(name, Wal(self.redis, name)), name, self.spill
+            )
 
     def _connect(self) -> HistoryStore:
-        if self.store is None:
-            c = self.config
-            try:
-                backend = connect(c.clickhouse_url, Path(c.data_dir))
-                self.store = HistoryStore(backend, c.raw_retention_days, c.aggregate_retention_days)
-            except Exception as exc:
-                self.last_error = f"connect: {exc}"
-                raise HistoryUnavailable(self.last_error) from exc
-        return self.store
+        with self._connect_lock:  # snapshots and queries may both be first
+            if self.store is None:
+                c = self.config
+                try:
+                    backend = connect(c.clickhouse_url, Path(c.data_dir))
+                    self.store = HistoryStore(
+                        backend, c.raw_retention_days, c.aggregate_retention_days
+                    )
+                except Exception as exc:
+                    self.last_error = f"connect: {exc}"
+                    raise HistoryUnavailable(self.last_error) from exc
+            return self.store
 
     def _loop(self, handle) -> None:
-        while not self._stop.wait(self.config.snapshot_interval_s):
+        wait = self.config.snapshot_interval_s
+        while not self._stop.wait(wait):
+            wait = self.config.snapshot_interval_s
             try:
-                ray.get(handle.snapshot.remote())
+                if ray.get(handle.snapshot.remote()).get("behind"):
+                    wait = 0.05  # catching up: the next chunk at once
             except Exception as exc:  # logged; the next round retries
                 log.warning("snapshot failed: %s", exc)
 
     # -- snapshots ------------------------------------------------------------------------------
 
+    @ray.method(concurrency_group="archive")
     def snapshot(self) -> dict:
-        """One round; {"presence", "pings", "door_events"} rows written, or raises."""
+        """One round; {"presence", "pings", "door_events"} rows written and whether entries
+        were left for the next round ("behind"), or raises. Whatever happened, the backlog
+        left in Redis is then bounded (spilled beyond `archive_backlog_max_mb`)."""
+        try:
+            return self._snapshot()
+        finally:
+            try:
+                self._bound_backlog()
+            except Exception as exc:  # Redis or the disk: the next round tries again
+                log.warning("bounding the backlog failed: %s", exc)
+
+    def _snapshot(self) -> dict:
+        self._refresh()
         if self.paused:
             raise HistoryUnavailable("history writes are paused")
         archiver = self._archiver()
-        self._refresh()
         started = time.perf_counter()
         out = {"presence": 0, "pings": 0, "door_events": 0}
+        behind = False
         try:
             users = self.shards.users()
             exports = ray.get([u.history_export.remote() for u in users])
@@ -219,12 +257,14 @@ class History:
             for name in list(self._wals):
                 wal = self._wals[name]
                 trace = functools.partial(self._trace, name, time.time_ns())
-                if name in self.topology.space_shards:
-                    out["door_events"] += archiver.archive_log(
-                        wal, name, "door_events", _door_rows, trace
-                    )
-                else:
-                    out["pings"] += archiver.archive_log(wal, name, "pings", _ping_columns, trace)
+                kind, convert = (
+                    ("door_events", _door_rows)
+                    if name in self.topology.space_shards
+                    else ("pings", _ping_columns)
+                )
+                rows, more = archiver.archive_log(wal, name, kind, convert, trace, self.spill)
+                out[kind] += rows
+                behind = behind or more
         except ray.exceptions.RayError:
             raise
         except Exception as exc:
@@ -233,11 +273,31 @@ class History:
         self.last_error = ""
         self.last_snapshot_ms = int(time.time() * 1000)
         self.last_rows = out
+        self.behind = behind
         self.snapshots += 1
         self._snapshot_s.record(time.perf_counter() - started)
         for kind, n in out.items():
             self._archived.add(n, {"kind": kind})
-        return out
+        return {**out, "behind": behind}
+
+    def _bound_backlog(self) -> None:
+        """Spill the oldest unarchived ranges, largest log first, until what Redis holds for
+        history is under `archive_backlog_max_mb`."""
+        limit = self.config.archive_backlog_max_mb * 2**20
+        sizes = {name: wal.unarchived_bytes() for name, wal in list(self._wals.items())}
+        total = sum(sizes.values())
+        while total > limit and any(sizes.values()):
+            name = max(sizes, key=sizes.__getitem__)
+            moved = spill_range(self.redis, self._wals[name], name, self.spill)
+            if moved == 0:
+                sizes[name] = 0
+                continue
+            log.warning(
+                "history backlog over %.0f MiB: %d bytes of %s spilled", limit / 2**20, moved, name
+            )
+            sizes[name] = max(0, sizes[name] - moved)
+            total -= moved
+        self.backlog_bytes = int(total)
 
     def _archiver(self) -> Archiver:
         if self.archiver is None:
@@ -259,17 +319,37 @@ class History:
                 span.set_attributes({"shard": shard, "wal_id": wal_id, "rows": len(entry["ts"])})
                 span.end(end_time=ended)
 
+    @ray.method(concurrency_group="control")
+    def drill_outage(self, down: bool) -> None:
+        """An outage drill: the store refuses every call (as a ClickHouse that is down would)
+        until called again with False. For chaos tests and game days on the embedded store."""
+        store = self._connect()
+        if down and not isinstance(store.backend, Unreachable):
+            store.backend = Unreachable(store.backend)
+        elif not down and isinstance(store.backend, Unreachable):
+            store.backend = store.backend.real
+
+    @ray.method(concurrency_group="control")
     def pause(self, paused: bool) -> None:
         """Stop (or resume) writing to the store, e.g. for ClickHouse maintenance; pending
         snapshots wait in Redis and in the user shards meanwhile."""
         self.paused = paused
 
+    @ray.method(concurrency_group="control")
     def status(self) -> dict:
         backlog = {name: wal.length() for name, wal in list(self._wals.items())}
+        spilled = self.spill.ranges()
         return {
             "connected": self.store is not None,
             "paused": self.paused,
             "last_error": self.last_error,
+            "catching_up": self.behind or bool(spilled),
+            "backlog_bytes": self.backlog_bytes,
+            "spill": {
+                "ranges": len(spilled),
+                "bytes": self.spill.size_bytes(),
+                "oldest_ms": self.spill.oldest_ms(),
+            },
             "last_snapshot_ms": self.last_snapshot_ms,
             "last_rows": self.last_rows,
             "snapshots": self.snapshots,
@@ -287,71 +367,87 @@ class History:
             raise HistoryUnavailable("history is paused")
         return self._connect()
 
+    @ray.method(concurrency_group="query")
     @_answer
     def heatmap(self, res: int, at: int, bbox: tuple | None) -> dict[int, int]:
         return self._reader().heatmap(res, at, _box(bbox))
 
+    @ray.method(concurrency_group="query")
     @_answer
     def top(self, n: int, res: int, at: int, bbox: tuple | None) -> list[tuple[int, int]]:
         return self._reader().top(n, res, at, _box(bbox))
 
+    @ray.method(concurrency_group="query")
     @_answer
     def cell_count(self, cell: int, at: int) -> int:
         return self._reader().cell_count(cell, at)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def space_count(self, space: str, at: int) -> int:
         return self._reader().space_count(space, at)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def space_counts(self, at: int) -> dict[str, int]:
         return self._reader().space_counts(at)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def dwell(self, device: int, day: int) -> dict:
         return self._reader().dwell(device, day)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def dwell_pieces(self, device: int, day: int) -> list:
         return self._reader().dwell_pieces(device, day)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def door_sum(self, ranges: list) -> int:
         return self._reader().door_sum(ranges)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def path(self, device: int, start: int, end: int) -> list:
         return self._reader().path(device, start, end)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def devices_in_area(self, start, end, bbox, polygon, attrs, limit, timeout_s) -> tuple:
         return self._reader().devices_in_area(
             start, end, _box(bbox), polygon, attrs, limit, timeout_s
         )
 
+    @ray.method(concurrency_group="query")
     @_answer
     def distance(self, start: int, end: int, attrs: dict, device, timeout_s) -> dict:
         return self._reader().distance(start, end, attrs, device, timeout_s)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def export(self, what: str, start: int, end: int, fmt: str) -> bytes:
         return self._reader().export(what, start, end, fmt)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def all_minute_counts(self, resolutions: list[int]) -> dict:
         return self._reader().all_minute_counts(resolutions)
 
+    @ray.method(concurrency_group="query")
     @_answer
     def counts(self) -> dict[str, int]:
         store = self._reader()
         return {"pings": store.ping_count(), "door_events": store.door_event_count()}
 
+    @ray.method(concurrency_group="query")
     def audit(self, role: str, endpoint: str, params: str, rows: int, elapsed_ms: float) -> None:
         try:
             self._reader().audit(role, endpoint, params, rows, elapsed_ms)
         except HistoryUnavailable:
             pass
 
+    @ray.method(concurrency_group="control")
     def pid(self) -> int:
         import os
 

@@ -183,6 +183,24 @@ class Wal:
             archived = _id(self.client.xrange(self.stream, count=1)[0][0].decode())
         return max(1, last[0] - archived[0])
 
+    def unarchived_bytes(self) -> int:
+        """Redis's memory for the entries history does not have yet, estimated: the stream's
+        memory times the share of its time span after the archive mark (entries come in at a
+        steady rate; counting them exactly would read them all)."""
+        usage = self.client.memory_usage(self.stream) or 0
+        newest = self.client.xrevrange(self.stream, count=1)
+        if not usage or not newest:
+            return 0
+        last = _id(newest[0][0].decode())
+        archived = _id(self.archived())
+        if archived >= last:
+            return 0
+        oldest = _id(self.client.xrange(self.stream, count=1)[0][0].decode())
+        span = last[0] - oldest[0]
+        if span <= 0 or archived < oldest:
+            return int(usage)
+        return int(usage * (last[0] - archived[0]) / span)
+
     def length(self) -> int:
         return int(self.client.xlen(self.stream))
 

@@ -140,6 +140,23 @@ class ServerBackend:
         self.client.close()
 
 
+class Unreachable:
+    """A backend that refuses every call as a store that is down would (no ClickHouse answer,
+    so nothing is taken for a refused row): what an outage drill puts in place of the real one,
+    which `real` keeps."""
+
+    def __init__(self, real: Backend):
+        self.real = real
+
+    def _down(self, *args, **kwargs):
+        raise ConnectionRefusedError("ClickHouse unreachable (outage drill)")
+
+    execute = rows = insert = insert_columns = raw = _down
+
+    def close(self) -> None:
+        self.real.close()
+
+
 # a name no Python package can have: a data dir used as the working directory shadows nothing
 CHDB_SUBDIR = "clickhouse-data"
 

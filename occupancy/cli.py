@@ -22,7 +22,7 @@ def main() -> None:
     Run:          up, demo
     Send:         simulate, replay
     Query:        top, heatmap, space, dwell, export
-    Operate:      status, scale, deadletter
+    Operate:      status, scale, deadletter, archive
     Credentials:  keys, token, forget
     Plan:         estimate
 
@@ -390,6 +390,7 @@ def _add_query_commands() -> None:
         query_cli.status: "Shards and history snapshots, for operators (admin).",
         query_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
         query_cli.deadletter: "What history refused to store, newest first (admin).",
+        query_cli.archive: "Pause or resume history's writes, or drill an outage (admin).",
     }
     for command, short in shorts.items():
         command.short_help = short

@@ -205,15 +205,44 @@ def status(url, key, as_json) -> None:
     lag = max(h["archive_lag_ms"].values(), default=0) / 1000
     age = (body["as_of"] - h["last_snapshot_ms"]) / 1000 if h["last_snapshot_ms"] else None
     state = "paused" if h["paused"] else (f"error: {h['last_error']}" if h["last_error"] else "ok")
+    if state == "ok" and h.get("catching_up"):
+        state = "catching up"
+    spill = h.get("spill", {"ranges": 0, "bytes": 0})
     rows = [
         ["state", state],
         ["snapshots", h["snapshots"]],
         ["last snapshot", "never" if age is None else f"{age:.1f} s ago"],
         ["archive lag (max)", f"{lag:.1f} s"],
         ["log entries not archived", sum(h["wal_backlog"].values())],
+        ["backlog in Redis (est.)", f"{h.get('backlog_bytes', 0) / 2**20:.1f} MiB"],
+        ["spilled to files", f"{spill['ranges']} ranges, {spill['bytes'] / 2**20:.1f} MiB"],
         ["refused blocks (dead letters)", h.get("deadletter", 0)],
     ]
     show(body, False, "history", ["", "value"], rows)
+
+
+@click.command()
+@click.option("--pause/--resume", default=None, help="Stop or resume writes to ClickHouse.")
+@click.option(
+    "--outage-drill",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Rehearse a ClickHouse outage: every store call refused until off.",
+)
+@api_options
+def archive(pause, outage_drill, url, key, as_json) -> None:
+    """Pause or resume history's writes, or drill an outage (admin)."""
+    body = {"paused": pause, "outage_drill": None if outage_drill is None else outage_drill == "on"}
+    if pause is None and outage_drill is None:
+        raise click.UsageError("give --pause, --resume or --outage-drill on|off")
+    h = Api(url, key, Settings.from_env()).post("/v1/admin/archive", body)
+    if as_json or "error" in h:
+        click.echo(json.dumps(h, indent=2))
+        return
+    click.echo(
+        f"history: {'paused' if h['paused'] else 'writing'}; last error: "
+        f"{h['last_error'] or 'none'}; spilled ranges: {h['spill']['ranges']}"
+    )
 
 
 @click.command()

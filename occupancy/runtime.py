@@ -133,6 +133,7 @@ class Engine:
             snapshot_interval_s=s.snapshot_interval_s,
             raw_retention_days=s.raw_retention_days,
             aggregate_retention_days=s.aggregate_retention_days,
+            archive_backlog_max_mb=s.archive_backlog_max_mb,
         )
         history = History.options(name=HISTORY, namespace=ns, get_if_exists=True).remote(t, config)
         self._actors.append(history)

@@ -29,6 +29,7 @@ class Settings:
     snapshot_interval_s: float = 10.0
     raw_retention_days: int = 60
     aggregate_retention_days: int = 2557  # 7 years
+    archive_backlog_max_mb: float = 256.0  # Redis's share for history; beyond it, spill files
     checkpoint_interval_s: float = 5.0
     user_shards: int = 2
     cell_shards: int = 2

@@ -182,6 +182,11 @@ class ScaleBody(BaseModel):
     ingest_handlers: int | None = Field(None, ge=1, le=MAX_SHARDS)
 
 
+class ArchiveControl(BaseModel):
+    paused: bool | None = None  # stop (True) or resume (False) writing to ClickHouse
+    outage_drill: bool | None = None  # the store refuses every call until False
+
+
 @contextmanager
 def _bad(code: str):
     """Turns a ValueError from engine parsing or validation into a 400 with `code`."""
@@ -406,13 +411,20 @@ class QueryApi:
         except Exception as exc:  # not started, restarting or busy
             return {"error": f"unavailable ({type(exc).__name__})"}
 
-    async def _history_health(self) -> str:
+    async def _history_health(self) -> tuple[str, float]:
+        """The store's check, and how far (s) history is behind the newest log entry. Writing
+        a backlog back after an outage is lag, not an error: "catching up" is healthy."""
         status = await self._history_status()
         if "error" in status:
-            return "unavailable"
+            return "unavailable", 0.0
+        lag_s = max(status["archive_lag_ms"].values(), default=0) / 1000
+        if status["spill"]["oldest_ms"]:
+            lag_s = max(lag_s, time.time() - status["spill"]["oldest_ms"] / 1000)
         if status["paused"]:
-            return "paused"
-        return f"error: {status['last_error']}" if status["last_error"] else "ok"
+            return "paused", lag_s
+        if status["last_error"]:
+            return f"error: {status['last_error']}", lag_s
+        return ("catching up" if status["catching_up"] else "ok"), lag_s
 
     @app.get("/v1/health")
     async def health(self) -> ORJSONResponse:
@@ -425,10 +437,11 @@ class QueryApi:
         stats = await self.queries.stats()
         for family, ok in stats.items():
             checks[family] = "ok" if ok else "unavailable"
-        checks["clickhouse"] = await self._history_health()
-        healthy = all(v == "ok" for v in checks.values())
+        checks["clickhouse"], lag_s = await self._history_health()
+        healthy = all(v in ("ok", "catching up") for v in checks.values())
+        body = {"status": "ok" if healthy else "degraded", "checks": checks, "as_of": _now()}
         return ORJSONResponse(
-            {"status": "ok" if healthy else "degraded", "checks": checks, "as_of": _now()},
+            {**body, "archive_lag_s": round(lag_s, 1)},
             status_code=200 if healthy else 503,
             headers=None if healthy else {"Retry-After": RETRY_AFTER_S},
         )
@@ -450,6 +463,25 @@ class QueryApi:
         if (unfinished := pending_layout(self.redis)) is not None:
             body["pending_layout"] = unfinished
         return ORJSONResponse({**body, "history": history})
+
+    @app.post("/v1/admin/archive")
+    async def archive(self, request: Request, body: ArchiveControl) -> ORJSONResponse:
+        """For operators (admin): pause writes to ClickHouse for a maintenance (`paused`), or
+        rehearse an outage (`outage_drill`: every store call refused, as a ClickHouse that is
+        down would). Meanwhile the backlog waits in Redis, then in spill files; answers the
+        snapshotter's state."""
+        self._role(request, ("admin",))
+        if body.paused is None and body.outage_drill is None:
+            raise ApiError(400, "bad_request", "give paused or outage_drill")
+        history = ray.get_actor(HISTORY, namespace=self.topology.namespace)
+        try:
+            if body.paused is not None:
+                await history.pause.remote(body.paused)
+            if body.outage_drill is not None:
+                await history.drill_outage.remote(body.outage_drill)
+        except HistoryUnavailable as exc:
+            raise ApiError(503, "history_unavailable", str(exc)) from exc
+        return ORJSONResponse(await self._history_status())
 
     @app.get("/v1/admin/deadletter")
     async def deadletter(self, request: Request, limit: int = Query(20, ge=1, le=1_000)):

@@ -1,17 +1,28 @@
 """The archive against a real Redis and real ClickHouse (chDB): a backlog of ten years is written
-whole, and a row ClickHouse refuses goes to the dead-letter stream while every other row of its
-block is archived."""
+whole; a row ClickHouse refuses goes to the dead-letter stream while every other row of its
+block is archived; an outage's backlog spills to files and is archived once, in bounded rounds."""
 
 import time
 
 import pytest
 import redis
 
-from actors.archive import DEADLETTER, Archiver, DeadLetter
+from actors.archive import (
+    DEADLETTER,
+    MAX_ENTRIES,
+    ROUND_ENTRIES,
+    Archiver,
+    ArchiveUnavailable,
+    DeadLetter,
+    intent_key,
+    reconcile_spill,
+    spill_range,
+)
 from actors.history import _ping_columns
 from actors.redis_server import EmbeddedRedis
+from actors.spill import Spill
 from actors.wal import PREFIX, Wal
-from clickhouse.backends import ChdbBackend
+from clickhouse.backends import ChdbBackend, Unreachable
 from clickhouse.store import HistoryStore
 from engine.cells import cell_of
 from engine.timeutil import DAY_MS
@@ -57,7 +68,7 @@ def test_ten_years_of_one_device_beside_other_devices_is_archived_whole(parts):
     wal.append(_entry([1, 2, 3], [NOW - 5_000, NOW - 4_000, NOW - 3_000]))
     wal.append(_entry([9] * 120, decade))
     wal.append(_entry([1, 2, 3], [NOW - 2_000, NOW - 1_000, NOW]))
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == 126
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (126, False)
     assert store.ping_count() == 126
     assert len(store.path(9, 0, NOW + 1)) == 120
     assert wal.archived() == wal.entries_between("-", "+")[-1][0]
@@ -72,7 +83,7 @@ def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_archived(parts):
     times = [NOW - 60_000 + i for i in range(50)]
     wal.append(_entry(devices, times, {17: "poison"}))
     wal.append(_entry([7, 8], [NOW - 1_000, NOW]))
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == 52
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (52, False)
     assert store.ping_count() == 51
     archived = {d for (d,) in store.backend.rows("SELECT device FROM raw_pings")}
     assert archived == (set(devices) - {117}) | {7, 8}
@@ -102,3 +113,69 @@ def test_presence_pieces_clickhouse_refuses_are_dead_lettered(parts):
     assert store.dwell(2, day) == {"cells": {}, "spaces": {"mall": 5}}
     assert store.dwell(3, day) == {"cells": {}, "spaces": {}}
     assert dead == [("presence", 1)]
+
+
+def _archived_rows(store) -> tuple[int, int]:
+    """Rows, and distinct log positions among them: equal when nothing was written twice."""
+    [(rows, distinct)] = store.backend.rows(
+        "SELECT count(), uniqExact(shard, wal_ms, wal_seq, idx) FROM raw_pings"
+    )
+    return rows, distinct
+
+
+def test_an_outage_spills_the_backlog_to_files_and_catch_up_writes_every_row_once(parts, tmp_path):
+    client, store, archiver, wal, _ = parts
+    spill = Spill(tmp_path / "spill")
+    real = store.backend
+    store.backend = Unreachable(real)
+    for k in range(MAX_ENTRIES + 50):
+        wal.append(_entry([k, k + 1], [NOW - 10_000 + k, NOW - 10_000 + k]))
+    with pytest.raises(ArchiveUnavailable):
+        archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+    begun = client.get(intent_key("user-0")).decode().split(" ")
+    # the range being archived is spilled as it is, then the next one
+    assert spill_range(client, wal, "user-0", spill) > 0
+    assert [(r.first, r.last) for r in spill.ranges("user-0")] == [tuple(begun)]
+    assert client.get(intent_key("user-0")) is None and wal.archived() == begun[1]
+    assert spill_range(client, wal, "user-0", spill) > 0
+    assert spill_range(client, wal, "user-0", spill) == 0  # nothing left in Redis
+    assert wal.archived() == wal.entries_between("-", "+")[-1][0]
+    # a crash after a file was written, before the mark moved: the mark is moved again
+    wal.append(_entry([900], [NOW]))
+    [(newest, entry)] = wal.entries_after(wal.archived())
+    spill.write("user-0", [(newest, entry)])
+    reconcile_spill(client, wal, "user-0", spill)
+    assert wal.archived() == newest
+    with pytest.raises(ArchiveUnavailable):  # still down: the files wait
+        archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+    store.backend = real
+    wal.append(_entry([901], [NOW]))
+    written, more = 0, True
+    while more:
+        n, more = archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+        written += n
+    assert written == 2 * (MAX_ENTRIES + 50) + 2
+    assert _archived_rows(store) == (written, written)
+    assert spill.ranges() == [] and wal.archived() == wal.entries_between("-", "+")[-1][0]
+
+
+def test_a_spilled_range_archived_twice_is_written_once(parts, tmp_path):
+    client, store, archiver, wal, _ = parts
+    spill = Spill(tmp_path / "spill")
+    wal.append(_entry([1, 2, 3], [NOW - 3, NOW - 2, NOW - 1]))
+    spill_range(client, wal, "user-0", spill)
+    [spilled] = spill.ranges()
+    copy = spilled.path.read_bytes()
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill) == (3, False)
+    spilled.path.write_bytes(copy)  # a crash after the write, before the file went
+    archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+    assert _archived_rows(store) == (3, 3) and spill.ranges() == []
+
+
+def test_catch_up_goes_in_bounded_rounds(parts):
+    _, store, archiver, wal, _ = parts
+    for k in range(ROUND_ENTRIES + 10):
+        wal.append(_entry([k], [NOW - 20_000 + k]))
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (ROUND_ENTRIES, True)
+    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (10, False)
+    assert _archived_rows(store) == (ROUND_ENTRIES + 10, ROUND_ENTRIES + 10)
