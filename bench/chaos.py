@@ -5,11 +5,14 @@ For each fault a fleet streams 1,000 pings/s (300 devices, batches of 100, every
 again until acked); the fault is injected, the fleet goes on for a while, then stops. Reported:
 the recovery time (from the fault, or from its end for a stall, to the first ack after it), the
 calls refused meanwhile by status, the acked pings missing from live state and those counted
-twice (the live heatmap against the oracle of everything sent), and the acked pings missing from
-the raw archive (each device's path from history against what was acked).
+twice (the live heatmap against the oracle of everything sent), the acked pings missing from
+the raw archive (each device's path from history against what was acked), the raw rows written
+twice (two rows from one log position, read back from ClickHouse) and how long history took to
+catch up after the fault.
 
     .venv/bin/python bench/chaos.py            # every fault, short outages
     .venv/bin/python bench/chaos.py --stall 20 --only redis-stall
+    .venv/bin/python bench/chaos.py --outage 600 --only clickhouse-outage
 """
 
 import argparse
@@ -22,12 +25,14 @@ import time
 from pathlib import Path
 
 import h3.api.basic_int as h3i
+import orjson
 import psutil
 import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet lives in tests/
 
+from actors.checkpoint import CHILD_TIMEOUT_S as CHECKPOINT_TIMEOUT_S
 from tests.chaos.fleet import Fleet
 from tests.chaos.processes import actors, redis_port, redis_server
 from tests.engine_process import EngineProcess
@@ -54,6 +59,34 @@ class Target:
     def get(self, path: str, **params) -> requests.Response:
         headers = {"authorization": f"Bearer {self.e.admin}"}
         return requests.get(self.http + path, params=params, headers=headers, timeout=60)
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        headers = {"authorization": f"Bearer {self.e.admin}"}
+        return requests.post(self.http + path, json=body, headers=headers, timeout=60)
+
+    def history_caught_up(self, timeout_s: float = 900) -> bool:
+        """Waits until history has every log entry (no error, no lag, nothing spilled)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            h = self.get("/v1/admin/status").json().get("history", {})
+            lags = h.get("archive_lag_ms", {"?": 1}).values()
+            if not h.get("last_error") and not h.get("catching_up") and not any(lags):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def archived_twice(self, since_ms: int) -> int:
+        """Raw rows in ClickHouse beyond one per log position (shard, entry, index)."""
+        r = self.get(
+            "/v1/export",
+            what="pings",
+            format="json",
+            **{"from": since_ms, "to": int(time.time() * 1000) + 60_000},
+        )
+        if r.status_code != 200:
+            return -1
+        rows = [orjson.loads(line) for line in r.content.splitlines() if line]
+        return len(rows) - len({(x["shard"], x["wal_ms"], x["wal_seq"], x["idx"]) for x in rows})
 
     def live_diff(self, timeout_s: float = 60) -> tuple[int, int]:
         """(acked pings missing from live counts, counted twice), once the views settle."""
@@ -106,6 +139,7 @@ def run_fault(t: Target, name: str, inject, seed: int, after_s: float = 8) -> di
     recovery = next((a for a in fleet.acked_at if a > fault_end), None)
     time.sleep(after_s)
     fleet.stop()
+    caught_up = time.monotonic() - fault_end if t.history_caught_up() else None
     lost, twice = t.live_diff()
     return {
         "fault": name,
@@ -116,10 +150,12 @@ def run_fault(t: Target, name: str, inject, seed: int, after_s: float = 8) -> di
         "lost (live)": lost,
         "counted twice (live)": twice,
         "missing from raw archive": t.archive_missing(fleet, since),
+        "raw rows twice": t.archived_twice(since),
+        "history caught up s": f"{caught_up:.1f}" if caught_up is not None else "no",
     }
 
 
-def faults(t: Target, stall_s: float) -> dict:
+def faults(t: Target, stall_s: float, outage_s: float) -> dict:
     def kill_redis() -> float:
         p = t.redis_server()
         p.send_signal(signal.SIGKILL)
@@ -145,6 +181,46 @@ def faults(t: Target, stall_s: float) -> dict:
 
         return inject
 
+    def clickhouse_outage() -> float:
+        t.post("/v1/admin/archive", {"outage_drill": True}).raise_for_status()
+        time.sleep(outage_s)
+        t.post("/v1/admin/archive", {"outage_drill": False}).raise_for_status()
+        return time.monotonic()
+
+    def stall_checkpoint_child() -> float:
+        """SIGSTOP a user shard's forked checkpoint child; ends when its parent killed it."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shards = t.actors("UserShard")
+            pids = {p.pid for p in shards}
+            children = [p for p in shards if p.ppid() in pids]
+            if children:
+                child = children[0]
+                try:
+                    child.send_signal(signal.SIGSTOP)
+                    child.wait(timeout=CHECKPOINT_TIMEOUT_S + 30)
+                except psutil.NoSuchProcess:  # it finished first: try the next one
+                    continue
+                return time.monotonic()
+            time.sleep(0.01)
+        raise RuntimeError("no checkpoint child seen in 60 s")
+
+    def rebalance() -> float:
+        """Scale user and cell shards up by one each under load, until the layout is committed."""
+        layout = t.get("/v1/admin/status").json()["layout"]
+        target = {"user_shards": len(layout["user_shards"]) + 1,
+                  "cell_shards": len(layout["cell_shards"]) + 1}  # fmt: skip
+        started = time.monotonic()
+        t.post("/v1/admin/scale", target).raise_for_status()
+        while True:
+            body = t.get("/v1/admin/status").json()
+            done = len(body["layout"]["user_shards"]) == target["user_shards"]
+            if done and "pending_layout" not in body:
+                return time.monotonic()
+            if time.monotonic() - started > 300:
+                raise RuntimeError(f"rebalance unfinished after 300 s: {body}")
+            time.sleep(0.2)
+
     return {
         "redis-kill": ("redis-server SIGKILL", kill_redis),
         "redis-stall": (f"Redis stalled {stall_s:g} s (SIGSTOP)", stall_redis),
@@ -154,19 +230,26 @@ def faults(t: Target, stall_s: float) -> dict:
         "space-shard": ("the space shard SIGKILL", kill("SpaceShard")),
         "ingest": ("an ingest handler SIGKILL", kill("IngestServer")),
         "history": ("the history actor SIGKILL", kill("History")),
+        "clickhouse-outage": (f"ClickHouse unavailable {outage_s:g} s", clickhouse_outage),
+        "checkpoint-stall": ("a checkpoint child stalled (SIGSTOP)", stall_checkpoint_child),
+        "rebalance": ("rebalance +1 user, +1 cell shard under load", rebalance),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stall", type=float, default=5.0, help="seconds Redis is stalled")
+    parser.add_argument("--outage", type=float, default=30.0, help="seconds ClickHouse is away")
     parser.add_argument("--only", nargs="*", help="faults to run (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="occ-chaos-") as tmp:
-        engine = EngineProcess(Path(tmp), OCC_SNAPSHOT_INTERVAL_S="2")
+        # a small backlog bound, so that an outage of minutes spills
+        engine = EngineProcess(
+            Path(tmp), OCC_SNAPSHOT_INTERVAL_S="2", OCC_ARCHIVE_BACKLOG_MAX_MB="4"
+        )
         try:
             t = Target(engine)
-            table = faults(t, args.stall)
+            table = faults(t, args.stall, args.outage)
             rows = []
             for i, key in enumerate(args.only or table):
                 name, inject = table[key]
