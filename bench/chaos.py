@@ -192,8 +192,7 @@ def faults(t: Target, stall_s: float, outage_s: float) -> dict:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             shards = t.actors("UserShard")
-            pids = {p.pid for p in shards}
-            children = [p for p in shards if p.ppid() in pids]
+            children = [c for p in shards for c in p.children()]
             if children:
                 child = children[0]
                 try:

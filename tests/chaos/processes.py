@@ -23,9 +23,12 @@ def redis_server(engine: EngineProcess) -> psutil.Process:
 
 def actors(engine: EngineProcess, kind: str) -> list[psutil.Process]:
     """The engine's actor processes of one kind (`UserShard`): descendants of its `occupancy
-    up`, which started its own Ray."""
-    return [
+    up`, which started its own Ray. A shard's forked checkpoint child carries its parent's
+    title and is left out."""
+    found = [
         p
         for p in psutil.Process(engine.proc.pid).children(recursive=True)
         if " ".join(p.cmdline()[:1]).startswith(f"ray::{kind}")
     ]
+    pids = {p.pid for p in found}
+    return [p for p in found if p.ppid() not in pids]
