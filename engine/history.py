@@ -127,6 +127,20 @@ class PresenceHistory:
         for start in self._open.pop(device, {}):
             self._confirmed.pop((device, start), None)
 
+    def rekey(self, device: int, fresh: int) -> None:
+        """What the device owes history is owed as `fresh` from now on (a forgotten device:
+        its presence stays, under a key nothing links to it). In place, so marks handed out
+        still count the same intervals; pieces already written under the old key are history's
+        to re-key (`HistoryStore.forget_device`)."""
+        self._pending = [
+            (fresh, *e[1:]) if e is not None and e[0] == device else e for e in self._pending
+        ]
+        if device in self._open:
+            self._open[fresh] = self._open.pop(device)
+        for books in (self._sent, self._confirmed):
+            for key in [k for k in books if k[0] == device]:
+                books[(fresh, key[1])] = books.pop(key)
+
     def reopen(self, device: int, places: tuple, start: int, end: int) -> None:
         """An evicted device is back: its last stay [start, end), in history as it was, is open
         again (a newer ping may have cut it, and the days it no longer reaches get buried)."""

@@ -8,7 +8,7 @@ from engine.doors import DoorCounter, door_count
 from engine.geo import BBox
 from engine.history import dwell_of
 from engine.membership import PlaceCounts
-from engine.pseudonym import pseudonym
+from engine.pseudonym import Directory
 from engine.ring import Placement
 from engine.routing import door_shard, group_by_user_shard, route_cell_moves, route_space_moves
 from engine.spec import EngineSpec
@@ -39,10 +39,10 @@ class LocalCluster:
         user_shards: int = 2,
         cell_shards: int = 2,
         space_shards: int = 2,
-        secret: bytes = b"occupancy",
+        seed: int = 0,
     ):
         self.spec = spec or EngineSpec()
-        self.secret = secret
+        self.directory = Directory(seed)
         self.placement = Placement(
             [f"user-{i}" for i in range(user_shards)],
             [f"cell-{i}" for i in range(cell_shards)],
@@ -55,7 +55,21 @@ class LocalCluster:
         self.doors = {name: DoorCounter() for name in self.placement.spaces.nodes}
 
     def key(self, device_id: str) -> int:
-        return pseudonym(self.secret, device_id)
+        """The device's pseudonym (drawn on first sight, as ingest does)."""
+        return self.directory.key(device_id)
+
+    def forget(self, device_id: str, now: int) -> int | None:
+        """Forget the device at `now` (as `DELETE /v1/admin/devices/{id}` does): the id leaves
+        the directory, the device leaves live state, and what counts keep of it moves to a
+        fresh key; that key, or None for an id the directory does not have. Its next ping
+        starts a new pseudonym."""
+        key = self.directory.forget(device_id)
+        if key is None:
+            return None
+        fresh = self.directory.fresh()
+        self.users[self.placement.user_shard(key)].forget(key, fresh, now)
+        self._route()
+        return fresh
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -191,8 +205,10 @@ class LocalCluster:
     def dwell(self, device_id: str, day: int, now: int, stored=None) -> dict[str, dict]:
         """Live, or where live state no longer holds the day, history's pieces of the device
         and day, `stored(key, day) -> [(place, start, lo, hi)]`, with what live state still
-        owes laid over them."""
-        key = self.key(device_id)
+        owes laid over them. Nothing for an id the directory does not have."""
+        key = self.directory.lookup(device_id)
+        if key is None:
+            return {"cells": {}, "spaces": {}}
         user = self.users[self.placement.user_shard(key)]
         found = user.dwell(key, day, now)
         if found is None:
@@ -202,7 +218,9 @@ class LocalCluster:
 
     def distance(self, device_id: str, day: int) -> float | None:
         """Metres on `day`; None when live state no longer holds it (history does)."""
-        key = self.key(device_id)
+        key = self.directory.lookup(device_id)
+        if key is None:
+            return 0.0
         return self.users[self.placement.user_shard(key)].distance(key, day)
 
     def minute_counts(self, now: int) -> dict[tuple[int | str, int], int]:
@@ -248,6 +266,7 @@ class LocalCluster:
             "cells": {name: c.snapshot() for name, c in self.cells.items()},
             "spaces": {name: s.snapshot() for name, s in self.spaces.items()},
             "doors": {name: d.snapshot() for name, d in self.doors.items()},
+            "directory": self.directory.snapshot(),
         }
 
     def restore(self, state: dict) -> None:
@@ -255,3 +274,4 @@ class LocalCluster:
         self.cells = {name: PlaceCounts.restore(s) for name, s in state["cells"].items()}
         self.spaces = {name: PlaceCounts.restore(s) for name, s in state["spaces"].items()}
         self.doors = {name: DoorCounter.restore(s) for name, s in state["doors"].items()}
+        self.directory = Directory.restore(state["directory"])

@@ -51,6 +51,14 @@ class MinuteAggregator:
             out[key] = out.get(key, 0) + len(devices)
         return out
 
+    def rekey(self, device: int, fresh: int) -> None:
+        """The device is counted as `fresh` from now on, in every minute it was counted in
+        (a forgotten device: the counts stay, the tie to its pseudonym goes)."""
+        for members in self._sets.values():
+            if device in members:
+                members.discard(device)
+                members.add(fresh)
+
     def evict_before(self, minute: int) -> None:
         if minute <= self.horizon:
             return

@@ -168,6 +168,27 @@ class PresenceTracker:
         mark = _WATERMARK.pack(d.last_ts, d.last_lat, d.last_lng, d.seq, cell, d.stay)
         self._gone[device] = mark
 
+    def leave(self, device: int, now: int) -> bool:
+        """The device leaves for good at `now` (it is forgotten): its intervals not yet
+        settled are settled cut at `now` (empty ones, such as those of pings dated after
+        `now`, vanish), a move to NOWHERE is emitted if it is present, and nothing of it is
+        kept, not even a watermark. False if the tracker did not know it."""
+        if self._gone.pop(device, None) is not None:
+            return True
+        d = self._devices.get(device)
+        if d is None:
+            return False
+        self._update(device, d, now)
+        for interval in self._joined(device, d, now):
+            self.settled.append(interval)
+        if d.cell != NOWHERE:
+            d.seq += 1
+            self.moves.append(Move(device, d.cell, NOWHERE, d.seq))
+        self._unschedule(device, d)
+        self.expired.discard(device)
+        del self._devices[device]
+        return True
+
     def drop_watermarks(self, before: int) -> int:
         """Drop the watermarks of devices whose latest ping is older than `before` (oldest
         first, stopping at the first newer one); how many went."""

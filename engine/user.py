@@ -98,6 +98,19 @@ class UserEngine:
         self.spaces.remove(space)
         self._respace(before)
 
+    def forget(self, device: int, fresh: int, now: int) -> bool:
+        """The device is forgotten at `now`: it leaves as if its presence ended then (moves
+        to NOWHERE for the views), its dwell, distance and watermark go, and what counts
+        keep of it (minute sets, presence owed to history) is kept under `fresh`, a key
+        nothing links to the device. Counts at any time before `now` do not change. False if
+        this engine did not know the device (nothing changes then)."""
+        known = self.tracker.leave(device, now)
+        self._drain()
+        self.ledger.forget(device)
+        self.minutes.rekey(device, fresh)
+        self.history.rekey(device, fresh)
+        return known
+
     def drain_moves(self) -> tuple[list[Move], list[SpaceMove]]:
         moves, self.cell_moves = self.cell_moves, []
         space_moves, self.space_moves = self.space_moves, []

@@ -45,6 +45,7 @@ class Oracle:
         self.installs: list[tuple[str, str | None, int, str]] = []
         self.resets: list[tuple[str, int]] = []
         self._space_cells: dict[str, set[int]] = {}
+        self._cut: dict[str, int] = {}  # forgotten devices' past, by its new name: forgotten at
 
     # -- the log --------------------------------------------------------------------------------
 
@@ -76,6 +77,21 @@ class Oracle:
             return "rejected"
         self.doors.append((recv_ms, sensor, ts_ms, direction))
         return "accepted"
+
+    def forget(self, device: str, now: int) -> str | None:
+        """The device is forgotten at `now`: its past goes on under a new name nobody asks
+        about, its presence ending at `now` at the latest; the id itself starts afresh (its
+        next ping is a new device's first). The new name, or None if the device sent nothing."""
+        pings = self._of.pop(device, None)
+        if not pings:
+            return None
+        name = f"forgotten-{len(self._cut)}"
+        self._cut[name] = now
+        self.pings = [
+            (r, name if d == device else d, ts, lat, lng) for r, d, ts, lat, lng in self.pings
+        ]
+        self._of[name] = [(r, name, ts, lat, lng) for r, _, ts, lat, lng in pings]
+        return name
 
     def define_polygon_space(self, space: str, polygon: dict) -> None:
         self.polygons[space] = polygon
@@ -130,7 +146,9 @@ class Oracle:
             end = ts + self.ttl
             if i + 1 < len(pings):
                 end = min(end, pings[i + 1][0])
-            out.append((ts, end, cell))
+            end = min(end, self._cut.get(device, end))
+            if end > ts:
+                out.append((ts, end, cell))
         return out
 
     def cell_at(self, device: str, t: int, now: int) -> int | None:
