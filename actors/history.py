@@ -13,6 +13,7 @@ import redis
 
 from actors import redis_client, telemetry, tracing
 from actors.archive import Archiver, DeadLetter, reconcile_spill, spill_range
+from actors.forget_jobs import Finisher
 from actors.layout import committed, current, pending
 from actors.mirror import StateMirror
 from actors.refs import ACTOR_OPTIONS, Shards
@@ -101,6 +102,7 @@ class History:
         self.behind = False  # the last round left entries for the next (catching up)
         self.backlog_bytes = 0  # unarchived log entries in Redis, estimated, last round
         self.spill = Spill(Path(config.data_dir) / SPILL_DIR)
+        self.forgets = Finisher(self.redis, self.shards, self.spill)
         self._connect_lock = threading.Lock()
         self._wals: dict[str, Wal] = {}
         self._refresh()
@@ -221,6 +223,11 @@ class History:
                     wait = 0.05  # catching up: the next chunk at once
             except Exception as exc:  # logged; the next round retries
                 log.warning("snapshot failed: %s", exc)
+            if self.forgets.waiting():  # forgets under way go on after each round
+                try:
+                    ray.get(handle.forget_pending.remote())
+                except Exception as exc:
+                    log.warning("forget failed: %s", exc)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -319,6 +326,15 @@ class History:
                 span.set_attributes({"shard": shard, "wal_id": wal_id, "rows": len(entry["ts"])})
                 span.end(end_time=ended)
 
+    @ray.method(concurrency_group="archive")
+    def forget_pending(self) -> dict[str, str]:
+        """Take every forget under way as far as it goes (actors/forgetting.py): its user
+        shard's step, then, once history holds every log entry up to its cut, its rows in
+        the store. {old pseudonym: "done" | "pending"}. Between snapshots, never during one."""
+        self._refresh()
+        store = None if self.paused else self._connect
+        return self.forgets.run(self.topology, store, self.snapshot)
+
     @ray.method(concurrency_group="control")
     def drill_outage(self, down: bool) -> None:
         """An outage drill: the store refuses every call (as a ClickHouse that is down would)
@@ -358,6 +374,7 @@ class History:
                 name: wal.archive_lag_ms() for name, wal in list(self._wals.items())
             },
             "deadletter": len(DeadLetter(self.redis)),
+            "forgets_pending": self.forgets.pending(),
         }
 
     # -- queries --------------------------------------------------------------------------------

@@ -9,15 +9,14 @@ import ray
 import redis
 import redis.asyncio
 
-from actors import redis_client, telemetry
+from actors import id_directory, redis_client, telemetry
 from actors.auth import Authenticator, KeyStore, key_hash
-from actors.id_directory import record_async
+from actors.forgetting import ForgetWatch
 from actors.instance import InstanceWatch
 from actors.layout import StaleLayout, committed, current, with_layout
 from actors.refs import Shards
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
-from engine.pseudonym import pseudonym, pseudonym_str
 from engine.ratelimit import RateLimiter
 from engine.recent import RecentCache
 from engine.routing import door_shard, group_by_user_shard
@@ -115,12 +114,14 @@ class IngestCore:
         device_rate, key_rate = topology.rate_limits
         self._device_limit = RateLimiter(device_rate)
         self._key_limit = RateLimiter(key_rate)
-        self._ids_async = redis_client.connect_async(topology.redis_url)
+        ids_async = redis_client.connect_async(topology.redis_url)
+        self._ids = id_directory.Creator(ids_async)
         self.clock = Clock()
         self._layout_checked = time.monotonic()
         self.in_flight = 0
         # pseudonyms of the ids sent lately: memory follows the devices sending, not all ever seen
         self._keys: RecentCache[str, int] = RecentCache(KEYS_KEPT_MS, 1_000_000)
+        self._forgets = ForgetWatch(self.redis, ids_async)
         self.instance = InstanceWatch(self.redis, process)
 
     def authenticate(self, authorization: str) -> Caller:
@@ -149,24 +150,25 @@ class IngestCore:
         """`pings` may hold None for messages that did not parse ("malformed"); rejection
         indexes are `base` + the position in `pings`. `trace`: the caller's span context, for
         a traced batch (it travels to the shards and into their logs)."""
-        b, new_ids = self._validate(pings, device, base)
+        if self._forgets.due():
+            self._drop_forgotten(await self._forgets.forgotten())
+        if self.instance.due() and self.instance.lost():
+            self._restore_directory()
+        b, missing = self._validate(pings, device, base)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
         self._count_rejections("ping", b.rejections)
         if not b.keys:
             return ack
+        if missing:  # ids this handler has not seen lately: the id directory names them
+            self._fill_keys(b, missing, await self._ids.keys(list(missing)))
         cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
-        if self.instance.due() and self.instance.lost():
-            self._keys.clear()  # the id directory is gone: every id is recorded again
         if time.monotonic() - self._layout_checked > LAYOUT_CHECK_S:
             self._layout_checked = time.monotonic()
             if self._layout_after(self.topology.version):
                 await self._await_layout(self.topology.version)
         self.in_flight += 1
         try:
-            # first-seen raw ids go to the id directory while the shards write their WALs
-            ids = asyncio.ensure_future(record_async(self._ids_async, new_ids))
             applied = await self._to_user_shards(b, cells, trace)
-            await ids
         except (ray.exceptions.RayError, redis.RedisError) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
@@ -290,18 +292,37 @@ class IngestCore:
         self._count_rejections("door_event", ack.rejections)
         return ack
 
-    def _key(self, device_id: str, new_ids: dict[str, str], now: int) -> int:
-        key = self._keys.get(device_id, now)
-        if key is None:
-            key = pseudonym(self.topology.secret, device_id)
-            self._keys.put(device_id, key, now)
-            new_ids[pseudonym_str(key)] = device_id  # (again, if it was away for a while)
-        return key
+    def _fill_keys(self, b: _Batch, missing: dict[str, list[int]], keys: dict[str, int]) -> None:
+        now = self.clock()
+        for device_id, key in keys.items():
+            if key not in self._forgets.recent:  # else forgotten while it was looked up
+                self._keys.put(device_id, key, now)
+            for i in missing[device_id]:
+                b.keys[i] = key
 
-    def _validate(self, pings, device: str | None, base: int) -> tuple[_Batch, dict[str, str]]:
+    def _drop_forgotten(self, keys: set[int] | None) -> None:
+        """Forgotten devices leave the cache (None: notices may have been missed; all go)."""
+        if keys is None:
+            self._keys.clear()
+        elif keys:
+            self._keys.drop_values(keys)
+
+    def _restore_directory(self) -> None:
+        """Redis lost its data: the pairs this handler holds go back into the id directory
+        (the devices sending now keep their pseudonyms); any the directory has otherwise by
+        now (another handler drew first) leave the cache."""
+        held = self._keys.items()
+        differ = id_directory.restore(self.redis, held)
+        if differ:
+            self._keys.drop_values({k for raw, k in held if raw in differ})
+
+    def _validate(self, pings, device: str | None, base: int) -> tuple[_Batch, dict]:
+        """The valid pings as columns; their keys where the cache has them, else 0 with
+        their positions in `missing` (raw id -> positions)."""
         now = self.clock()
         limits = self.spec.limits
-        b, new_ids = _Batch(), {}
+        b, missing = _Batch(), {}
+        cached = self._keys.get
         for i, p in enumerate(pings):
             if p is None:
                 reason = "malformed"
@@ -324,8 +345,12 @@ class IngestCore:
                 continue
             if p.attributes or p.accuracy_m or p.region:
                 b.extra[len(b.keys)] = [dict(p.attributes), p.accuracy_m, p.region]
-            b.keys.append(self._key(p.device_id, new_ids, now))
+            key = cached(p.device_id, now)
+            if key is None:
+                missing.setdefault(p.device_id, []).append(len(b.keys))
+                key = 0
+            b.keys.append(key)
             b.ts.append(p.ts_ms)
             b.lats.append(p.lat)
             b.lngs.append(p.lng)
-        return b, new_ids
+        return b, missing

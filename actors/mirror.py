@@ -1,5 +1,6 @@
 """The small tables only Redis holds, kept in memory too, and written back when Redis loses
-its data: API keys (their hashes) and the space, doorway and sensor definitions.
+its data: API keys (their hashes), the space, doorway and sensor definitions, and the forgets
+under way (actors/forgetting.py).
 
 The history actor refreshes the copy every round, reading it in one transaction with the Redis
 instance id (actors/instance.py); when the id is gone or changed, Redis was flushed or started
@@ -13,12 +14,13 @@ import logging
 import redis
 
 from actors.auth import KEYS
+from actors.forgetting import JOBS
 from actors.instance import INSTANCE, InstanceWatch
 from actors.metadata import DOOR_SPACES, DOORWAYS, INSTALLS, RESETS, SPACES
 
 log = logging.getLogger(__name__)
 
-HASHES = (KEYS, SPACES, DOOR_SPACES, DOORWAYS)
+HASHES = (KEYS, SPACES, DOOR_SPACES, DOORWAYS, JOBS)
 LISTS = (INSTALLS, RESETS)
 
 

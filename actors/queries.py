@@ -15,7 +15,6 @@ from engine.cells import check_res, resolution
 from engine.doors import door_count
 from engine.geo import BBox
 from engine.history import dwell_of
-from engine.pseudonym import pseudonym
 from engine.topn import merge_counts, merge_top
 
 LAYOUT_CHECK_S = 1.0
@@ -121,25 +120,23 @@ class LiveQueries:
         """The history actor (it owns the store)."""
         return self.shards.handle(HISTORY)
 
-    async def dwell(self, device_id: str, day: int) -> dict:
-        """Where the device spent `day`: from its user shard while live state holds the day,
-        else history's pieces with what the shard still owes laid over them."""
-        live = await self.dwell_live(device_id, day)
+    async def dwell(self, key: int, day: int) -> dict:
+        """Where the device (its pseudonym, from the id directory) spent `day`: from its user
+        shard while live state holds the day, else history's pieces with what the shard still
+        owes laid over them."""
+        live = await self.dwell_live(key, day)
         if "dwell" in live:
             return live["dwell"]
-        key = pseudonym(self.topology.secret, device_id)
         return dwell_of(await self.history().dwell_pieces.remote(key, day), live["owed"])
 
-    async def dwell_live(self, device_id: str, day: int) -> dict:
+    async def dwell_live(self, key: int, day: int) -> dict:
         """The user shard's answer: {"dwell": ...}, or {"owed": pieces} to lay over history's."""
         self._fresh()
-        key = pseudonym(self.topology.secret, device_id)
         return await self.shards.handle(self.placement.user_shard(key)).dwell.remote(key, day)
 
-    async def distance(self, device_id: str, day: int) -> float | None:
+    async def distance(self, key: int, day: int) -> float | None:
         """Metres on `day` while live state holds it (history: `/v1/history/distance`)."""
         self._fresh()
-        key = pseudonym(self.topology.secret, device_id)
         return await self.shards.handle(self.placement.user_shard(key)).distance.remote(key, day)
 
     async def minute_counts(self, since: int = 0) -> tuple[int, dict]:

@@ -12,6 +12,7 @@ import ray
 from actors import redis_client, telemetry, tracing
 from actors.checkpoint import ForkedCheckpointer
 from actors.fit import rss_bytes
+from actors.forgetting import IN_FLIGHT_MS, drop_forgotten
 from actors.instance import InstanceWatch
 from actors.layout import COMMITTED, StaleLayout, current, layout_of, with_layout
 from actors.metadata import Metadata
@@ -78,6 +79,8 @@ class UserShard:
             self._use_layout(state["layout"])
         self.clock = Clock()
         self._handing_off = False
+        # forgotten pseudonyms -> until when their pings in flight are dropped (memory only)
+        self._forgotten: dict[int, int] = {}
         replayed = 0
         for wal_id, entry in self.wal.entries_after(self.wal_id):
             self._apply(entry)
@@ -159,11 +162,21 @@ class UserShard:
         if version is not None and version != self.layout["version"]:
             raise StaleLayout(self.name, self.layout["version"])
         batch["now"] = self.clock()
+        sent = len(batch["dev"])
+        # pings still in flight under a pseudonym forgotten here: dropped before the log
+        kept = drop_forgotten(batch, self._forgotten) if self._forgotten else None
+        if kept is not None and not kept:
+            return bytes(sent)
         wal_id = self.wal.append(batch)  # blocking on purpose: WAL order == apply order
         applied = self._apply(batch)
         self.wal_id = wal_id
         self._route()
-        return bytes(applied)
+        if kept is None:
+            return bytes(applied)
+        out = bytearray(sent)  # a dropped ping is acked as late: it changes nothing
+        for i, ok in zip(kept, applied, strict=True):
+            out[i] = ok
+        return bytes(out)
 
     def _apply(self, entry: dict) -> list[bool]:
         now = entry["now"]
@@ -173,6 +186,10 @@ class UserShard:
             self.engine.drain_moves()
         if control == "adopt":
             self._absorb(entry["state"])
+            return []
+        if control == "forget":
+            self.engine.forget(entry["device"], entry["fresh"], now)
+            self._forgotten[entry["device"]] = now + IN_FLIGHT_MS
             return []
         if control == "handoff":
             if entry["layout"]["version"] > self.layout["version"]:
@@ -186,6 +203,9 @@ class UserShard:
     async def tick(self) -> None:
         self.engine.advance(self.clock())
         self._route()
+        if self._forgotten:
+            now = self.clock.last
+            self._forgotten = {d: t for d, t in self._forgotten.items() if t > now}
         if time.monotonic() - self._last_freeze >= FREEZE_EVERY_S:
             # Engine state holds no reference cycles: moving it out of the collector's sight
             # keeps full collections from pausing ingest for hundreds of ms at 100k devices.
@@ -333,6 +353,16 @@ class UserShard:
         return len(self.engine.absorb(state))
 
     # -- control and queries --------------------------------------------------------------------
+
+    async def forget(self, device: int, fresh: int) -> str:
+        """Forget the device now (actors/forgetting.py): logged, then applied; it leaves the
+        views through the usual moves. The log id of the entry."""
+        self._route()  # moves so far first: applying a control entry drains what is pending
+        entry = {"control": "forget", "device": device, "fresh": fresh, "now": self.clock()}
+        self.wal_id = self.wal.append(entry)
+        self._apply(entry)
+        self._route()
+        return self.wal_id
 
     async def define_space(self, space: str, polygon: dict, name: str) -> int:
         n = self.engine.define_space(space, polygon, name)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import redis
 
-from actors.id_directory import IDS
+from actors.id_directory import IDS, RAW_IDS
 from actors.redis_server import EmbeddedRedis
 from actors.wal import Wal
 from engine.cells import index_batch
-from engine.pseudonym import pseudonym, pseudonym_str
+from engine.pseudonym import Directory, pseudonym_str
 from engine.spec import EngineSpec
 from engine.user import UserEngine
 
@@ -34,7 +34,8 @@ def main() -> None:
     spec = EngineSpec()
     now = 1_710_000_000_000
     ids = [f"vehicle-{i:07d}" for i in range(args.devices)]
-    keys = [pseudonym(b"bench", d) for d in ids]
+    directory = Directory(1)
+    keys = [directory.key(d) for d in ids]
     lats = [52.6 + rng.random() * 0.15 for _ in ids]
     lngs = [-8.7 + rng.random() * 0.15 for _ in ids]
     cells = index_batch(lats, lngs, spec.res).tolist()
@@ -63,14 +64,17 @@ def main() -> None:
             pipe = client.pipeline(transaction=False)
             for raw, key in zip(ids, keys, strict=True):
                 pipe.hset(IDS, pseudonym_str(key), raw)
+                pipe.hset(RAW_IDS, raw, pseudonym_str(key))
             pipe.execute()
             id_bytes = client.memory_usage(IDS, samples=0)
+            raw_id_bytes = client.memory_usage(RAW_IDS, samples=0)
         finally:
             server.stop()
     n = args.devices
     print(f"WAL (Redis stream)         {wal_bytes / n:8.1f} B/ping   ({wal_bytes:,} B for {n:,})")
     print(f"checkpoint (user shard)    {ckpt_bytes / n:8.1f} B/device ({ckpt_bytes:,} B)")
-    print(f"id directory (raw → key)   {id_bytes / n:8.1f} B/device ({id_bytes:,} B)")
+    print(f"id directory (key → raw)   {id_bytes / n:8.1f} B/device ({id_bytes:,} B)")
+    print(f"id directory (raw → key)   {raw_id_bytes / n:8.1f} B/device ({raw_id_bytes:,} B)")
 
 
 if __name__ == "__main__":

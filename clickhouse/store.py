@@ -270,6 +270,41 @@ class HistoryStore(RawQueries):
         for month, idx in parts:
             self.backend.insert(table, columns, [rows[i] for i in idx], part_token(token, month))
 
+    def forget_device(self, device: int, fresh: int) -> None:
+        """A forgotten device: its raw pings deleted, its presence pieces re-keyed to `fresh`
+        (a key nothing links to it), so that every count of the past stays as it was. Safe to
+        repeat after a failure at any point (the copy of a piece replaces itself; deleting
+        nothing deletes nothing). Mutations run synchronously: the rows are gone from disk
+        when this returns (ClickHouse keeps the replaced parts a few minutes before removing
+        them). Between the copy and the delete, a query may see the device's past twice."""
+        params = {"device": device, "fresh": fresh}
+        sync = " SETTINGS mutations_sync = 2"
+        self.backend.execute(
+            "ALTER TABLE raw_pings DELETE WHERE device = {device:UInt64}" + sync, params
+        )
+        # no alias for the new key: an alias named `device` would be what WHERE compares
+        self.backend.execute(
+            "INSERT INTO presence (device, day, cell, space, start, lo, hi, version) "
+            "SELECT {fresh:UInt64}, day, cell, space, start, lo, hi, version FROM presence "
+            "FINAL WHERE device = {device:UInt64}",
+            params,
+        )
+        self.backend.execute(
+            "ALTER TABLE presence DELETE WHERE device = {device:UInt64}" + sync, params
+        )
+
+    def device_rows(self, device: int) -> dict[str, int]:
+        """Rows of `device` left in each table that keys rows by device (checks)."""
+        return {
+            table: int(
+                self.backend.rows(
+                    f"SELECT count() FROM {table} WHERE device = {{device:UInt64}}",
+                    {"device": device},
+                )[0][0]
+            )
+            for table in ("raw_pings", "presence")
+        }
+
     def dwell(self, device: int, day: int) -> dict[str, dict]:
         """{"cells": {cell: ms}, "spaces": {space: ms}} of `device` on `day` (its UTC start)."""
         out: dict[str, dict] = {"cells": {}, "spaces": {}}

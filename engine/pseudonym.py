@@ -6,8 +6,6 @@ forgets the pair, nobody (an operator knowing the secret and the phone number in
 find the device's history again.
 """
 
-import hashlib
-import hmac
 import random
 import secrets
 
@@ -18,13 +16,6 @@ def new_pseudonym(rng: random.Random | None = None) -> int:
         key = rng.getrandbits(64) if rng is not None else secrets.randbits(64)
         if key:
             return key
-
-
-def pseudonym(secret: bytes, device_id: str) -> int:
-    """First 8 bytes of HMAC-SHA256(secret, id): the pseudonyms of ids recorded before they
-    were drawn at random (kept as the directory holds them)."""
-    digest = hmac.new(secret, device_id.encode(), hashlib.sha256).digest()
-    return int.from_bytes(digest[:8], "big")
 
 
 def pseudonym_str(key: int) -> str:

@@ -33,6 +33,19 @@ class RecentCache(Generic[K, V]):
             self._turned = now
         self._new[key] = value
 
+    def drop_values(self, values: set[V]) -> int:
+        """Drop every entry whose value is in `values` (a scan: for rare events); how many."""
+        dropped = 0
+        for generation in (self._new, self._old):
+            for key in [k for k, v in generation.items() if v in values]:
+                del generation[key]
+                dropped += 1
+        return dropped
+
+    def items(self) -> list[tuple[K, V]]:
+        """Every entry, without refreshing any."""
+        return [*self._new.items(), *((k, v) for k, v in self._old.items() if k not in self._new)]
+
     def clear(self) -> None:
         self._new, self._old = {}, {}
 

@@ -72,18 +72,45 @@ def token(device_id: str) -> None:
     click.echo(device_token(local_files.secret(_settings()), device_id))
 
 
-@main.command(short_help="Delete a raw device id from the id directory.")
+@main.command(short_help="Forget a device: its id, its live state, its raw history.")
 @click.argument("device_id")
-def forget(device_id: str) -> None:
-    """Delete DEVICE_ID from the id directory: its history stays as anonymous aggregates."""
-    from actors.id_directory import IdDirectory
-    from occupancy import local_files
-    from occupancy.local_files import RedisFor
+@click.option("--url", default=None, help="API base URL (default: local OCC_HTTP_PORT).")
+@click.option("--key", envvar="OCC_API_KEY", default=None, help="Admin key (default: data dir's).")
+def forget(device_id: str, url: str | None, key: str | None) -> None:
+    """Forget DEVICE_ID (a raw id or a pseudonym) for good: the id directory drops it, live
+    state drops it, its raw pings are deleted from history and its presence is kept under a
+    key nothing links to it (counts of the past stay as they were). Its next ping starts a new
+    pseudonym. With the engine not running, the id directory drops it now and the engine does
+    the rest when it starts."""
+    from urllib.parse import quote
+
+    from occupancy.query_cli import Api, Unreachable
 
     settings = _settings()
+    try:
+        body = Api(url, key, settings).delete(f"/v1/admin/devices/{quote(device_id, safe='')}")
+    except Unreachable:
+        if url is not None:
+            raise
+        click.echo(_forget_offline(settings, device_id))
+        return
+    waiting = [step for step in ("live", "history") if body[step] != "done"]
+    click.echo("forgotten" + (f" ({' and '.join(waiting)} pending)" if waiting else ""))
+
+
+def _forget_offline(settings: Settings, device_id: str) -> str:
+    """The id directory's step now; the running engine's history actor does the rest."""
+    from actors import forgetting
+    from actors.id_directory import IdDirectory
+    from engine.pseudonym import new_pseudonym
+    from occupancy.local_files import RedisFor
+
     with RedisFor(settings) as client:
-        found = IdDirectory(client, local_files.secret(settings)).forget(device_id)
-    click.echo("forgotten" if found else "not in the id directory")
+        key = IdDirectory(client).key_of(device_id)
+        raw = IdDirectory(client).resolve(key) if key is not None else None
+        if raw is None or forgetting.start(client, raw, new_pseudonym()) is None:
+            raise click.ClickException("unknown_device: not in the id directory")
+    return "forgotten in the id directory; the engine forgets the rest when it runs"
 
 
 @main.group(short_help="Create or revoke API keys (viewer, admin, ingest).")
@@ -282,11 +309,11 @@ def replay(file: Path, kind: str, until: str | None) -> None:
 
     from rich.progress import Progress
 
+    from actors import id_directory
     from actors.metadata import Metadata
     from clickhouse.backends import connect
     from clickhouse.store import HistoryStore
     from engine.timeutil import parse_time
-    from occupancy import local_files
     from occupancy.local_files import RedisFor
     from occupancy.replay import read_table, replay_doors, replay_pings
 
@@ -307,16 +334,17 @@ def replay(file: Path, kind: str, until: str | None) -> None:
         if kind == "doors":
             result = replay_doors(table, store, label=file.name)
         else:
-            with RedisFor(settings) as client:
-                spaces = Metadata(client).polygon_spaces()
-            with Progress(console=console, transient=True) as bar:
+            with (
+                RedisFor(settings) as client,
+                Progress(console=console, transient=True) as bar,
+            ):
                 task = bar.add_task(f"replaying {file.name}", total=table.num_rows)
                 result = replay_pings(
                     table,
                     store,
                     settings.engine_spec(),
-                    local_files.secret(settings),
-                    spaces,
+                    lambda ids: id_directory.keys_for(client, ids),
+                    Metadata(client).polygon_spaces(),
                     until=end,
                     progress=lambda n: bar.advance(task, n),
                     label=file.name,

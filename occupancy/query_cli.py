@@ -11,6 +11,10 @@ from rich.table import Table
 from occupancy.settings import Settings
 
 
+class Unreachable(click.ClickException):
+    """The API does not answer (the engine is not running there)."""
+
+
 class Api:
     """A small HTTP client; errors come back as ClickExceptions with the API's message."""
 
@@ -32,13 +36,14 @@ class Api:
     def post(self, path: str, body: dict, timeout: float = 30) -> dict:
         return self._call("POST", path, json=body, timeout=timeout)
 
+    def delete(self, path: str, timeout: float = 90) -> dict:
+        return self._call("DELETE", path, timeout=timeout)
+
     def _call(self, method: str, path: str, **kwargs) -> dict:
         try:
             r = requests.request(method, self.url + path, headers=self.headers, **kwargs)
         except requests.ConnectionError:
-            raise click.ClickException(
-                f"cannot reach {self.url}; is `occupancy up` running?"
-            ) from None
+            raise Unreachable(f"cannot reach {self.url}; is `occupancy up` running?") from None
         body = r.json()
         if r.status_code >= 400:
             err = body.get("error", {})

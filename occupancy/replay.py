@@ -8,7 +8,7 @@ live. The history written is what the snapshotter writes: presence pieces and th
 """
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from clickhouse.store import HistoryStore
 from engine.cells import index_batch
-from engine.pseudonym import parse_pseudonym, pseudonym
+from engine.pseudonym import parse_pseudonym
 from engine.spec import EngineSpec
 from engine.user import UserEngine
 
@@ -47,11 +47,16 @@ def _arrival_order(table: pa.Table) -> pa.Table:
     return table.sort_by([(k, "ascending") for k in keys])
 
 
-def _device_keys(table: pa.Table, secret: bytes) -> list[int]:
+KeysFor = Callable[[Sequence[str]], dict[str, int]]  # raw ids -> their pseudonyms
+
+
+def _device_keys(table: pa.Table, keys_for: KeysFor) -> list[int]:
     if "device" in table.column_names:  # pseudonyms, as exports carry them
         return [parse_pseudonym(str(d)) for d in table.column("device").to_pylist()]
-    if "device_id" in table.column_names:  # raw ids: hashed like live ingest does
-        return [pseudonym(secret, str(d)) for d in table.column("device_id").to_pylist()]
+    if "device_id" in table.column_names:  # raw ids: named by the id directory, as in ingest
+        raw = [str(d) for d in table.column("device_id").to_pylist()]
+        keys = keys_for(list(dict.fromkeys(raw)))
+        return [keys[d] for d in raw]
     raise ValueError("a raw ping file needs a `device` (pseudonym) or `device_id` column")
 
 
@@ -59,19 +64,20 @@ def replay_pings(
     table: pa.Table,
     store: HistoryStore,
     spec: EngineSpec,
-    secret: bytes,
+    keys_for: KeysFor,
     spaces: dict[str, dict],
     until: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
     label: str = "replay",
 ) -> dict:
     """Replay `table` and write its history; `until` is the engine time at the end (default:
-    the last receive time), which clips intervals still open then."""
+    the last receive time), which clips intervals still open then. `keys_for` gives the
+    pseudonyms of raw ids (the deployment's id directory, `id_directory.keys_for`)."""
     table = _arrival_order(table)
     engine = UserEngine(spec)
     for space, definition in spaces.items():
         engine.define_space(space, definition["polygon"], definition.get("name", ""))
-    devices = _device_keys(table, secret)
+    devices = _device_keys(table, keys_for)
     ts = table.column("ts").to_numpy().astype(np.int64).tolist()
     received = table.column("received").to_numpy().astype(np.int64).tolist()
     lats = pc.cast(table.column("lat"), pa.float64()).to_numpy().tolist()

@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 import redis
 
-from actors import redis_client
+from actors import id_directory, redis_client
 from actors.auth import KeyStore, device_token
 from actors.cell_shard import CellShard
 from actors.definitions import Definitions
@@ -97,6 +97,10 @@ class Engine:
             self.redis_url = self._redis.start()
         # shard counts come from the settings until a rebalance has committed a layout
         self.topology = current(topology_for(s, self.redis_url))
+        # an id directory from before pseudonyms were random: raw -> pseudonym, before ingest
+        added = id_directory.migrate(self.client())
+        if added:
+            log.warning("id directory: %d raw ids given their recorded pseudonyms", added)
         if not ray.is_initialized():
             if not os.environ.get("RAY_ADDRESS"):
                 for k, v in env.items():

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import redis_client, telemetry, tracing
+from actors import forgetting, redis_client, telemetry, tracing
 from actors.archive import DeadLetter
 from actors.auth import KeyStore
 from actors.definitions import Definitions
@@ -34,7 +34,7 @@ from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
-from engine.pseudonym import pseudonym, pseudonym_str
+from engine.pseudonym import new_pseudonym, pseudonym_str
 from engine.recent import RecentCache
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
@@ -239,7 +239,7 @@ class QueryApi:
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
-        self.ids = IdDirectory(self.redis, topology.secret)
+        self.ids = IdDirectory(self.redis)
         Guard.use(lambda key: self._cached_role(key) is not None)
         process = f"api-{os.getpid()}"
         _QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
@@ -492,6 +492,39 @@ class QueryApi:
         entries = await asyncio.to_thread(dead.entries, limit)
         return ORJSONResponse({"total": len(dead), "entries": entries})
 
+    @app.delete("/v1/admin/devices/{device_id}")
+    async def forget(self, request: Request, device_id: str) -> ORJSONResponse:
+        """For operators (admin): forget a device, named by its raw id or pseudonym
+        (actors/forgetting.py). Its id leaves the directory, it leaves live state as if its
+        presence ended now, its raw pings are deleted from history and its presence re-keyed
+        to a key nothing links to it: counts of the past stay. `live` and `history` say
+        whether those steps are done or still pending (the engine finishes them)."""
+        self._role(request, ("admin",))
+        key = self._device(device_id)
+        raw = self.ids.resolve(key)
+        job = forgetting.start(self.redis, raw, new_pseudonym()) if raw is not None else None
+        if job is None:  # forgotten meanwhile
+            raise ApiError(404, "unknown_device", "no such device (never seen, or forgotten)")
+        live = "done"
+        try:
+            shard = forgetting.owner(self.topology, self.redis, job.old)
+            await self.queries.shards.handle(shard).forget.remote(job.old, job.fresh)
+            forgetting.forgotten_live(self.redis, job)
+        except (forgetting.Busy, ray.exceptions.RayError) as exc:
+            log.warning("forget: the user shard's step waits: %s", exc)
+            live = "pending"
+        try:
+            states = await asyncio.wait_for(
+                self._history_handle().forget_pending.remote(), HISTORY_TIMEOUT_S
+            )
+            history = states.get(pseudonym_str(job.old), "done")
+        except (TimeoutError, ray.exceptions.RayError, HistoryUnavailable) as exc:
+            log.warning("forget: history's step waits: %s", exc)
+            history = "pending"
+        if history == "done":
+            live = "done"  # history's step does the shard's first when it was left pending
+        return ORJSONResponse({"device_id": device_id, "live": live, "history": history})
+
     @app.post("/v1/admin/scale")
     async def scale(self, request: Request, body: ScaleBody):
         """For operators (admin): change the user and cell shard counts while ingest goes on
@@ -668,14 +701,12 @@ class QueryApi:
         self._role(request, ("admin",))
         with _bad("bad_day"):
             d = parse_day(day)
-        if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
-            raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
+        key = self._device(device_id)
         # live state where it holds the day, else history's pieces with the owed ones over them
-        live = await self.queries.dwell_live(device_id, d)
+        live = await self.queries.dwell_live(key, d)
         if "dwell" in live:
             found = live["dwell"]
         else:
-            key = pseudonym(self.topology.secret, device_id)
             params = {"device": pseudonym_str(key), "day": d}
             stored = await self._history("admin", "dwell", params, "dwell_pieces", key, d)
             found = dwell_of(stored, live["owed"])
@@ -709,6 +740,16 @@ class QueryApi:
         if len(attrs) > 16 or any(not k or len(k) > 64 or len(v) > 256 for k, v in attrs.items()):
             raise ApiError(400, "bad_attribute", "up to 16 attr.K=V filters, K ≤ 64, V ≤ 256")
         return attrs
+
+    def _device(self, device_id: str) -> int:
+        """The pseudonym a per-device route names (a raw id, or the pseudonym of a device the
+        id directory has): 404 for a device never seen or forgotten."""
+        if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
+            raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
+        key = self.ids.key_of(device_id)
+        if key is None:
+            raise ApiError(404, "unknown_device", "no such device (never seen, or forgotten)")
+        return key
 
     def _device_ids(self, keys: list[int], role: str) -> dict[int, str]:
         """Raw ids for admins where the id directory still has them; pseudonyms otherwise."""
@@ -755,7 +796,7 @@ class QueryApi:
     ):
         role = self._role(request, ("admin",))
         t0, t1 = self._period(from_, to)
-        key = pseudonym(self.topology.secret, device_id)
+        key = self._device(device_id)
         params = {"device": pseudonym_str(key), "from": t0, "to": t1}
         points = await self._history(role, "path", params, "path", key, t0, t1)
         return ORJSONResponse(
@@ -783,7 +824,7 @@ class QueryApi:
         if device_id is not None:
             if role != "admin":
                 raise ApiError(403, "forbidden", "per-device answers need the admin role")
-            key = pseudonym(self.topology.secret, device_id)
+            key = self._device(device_id)
         params = {"from": t0, "to": t1, "attrs": attrs, "device": device_id is not None}
         meters = await self._history(
             role, "distance", params, "distance", t0, t1, attrs, key, timeout_s,

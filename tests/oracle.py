@@ -93,6 +93,20 @@ class Oracle:
         self._of[name] = [(r, name, ts, lat, lng) for r, _, ts, lat, lng in pings]
         return name
 
+    def forgotten(self, name: str) -> bool:
+        """Whether `name` is the past of a forgotten device (no raw id names it any more)."""
+        return name in self._cut
+
+    def forgotten_minutes(self, resolutions, now: int) -> set[tuple[int, int]]:
+        """The (cell, minute) keys, cells at `resolutions`, whose minute aggregates count a
+        forgotten device: what a replay of raw pings (its pings deleted) no longer counts."""
+        out = set()
+        for name in self._cut:
+            for start, end, cell in self.intervals(name, now):
+                for m in range(start - start % MINUTE, min(end, now + 1), MINUTE):
+                    out.update((h3i.cell_to_parent(cell, r), m) for r in resolutions)
+        return out
+
     def define_polygon_space(self, space: str, polygon: dict) -> None:
         self.polygons[space] = polygon
 

@@ -6,6 +6,7 @@ import time
 import grpc
 import pytest
 
+from actors.id_directory import IdDirectory
 from actors.queries import LiveQueries
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
@@ -72,6 +73,10 @@ class Live:
 
     def q(self, coro):
         return self.queries.sync(coro)
+
+    def pseudonym(self, device_id: str) -> int | None:
+        """The device's pseudonym, from the id directory (None: never seen, or forgotten)."""
+        return IdDirectory(self.engine.client()).lookup(device_id)
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ import random
 import secrets
 import socket
 import time
+from urllib.parse import quote
 
 import pytest
 import ray
@@ -456,15 +457,8 @@ def test_live_page_and_its_assets_come_from_the_api_and_nowhere_else(api):
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
-def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
-    raw = "+353-87-555-0199"
-    now = int(time.time() * 1000)
-    api.send([pb.Ping(device_id=raw, ts_ms=now, lat=52.66, lng=-8.63)])
-    for shard in api.engine.topology.user_shards:
-        api.queries.shards.handle(shard).checkpoint.remote()
-    time.sleep(1.0)
-    client = redis.Redis.from_url(api.engine.redis_url)
-    needle = raw.encode()
+def _holding(client: redis.Redis, needle: bytes) -> list[str]:
+    """The Redis keys whose names, fields or values hold `needle`."""
     holders = []
     for key in client.scan_iter(count=1000):
         kind = client.type(key).decode()
@@ -480,11 +474,31 @@ def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
             values = []
         if any(needle in v for v in values):
             holders.append(key.decode())
-    assert holders == ["occ:ids"]
-    from actors.id_directory import IdDirectory
+    return sorted(holders)
 
-    assert IdDirectory(client, api.engine.topology.secret).forget(raw)
-    assert not any(needle in v for v in client.hvals("occ:ids"))
+
+def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
+    raw = "+353-87-555-0199"
+    now = int(time.time() * 1000)
+    api.send([pb.Ping(device_id=raw, ts_ms=now, lat=52.66, lng=-8.63)])
+    for shard in api.engine.topology.user_shards:
+        api.queries.shards.handle(shard).checkpoint.remote()
+    time.sleep(1.0)
+    client = redis.Redis.from_url(api.engine.redis_url)
+    assert _holding(client, raw.encode()) == ["occ:ids", "occ:ids:raw"]
+    t = int(time.time() * 1000)
+    r = requests.delete(
+        f"{api.http}/v1/admin/devices/{quote(raw, safe='')}",
+        headers={"Authorization": f"Bearer {api.admin}"},
+        timeout=120,
+    )
+    assert r.status_code == 200 and r.json() == {
+        "device_id": raw,
+        "live": "done",
+        "history": "done",
+    }, r.text
+    api.oracle.forget(raw, t)
+    assert _holding(client, raw.encode()) == []
 
 
 def _trickle(port: int, data: bytes, every_s: float = 0.5) -> int | None:

@@ -8,7 +8,6 @@ import time
 import pytest
 import ray
 
-from engine.pseudonym import pseudonym
 from engine.timeutil import day_of
 from protos import occupancy_pb2 as pb
 from tests.integration.checks import (
@@ -95,13 +94,12 @@ def test_a_restarted_cell_shard_lists_again_and_repairs_an_update_lost_meanwhile
     # the new one took its listing is lost; here the view loses a present device instead
     t = int(time.time() * 1000)
     placement = live.engine.topology.placement()
-    secret = live.engine.topology.secret
     device = next(
         d
         for d in live.oracle.devices(t)
         if (c := live.oracle.cell_at(d, t, t)) is not None and placement.cell_shard(c) == "cell-1"
     )
-    ray.get(victim.update.remote([(pseudonym(secret, device), (), 2**62)]))
+    ray.get(victim.update.remote([(live.pseudonym(device), (), 2**62)]))
     t = int(time.time() * 1000)
     assert live.q(live.queries.heatmap(9, None)) != live.oracle.counts(9, t, t)
     assert_live_equals_oracle(live)  # the second listing, 3 s after the restart, repairs it
@@ -133,7 +131,7 @@ def test_devices_that_left_leave_memory_and_every_answer_stays_exact(spaces):
     day = day_of(now - 300_000)
     for d in gone[:10]:
         t = int(time.time() * 1000)
-        assert live.q(live.queries.dwell(d, day)) == live.oracle.dwell(d, day, t), d
+        assert live.q(live.queries.dwell(live.pseudonym(d), day)) == live.oracle.dwell(d, day, t), d
     # a duplicate of an evicted device is late; a delayed ping dated 30 s after its first cuts
     # its stay short (it left the cell then), from a device that was in memory no more
     ack = live.send([pb.Ping(device_id=gone[0], ts_ms=now - 300_000, lat=lat, lng=lng)])
@@ -141,5 +139,7 @@ def test_devices_that_left_leave_memory_and_every_answer_stays_exact(spaces):
     ack = live.send([pb.Ping(device_id=gone[1], ts_ms=now - 270_000, lat=52.67, lng=-8.60)])
     assert ack.accepted == 1
     t = int(time.time() * 1000)
-    assert live.q(live.queries.dwell(gone[1], day)) == live.oracle.dwell(gone[1], day, t)
+    assert live.q(live.queries.dwell(live.pseudonym(gone[1]), day)) == live.oracle.dwell(
+        gone[1], day, t
+    )
     assert_live_equals_oracle(live)

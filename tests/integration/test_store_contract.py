@@ -211,3 +211,27 @@ def test_door_sums_over_sensor_ranges(store):
     assert store.door_sum([("s1", t, t + 4, -1), ("s1", t + 5, t + 9, 1)]) == 0
     assert store.door_sum([("s2", t, t + 9, 1), ("s1", t + 9, t + 100, 1)]) == 1
     assert store.door_sum([("x' OR 1=1 --", 0, NOW, 1)]) == 1
+
+
+def test_forgetting_a_device_deletes_its_pings_and_rekeys_its_presence(store):
+    noon = day_of(NOW) - DAY_MS // 2
+    store.write_pings(
+        [_ping(1, noon + i * 1_000, 52.66, -8.62, noon + i * 1_000, 0) for i in range(3)]
+        + [_ping(2, noon, 52.67, -8.60, noon, 1)],
+        "user-0:1-0:3-0",
+    )
+    rows = pieces(1, (A, "mall"), noon - 90_000, noon + 30_000) + pieces(2, (A,), noon, noon + 10)
+    store.write_presence(rows, version=1)
+    store.write_presence(pieces(1, (A, "mall"), noon - 90_000, noon - 1_000), version=2)
+    before = (store.minute_counts(9, noon - 60_000), store.space_count("mall", noon - 60_000))
+    for _ in range(2):  # repeated after a failure: the same outcome
+        store.forget_device(1, 99)
+    assert store.device_rows(1) == {"raw_pings": 0, "presence": 0}
+    assert store.path(1, noon - DAY_MS, noon + DAY_MS) == []
+    assert len(store.path(2, noon - DAY_MS, noon + DAY_MS)) == 1
+    assert (
+        store.minute_counts(9, noon - 60_000),
+        store.space_count("mall", noon - 60_000),
+    ) == before
+    assert store.dwell(99, day_of(noon)) == {"cells": {A: 89_000}, "spaces": {"mall": 89_000}}
+    assert store.dwell(1, day_of(noon)) == {"cells": {}, "spaces": {}}
