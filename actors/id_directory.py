@@ -12,35 +12,41 @@ Pseudonyms recorded before they were drawn at random (HMACs of the raw id) stay 
 `migrate` fills the raw -> pseudonym side from the existing one once, before ingest opens.
 """
 
+import os
+
 import redis
 import redis.asyncio
 
-from engine.pseudonym import new_pseudonym, parse_pseudonym, pseudonym_str
+from engine.pseudonym import parse_pseudonym, pseudonym_str
 
 IDS = "occ:ids"  # pseudonym hex -> raw id
 RAW_IDS = "occ:ids:raw"  # raw id -> pseudonym hex
 MIGRATED = "occ:ids:migrated"  # set once `migrate` has filled RAW_IDS from IDS
 CHUNK = 2_000  # ids per script call: Redis serves nothing else while one runs
 
-# KEYS[1] raw -> pseudonym, KEYS[2] pseudonym -> raw; ARGV: (raw id, candidate pseudonym) pairs.
-# Per pair, the pseudonym the id has, else the candidate recorded for it, else '' (the
-# candidate belongs to another id: the caller draws again).
+# KEYS[1] raw -> pseudonym, KEYS[2] pseudonym -> raw; ARGV[1]: one candidate pseudonym per raw
+# id, 16 hex digits each, end to end; ARGV[2..]: the raw ids. Returns, end to end, each id's
+# pseudonym: the one it has, else its candidate recorded for it, else NONE (the candidate
+# belongs to another id: the caller draws again). One string each way: little to encode and
+# parse per id.
 _GET_OR_CREATE = """
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV do
   local key = redis.call('HGET', KEYS[1], ARGV[i])
   if not key then
-    if redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i]) == 1 then
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-      key = ARGV[i + 1]
+    local candidate = string.sub(ARGV[1], (i - 2) * 16 + 1, (i - 1) * 16)
+    if redis.call('HSETNX', KEYS[2], candidate, ARGV[i]) == 1 then
+      redis.call('HSET', KEYS[1], ARGV[i], candidate)
+      key = candidate
     else
-      key = ''
+      key = '0000000000000000'
     end
   end
   out[#out + 1] = key
 end
-return out
+return table.concat(out)
 """
+NONE = "0" * 16  # no pseudonym is 0
 
 # the same keys; ARGV: (raw id, pseudonym) pairs a handler holds, written back where the
 # directory has neither; returns the raw ids whose entry is another (their holder drops them)
@@ -112,13 +118,8 @@ class Creator:
         todo = list(device_ids)
         while todo:
             chunk, todo = todo[:CHUNK], todo[CHUNK:]
-            args = [x for raw in chunk for x in (raw, pseudonym_str(new_pseudonym()))]
-            found = await self._script(keys=[RAW_IDS, IDS], args=args)
-            for raw, key in zip(chunk, found, strict=True):
-                if key:
-                    out[raw] = int(key, 16)
-                else:  # the drawn pseudonym is another id's (1 in 2^64 per id): again
-                    todo.append(raw)
+            found = await self._script(keys=[RAW_IDS, IDS], args=[_candidates(len(chunk)), *chunk])
+            todo += _take(chunk, found, out)
         return out
 
 
@@ -129,13 +130,30 @@ def keys_for(client: redis.Redis, device_ids: list[str]) -> dict[str, int]:
     todo = list(dict.fromkeys(device_ids))
     while todo:
         chunk, todo = todo[:CHUNK], todo[CHUNK:]
-        args = [x for raw in chunk for x in (raw, pseudonym_str(new_pseudonym()))]
-        for raw, key in zip(chunk, script(keys=[RAW_IDS, IDS], args=args), strict=True):
-            if key:
-                out[raw] = int(key, 16)
-            else:
-                todo.append(raw)
+        found = script(keys=[RAW_IDS, IDS], args=[_candidates(len(chunk)), *chunk])
+        todo += _take(chunk, found, out)
     return out
+
+
+def _candidates(n: int) -> str:
+    """n random pseudonyms, 16 hex digits each, end to end (none of them 0)."""
+    while True:
+        drawn = os.urandom(8 * n).hex()
+        if NONE not in drawn or all(drawn[i : i + 16] != NONE for i in range(0, len(drawn), 16)):
+            return drawn
+
+
+def _take(chunk: list[str], found: bytes, out: dict[str, int]) -> list[str]:
+    """Each id's pseudonym from a script's answer into `out`; the ids to draw again (their
+    candidate was another id's pseudonym: 1 in 2^64 an id)."""
+    again = []
+    for i, raw in enumerate(chunk):
+        key = int(found[16 * i : 16 * i + 16], 16)
+        if key:
+            out[raw] = key
+        else:
+            again.append(raw)
+    return again
 
 
 def restore(client: redis.Redis, held: list[tuple[str, int]]) -> set[str]:
