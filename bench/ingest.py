@@ -11,6 +11,11 @@ ingest actor), then drives it from this process over loopback:
 Prints pings/s and ack p50/p99. Everything shares this machine's cores.
 
     .venv/bin/python bench/ingest.py [--devices 100000] [--seconds 20]
+
+`--phase known` or `--phase new` measures one batched phase alone, for what the id directory
+costs: `known` sends the fleet once (not measured), then measures it sending again (every id in
+the handlers' caches); `new` measures a fleet of devices never seen (`--new-devices` of them, one
+ping each: every id drawn in Redis).
 """
 
 import argparse
@@ -35,7 +40,9 @@ from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
 
 
-def make_batches(devices: int, size: int, base_ts: int, rounds: int) -> list[bytes]:
+def make_batches(
+    devices: int, size: int, base_ts: int, rounds: int, prefix: str = "bench"
+) -> list[bytes]:
     """Pre-serialised batches: every device pings once a round, rounds 1 s apart, so the load
     generator spends its time sending rather than building messages."""
     out = []
@@ -44,7 +51,7 @@ def make_batches(devices: int, size: int, base_ts: int, rounds: int) -> list[byt
         for start in range(0, devices, size):
             pings = [
                 pb.Ping(
-                    device_id=f"bench-{i}",
+                    device_id=f"{prefix}-{i}",
                     ts_ms=ts,
                     lat=52.60 + (i % 997) * 1.5e-4,
                     lng=-8.70 + (i % 991) * 1.5e-4 + r * 1e-5,
@@ -250,6 +257,19 @@ def bench_stream(
     }
 
 
+def bench_ids(channel, auth, phase: str, args, base: int) -> dict:
+    """One batched phase alone: a known fleet (sent once first, not measured) or a new one."""
+    if phase == "known":
+        warm = make_batches(args.devices, 1_000, base, 1)
+        bench_batched(channel, auth, warm, 3_600.0, args.in_flight)
+        wait_for_history()
+        rounds = max(1, int(args.seconds * 200_000 / args.devices))
+        batches = make_batches(args.devices, 1_000, base + 1_000, rounds)
+    else:
+        batches = make_batches(args.new_devices, 1_000, base, 1, prefix="new")
+    return bench_batched(channel, auth, batches, args.seconds, args.in_flight)
+
+
 def wait_for_history(limit_s: float = 300.0) -> float:
     """Seconds until history has archived every WAL entry (the archive competes for the cores:
     each phase starts with none of the previous phase's backlog)."""
@@ -271,6 +291,8 @@ def main() -> None:
     ap.add_argument("--stream-rate", type=float, default=5_000.0)
     ap.add_argument("--user-shards", type=int, default=2)
     ap.add_argument("--cell-shards", type=int, default=2)
+    ap.add_argument("--phase", choices=("all", "known", "new"), default="all")
+    ap.add_argument("--new-devices", type=int, default=1_500_000)
     ap.add_argument("--ingest-nice", type=int, default=Settings().ingest_nice)
     ap.add_argument("--http-ingress", default=Settings().http_ingress)
     ap.add_argument(
@@ -309,6 +331,18 @@ def main() -> None:
                 options=[("grpc.max_send_message_length", 64 << 20)],
             )
             base = int(time.time() * 1000) - 600_000
+            if args.phase != "all":
+                fleet = args.devices if args.phase == "known" else args.new_devices
+                result = bench_ids(channel, auth, args.phase, args, base)
+                print(
+                    f"# {os.cpu_count()} cores; {args.user_shards} user shards; "
+                    f"{fleet:,} {args.phase} devices\n"
+                    f"SendPings  (1,000/call, {args.in_flight} in flight, {args.phase} ids): "
+                    f"{result['pings_per_s']:>10,.0f} pings/s   ack p50 "
+                    f"{result['ack_p50_ms']:.1f} ms  p99 {result['ack_p99_ms']:.1f} ms  "
+                    f"({result['calls']} calls, {result['errors']} errors)"
+                )
+                return
             rounds = max(1, int(args.seconds * 200_000 / args.devices))
             batches = make_batches(args.devices, 1_000, base, rounds)
             print(

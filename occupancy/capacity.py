@@ -33,7 +33,7 @@ class Measured:
     # bench/footprint.py: Redis MEMORY USAGE
     wal_bytes_per_ping: float = 45.6
     checkpoint_bytes_per_device: float = 84.0
-    id_bytes_per_device: float = 82.5
+    id_bytes_per_device: float = 165.7  # both sides: pseudonym -> raw id and raw id -> pseudonym
     # bench/history.py: compressed bytes in active parts (system.parts)
     raw_bytes_per_ping: float = 22.5
     presence_bytes_per_ping: float = 5.2  # devices that move every report; fewer when they dwell
