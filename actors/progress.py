@@ -9,6 +9,7 @@ one's result. Every value is JSON. A replica that died mid-way leaves `running` 
 rebalance lock freed: `read` answers `interrupted` then.
 """
 
+import logging
 import time
 
 import orjson
@@ -16,6 +17,8 @@ import redis
 
 from actors.rebalance import Lock
 from actors.wal import PREFIX
+
+log = logging.getLogger(__name__)
 
 KEY = f"{PREFIX}:rebalance:progress"
 FIELDS = (
@@ -54,15 +57,22 @@ class Progress:
         pipe.execute()
 
     def step(self, name: str) -> None:
-        """Step `name` begins; the ones before it are done."""
-        self._set(step=name, done=self._begun)
-        self._begun += 1
+        """Step `name` begins; the ones before it are done. Like `handed_off`, best effort:
+        a rebalance does not stop for a record that Redis missed (the next write catches up)."""
+        done, self._begun = self._begun, self._begun + 1
+        try:
+            self._set(step=name, done=done)
+        except redis.RedisError as exc:
+            log.warning("scale %s: step %r not recorded: %s", self.id, name, exc)
 
     def handed_off(self, shard: str, moved: dict[str, int]) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hincrby(KEY, "shards_handed_off", 1)
         pipe.hincrby(KEY, "devices_moved", sum(moved.values()))
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("scale %s: handoff of %s not recorded: %s", self.id, shard, exc)
 
     def finish(self, result: dict) -> None:
         self._set(state="done", done=self._total, finished_at=_now_ms(), result=result)

@@ -46,7 +46,7 @@ def scale(user_shards, cell_shards, ingest_handlers, no_wait, url, key, as_json)
     body = {"user_shards": user_shards, "cell_shards": cell_shards}
     body["ingest_handlers"] = ingest_handlers
     api = Api(url, key, Settings.from_env())
-    accepted = api.post("/v1/admin/scale", body)
+    accepted = api.post("/v1/admin/scale", body, timeout=120)  # pricing asks every node
     if no_wait:
         click.echo(json.dumps(accepted, indent=2))
         return

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Literal
 
 import orjson
@@ -499,9 +499,10 @@ class QueryApi:
         )
 
     async def _run_scale(self, job: scale_job.Job) -> None:
-        try:
-            await asyncio.to_thread(scale_job.run, job)
-        finally:
+        """The accepted scale, to its end (recorded by `scale_job.run`, which raises nothing);
+        this replica's queries then take the new layout at once."""
+        await asyncio.to_thread(scale_job.run, job)
+        with suppress(redis.RedisError):  # else within a second, from any query
             self.queries.refresh()
 
     @app.get("/v1/heatmap")
