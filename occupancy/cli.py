@@ -380,7 +380,7 @@ def export_cmd(
 
 
 def _add_query_commands() -> None:
-    from occupancy import query_cli
+    from occupancy import query_cli, scale_cli
 
     shorts = {
         query_cli.top: "The busiest cells now (a table, or --json).",
@@ -388,7 +388,7 @@ def _add_query_commands() -> None:
         query_cli.dwell: "Where a device spent a UTC day (admin).",
         query_cli.space: "The count of a polygon or door space.",
         query_cli.status: "Shards and history snapshots, for operators (admin).",
-        query_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
+        scale_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
         query_cli.deadletter: "What history refused to store, newest first (admin).",
         query_cli.archive: "Pause or resume history's writes, or drill an outage (admin).",
     }

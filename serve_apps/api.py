@@ -4,7 +4,7 @@ import asyncio
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Literal
 
 import orjson
@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import redis_client, telemetry, tracing
+from actors import progress, redis_client, scale_job, telemetry, tracing
 from actors.archive import DeadLetter
 from actors.auth import KeyStore
 from actors.definitions import Definitions
@@ -28,7 +28,7 @@ from actors.id_directory import IdDirectory
 from actors.layout import layout_of
 from actors.layout import pending as pending_layout
 from actors.queries import LiveQueries
-from actors.rebalance import RebalanceError, check_scale, rebalance, scale_ingest
+from actors.rebalance import RebalanceError
 from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
@@ -239,6 +239,7 @@ class QueryApi:
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
+        self._jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
         self.ids = IdDirectory(self.redis, topology.secret)
         Guard.use(lambda key: self._cached_role(key) is not None)
         process = f"api-{os.getpid()}"
@@ -455,14 +456,17 @@ class QueryApi:
 
     @app.get("/v1/admin/status")
     async def status(self, request: Request) -> ORJSONResponse:
-        """For operators (admin): every shard's figures and the history snapshotter's state."""
+        """For operators (admin): every shard's figures, the history snapshotter's state and
+        the last scale's progress (`rebalance`: running, done, failed or interrupted)."""
         self._role(request, ("admin",))
         history = await self._history_status()
+        scaling = await asyncio.to_thread(progress.read, self.redis)
+        self.queries.refresh()  # read after it: a scale that is done shows its layout
         shards = await self.queries.shard_stats()
         body = {"as_of": _now(), "layout": layout_of(self.queries.topology), "shards": shards}
         if (unfinished := pending_layout(self.redis)) is not None:
             body["pending_layout"] = unfinished
-        return ORJSONResponse({**body, "history": history})
+        return ORJSONResponse({**body, "rebalance": scaling, "history": history})
 
     @app.post("/v1/admin/archive")
     async def archive(self, request: Request, body: ArchiveControl) -> ORJSONResponse:
@@ -492,37 +496,46 @@ class QueryApi:
         entries = await asyncio.to_thread(dead.entries, limit)
         return ORJSONResponse({"total": len(dead), "entries": entries})
 
-    @app.post("/v1/admin/scale")
+    @app.post("/v1/admin/scale", status_code=202)
     async def scale(self, request: Request, body: ScaleBody):
         """For operators (admin): change the user and cell shard counts while ingest goes on
         (devices move over the hash ring; nothing is lost or counted twice), and the number
-        of gRPC ingest handlers. Answers once the new layout is in place."""
+        of gRPC ingest handlers. What can be refused is refused at once (409 while another
+        rebalance runs or an unfinished one aims at other counts, or when the new actors would
+        not fit); otherwise 202 with the target layout version, and the scale runs in the
+        background: `GET /v1/admin/status` shows its progress under `rebalance`."""
         self._role(request, ("admin",))
         if body.user_shards is None and body.cell_shards is None and body.ingest_handlers is None:
             raise ApiError(400, "bad_request", "give user_shards, cell_shards or ingest_handlers")
-        out: dict = {}
         try:
-            await asyncio.to_thread(
-                check_scale, self.topology, body.user_shards, body.cell_shards, body.ingest_handlers
+            job = await asyncio.to_thread(
+                scale_job.begin,
+                self.topology,
+                body.user_shards,
+                body.cell_shards,
+                body.ingest_handlers,
             )
-            if body.user_shards is not None or body.cell_shards is not None:
-                out = await asyncio.to_thread(
-                    rebalance, self.topology, body.user_shards, body.cell_shards
-                )
-                self.queries.refresh()
-            if body.ingest_handlers is not None:
-                out.update(
-                    await asyncio.to_thread(scale_ingest, self.topology, body.ingest_handlers)
-                )
         except RebalanceError as exc:
             raise ApiError(409, "rebalance_conflict", str(exc)) from exc
         except DoesNotFit as exc:
             raise ApiError(409, "does_not_fit", str(exc)) from exc
-        except ray.exceptions.RayError as exc:  # a shard or the cluster failed mid-way
+        except ray.exceptions.RayError as exc:  # a shard did not answer the pricing
             raise ApiError(
-                503, "rebalance_interrupted", f"{exc.__class__.__name__}: run the same one again"
+                503, "unavailable", f"{exc.__class__.__name__}: a shard is restarting; retry"
             ) from exc
-        return out
+        task = asyncio.create_task(self._run_scale(job))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return ORJSONResponse(
+            job.accepted(), status_code=202, headers={"Location": "/v1/admin/status"}
+        )
+
+    async def _run_scale(self, job: scale_job.Job) -> None:
+        """The accepted scale, to its end (recorded by `scale_job.run`, which raises nothing);
+        this replica's queries then take the new layout at once."""
+        await asyncio.to_thread(scale_job.run, job)
+        with suppress(redis.RedisError):  # else within a second, from any query
+            self.queries.refresh()
 
     @app.get("/v1/heatmap")
     async def heatmap(
