@@ -216,6 +216,8 @@ def faults(t: Target, stall_s: float, outage_s: float) -> dict:
             done = len(body["layout"]["user_shards"]) == target["user_shards"]
             if done and "pending_layout" not in body:
                 return time.monotonic()
+            if body.get("rebalance", {}).get("state") in ("failed", "interrupted"):
+                raise RuntimeError(f"rebalance {body['rebalance']}")
             if time.monotonic() - started > 300:
                 raise RuntimeError(f"rebalance unfinished after 300 s: {body}")
             time.sleep(0.2)
