@@ -3,6 +3,7 @@
 import time
 from dataclasses import dataclass, field
 
+from actors import keyring
 from engine.ring import Placement
 from engine.spec import EngineSpec
 
@@ -11,10 +12,10 @@ NAMESPACE = "occupancy"
 
 @dataclass(frozen=True)
 class Topology:
-    """Shard names and shared settings; plain data so that Ray can ship it to any node."""
+    """Shard names and shared settings; plain data so that Ray can ship it to any node. No
+    secret: Ray keeps creation arguments in its control store (actors/keyring.py)."""
 
     redis_url: str
-    secret: bytes
     spec: dict = field(default_factory=lambda: EngineSpec().to_dict())
     user_shards: tuple[str, ...] = ("user-0", "user-1")
     cell_shards: tuple[str, ...] = ("cell-0", "cell-1")
@@ -25,6 +26,11 @@ class Topology:
     namespace: str = NAMESPACE
     # pings (and door events) a second per device token and per ingest key; 0: no limit
     rate_limits: tuple[float, float] = (10.0, 0.0)
+
+    @property
+    def secret(self) -> bytes:
+        """The pseudonym key, from this process's keyring (never a field of the topology)."""
+        return keyring.pseudonym_key(keyring.process_secret())
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec.from_dict(self.spec)

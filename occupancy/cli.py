@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from occupancy.credentials_cli import exits_2_on_bad_secret
 from occupancy.settings import Settings
 
 console = Console(soft_wrap=True)  # URLs and keys stay on one line, copyable
@@ -43,6 +44,7 @@ def main() -> None:
     show_default=True,
     help="Serve the HTTP API too (--no-api where `serve deploy` or a RayService runs it).",
 )
+@exits_2_on_bad_secret
 def up(
     grpc_port: int | None,
     http_port: int | None,
@@ -51,7 +53,10 @@ def up(
     api: bool,
 ) -> None:
     """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API,
-    history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it."""
+    history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it.
+
+    The secret comes from OCC_SECRET or OCC_SECRET_FILE, else it is generated in the data dir;
+    a placeholder or a secret shorter than 32 bytes is refused (exit code 2)."""
     from occupancy.foreground import run_until_stopped, running_engine
 
     settings = _settings(
@@ -64,6 +69,7 @@ def up(
 
 @main.command(short_help="Print a device token bound to one device id.")
 @click.argument("device_id")
+@exits_2_on_bad_secret
 def token(device_id: str) -> None:
     """Print a device token, bound to DEVICE_ID, for `authorization: Bearer <token>`."""
     from actors.auth import device_token
@@ -74,6 +80,7 @@ def token(device_id: str) -> None:
 
 @main.command(short_help="Delete a raw device id from the id directory.")
 @click.argument("device_id")
+@exits_2_on_bad_secret
 def forget(device_id: str) -> None:
     """Delete DEVICE_ID from the id directory: its history stays as anonymous aggregates."""
     from actors.id_directory import IdDirectory
@@ -194,6 +201,7 @@ def simulate(
 @main.command(short_help="Run the engine with a simulated city and the live page.")
 @fleet_options
 @click.option("--open", "open_browser", is_flag=True, help="Open the live page in a browser.")
+@exits_2_on_bad_secret
 def demo(
     devices: int,
     interval: float,
@@ -270,6 +278,7 @@ def estimate(
     help="What FILE holds (auto: door events if it has a `sensor` column).",
 )
 @click.option("--until", default=None, help="Engine time at the end (default: last receive).")
+@exits_2_on_bad_secret
 def replay(file: Path, kind: str, until: str | None) -> None:
     """Run an archived raw file (Parquet, CSV or Arrow: an `occupancy export` of pings or
     doors, or your own with device_id, ts, received, lat, lng) through the engine code and

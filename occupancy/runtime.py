@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 import redis
 
-from actors import redis_client
+from actors import keyring, redis_client
 from actors.auth import KeyStore, device_token
 from actors.cell_shard import CellShard
 from actors.definitions import Definitions
@@ -33,7 +33,6 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
     """The deployment's topology from its settings (the same for `up` and `serve deploy`)."""
     return Topology(
         redis_url=redis_url,
-        secret=local_files.secret(s),
         spec=s.engine_spec().to_dict(),
         user_shards=tuple(f"user-{i}" for i in range(s.user_shards)),
         cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
@@ -83,10 +82,23 @@ class Engine:
 
     def _start(self) -> "Engine":
         s = self.settings
+        keyring.use(local_files.secret(s))  # first: a placeholder or a short secret starts nothing
         env = serve_env(s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR)  # checks the mode
         if s.durability not in DURABILITY:
             raise ValueError(f"OCC_DURABILITY must be one of {', '.join(DURABILITY)}")
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        actor_env = local_files.secret_for_actors(s)
+        if s.secret and os.environ.get(keyring.SECRET_ENV) != s.secret:
+            raise keyring.BadSecret(
+                "a secret given in the settings must be OCC_SECRET in the environment too: "
+                "the actors read it from there"
+            )
+        if os.environ.get("RAY_ADDRESS") and not (s.secret or s.secret_file):
+            log.warning(
+                "the secret was generated in %s: actors on other machines cannot read it; set "
+                "OCC_SECRET or OCC_SECRET_FILE for `ray start` on every node",
+                actor_env[keyring.SECRET_FILE_ENV],
+            )
         local_files.rename_old_folders(s.data_dir)
         if s.redis_url:
             self.redis_url = s.redis_url
@@ -109,6 +121,8 @@ class Engine:
                     object_store_memory=None if os.environ.get("RAY_ADDRESS") else 256 << 20,
                     logging_level=logging.WARNING,
                     log_to_driver=False,
+                    # every actor and replica of the job (and what they start) reads it
+                    runtime_env={"env_vars": actor_env} if actor_env else None,
                 )
             self._owns_ray = True
         t = self.topology
@@ -210,7 +224,7 @@ class Engine:
         return KeyStore(self.client()).create(role, label)
 
     def device_token(self, device_id: str) -> str:
-        return device_token(self.topology.secret, device_id)
+        return device_token(local_files.secret(self.settings), device_id)
 
     def definitions(self) -> Definitions:
         return Definitions(self.topology)
