@@ -9,12 +9,13 @@ import ray
 import redis
 import redis.asyncio
 
-from actors import redis_client, telemetry
-from actors.auth import Authenticator, KeyStore, key_hash
+from actors import keyring, redis_client, telemetry
+from actors.auth import Authenticator
 from actors.id_directory import record_async
 from actors.instance import InstanceWatch
 from actors.layout import StaleLayout, committed, current, with_layout
 from actors.refs import Shards
+from actors.tokens import Refused
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
 from engine.pseudonym import pseudonym, pseudonym_str
@@ -111,7 +112,7 @@ class IngestCore:
         )
         self.placement = topology.placement()
         self.shards = Shards(topology)
-        self.auth = Authenticator(topology.secret, KeyStore(self.redis))
+        self.auth = Authenticator(self.redis, keyring.process_secret())
         device_rate, key_rate = topology.rate_limits
         self._device_limit = RateLimiter(device_rate)
         self._key_limit = RateLimiter(key_rate)
@@ -127,15 +128,17 @@ class IngestCore:
         """Who sends: a device token's device, or an ingest/admin key; raises AuthError
         otherwise."""
         token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
-        resolved = self.auth.resolve(token) if token else None
-        if resolved is None:
-            raise AuthError("missing or invalid token (authorization: Bearer <token>)")
-        role, device = resolved
-        if role not in ("device", *INGEST_ROLES):
-            raise AuthError(f"a {role} key cannot send pings", denied=True)
-        if device is not None:
-            return Caller(device, f"device:{device}")
-        return Caller(None, f"key:{key_hash(token)[:32]}")
+        if not token:
+            raise AuthError("missing token (authorization: Bearer <token>)")
+        try:
+            who = self.auth.resolve(token)
+        except Refused as exc:
+            raise AuthError(f"{exc} (authorization: Bearer <token>)") from None
+        if who.role not in ("device", *INGEST_ROLES):
+            raise AuthError(f"a {who.role} key cannot send pings", denied=True)
+        if who.device is not None:
+            return Caller(who.device, f"device:{who.device}")
+        return Caller(None, f"key:{who.id}")
 
     def admit(self, caller: Caller, items: int) -> float:
         """0 when `caller` may send `items` now, else the seconds to wait (its token bucket:

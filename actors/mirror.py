@@ -1,5 +1,6 @@
 """The small tables only Redis holds, kept in memory too, and written back when Redis loses
-its data: API keys (their hashes) and the space, doorway and sensor definitions.
+its data: API keys (their hashes), signing key ids and token revocations, and the space,
+doorway and sensor definitions.
 
 The history actor refreshes the copy every round, reading it in one transaction with the Redis
 instance id (actors/instance.py); when the id is gone or changed, Redis was flushed or started
@@ -12,13 +13,15 @@ import logging
 
 import redis
 
+from actors import revocation
 from actors.auth import KEYS
 from actors.instance import INSTANCE, InstanceWatch
 from actors.metadata import DOOR_SPACES, DOORWAYS, INSTALLS, RESETS, SPACES
+from actors.tokens import REVOKED, REVOKED_DEVICES, SIGNING
 
 log = logging.getLogger(__name__)
 
-HASHES = (KEYS, SPACES, DOOR_SPACES, DOORWAYS)
+HASHES = (KEYS, SIGNING, REVOKED, REVOKED_DEVICES, SPACES, DOOR_SPACES, DOORWAYS)
 LISTS = (INSTALLS, RESETS)
 
 
@@ -59,4 +62,5 @@ class StateMirror:
                 pipe.lpush(name, *reversed(missing))
                 restored += len(missing)
         pipe.execute()
+        revocation.bump(self.client)  # every process reloads the credentials written back
         log.error("Redis lost its data: %d keys and definitions written back", restored)

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from occupancy.credentials_cli import exits_2_on_bad_secret
+from occupancy.credentials_cli import exits_2_on_bad_secret, keys, token
 from occupancy.settings import Settings
 
 console = Console(soft_wrap=True)  # URLs and keys stay on one line, copyable
@@ -67,17 +67,6 @@ def up(
         run_until_stopped(engine, settings)
 
 
-@main.command(short_help="Print a device token bound to one device id.")
-@click.argument("device_id")
-@exits_2_on_bad_secret
-def token(device_id: str) -> None:
-    """Print a device token, bound to DEVICE_ID, for `authorization: Bearer <token>`."""
-    from actors.auth import device_token
-    from occupancy import local_files
-
-    click.echo(device_token(local_files.secret(_settings()), device_id))
-
-
 @main.command(short_help="Delete a raw device id from the id directory.")
 @click.argument("device_id")
 @exits_2_on_bad_secret
@@ -91,36 +80,6 @@ def forget(device_id: str) -> None:
     with RedisFor(settings) as client:
         found = IdDirectory(client, local_files.secret(settings)).forget(device_id)
     click.echo("forgotten" if found else "not in the id directory")
-
-
-@main.group(short_help="Create or revoke API keys (viewer, admin, ingest).")
-def keys() -> None:
-    """API keys (roles: viewer, admin, ingest)."""
-
-
-@keys.command("create")
-@click.option("--role", type=click.Choice(["viewer", "admin", "ingest"]), required=True)
-@click.option("--label", default="", help="A note stored with the key.")
-def keys_create(role: str, label: str) -> None:
-    """Create a key and print it; only its hash is stored."""
-    from actors.auth import KeyStore
-    from occupancy.local_files import RedisFor
-
-    with RedisFor(_settings()) as client:
-        click.echo(KeyStore(client).create(role, label))
-
-
-@keys.command("revoke")
-@click.argument("key")
-def keys_revoke(key: str) -> None:
-    """Revoke a key."""
-    from actors.auth import KeyStore
-    from occupancy.local_files import RedisFor
-
-    with RedisFor(_settings()) as client:
-        if not KeyStore(client).revoke(key):
-            raise click.ClickException("no such key")
-        click.echo("revoked")
 
 
 def fleet_options(f):
@@ -407,6 +366,8 @@ def _add_query_commands() -> None:
 
 
 _add_query_commands()
+main.add_command(keys)
+main.add_command(token)
 
 
 if __name__ == "__main__":

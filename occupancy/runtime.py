@@ -11,7 +11,7 @@ import ray
 import redis
 
 from actors import keyring, redis_client
-from actors.auth import KeyStore, device_token
+from actors.auth import KeyStore
 from actors.cell_shard import CellShard
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
@@ -20,6 +20,7 @@ from actors.ingest import start_handler
 from actors.layout import current
 from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
 from actors.space_shard import SpaceShard
+from actors.tokens import DEFAULT_TTL_S, DeviceTokens, SigningKeys
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from occupancy import local_files
@@ -125,6 +126,7 @@ class Engine:
                     runtime_env={"env_vars": actor_env} if actor_env else None,
                 )
             self._owns_ray = True
+        SigningKeys(self.client()).current()  # there is a key to sign device tokens with
         t = self.topology
         ns = t.namespace
         for name in t.user_shards:
@@ -223,8 +225,10 @@ class Engine:
     def create_key(self, role: str, label: str = "") -> str:
         return KeyStore(self.client()).create(role, label)
 
-    def device_token(self, device_id: str) -> str:
-        return device_token(local_files.secret(self.settings), device_id)
+    def device_token(self, device_id: str, ttl_s: float = DEFAULT_TTL_S) -> str:
+        return DeviceTokens(self.client(), local_files.secret(self.settings)).issue(
+            device_id, ttl_s
+        )[0]
 
     def definitions(self) -> Definitions:
         return Definitions(self.topology)

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import progress, redis_client, scale_job, telemetry, tracing
+from actors import keyring, progress, redis_client, scale_job, telemetry, tracing
 from actors.archive import DeadLetter
-from actors.auth import KeyStore
+from actors.auth import Authenticator
 from actors.definitions import Definitions
 from actors.fit import DoesNotFit
 from actors.history import NAME as HISTORY
@@ -29,13 +29,13 @@ from actors.layout import layout_of
 from actors.layout import pending as pending_layout
 from actors.queries import LiveQueries
 from actors.rebalance import RebalanceError
+from actors.tokens import DeviceTokens
 from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
 from engine.pseudonym import pseudonym, pseudonym_str
-from engine.recent import RecentCache
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
 from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
@@ -51,7 +51,6 @@ STALE_S = 0.6
 MAX_HEATMAP_CELLS = 50_000
 READ_ROLES = ("viewer", "admin")
 MAX_SHARDS = 64
-ROLE_CACHE_S = 10  # a revoked key stops working within this
 HISTORY_TIMEOUT_S = 60.0  # a history answer that takes longer gets 504
 
 app = FastAPI(
@@ -230,12 +229,10 @@ class QueryApi:
         self.queries = LiveQueries(topology)
         self.definitions = Definitions(topology)
         self.redis = redis_client.connect(topology.redis_url)
-        self.keys = KeyStore(self.redis)
+        # keys are checked here; a revocation reaches the replica within a second
+        self.auth = Authenticator(self.redis, keyring.process_secret())
+        self._auth_task: asyncio.Task | None = None
         self.k_min = k_min
-        # bounded: random keys from a hostile client grow nothing for long
-        self._roles: RecentCache[str, tuple[float, str | None]] = RecentCache(
-            ROLE_CACHE_S * 1000, 10_000
-        )
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
@@ -320,12 +317,12 @@ class QueryApi:
         return role
 
     def _cached_role(self, key: str) -> str | None:
-        now = time.monotonic()
-        hit = self._roles.get(key, int(now * 1000))
-        if hit is None or now - hit[0] > ROLE_CACHE_S:
-            hit = (now, self.keys.role(key))
-            self._roles.put(key, hit, int(now * 1000))
-        return hit[1]
+        if self._auth_task is None:  # the first request: follow revocations in this loop
+            self._auth_task = asyncio.get_running_loop().create_task(
+                self.auth.follow(redis_client.connect_async(self.topology.redis_url))
+            )
+        found = self.auth.key(key)
+        return found[1] if found else None
 
     def _floor(self, count: int, role: str) -> int:
         return count if role == "admin" or count >= self.k_min else 0
@@ -495,6 +492,35 @@ class QueryApi:
         dead = DeadLetter(self.redis)
         entries = await asyncio.to_thread(dead.entries, limit)
         return ORJSONResponse({"total": len(dead), "entries": entries})
+
+    @app.get("/v1/admin/keys")
+    async def list_keys(self, request: Request) -> ORJSONResponse:
+        """For operators (admin): every API key's id, role, label, creation and last use (ms
+        since the epoch; the last use to within a minute, null if never seen)."""
+        self._role(request, ("admin",))
+        return ORJSONResponse({"keys": await asyncio.to_thread(self.auth.keys.list)})
+
+    @app.delete("/v1/admin/keys/{key_id}")
+    async def revoke_key(self, request: Request, key_id: str) -> ORJSONResponse:
+        """For operators (admin): revoke a key by its id. Every replica and ingest handler
+        refuses it within a second; its open ingest streams end with UNAUTHENTICATED."""
+        self._role(request, ("admin",))
+        if not await asyncio.to_thread(self.auth.keys.revoke_id, key_id):
+            raise ApiError(404, "not_found", f"no key with id {key_id!r}")
+        return ORJSONResponse({"revoked": "key", "id": key_id})
+
+    @app.delete("/v1/admin/tokens/{token_id}")
+    async def revoke_token(
+        self, request: Request, token_id: str, device: bool = False
+    ) -> ORJSONResponse:
+        """For operators (admin): revoke a device token by its id (`tok_...`), or every token
+        issued so far to a device id (any other value, or `device=true`). Ingest refuses them
+        within a second; open streams end with UNAUTHENTICATED."""
+        self._role(request, ("admin",))
+        tokens = DeviceTokens(self.redis, self.auth.tokens.secret)
+        with _bad("bad_token_id"):
+            kind, what = await asyncio.to_thread(tokens.revoke, token_id, device)
+        return ORJSONResponse({"revoked": kind, "id": what})
 
     @app.post("/v1/admin/scale", status_code=202)
     async def scale(self, request: Request, body: ScaleBody):

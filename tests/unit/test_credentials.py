@@ -1,22 +1,27 @@
-"""Secrets and the keys derived from them, without Redis: what is refused, what is separate,
-and what reaches the actors."""
+"""Secrets, derived keys and device tokens, without Redis: what is refused, what is separate,
+what a token carries and when it stops verifying."""
 
 import dataclasses
 import os
 import pickle
 import stat
+import time
 
 import pytest
 from click.testing import CliRunner
 
-from actors import keyring
+from actors import keyring, tokens
 from actors.keyring import BadSecret, check_secret, hkdf
+from actors.tokens import Claims, Refused, TokenVerifier, UnknownKid
 from actors.topology import Topology
 from engine.pseudonym import pseudonym
 from occupancy import local_files
+from occupancy.credentials_cli import parse_ttl
 from occupancy.settings import Settings
 
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
+DAY_MS = 86_400_000
+T0 = int(time.time() * 1000)  # revocations of tokens already expired are dropped on loading
 
 
 def test_hkdf_matches_rfc_5869_test_case_3():
@@ -106,6 +111,98 @@ def test_a_process_reads_its_secret_from_the_environment(tmp_path, monkeypatch):
     path.write_bytes(SECRET + b"\n")
     monkeypatch.setenv("OCC_SECRET_FILE", str(path))
     assert keyring.process_secret() == SECRET
+
+
+def _claims(kid="k1", issued=T0, expires=T0 + 10 * DAY_MS, device="phone-42"):
+    return Claims(device, kid, tokens.new_token_id(SECRET, expires), issued, expires)
+
+
+def _verifier(kids=("k1",), retired=(), revoked=None, devices=None) -> TokenVerifier:
+    v = TokenVerifier(SECRET)
+    signing = {
+        k.encode(): (b'{"created":1,"retired":%d}' % (5 if k in retired else 0)) for k in kids
+    }
+    v.load([signing, revoked or {}, devices or {}])
+    return v
+
+
+def test_a_token_carries_its_device_kid_id_and_expiry_and_verifies():
+    claims = _claims()
+    token = tokens.sign(SECRET, claims)
+    assert token.startswith("dev2.") and len(token) < 300
+    assert _verifier().verify(token, now_ms=T0 + 1) == claims
+    parsed, _, _ = tokens.parse(token)
+    assert parsed == claims
+
+
+def test_a_token_stops_verifying_when_it_expires():
+    token = tokens.sign(SECRET, _claims(expires=T0 + 5_000))
+    v = _verifier()
+    assert v.verify(token, now_ms=T0 + 4_999).device == "phone-42"
+    with pytest.raises(Refused, match="expired"):
+        v.verify(token, now_ms=T0 + 5_000)
+
+
+def test_tampered_forged_and_old_format_tokens_are_refused():
+    token = tokens.sign(SECRET, _claims())
+    head, _, mac = token.split(".")
+    v = _verifier()
+    other = tokens.sign(SECRET, _claims(device="phone-43"))
+    with pytest.raises(Refused, match="invalid"):  # someone else's claims under this mac
+        v.verify(f"{head}.{other.split('.')[1]}.{mac}", now_ms=T0 + 1)
+    with pytest.raises(Refused, match="invalid"):  # signed with another secret
+        v.verify(tokens.sign(b"another secret" * 3, _claims()), now_ms=T0 + 1)
+    with pytest.raises(Refused, match="invalid"):
+        v.verify("dev2.bm9uc2Vuc2U.AAAA", now_ms=T0 + 1)
+    with pytest.raises(Refused, match="earlier format"):
+        v.verify("dev.cGhvbmUtNDI.AAAAAAAAAAAAAAAAAAAAAAAA", now_ms=T0 + 1)
+
+
+def test_revoked_tokens_devices_and_retired_kids_stop_verifying():
+    claims = _claims()
+    token = tokens.sign(SECRET, claims)
+    now = T0 + 1
+    revoked = {claims.token_id.encode(): str(claims.expires_ms).encode()}
+    with pytest.raises(Refused, match="revoked"):
+        _verifier(revoked=revoked).verify(token, now_ms=now)
+    tag = tokens.device_tag(keyring.device_tag_key(SECRET), "phone-42").encode()
+    cutoff = {tag: str(T0).encode()}
+    with pytest.raises(Refused, match="revoked"):  # issued before the device's revocation
+        _verifier(devices=cutoff).verify(token, now_ms=now)
+    later = tokens.sign(SECRET, _claims(issued=T0 + 1))
+    assert _verifier(devices=cutoff).verify(later, now_ms=now).issued_ms == T0 + 1
+    with pytest.raises(Refused, match="retired"):
+        _verifier(kids=("k1", "k2"), retired=("k1",)).verify(token, now_ms=now)
+    with pytest.raises(UnknownKid):  # signed right, under a kid not loaded yet (just rotated)
+        _verifier(kids=("k0",)).verify(token, now_ms=now)
+
+
+def test_revocations_are_only_ever_added():
+    claims = _claims()
+    token = tokens.sign(SECRET, claims)
+    v = _verifier(revoked={claims.token_id.encode(): str(claims.expires_ms).encode()})
+    v.load([{}, {}, {}])  # a Redis that lost its data, before its copy is written back
+    with pytest.raises(Refused, match="revoked"):
+        v.verify(token, now_ms=T0 + 1)
+
+
+def test_token_ids_carry_their_expiry_and_a_check_value():
+    token_id = tokens.new_token_id(SECRET, 1_700_000_000_500)
+    assert token_id.startswith("tok_") and len(token_id) == 36
+    assert tokens.token_id_expiry(SECRET, token_id) == 1_700_000_001_000  # rounded up
+    typo = token_id[:-1] + ("0" if token_id[-1] != "0" else "1")
+    assert tokens.token_id_expiry(SECRET, typo) is None
+    assert tokens.token_id_expiry(b"another secret" * 3, token_id) is None
+    assert tokens.token_id_expiry(SECRET, "phone-42") is None
+
+
+def test_ttls_read_with_units():
+    assert parse_ttl("30d") == 30 * 86_400
+    assert parse_ttl("12h") == 43_200
+    assert parse_ttl("90") == 90
+    assert parse_ttl("1y") == 365 * 86_400
+    with pytest.raises(Exception, match="unit"):
+        parse_ttl("thirty days")
 
 
 @pytest.mark.parametrize("secret", ["change-me-to-a-long-random-secret", "too-short-for-a-secret"])
