@@ -9,6 +9,8 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import keyring, tokens
 from actors.keyring import BadSecret, check_secret, hkdf
@@ -184,6 +186,21 @@ def test_revocations_are_only_ever_added():
     v.load([{}, {}, {}])  # a Redis that lost its data, before its copy is written back
     with pytest.raises(Refused, match="revoked"):
         v.verify(token, now_ms=T0 + 1)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.builds(lambda a, b: f"dev2.{a}.{b}", st.text(max_size=80), st.text(max_size=60)),
+        st.builds(
+            lambda raw: "dev2." + tokens._b64(raw) + ".AAAA",
+            st.binary(max_size=120) | st.just(b'{"sub":1,"kid":[],"jti":{},"iat":"x","exp":1.5}'),
+        ),
+    )
+)
+def test_whatever_a_client_sends_as_a_token_is_refused_cleanly(text):
+    with pytest.raises(Refused):
+        _verifier().verify(text, now_ms=T0)
 
 
 def test_token_ids_carry_their_expiry_and_a_check_value():
