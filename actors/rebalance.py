@@ -23,7 +23,7 @@ from actors import fit, redis_client
 from actors import layout as layouts
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
-from actors.refs import Shards
+from actors.refs import Shards, alive_nodes, on_node
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from actors.wal import PREFIX, Wal
@@ -81,12 +81,19 @@ def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards:
         if name not in now.user_shards and archiving:
             Wal(client, name).start_archive()  # history gets the new log from its first entry
     started_actors = []
+    nodes = alive_nodes()
+    # placed as `occupancy up` places them: users, then cells, round-robin over the nodes
+    index = {n: i for i, n in enumerate([*goal["user_shards"], *goal["cell_shards"]])}
     for family, cls in (("cell_shards", CellShard), ("user_shards", UserShard)):
         for name in goal[family]:
             if name not in getattr(now, family):
                 started_actors.append(
                     cls.options(
-                        name=name, namespace=ns, get_if_exists=True, lifetime="detached"
+                        name=name,
+                        namespace=ns,
+                        get_if_exists=True,
+                        lifetime="detached",
+                        **on_node(nodes, index[name]),
                     ).remote(name, target)
                 )
         ray.get([a.pid.remote() for a in started_actors])

@@ -19,6 +19,7 @@ from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
 from actors.layout import current
 from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
+from actors.refs import alive_nodes, on_node
 from actors.space_shard import SpaceShard
 from actors.topology import Topology
 from actors.user_shard import UserShard
@@ -113,17 +114,16 @@ class Engine:
             self._owns_ray = True
         t = self.topology
         ns = t.namespace
-        for name in t.user_shards:
+        nodes = alive_nodes()
+        shards = [
+            *((UserShard, n) for n in t.user_shards),
+            *((CellShard, n) for n in t.cell_shards),
+            *((SpaceShard, n) for n in t.space_shards),
+        ]
+        for i, (cls, name) in enumerate(shards):  # round-robin over the nodes
+            options = on_node(nodes, i)
             self._actors.append(
-                UserShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
-            )
-        for name in t.cell_shards:
-            self._actors.append(
-                CellShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
-            )
-        for name in t.space_shards:
-            self._actors.append(
-                SpaceShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
+                cls.options(name=name, namespace=ns, get_if_exists=True, **options).remote(name, t)
             )
         # every shard is up (its __init__ done) before history and ingest open
         ray.get([a.pid.remote() for a in self._actors])
