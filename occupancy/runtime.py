@@ -44,6 +44,18 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
     )
 
 
+def _history_placement(s: Settings) -> dict:
+    """With embedded ClickHouse (chDB), history runs on this node, the one `occupancy up` runs
+    on (the head in every config here): its store is a folder of the data dir on this
+    machine's disk, and only one process may open it. Placed by Ray alone it landed on a
+    worker node here: it would write its store on that machine, and after that node's loss
+    come back elsewhere with an empty one. With a ClickHouse server (OCC_CLICKHOUSE_URL) any
+    node will do."""
+    if s.clickhouse_url:
+        return {}
+    return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
+
+
 @contextlib.contextmanager
 def _working_dir_of_nothing(empty: Path):
     """Ray puts the driver's working directory on every worker's `sys.path`, in front of the
@@ -134,7 +146,9 @@ class Engine:
             raw_retention_days=s.raw_retention_days,
             aggregate_retention_days=s.aggregate_retention_days,
         )
-        history = History.options(name=HISTORY, namespace=ns, get_if_exists=True).remote(t, config)
+        history = History.options(
+            name=HISTORY, namespace=ns, get_if_exists=True, **_history_placement(s)
+        ).remote(t, config)
         self._actors.append(history)
         ray.get(history.pid.remote())
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
