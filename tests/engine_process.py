@@ -76,7 +76,7 @@ def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:
     for name in [n for n in env if n.startswith("RAY_SERVE_")]:
         del env[name]  # an engine started in this process set them for itself
     env |= extra
-    return env, port, http_port
+    return env, int(env["OCC_GRPC_PORT"]), int(env["OCC_HTTP_PORT"])
 
 
 def _free_port() -> int:

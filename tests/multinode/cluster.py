@@ -96,9 +96,17 @@ class LocalRayCluster:
     never written to ~/.ray): `self.env` is the environment a driver joining it needs, with
     `RAY_ADDRESS`."""
 
-    def __init__(self, env: dict[str, str], workers: tuple[str, ...] = ("node_a", "node_b")):
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: tuple[str, ...] = ("node_a", "node_b"),
+        gcs_redis: str = "",
+    ):
         # short: a node's unix sockets live under it, and their paths may be at most 107 bytes
         self.root = Path(tempfile.mkdtemp(prefix="occ-mn-", dir="/tmp"))
+        # host:port of a Redis for GCS fault tolerance: the head's GCS keeps its tables there,
+        # so that a head started again on the same port takes the cluster back
+        self.gcs_redis = gcs_redis
         self.env = {
             **env,
             "RAY_AUTH_MODE": "token",
@@ -121,8 +129,7 @@ class LocalRayCluster:
 
     def start(self) -> "LocalRayCluster":
         try:
-            head = ["--head", "--port", str(self.port), "--include-dashboard", "false"]
-            self._start(self.head, [*head, "--ray-client-server-port", str(free_port())])
+            self._start_head()
             for node in self.workers:
                 self._start(node, ["--address", self.address])
             self.env["RAY_ADDRESS"] = self.address
@@ -132,8 +139,23 @@ class LocalRayCluster:
             raise
         return self
 
+    def _start_head(self) -> None:
+        head = ["--head", "--port", str(self.port), "--include-dashboard", "false"]
+        self._start(self.head, [*head, "--ray-client-server-port", str(free_port())])
+
+    def restart_head(self) -> None:
+        """`ray start --head` again, on the same port, after `kill("head")`: with GCS fault
+        tolerance the worker nodes left reconnect to it.
+
+        `ray start --head` refuses a port that the address file in its temp dir names while
+        some process on the machine has that address on its command line: the worker nodes'
+        here (on separate machines there would be none). The file goes first."""
+        (self.head.temp_dir / "ray_current_cluster").unlink(missing_ok=True)
+        self._start_head()
+        self.head.killed = False
+
     def _start(self, node: Node, args: list[str]) -> None:
-        node.temp_dir.mkdir(parents=True)
+        node.temp_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             RAY, "start", *args,
             "--node-ip-address", "127.0.0.1",
@@ -157,6 +179,16 @@ class LocalRayCluster:
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }
+        if node.head and self.gcs_redis:
+            env |= {
+                "RAY_REDIS_ADDRESS": self.gcs_redis,
+                "RAY_external_storage_namespace": self.root.name,
+            }
+        elif self.gcs_redis:
+            # a worker waits this long for a lost GCS before it gives up and exits (Ray's
+            # default: 60 s); a generous bound, so that a head slow to start again on a busy
+            # machine does not take the workers with it
+            env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "300"
         done = subprocess.run(
             cmd, env=env, cwd=node.temp_dir, capture_output=True, text=True, timeout=180
         )

@@ -105,6 +105,50 @@ def test_a_worker_node_lost_under_a_fleet_loses_no_acked_ping(multinode: MultiNo
     )
 
 
+def test_the_head_lost_and_started_again_takes_every_acked_ping_back(multinode: MultiNode):
+    """The runbook's head loss: the head's Ray processes and `occupancy up` (which owns the
+    actors) killed at once; `ray start --head` again on the same port with the same GCS Redis
+    (the worker nodes left reconnect), then `occupancy up` again on the same Redis and data
+    dir. Every shard comes back from Redis; the fleet's client reconnects on the same port."""
+    m, old = multinode, multinode.engine
+    epochs = {s["shard"]: s["epoch"] for s in _status(m)["shards"] if "epoch" in s}
+    assert len(epochs) == SHARDS["UserShard"], epochs
+    fleet = Fleet(old.grpc_port, old.keys["ingest"], seed=21, oracle=m.oracle,
+                  own_connection=True)  # fmt: skip
+    fleet.start()
+    time.sleep(3)
+    old.proc.kill()
+    m.cluster.kill("head")
+    killed = time.monotonic()
+    workers = [n for n in m.cluster.workers if not n.killed]
+    m.cluster.restart_head()
+    m.cluster.wait_alive(1 + len(workers))
+    head_s = time.monotonic() - killed
+    m.start_engine(OCC_GRPC_PORT=str(old.grpc_port), OCC_HTTP_PORT=str(old.http_port))
+    engine_s = time.monotonic() - killed
+    back = fleet.await_ack_after(killed, timeout_s=RECOVERY_WAIT_S)
+    recovery = _recovery_s([fleet], killed)
+    time.sleep(3)
+    fleet.stop()
+    print(
+        f"\nhead killed: Ray's head up again after {head_s:.1f} s, `occupancy up` done after "
+        f"{engine_s:.1f} s, ingest back after {recovery:.1f} s; calls {dict(fleet.codes)}"
+    )
+    assert back, fleet.codes
+    assert set(fleet.codes) <= {"OK", "UNAVAILABLE"}, fleet.codes
+    _wait_for(lambda: _restarted(m), "every shard and handler running again")
+
+    # every user shard is a new one, from Redis: those on the worker nodes were stopped with
+    # their owner, `occupancy up` (GCS fault tolerance keeps the cluster, not the driver's actors)
+    def all_new() -> bool:
+        after = {s["shard"]: s.get("epoch", -1) for s in _status(m)["shards"]}
+        return all(after.get(n, -1) > e for n, e in epochs.items())
+
+    _wait_for(all_new, "every user shard started again from Redis (a new epoch)")
+    _agrees_with_oracle(m)
+    print(f"placement after: {m.placement()}")
+
+
 def _victim(placement: dict[str, dict[str, int]]) -> str:
     """The worker node to kill: one running a user shard and an ingest handler (the ingest
     path), preferring one that also runs a cell shard (a view rebuilt elsewhere)."""
