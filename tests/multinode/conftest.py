@@ -1,5 +1,6 @@
 """Multi-node tier: `occupancy up` on a real three-node Ray cluster on this machine, with a
-Redis server of its own that every node reaches (as an external Redis on a real cluster)."""
+Redis server of its own that every node reaches (as an external Redis on a real cluster) and
+another for the GCS's tables (GCS fault tolerance, as the cluster configs have it)."""
 
 import contextlib
 import time

@@ -1,7 +1,11 @@
-"""The engine spread over three Ray nodes, and the loss of a worker node under a streaming fleet:
-its raylet and every process on it killed at once, as when a machine goes. The shards it ran
-come back on the nodes left, from Redis; clients connected to its ingest handler reconnect to
-another on the shared port; every acked ping is in the live counts, none twice."""
+"""The engine spread over three Ray nodes, and the loss of a node under a streaming fleet: its
+raylet and every process on it killed at once, as when a machine goes.
+
+A worker node: the shards it ran come back on the nodes left, from Redis; clients connected to
+its ingest handler reconnect to another on the shared port; every acked ping is in the live
+counts, none twice. Then the head, with `occupancy up` on it: the runbook's restart (the head
+again with GCS fault tolerance, `occupancy up` again) brings every shard back from Redis.
+The tests run in this order on one cluster."""
 
 import time
 from collections import Counter
