@@ -48,6 +48,11 @@ def on_node(nodes: list[str], index: int) -> dict:
     }
 
 
+class ShardNotFound(ValueError):
+    """No actor has a shard's name: it is not started yet (a ValueError, as Ray's own lookup
+    raises)."""
+
+
 class Shards:
     """Looks shard actors up by name (cached) and sends them calls.
 
@@ -73,9 +78,15 @@ class Shards:
         self._topology = topology
 
     def handle(self, name: str) -> ray.actor.ActorHandle:
+        """The actor named `name`; ShardNotFound while no actor has that name (not started
+        yet: an engine starting again after its `occupancy up` was lost)."""
         h = self._handles.get(name)
         if h is None:
-            h = self._handles[name] = ray.get_actor(name, namespace=self.topology.namespace)
+            try:
+                h = ray.get_actor(name, namespace=self.topology.namespace)
+            except ValueError as exc:
+                raise ShardNotFound(f"no actor {name} runs (yet); retry") from exc
+            self._handles[name] = h
         return h
 
     def send_updates(self, routed: dict[str, list]) -> None:
