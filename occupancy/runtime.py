@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from occupancy.settings import Settings
 
 log = logging.getLogger(__name__)
 
+REMAINS_STOP_S = 120.0  # how long the remains of a lost engine may take to stop
+
 
 def topology_for(s: Settings, redis_url: str) -> Topology:
     """The deployment's topology from its settings (the same for `up` and `serve deploy`)."""
@@ -42,6 +45,43 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         checkpoint_interval_s=s.checkpoint_interval_s,
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
     )
+
+
+def _stop_remains(ns: str) -> None:
+    """Stops what is left of an engine whose `occupancy up` is gone, so that every actor starts
+    again from Redis together.
+
+    Ray stops the actors of a driver that died with it (a crash, or the loss of the head it
+    ran on), but not the detached ones: the shards and handlers `occupancy scale` started
+    outlive it, and, with GCS fault tolerance, so does the cluster. They hold handles to actors
+    that are gone for good (a handler would send every batch to a user shard that no longer
+    exists, a user shard its updates to a cell shard that another replaced, which never hears
+    of its devices). The history actor is the sign: `occupancy up` starts it, so a namespace
+    with named actors and no history holds only such remains. An engine that runs (history
+    answers to its name) is left alone, as before."""
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns
+    ]
+    if not names or HISTORY in names:
+        return
+    log.warning(
+        "%s outlived the `occupancy up` that started the engine: stopping them; every actor "
+        "starts again from Redis",
+        ", ".join(sorted(names)),
+    )
+    for name in names:
+        with contextlib.suppress(ValueError):  # gone meanwhile
+            ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
+    deadline = time.monotonic() + REMAINS_STOP_S
+    for name in names:  # a name is free once its actor is gone
+        while True:
+            try:
+                ray.get_actor(name, namespace=ns)
+            except ValueError:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not stop within {REMAINS_STOP_S:.0f} s")
+            time.sleep(0.1)
 
 
 def _history_placement(s: Settings) -> dict:
@@ -126,6 +166,7 @@ class Engine:
             self._owns_ray = True
         t = self.topology
         ns = t.namespace
+        _stop_remains(ns)
         nodes = alive_nodes()
         shards = [
             *((UserShard, n) for n in t.user_shards),
