@@ -62,7 +62,7 @@ def test_a_worker_node_lost_under_a_fleet_loses_no_acked_ping(multinode: MultiNo
     killed_pids = m.cluster.kill(victim)
     killed = time.monotonic()
     back = [f.await_ack_after(killed, timeout_s=RECOVERY_WAIT_S) for f in fleets]
-    recovery = _recovery_s(fleets, killed)
+    recovery = _recovery_s(fleets, killed) if all(back) else float("nan")
     time.sleep(5)  # ingest goes on after the recovery
     for fleet in fleets:
         fleet.stop()
@@ -113,10 +113,23 @@ def test_the_head_lost_and_started_again_takes_every_acked_ping_back(multinode: 
     """The runbook's head loss: the head's Ray processes and `occupancy up` (which owns the
     actors) killed at once; `ray start --head` again on the same port with the same GCS Redis
     (the worker nodes left reconnect), then `occupancy up` again on the same Redis and data
-    dir. Every shard comes back from Redis; the fleet's client reconnects on the same port."""
+    dir. Every shard comes back from Redis; the fleet's client reconnects on the same port.
+
+    Before the loss `occupancy scale` adds user shards and handlers: those are detached (the
+    cluster owns them, not `occupancy up`), so the ones on the worker node outlive the head
+    with handles to actors that are gone; the new `occupancy up` stops them first."""
     m, old = multinode, multinode.engine
+    scaled = requests.post(
+        f"http://127.0.0.1:{old.http_port}/v1/admin/scale",
+        json={"user_shards": 5, "ingest_handlers": 5},
+        headers={"authorization": f"Bearer {old.keys['admin']}"},
+        timeout=600,
+    )
+    assert scaled.status_code == 200, scaled.text
+    expected = SHARDS | {"UserShard": 5, "IngestServer": 5}
+    _wait_for(lambda: _restarted(m, expected), "the scaled shards and handlers running")
     epochs = {s["shard"]: s["epoch"] for s in _status(m)["shards"] if "epoch" in s}
-    assert len(epochs) == SHARDS["UserShard"], epochs
+    assert len(epochs) == expected["UserShard"], epochs
     fleet = Fleet(old.grpc_port, old.keys["ingest"], seed=21, oracle=m.oracle,
                   own_connection=True)  # fmt: skip
     fleet.start()
@@ -131,7 +144,7 @@ def test_the_head_lost_and_started_again_takes_every_acked_ping_back(multinode: 
     m.start_engine(OCC_GRPC_PORT=str(old.grpc_port), OCC_HTTP_PORT=str(old.http_port))
     engine_s = time.monotonic() - killed
     back = fleet.await_ack_after(killed, timeout_s=RECOVERY_WAIT_S)
-    recovery = _recovery_s([fleet], killed)
+    recovery = _recovery_s([fleet], killed) if back else float("nan")
     time.sleep(3)
     fleet.stop()
     print(
@@ -140,15 +153,25 @@ def test_the_head_lost_and_started_again_takes_every_acked_ping_back(multinode: 
     )
     assert back, fleet.codes
     assert set(fleet.codes) <= {"OK", "UNAVAILABLE"}, fleet.codes
-    _wait_for(lambda: _restarted(m), "every shard and handler running again")
+    # the shard layout is in Redis (5 user shards); the handler count is OCC_INGEST_HANDLERS
+    # again, the detached handlers having been stopped with the rest
+    after = expected | {"IngestServer": SHARDS["IngestServer"]}
+    _wait_for(lambda: _restarted(m, after), f"every shard and handler running again: {after}")
 
-    # every user shard is a new one, from Redis: those on the worker nodes were stopped with
-    # their owner, `occupancy up` (GCS fault tolerance keeps the cluster, not the driver's actors)
+    # every user shard is a new one, from Redis: those `occupancy up` started went with it, and
+    # the detached ones were started again with them
     def all_new() -> bool:
         after = {s["shard"]: s.get("epoch", -1) for s in _status(m)["shards"]}
         return all(after.get(n, -1) > e for n, e in epochs.items())
 
     _wait_for(all_new, "every user shard started again from Redis (a new epoch)")
+    # every handler takes batches: none routes them to a shard that is gone
+    for node in m.cluster.nodes:
+        for handler in [] if node.killed else node.actors("IngestServer"):
+            client = _fleet_on(handler, m, seed=22)
+            client.start()
+            assert client.await_ack_after(time.monotonic(), SETTLE_WAIT_S), client.codes
+            client.stop()
     _agrees_with_oracle(m)
     print(f"placement after: {m.placement()}")
 
@@ -204,9 +227,10 @@ def _recovery_s(fleets: list[Fleet], killed: float) -> float:
     return min(acked) - killed
 
 
-def _restarted(m: MultiNode) -> bool:
+def _restarted(m: MultiNode, expected: dict[str, int] = SHARDS) -> bool:
+    """Whether every actor of `expected` (kind → count) runs, on the nodes alive."""
     placement = m.placement()
-    return all(sum(p[kind] for p in placement.values()) == n for kind, n in SHARDS.items())
+    return all(sum(p[kind] for p in placement.values()) == n for kind, n in expected.items())
 
 
 def _status(m: MultiNode) -> dict:
