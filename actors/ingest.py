@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from actors import redis_client, tracing
 from actors.fit import rss_bytes
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
-from actors.refs import ACTOR_OPTIONS
+from actors.refs import ACTOR_OPTIONS, alive_nodes, on_node
 from actors.topology import Topology
 from protos import occupancy_pb2 as pb
 
@@ -382,20 +382,14 @@ def start_handler(
 ) -> tuple[ray.actor.ActorHandle, int]:
     """Handler `ingest-<index>` on the port every handler shares, and the port it bound.
 
-    Handlers go round-robin over the cluster's alive nodes (soft affinity: Ray places it
-    elsewhere if that node is full), so each node serves ingest on the same port and an L4
-    balancer in front of the nodes spreads devices over them."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    strategy = None
-    if len(nodes) > 1:
-        strategy = NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
+    Handlers go round-robin over the cluster's alive nodes (`on_node`: when that node is lost,
+    Ray restarts the handler on another), so each node serves ingest on the same port and an
+    L4 balancer in front of the nodes spreads devices over them."""
     handler = IngestServer.options(
         name=f"ingest-{index}",
         namespace=topology.namespace,
         get_if_exists=True,
         lifetime="detached" if detached else None,
-        scheduling_strategy=strategy,
+        **on_node(alive_nodes(), index),
     ).remote(topology, port, **options)
     return handler, ray.get(handler.bound_port.remote())

@@ -14,7 +14,7 @@ from actors.auth import Authenticator
 from actors.id_directory import record_async
 from actors.instance import InstanceWatch
 from actors.layout import StaleLayout, committed, current, with_layout
-from actors.refs import Shards
+from actors.refs import ShardNotFound, Shards
 from actors.tokens import Refused
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
@@ -48,6 +48,8 @@ def _unavailable(exc: BaseException) -> ShardUnavailable | None:
     """The retryable form of a failure under way, or None for one that is a bug."""
     if isinstance(exc, ray.exceptions.RayActorError):
         return ShardUnavailable("a shard is restarting; retry the batch")
+    if isinstance(exc, ShardNotFound):  # the engine is starting (again): not there yet
+        return ShardUnavailable(f"{exc}: the engine is starting; retry the batch")
     cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
     if isinstance(cause, redis.RedisError):
         return ShardUnavailable(f"the write-ahead log (Redis) refused the batch; retry it: {cause}")
@@ -170,7 +172,7 @@ class IngestCore:
             ids = asyncio.ensure_future(record_async(self._ids_async, new_ids))
             applied = await self._to_user_shards(b, cells, trace)
             await ids
-        except (ray.exceptions.RayError, redis.RedisError) as exc:
+        except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
             raise retry from exc
@@ -283,7 +285,7 @@ class IngestCore:
             counts = await asyncio.gather(
                 *(self.shards.handle(s).door_events.remote(g) for s, g in groups.items())
             )
-        except (ray.exceptions.RayError, redis.RedisError) as exc:
+        except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
             raise retry from exc

@@ -27,7 +27,7 @@ from actors import fit, redis_client
 from actors import layout as layouts
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
-from actors.refs import Shards
+from actors.refs import Shards, alive_nodes, on_node
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from actors.wal import PREFIX, Wal
@@ -161,12 +161,19 @@ def run(client, topology: Topology, user_shards: int | None, cell_shards: int | 
     for name in goal["user_shards"]:
         if name not in now.user_shards and archiving:
             Wal(client, name).start_archive()  # history gets the new log from its first entry
+    nodes = alive_nodes()
+    # placed as `occupancy up` places them: users, then cells, round-robin over the nodes
+    index = {n: i for i, n in enumerate([*goal["user_shards"], *goal["cell_shards"]])}
     for family, cls in (("cell_shards", CellShard), ("user_shards", UserShard)):
         progress.step(f"start {family.replace('_', ' ')}")
         started_actors = [
-            cls.options(name=name, namespace=ns, get_if_exists=True, lifetime="detached").remote(
-                name, target
-            )
+            cls.options(
+                name=name,
+                namespace=ns,
+                get_if_exists=True,
+                lifetime="detached",
+                **on_node(nodes, index[name]),
+            ).remote(name, target)
             for name in goal[family]
             if name not in getattr(now, family)
         ]

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
 from actors.layout import current
 from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
+from actors.refs import alive_nodes, on_node
 from actors.space_shard import SpaceShard
 from actors.tokens import DEFAULT_TTL_S, DeviceTokens, SigningKeys
 from actors.topology import Topology
@@ -28,6 +30,8 @@ from occupancy.http_ingress import serve_env
 from occupancy.settings import Settings
 
 log = logging.getLogger(__name__)
+
+REMAINS_STOP_S = 120.0  # how long the remains of a lost engine may take to stop
 
 
 def topology_for(s: Settings, redis_url: str) -> Topology:
@@ -41,6 +45,55 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         checkpoint_interval_s=s.checkpoint_interval_s,
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
     )
+
+
+def _stop_remains(ns: str) -> None:
+    """Stops what is left of an engine whose `occupancy up` is gone, so that every actor starts
+    again from Redis together.
+
+    Ray stops the actors of a driver that died with it (a crash, or the loss of the head it
+    ran on), but not the detached ones: the shards and handlers `occupancy scale` started
+    outlive it, and, with GCS fault tolerance, so does the cluster. They hold handles to actors
+    that are gone for good (a handler would send every batch to a user shard that no longer
+    exists, a user shard its updates to a cell shard that another replaced, which never hears
+    of its devices). The history actor is the sign: `occupancy up` starts it, so a namespace
+    with named actors and no history holds only such remains. An engine that runs (history
+    answers to its name) is left alone, as before."""
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns
+    ]
+    if not names or HISTORY in names:
+        return
+    log.warning(
+        "%s outlived the `occupancy up` that started the engine: stopping them; every actor "
+        "starts again from Redis",
+        ", ".join(sorted(names)),
+    )
+    for name in names:
+        with contextlib.suppress(ValueError):  # gone meanwhile
+            ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
+    deadline = time.monotonic() + REMAINS_STOP_S
+    for name in names:  # a name is free once its actor is gone
+        while True:
+            try:
+                ray.get_actor(name, namespace=ns)
+            except ValueError:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not stop within {REMAINS_STOP_S:.0f} s")
+            time.sleep(0.1)
+
+
+def _history_placement(s: Settings) -> dict:
+    """With embedded ClickHouse (chDB), history runs on this node, the one `occupancy up` runs
+    on (the head in every config here): its store is a folder of the data dir on this
+    machine's disk, and only one process may open it. Placed by Ray alone it landed on a
+    worker node here: it would write its store on that machine, and after that node's loss
+    come back elsewhere with an empty one. With a ClickHouse server (OCC_CLICKHOUSE_URL) any
+    node will do."""
+    if s.clickhouse_url:
+        return {}
+    return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
 
 
 @contextlib.contextmanager
@@ -129,17 +182,17 @@ class Engine:
         SigningKeys(self.client()).current()  # there is a key to sign device tokens with
         t = self.topology
         ns = t.namespace
-        for name in t.user_shards:
+        _stop_remains(ns)
+        nodes = alive_nodes()
+        shards = [
+            *((UserShard, n) for n in t.user_shards),
+            *((CellShard, n) for n in t.cell_shards),
+            *((SpaceShard, n) for n in t.space_shards),
+        ]
+        for i, (cls, name) in enumerate(shards):  # round-robin over the nodes
+            options = on_node(nodes, i)
             self._actors.append(
-                UserShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
-            )
-        for name in t.cell_shards:
-            self._actors.append(
-                CellShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
-            )
-        for name in t.space_shards:
-            self._actors.append(
-                SpaceShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
+                cls.options(name=name, namespace=ns, get_if_exists=True, **options).remote(name, t)
             )
         # every shard is up (its __init__ done) before history and ingest open
         ray.get([a.pid.remote() for a in self._actors])
@@ -151,7 +204,9 @@ class Engine:
             aggregate_retention_days=s.aggregate_retention_days,
             archive_backlog_max_mb=s.archive_backlog_max_mb,
         )
-        history = History.options(name=HISTORY, namespace=ns, get_if_exists=True).remote(t, config)
+        history = History.options(
+            name=HISTORY, namespace=ns, get_if_exists=True, **_history_placement(s)
+        ).remote(t, config)
         self._actors.append(history)
         ray.get(history.pid.remote())
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
