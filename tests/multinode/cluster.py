@@ -287,6 +287,16 @@ print(json.dumps([
 """
 
 
+# the GCS declares a node dead after 5 failed health checks a second apart (Ray's defaults:
+# 5 checks 3 s apart, about 15 s), so that a lost node's actors restart within seconds; what
+# the runbook recommends for the head (docs/operations.md, "A lost worker node")
+NODE_DEATH_DETECTION = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "2000",
+    "RAY_health_check_failure_threshold": "5",
+}
+
+
 def cluster_env() -> dict[str, str]:
     """The environment every node starts in: this one, with the project first on the path
     (so that workers import the code under test)."""
@@ -295,4 +305,4 @@ def cluster_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
     for name in [n for n in env if n.startswith("RAY_SERVE_")]:
         del env[name]  # an engine started in this process set them for itself
-    return env
+    return env | NODE_DEATH_DETECTION
