@@ -63,10 +63,10 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             run_dir = Path(tempfile.gettempdir()) / f"occ-{digest}"
         run_dir.mkdir(parents=True, exist_ok=True)
         env |= {
-            # HAProxy's own stats and metrics ports: Ray's defaults unless another engine on
-            # this machine has them already
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(_port_or_free(8404)),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_port_or_free(9101)),
+            # HAProxy's own stats and metrics ports: as set in the environment, else Ray's
+            # defaults unless another engine on this machine has them already
+            "RAY_SERVE_HAPROXY_STATS_PORT": _env_port("RAY_SERVE_HAPROXY_STATS_PORT", 8404),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": _env_port("RAY_SERVE_HAPROXY_METRICS_PORT", 9101),
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper(run_dir)),
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(IDLE_TIMEOUT_S),
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -78,6 +78,12 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         }
     return env
+
+
+def _env_port(name: str, default: int) -> str:
+    """The port the environment names (engines started side by side are given their own: two
+    that both found the default free at once would both take it), else `default` or a free one."""
+    return os.environ.get(name) or str(_port_or_free(default))
 
 
 def _port_or_free(port: int) -> int:

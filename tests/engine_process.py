@@ -75,8 +75,17 @@ def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:
     env.pop("RAY_ADDRESS", None)
     for name in [n for n in env if n.startswith("RAY_SERVE_")]:
         del env[name]  # an engine started in this process set them for itself
-    env |= extra
+    env |= haproxy_ports() | extra
     return env, int(env["OCC_GRPC_PORT"]), int(env["OCC_HTTP_PORT"])
+
+
+def haproxy_ports() -> dict[str, str]:
+    """HAProxy stats and metrics ports of an engine's own: an engine of another test run on
+    this machine may be starting at the same moment, and both would take Ray's defaults."""
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
 
 
 def _free_port() -> int:
