@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from actors import redis_client, tracing
 from actors.fit import rss_bytes
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
-from actors.refs import ACTOR_OPTIONS
+from actors.refs import ACTOR_OPTIONS, alive_nodes, on_node
 from actors.topology import Topology
 from protos import occupancy_pb2 as pb
 
@@ -77,6 +77,7 @@ class IngestServer:
         self.core = IngestCore(topology, process=name)
         self.tracer = tracing.tracer(name, topology.redis_url)
         self._server: grpc.aio.Server | None = None
+        self._streams: set[_OpenStream] = set()
         self._bound = threading.Event()
         handle = ray.get_runtime_context().current_actor
         threading.Thread(target=lambda: ray.get(handle.serve.remote()), daemon=True).start()
@@ -109,6 +110,10 @@ class IngestServer:
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_task = asyncio.ensure_future(self._follow_redis(health_servicer))
+        revocations = redis_client.connect_async(self.core.topology.redis_url)
+        self._auth_task = asyncio.ensure_future(
+            self.core.auth.follow(revocations, self._end_revoked_streams)
+        )
         self._server = server
         self._bound.set()
         log.info("ingest listening on port %d", self.port)
@@ -140,6 +145,18 @@ class IngestServer:
                 "is back" if up else "unreachable",
                 "SERVING" if up else "NOT_SERVING",
             )
+
+    async def _end_revoked_streams(self) -> None:
+        """Credentials changed (actors/revocation.py): every open stream whose credential no
+        longer authenticates is marked, and its loop ends it with UNAUTHENTICATED at once."""
+        for stream in list(self._streams):
+            try:
+                self.core.authenticate(stream.authorization)
+            except AuthError as exc:
+                stream.revoked = str(exc)
+                stream.inbox.arrived.set()
+            except redis.RedisError:  # nothing is revoked while Redis is unreachable
+                pass
 
     async def bound_port(self) -> int:
         while not self._bound.is_set():
@@ -212,12 +229,16 @@ class IngestServer:
         caller = await self._authenticate(context)
         device = caller.device
         inbox = _Inbox(4 * STREAM_BATCH, STREAM_BUFFER_BYTES)
+        stream = _OpenStream(_authorization(context), inbox)
+        self._streams.add(stream)
         reader = asyncio.ensure_future(inbox.fill(context))
         totals = pb.IngestAck()
         pending: list[pb.Rejection] = []
         index, last_ack, unacked = 0, time.monotonic(), 0
         try:
             while True:
+                if stream.revoked is not None:  # what was not acked is not taken
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, stream.revoked)
                 # with pings processed but not acked, wake up in time to ack them even if the
                 # client sends nothing more (a sender with a full buffer waits for that ack)
                 wait_s = max(0.001, last_ack + ACK_EVERY_S - time.monotonic()) if unacked else 1.0
@@ -252,6 +273,7 @@ class IngestServer:
                 if done:
                     return
         finally:
+            self._streams.discard(stream)
             reader.cancel()
 
     # -- internals ------------------------------------------------------------------------------
@@ -269,12 +291,8 @@ class IngestServer:
             )
 
     async def _authenticate(self, context) -> Caller:
-        authorization = ""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                authorization = value
         try:
-            return self.core.authenticate(authorization)
+            return self.core.authenticate(_authorization(context))
         except redis.RedisError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
         except AuthError as exc:
@@ -282,6 +300,25 @@ class IngestServer:
                 grpc.StatusCode.PERMISSION_DENIED if exc.denied else grpc.StatusCode.UNAUTHENTICATED
             )
             await context.abort(code, str(exc))
+
+
+def _authorization(context) -> str:
+    authorization = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            authorization = value
+    return authorization
+
+
+class _OpenStream:
+    """A stream being served: its credential, and why it was revoked (None while valid)."""
+
+    __slots__ = ("authorization", "inbox", "revoked")
+
+    def __init__(self, authorization: str, inbox: "_Inbox"):
+        self.authorization = authorization
+        self.inbox = inbox
+        self.revoked: str | None = None
 
 
 def _retry_message(exc: Exception) -> str:
@@ -345,20 +382,14 @@ def start_handler(
 ) -> tuple[ray.actor.ActorHandle, int]:
     """Handler `ingest-<index>` on the port every handler shares, and the port it bound.
 
-    Handlers go round-robin over the cluster's alive nodes (soft affinity: Ray places it
-    elsewhere if that node is full), so each node serves ingest on the same port and an L4
-    balancer in front of the nodes spreads devices over them."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    strategy = None
-    if len(nodes) > 1:
-        strategy = NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True)
+    Handlers go round-robin over the cluster's alive nodes (`on_node`: when that node is lost,
+    Ray restarts the handler on another), so each node serves ingest on the same port and an
+    L4 balancer in front of the nodes spreads devices over them."""
     handler = IngestServer.options(
         name=f"ingest-{index}",
         namespace=topology.namespace,
         get_if_exists=True,
         lifetime="detached" if detached else None,
-        scheduling_strategy=strategy,
+        **on_node(alive_nodes(), index),
     ).remote(topology, port, **options)
     return handler, ray.get(handler.bound_port.remote())

@@ -9,12 +9,13 @@ import ray
 import redis
 import redis.asyncio
 
-from actors import id_directory, redis_client, telemetry
-from actors.auth import Authenticator, KeyStore, key_hash
+from actors import id_directory, keyring, redis_client, telemetry
+from actors.auth import Authenticator
 from actors.forgetting import ForgetWatch
 from actors.instance import InstanceWatch
 from actors.layout import StaleLayout, committed, current, with_layout
-from actors.refs import Shards
+from actors.refs import ShardNotFound, Shards
+from actors.tokens import Refused
 from actors.topology import Clock, Topology
 from engine.cells import index_batch
 from engine.ratelimit import RateLimiter
@@ -46,6 +47,8 @@ def _unavailable(exc: BaseException) -> ShardUnavailable | None:
     """The retryable form of a failure under way, or None for one that is a bug."""
     if isinstance(exc, ray.exceptions.RayActorError):
         return ShardUnavailable("a shard is restarting; retry the batch")
+    if isinstance(exc, ShardNotFound):  # the engine is starting (again): not there yet
+        return ShardUnavailable(f"{exc}: the engine is starting; retry the batch")
     cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
     if isinstance(cause, redis.RedisError):
         return ShardUnavailable(f"the write-ahead log (Redis) refused the batch; retry it: {cause}")
@@ -110,7 +113,7 @@ class IngestCore:
         )
         self.placement = topology.placement()
         self.shards = Shards(topology)
-        self.auth = Authenticator(topology.secret, KeyStore(self.redis))
+        self.auth = Authenticator(self.redis, keyring.process_secret())
         device_rate, key_rate = topology.rate_limits
         self._device_limit = RateLimiter(device_rate)
         self._key_limit = RateLimiter(key_rate)
@@ -128,15 +131,17 @@ class IngestCore:
         """Who sends: a device token's device, or an ingest/admin key; raises AuthError
         otherwise."""
         token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
-        resolved = self.auth.resolve(token) if token else None
-        if resolved is None:
-            raise AuthError("missing or invalid token (authorization: Bearer <token>)")
-        role, device = resolved
-        if role not in ("device", *INGEST_ROLES):
-            raise AuthError(f"a {role} key cannot send pings", denied=True)
-        if device is not None:
-            return Caller(device, f"device:{device}")
-        return Caller(None, f"key:{key_hash(token)[:32]}")
+        if not token:
+            raise AuthError("missing token (authorization: Bearer <token>)")
+        try:
+            who = self.auth.resolve(token)
+        except Refused as exc:
+            raise AuthError(f"{exc} (authorization: Bearer <token>)") from None
+        if who.role not in ("device", *INGEST_ROLES):
+            raise AuthError(f"a {who.role} key cannot send pings", denied=True)
+        if who.device is not None:
+            return Caller(who.device, f"device:{who.device}")
+        return Caller(None, f"key:{who.id}")
 
     def admit(self, caller: Caller, items: int) -> float:
         """0 when `caller` may send `items` now, else the seconds to wait (its token bucket:
@@ -169,7 +174,7 @@ class IngestCore:
         self.in_flight += 1
         try:
             applied = await self._to_user_shards(b, cells, trace)
-        except (ray.exceptions.RayError, redis.RedisError) as exc:
+        except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
             raise retry from exc
@@ -282,7 +287,7 @@ class IngestCore:
             counts = await asyncio.gather(
                 *(self.shards.handle(s).door_events.remote(g) for s, g in groups.items())
             )
-        except (ray.exceptions.RayError, redis.RedisError) as exc:
+        except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
             raise retry from exc

@@ -1,6 +1,6 @@
 """The small tables only Redis holds, kept in memory too, and written back when Redis loses
-its data: API keys (their hashes), the space, doorway and sensor definitions, and the forgets
-under way (actors/forgetting.py).
+its data: API keys (their hashes), signing key ids and token revocations, the space, doorway
+and sensor definitions, and the forgets under way (actors/forgetting.py).
 
 The history actor refreshes the copy every round, reading it in one transaction with the Redis
 instance id (actors/instance.py); when the id is gone or changed, Redis was flushed or started
@@ -13,14 +13,16 @@ import logging
 
 import redis
 
+from actors import revocation
 from actors.auth import KEYS
 from actors.forgetting import JOBS
 from actors.instance import INSTANCE, InstanceWatch
 from actors.metadata import DOOR_SPACES, DOORWAYS, INSTALLS, RESETS, SPACES
+from actors.tokens import REVOKED, REVOKED_DEVICES, SIGNING
 
 log = logging.getLogger(__name__)
 
-HASHES = (KEYS, SPACES, DOOR_SPACES, DOORWAYS, JOBS)
+HASHES = (KEYS, SIGNING, REVOKED, REVOKED_DEVICES, SPACES, DOOR_SPACES, DOORWAYS, JOBS)
 LISTS = (INSTALLS, RESETS)
 
 
@@ -61,4 +63,5 @@ class StateMirror:
                 pipe.lpush(name, *reversed(missing))
                 restored += len(missing)
         pipe.execute()
+        revocation.bump(self.client)  # every process reloads the credentials written back
         log.error("Redis lost its data: %d keys and definitions written back", restored)

@@ -11,9 +11,13 @@ same one again):
 4. the target is committed; ingest, queries and history take it;
 5. every user shard lists its devices to every cell and space shard again, checkpoints (so no
    handoff is replayed later), and shards the target no longer has are stopped.
+
+One rebalance runs at a time (`Lock`); each step is reported to a `progress` object as it
+begins (actors/progress.py records them in Redis for `GET /v1/admin/status`).
 """
 
 import logging
+import threading
 import time
 import uuid
 
@@ -23,7 +27,7 @@ from actors import fit, redis_client
 from actors import layout as layouts
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
-from actors.refs import Shards
+from actors.refs import Shards, alive_nodes, on_node
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from actors.wal import PREFIX, Wal
@@ -31,47 +35,124 @@ from actors.wal import PREFIX, Wal
 log = logging.getLogger(__name__)
 
 LOCK = f"{PREFIX}:rebalance:lock"
+LOCK_TTL_S = 60  # a holder that died frees the lock within this; a live one renews it
 RETRY_S = 60.0  # how long a step retries a shard that is restarting
 QUERY_GRACE_S = 1.5  # queries take a new layout within a second; then retired shards stop
+# what a rebalance reports as it goes, in order (a rebalance with nothing to change skips them)
+STEPS = (
+    "store target",
+    "start cell shards",
+    "start user shards",
+    "views take the ring",
+    "handoff",
+    "commit",
+    "list and checkpoint",
+    "retire shards",
+)
 
 
 class RebalanceError(Exception):
     pass
 
 
-def rebalance(topology: Topology, user_shards: int | None, cell_shards: int | None) -> dict:
+class Quiet:
+    """Progress that goes nowhere: a rebalance run from code (tests, the benchmark)."""
+
+    def step(self, name: str) -> None:
+        pass
+
+    def handed_off(self, shard: str, moved: dict[str, int]) -> None:
+        pass
+
+
+class Lock:
+    """The one rebalance or scale under way: a Redis key holding its id. Its holder renews it
+    from a thread every third of LOCK_TTL_S, so a long rebalance keeps it and a process that
+    died while holding it frees it within LOCK_TTL_S."""
+
+    _IF_HELD = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call("
+    _RENEW = _IF_HELD + "'expire', KEYS[1], ARGV[2]) end return 0"
+    _RELEASE = _IF_HELD + "'del', KEYS[1]) end return 0"
+
+    def __init__(self, client):
+        self.client = client
+        self.id = uuid.uuid4().hex
+        self._stop = threading.Event()
+
+    def acquire(self) -> None:
+        """Takes the lock and starts renewing it; RebalanceError when another holds it."""
+        if not self.client.set(LOCK, self.id, nx=True, ex=LOCK_TTL_S):
+            raise RebalanceError("another rebalance is under way")
+        threading.Thread(target=self._renew, name="rebalance-lock", daemon=True).start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LOCK_TTL_S / 3):
+            try:
+                if not self.client.eval(self._RENEW, 1, LOCK, self.id, LOCK_TTL_S):
+                    log.warning("the rebalance lock %s was lost (expired or taken)", self.id)
+                    return
+            except Exception as exc:  # Redis unreachable: the rebalance's own calls fail too
+                log.warning("renewing the rebalance lock failed: %s", exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        self.client.eval(self._RELEASE, 1, LOCK, self.id)
+
+    @staticmethod
+    def holder(client) -> str | None:
+        """The id of the lock's holder, None when no rebalance is under way."""
+        raw = client.get(LOCK)
+        return raw.decode() if raw is not None else None
+
+
+def rebalance(
+    topology: Topology,
+    user_shards: int | None,
+    cell_shards: int | None,
+    progress=None,
+) -> dict:
     """Move to `user_shards` user shards and `cell_shards` cell shards (None: as now)."""
     client = redis_client.connect(topology.redis_url)
-    token = uuid.uuid4().hex
-    if not client.set(LOCK, token, nx=True, ex=600):
-        raise RebalanceError("another rebalance is under way")
+    lock = Lock(client)
+    lock.acquire()
     try:
-        return _rebalance(client, topology, user_shards, cell_shards)
+        return run(client, topology, user_shards, cell_shards, progress or Quiet())
     finally:
-        if client.get(LOCK) == token.encode():
-            client.delete(LOCK)
+        lock.release()
 
 
-def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards: int | None):
-    started = time.monotonic()
+def plan(client, topology: Topology, user_shards: int | None, cell_shards: int | None):
+    """(the committed topology, the layout to move to): the unfinished rebalance's target if
+    there is one (RebalanceError when it aims at other counts), else the counts asked for
+    (the committed layout itself, same version, when they are the counts it has)."""
     now = layouts.current(topology, client)
     goal = layouts.target(now, user_shards, cell_shards)
     unfinished = layouts.pending(client)
-    if unfinished is not None:
-        if any(unfinished[f] != goal[f] for f in layouts.FAMILIES):
-            raise RebalanceError(
-                f"a rebalance to {len(unfinished['user_shards'])} user and "
-                f"{len(unfinished['cell_shards'])} cell shards did not finish; "
-                "run that one again first"
-            )
-        goal = unfinished
-    elif all(goal[f] == layouts.layout_of(now)[f] for f in layouts.FAMILIES):
+    if unfinished is None:
+        same = all(goal[f] == layouts.layout_of(now)[f] for f in layouts.FAMILIES)
+        return now, layouts.layout_of(now) if same else goal
+    if any(unfinished[f] != goal[f] for f in layouts.FAMILIES):
+        raise RebalanceError(
+            f"a rebalance to {len(unfinished['user_shards'])} user and "
+            f"{len(unfinished['cell_shards'])} cell shards did not finish; "
+            "run that one again first"
+        )
+    return now, unfinished
+
+
+def run(client, topology: Topology, user_shards: int | None, cell_shards: int | None, progress):
+    """The rebalance itself, by a holder of the lock; each step is told to `progress` (a
+    `Quiet`-like object) as it begins."""
+    started = time.monotonic()
+    now, goal = plan(client, topology, user_shards, cell_shards)
+    if goal["version"] == now.version:
         return {"version": now.version, "changed": False, **_counts(goal)}
     steps: dict[str, float] = {}
 
     def step(name: str) -> None:
         steps[name] = round(time.monotonic() - started - sum(steps.values()), 3)
 
+    progress.step("store target")
     layouts.set_pending(client, goal)
     target = layouts.with_layout(topology, goal)
     ns = topology.namespace
@@ -80,15 +161,22 @@ def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards:
     for name in goal["user_shards"]:
         if name not in now.user_shards and archiving:
             Wal(client, name).start_archive()  # history gets the new log from its first entry
-    started_actors = []
+    nodes = alive_nodes()
+    # placed as `occupancy up` places them: users, then cells, round-robin over the nodes
+    index = {n: i for i, n in enumerate([*goal["user_shards"], *goal["cell_shards"]])}
     for family, cls in (("cell_shards", CellShard), ("user_shards", UserShard)):
-        for name in goal[family]:
-            if name not in getattr(now, family):
-                started_actors.append(
-                    cls.options(
-                        name=name, namespace=ns, get_if_exists=True, lifetime="detached"
-                    ).remote(name, target)
-                )
+        progress.step(f"start {family.replace('_', ' ')}")
+        started_actors = [
+            cls.options(
+                name=name,
+                namespace=ns,
+                get_if_exists=True,
+                lifetime="detached",
+                **on_node(nodes, index[name]),
+            ).remote(name, target)
+            for name in goal[family]
+            if name not in getattr(now, family)
+        ]
         ray.get([a.pid.remote() for a in started_actors])
     step("start shards")
 
@@ -96,20 +184,29 @@ def _rebalance(client, topology: Topology, user_shards: int | None, cell_shards:
         return ray.get_actor(name, namespace=ns)
 
     views = [*{*now.cell_shards, *goal["cell_shards"]}, *goal["space_shards"]]
+    progress.step("views take the ring")
     _each(views, lambda n: handle(n).set_layout.remote(goal))
     step("views take the ring")
+    progress.step("handoff")
     moved: dict[str, dict] = {}
-    for report in _each(now.user_shards, lambda n: handle(n).handoff.remote(goal)):
+
+    def handed_off(name: str, report: dict) -> None:
         moved[report["shard"]] = report["moved"]
+        progress.handed_off(report["shard"], report["moved"])
+
+    _each(now.user_shards, lambda n: handle(n).handoff.remote(goal), handed_off)
+    progress.step("commit")
     layouts.commit(client, goal)
     step("hand off and commit")  # the time batches wait
 
+    progress.step("list and checkpoint")
     _each(views, lambda n: handle(n).set_layout.remote(goal))  # any view restarted meanwhile
     _each(goal["user_shards"], lambda n: handle(n).relist.remote())
     retired_users = [n for n in now.user_shards if n not in goal["user_shards"]]
     _each([*goal["user_shards"], *retired_users], lambda n: handle(n).checkpoint.remote())
     step("list and checkpoint")
     retired = [*retired_users, *(n for n in now.cell_shards if n not in goal["cell_shards"])]
+    progress.step("retire shards")
     if retired:
         time.sleep(QUERY_GRACE_S)
         for name in retired:
@@ -132,9 +229,10 @@ def _counts(layout: dict) -> dict:
     return {f: len(layout[f]) for f in ("user_shards", "cell_shards")}
 
 
-def _each(names, call) -> list:
+def _each(names, call, each_done=None) -> list:
     """`call(name)` (an ObjectRef) for every shard at once; the calls of shards that are
-    restarting are sent again until RETRY_S has passed."""
+    restarting are sent again until RETRY_S has passed. `each_done(name, result)` is called
+    as each shard's result arrives."""
     deadline = time.monotonic() + RETRY_S
     results: dict[str, object] = {}
     todo = list(names)
@@ -144,6 +242,8 @@ def _each(names, call) -> list:
         for name, ref in refs.items():
             try:
                 results[name] = ray.get(ref)
+                if each_done is not None:
+                    each_done(name, results[name])
             except ray.exceptions.RayActorError as exc:
                 if time.monotonic() > deadline:
                     raise RebalanceError(f"{name} did not answer: {exc}") from exc

@@ -13,13 +13,44 @@ log = logging.getLogger(__name__)
 # Every engine actor: restarted by Ray when it dies, calls never retried (they are not all
 # idempotent), no CPU reserved (they share the node's cores), and no task events: Ray's GCS keeps
 # an event for each of the last 100,000 actor calls (1-2 KB each, growing for an hour at this
-# engine's rate of calls); the engine's own metrics and traces say what the calls did.
+# engine's rate of calls); the engine's own metrics and traces say what the calls did. Where
+# each one runs: `on_node` below.
 ACTOR_OPTIONS = {
     "max_restarts": -1,
     "max_task_retries": 0,
     "num_cpus": 0,
     "enable_task_events": False,
 }
+
+
+def alive_nodes() -> list[str]:
+    """The ids of the cluster's alive nodes, in a fixed order (for `on_node`)."""
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+
+def on_node(nodes: list[str], index: int) -> dict:
+    """Options that place the `index`-th actor started together on `nodes[index % len]`.
+
+    Shards and ingest handlers go round-robin over the alive nodes, so that each node runs a
+    share of every family and the loss of one takes only its share. Ray does not do it by
+    itself: an actor that asks for no resources goes to a node picked at random, under SPREAD
+    and under a soft NodeAffinitySchedulingStrategy alike (ray-project/ray#23315; on three
+    nodes here SPREAD put four of six shards on one worker node and none on the other, and a
+    soft affinity missed its node four times in six). A label selector on the node's id is
+    kept, and its fallback (any node) is what Ray uses when that node is gone: after a node's
+    loss Ray restarts the actor on another. Shards hold their state in Redis and reach each
+    other by name, so any node will do. One node: no options."""
+    if len(nodes) <= 1:
+        return {}
+    return {
+        "label_selector": {"ray.io/node-id": nodes[index % len(nodes)]},
+        "fallback_strategy": [{"label_selector": {}}],
+    }
+
+
+class ShardNotFound(ValueError):
+    """No actor has a shard's name: it is not started yet (a ValueError, as Ray's own lookup
+    raises)."""
 
 
 class Shards:
@@ -47,9 +78,15 @@ class Shards:
         self._topology = topology
 
     def handle(self, name: str) -> ray.actor.ActorHandle:
+        """The actor named `name`; ShardNotFound while no actor has that name (not started
+        yet: an engine starting again after its `occupancy up` was lost)."""
         h = self._handles.get(name)
         if h is None:
-            h = self._handles[name] = ray.get_actor(name, namespace=self.topology.namespace)
+            try:
+                h = ray.get_actor(name, namespace=self.topology.namespace)
+            except ValueError as exc:
+                raise ShardNotFound(f"no actor {name} runs (yet); retry") from exc
+            self._handles[name] = h
         return h
 
     def send_updates(self, routed: dict[str, list]) -> None:

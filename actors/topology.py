@@ -11,10 +11,10 @@ NAMESPACE = "occupancy"
 
 @dataclass(frozen=True)
 class Topology:
-    """Shard names and shared settings; plain data so that Ray can ship it to any node."""
+    """Shard names and shared settings; plain data so that Ray can ship it to any node. No
+    secret: Ray keeps creation arguments in its control store (actors/keyring.py)."""
 
     redis_url: str
-    secret: bytes
     spec: dict = field(default_factory=lambda: EngineSpec().to_dict())
     user_shards: tuple[str, ...] = ("user-0", "user-1")
     cell_shards: tuple[str, ...] = ("cell-0", "cell-1")

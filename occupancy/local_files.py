@@ -1,6 +1,7 @@
 """What a deployment keeps in its data dir: the secret, the bootstrap admin key, Redis's port,
 and the folders of the embedded Redis, ClickHouse and HAProxy."""
 
+import os
 import secrets
 from pathlib import Path
 
@@ -8,12 +9,14 @@ import redis
 
 from actors import redis_client
 from actors.auth import KeyStore
+from actors.keyring import SECRET_FILE_ENV, BadSecret, check_secret, read_secret_file
 from actors.redis_server import SUBDIR as REDIS_SUBDIR
 from actors.redis_server import EmbeddedRedis
 from clickhouse.backends import CHDB_SUBDIR
 from occupancy.settings import Settings
 
 HAPROXY_SUBDIR = "haproxy-run"
+SECRET_FILE = "secret"
 WORKDIR = "ray-workdir"  # empty: the working directory Ray's local workers get
 # the folders' names before: each was also the name of a package (`redis`, `clickhouse`), which a
 # data dir used as the working directory put in front of the real one
@@ -36,15 +39,43 @@ def rename_old_folders(data_dir: Path) -> list[str]:
 
 
 def secret(settings: Settings) -> bytes:
-    """OCC_SECRET, else the one generated on first use and kept (0600) in the data dir."""
+    """OCC_SECRET, else the file named by OCC_SECRET_FILE, else the one generated on first use
+    and kept (0600) in the data dir. Raises keyring.BadSecret for a placeholder, a secret
+    shorter than 32 bytes, or both variables set."""
+    if settings.secret and settings.secret_file:
+        raise BadSecret("set OCC_SECRET or OCC_SECRET_FILE, not both")
     if settings.secret:
-        return settings.secret.encode()
-    path = settings.data_dir / "secret"
+        return check_secret(settings.secret.encode(), "OCC_SECRET")
+    if settings.secret_file:
+        path = Path(settings.secret_file)
+        return check_secret(read_secret_file(path), f"OCC_SECRET_FILE ({path})")
+    path = settings.data_dir / SECRET_FILE
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+        _write_private(path, secrets.token_hex(32) + "\n")
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # made by hand or copied: only its owner reads it from now on
+    return check_secret(read_secret_file(path), str(path))
+
+
+def secret_for_actors(settings: Settings) -> dict[str, str]:
+    """Where the engine's actors find the secret, as variables of the job's runtime env: the
+    path of a 0600 file, never the secret itself (Ray shows runtime envs in its dashboard).
+    Empty when it is OCC_SECRET: that is in the environment of `ray start` (the raylet a local
+    `occupancy up` starts inherits it)."""
+    if settings.secret_file:
+        return {SECRET_FILE_ENV: str(Path(settings.secret_file).resolve())}
+    if settings.secret:
+        return {}
+    return {SECRET_FILE_ENV: str((settings.data_dir / SECRET_FILE).resolve())}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (created so, never readable by others meanwhile)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
 
 
 def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") -> str:
@@ -57,8 +88,7 @@ def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") 
         if keys.role(key) == role:
             return key
     key = keys.create(role, "bootstrap")
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    _write_private(path, key + "\n")
     return key
 
 

@@ -1,4 +1,5 @@
-"""`occupancy top|heatmap|dwell|space`: the HTTP API from the command line, as tables or JSON."""
+"""`occupancy top|heatmap|dwell|space|status`: the HTTP API from the command line, as tables or
+JSON (`occupancy scale` is in occupancy/scale_cli.py)."""
 
 import json
 import time
@@ -126,41 +127,28 @@ def space(space_id: str, at: str | None, url, key, as_json) -> None:
     )
 
 
-@click.command()
-@click.option("--user-shards", type=click.IntRange(1, 64), default=None, help="User shards.")
-@click.option("--cell-shards", type=click.IntRange(1, 64), default=None, help="Cell shards.")
-@click.option(
-    "--ingest-handlers", type=click.IntRange(1, 64), default=None, help="gRPC ingest handlers."
-)
-@api_options
-def scale(user_shards, cell_shards, ingest_handlers, url, key, as_json) -> None:
-    """Change shard counts while ingest goes on (admin).
+def scale_step(record: dict) -> str:
+    """The step a scale is at (a `rebalance` record of the status), with the handoff's figures."""
+    step = record["step"] or "starting"
+    if step == "handoff" and record["shards_handed_off"]:
+        step += f" ({record['shards_handed_off']} shards, {record['devices_moved']:,} devices)"
+    return step
 
-    Devices move to their new user shards over the hash ring and cell counts to their new cell
-    shards; nothing is lost or counted twice. Batches sent meanwhile wait for the new layout
-    (about a second for 100k devices on a 2-core machine) and are applied under it. An
-    interrupted rebalance is finished by running the same command again.
-    """
-    if user_shards is None and cell_shards is None and ingest_handlers is None:
-        raise click.UsageError("give --user-shards, --cell-shards or --ingest-handlers")
-    body = {"user_shards": user_shards, "cell_shards": cell_shards}
-    body["ingest_handlers"] = ingest_handlers
-    out = Api(url, key, Settings.from_env()).post("/v1/admin/scale", body, timeout=600)
-    if as_json:
-        click.echo(json.dumps(out, indent=2))
-        return
-    if "version" in out:
-        what = "now" if out["changed"] else "already"
-        click.echo(
-            f"layout {out['version']}: {what} {out['user_shards']} user and "
-            f"{out['cell_shards']} cell shards"
-        )
-        for shard, moved in out.get("moved", {}).items():
-            click.echo(f"  {shard}: " + ", ".join(f"{n} devices to {t}" for t, n in moved.items()))
-        if out.get("changed"):
-            click.echo(f"  took {out['seconds']} s")
-    if "ingest_handlers" in out:
-        click.echo(f"{out['ingest_handlers']} ingest handlers on port {out['port']}")
+
+def scale_line(record: dict) -> str:
+    """The last scale in one line: what it aimed at and how it went."""
+    target = f"layout {record['target_version']}: {record['user_shards']} user and "
+    target += f"{record['cell_shards']} cell shards"
+    if record["ingest_handlers"] is not None:
+        target += f", {record['ingest_handlers']} ingest handlers"
+    state = record["state"]
+    if state == "running":
+        how = f"running, step {record['done'] + 1} of {record['total']}: {scale_step(record)}"
+    elif state == "done":
+        how = f"done at {_utc(record['finished_at'])} UTC"
+    else:
+        how = f"{state}: {record['error']}"
+    return f"last scale (to {target}, started {_utc(record['started_at'])} UTC): {how}"
 
 
 def _utc(ms: int) -> str:
@@ -186,6 +174,8 @@ def status(url, key, as_json) -> None:
             f"unfinished rebalance to {len(p['user_shards'])} user and {len(p['cell_shards'])} "
             "cell shards: run `occupancy scale` with those counts to finish it"
         )
+    if body.get("rebalance") is not None:
+        click.echo(scale_line(body["rebalance"]))
     rows = [
         [
             s["shard"],

@@ -4,14 +4,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 import redis
 
-from actors import id_directory, redis_client
-from actors.auth import KeyStore, device_token
+from actors import id_directory, keyring, redis_client
+from actors.auth import KeyStore
 from actors.cell_shard import CellShard
 from actors.definitions import Definitions
 from actors.history import NAME as HISTORY
@@ -19,7 +20,9 @@ from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
 from actors.layout import current
 from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
+from actors.refs import alive_nodes, on_node
 from actors.space_shard import SpaceShard
+from actors.tokens import DEFAULT_TTL_S, DeviceTokens, SigningKeys
 from actors.topology import Topology
 from actors.user_shard import UserShard
 from occupancy import local_files
@@ -28,12 +31,13 @@ from occupancy.settings import Settings
 
 log = logging.getLogger(__name__)
 
+REMAINS_STOP_S = 120.0  # how long the remains of a lost engine may take to stop
+
 
 def topology_for(s: Settings, redis_url: str) -> Topology:
     """The deployment's topology from its settings (the same for `up` and `serve deploy`)."""
     return Topology(
         redis_url=redis_url,
-        secret=local_files.secret(s),
         spec=s.engine_spec().to_dict(),
         user_shards=tuple(f"user-{i}" for i in range(s.user_shards)),
         cell_shards=tuple(f"cell-{i}" for i in range(s.cell_shards)),
@@ -41,6 +45,55 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         checkpoint_interval_s=s.checkpoint_interval_s,
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
     )
+
+
+def _stop_remains(ns: str) -> None:
+    """Stops what is left of an engine whose `occupancy up` is gone, so that every actor starts
+    again from Redis together.
+
+    Ray stops the actors of a driver that died with it (a crash, or the loss of the head it
+    ran on), but not the detached ones: the shards and handlers `occupancy scale` started
+    outlive it, and, with GCS fault tolerance, so does the cluster. They hold handles to actors
+    that are gone for good (a handler would send every batch to a user shard that no longer
+    exists, a user shard its updates to a cell shard that another replaced, which never hears
+    of its devices). The history actor is the sign: `occupancy up` starts it, so a namespace
+    with named actors and no history holds only such remains. An engine that runs (history
+    answers to its name) is left alone, as before."""
+    names = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns
+    ]
+    if not names or HISTORY in names:
+        return
+    log.warning(
+        "%s outlived the `occupancy up` that started the engine: stopping them; every actor "
+        "starts again from Redis",
+        ", ".join(sorted(names)),
+    )
+    for name in names:
+        with contextlib.suppress(ValueError):  # gone meanwhile
+            ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
+    deadline = time.monotonic() + REMAINS_STOP_S
+    for name in names:  # a name is free once its actor is gone
+        while True:
+            try:
+                ray.get_actor(name, namespace=ns)
+            except ValueError:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not stop within {REMAINS_STOP_S:.0f} s")
+            time.sleep(0.1)
+
+
+def _history_placement(s: Settings) -> dict:
+    """With embedded ClickHouse (chDB), history runs on this node, the one `occupancy up` runs
+    on (the head in every config here): its store is a folder of the data dir on this
+    machine's disk, and only one process may open it. Placed by Ray alone it landed on a
+    worker node here: it would write its store on that machine, and after that node's loss
+    come back elsewhere with an empty one. With a ClickHouse server (OCC_CLICKHOUSE_URL) any
+    node will do."""
+    if s.clickhouse_url:
+        return {}
+    return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
 
 
 @contextlib.contextmanager
@@ -83,10 +136,23 @@ class Engine:
 
     def _start(self) -> "Engine":
         s = self.settings
+        keyring.use(local_files.secret(s))  # first: a placeholder or a short secret starts nothing
         env = serve_env(s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR)  # checks the mode
         if s.durability not in DURABILITY:
             raise ValueError(f"OCC_DURABILITY must be one of {', '.join(DURABILITY)}")
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        actor_env = local_files.secret_for_actors(s)
+        if s.secret and os.environ.get(keyring.SECRET_ENV) != s.secret:
+            raise keyring.BadSecret(
+                "a secret given in the settings must be OCC_SECRET in the environment too: "
+                "the actors read it from there"
+            )
+        if os.environ.get("RAY_ADDRESS") and not (s.secret or s.secret_file):
+            log.warning(
+                "the secret was generated in %s: actors on other machines cannot read it; set "
+                "OCC_SECRET or OCC_SECRET_FILE for `ray start` on every node",
+                actor_env[keyring.SECRET_FILE_ENV],
+            )
         local_files.rename_old_folders(s.data_dir)
         if s.redis_url:
             self.redis_url = s.redis_url
@@ -113,21 +179,24 @@ class Engine:
                     object_store_memory=None if os.environ.get("RAY_ADDRESS") else 256 << 20,
                     logging_level=logging.WARNING,
                     log_to_driver=False,
+                    # every actor and replica of the job (and what they start) reads it
+                    runtime_env={"env_vars": actor_env} if actor_env else None,
                 )
             self._owns_ray = True
+        SigningKeys(self.client()).current()  # there is a key to sign device tokens with
         t = self.topology
         ns = t.namespace
-        for name in t.user_shards:
+        _stop_remains(ns)
+        nodes = alive_nodes()
+        shards = [
+            *((UserShard, n) for n in t.user_shards),
+            *((CellShard, n) for n in t.cell_shards),
+            *((SpaceShard, n) for n in t.space_shards),
+        ]
+        for i, (cls, name) in enumerate(shards):  # round-robin over the nodes
+            options = on_node(nodes, i)
             self._actors.append(
-                UserShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
-            )
-        for name in t.cell_shards:
-            self._actors.append(
-                CellShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
-            )
-        for name in t.space_shards:
-            self._actors.append(
-                SpaceShard.options(name=name, namespace=ns, get_if_exists=True).remote(name, t)
+                cls.options(name=name, namespace=ns, get_if_exists=True, **options).remote(name, t)
             )
         # every shard is up (its __init__ done) before history and ingest open
         ray.get([a.pid.remote() for a in self._actors])
@@ -139,7 +208,9 @@ class Engine:
             aggregate_retention_days=s.aggregate_retention_days,
             archive_backlog_max_mb=s.archive_backlog_max_mb,
         )
-        history = History.options(name=HISTORY, namespace=ns, get_if_exists=True).remote(t, config)
+        history = History.options(
+            name=HISTORY, namespace=ns, get_if_exists=True, **_history_placement(s)
+        ).remote(t, config)
         self._actors.append(history)
         ray.get(history.pid.remote())
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
@@ -213,8 +284,10 @@ class Engine:
     def create_key(self, role: str, label: str = "") -> str:
         return KeyStore(self.client()).create(role, label)
 
-    def device_token(self, device_id: str) -> str:
-        return device_token(self.topology.secret, device_id)
+    def device_token(self, device_id: str, ttl_s: float = DEFAULT_TTL_S) -> str:
+        return DeviceTokens(self.client(), local_files.secret(self.settings)).issue(
+            device_id, ttl_s
+        )[0]
 
     def definitions(self) -> Definitions:
         return Definitions(self.topology)

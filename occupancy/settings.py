@@ -1,7 +1,7 @@
 """Deployment settings from `OCC_*` environment variables, in one frozen object."""
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from engine.spec import EngineSpec
@@ -36,7 +36,9 @@ class Settings:
     space_shards: int = 1
     ingest_handlers: int = 2
     ingest_nice: int = 0  # >0 lowers ingest handlers' CPU priority below the query path
-    secret: str = ""  # empty: generated once and kept in the data dir
+    # empty (and no secret_file): generated once and kept in the data dir; never in a repr
+    secret: str = field(default="", repr=False)
+    secret_file: str = ""  # a file holding the secret (0600), instead of OCC_SECRET
     k_min: int = 0
 
     @classmethod

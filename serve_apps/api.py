@@ -4,7 +4,7 @@ import asyncio
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Literal
 
 import orjson
@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import forgetting, redis_client, telemetry, tracing
+from actors import forgetting, keyring, progress, redis_client, scale_job, telemetry, tracing
 from actors.archive import DeadLetter
-from actors.auth import KeyStore
+from actors.auth import Authenticator
 from actors.definitions import Definitions
 from actors.fit import DoesNotFit
 from actors.history import NAME as HISTORY
@@ -28,14 +28,14 @@ from actors.id_directory import IdDirectory
 from actors.layout import layout_of
 from actors.layout import pending as pending_layout
 from actors.queries import LiveQueries
-from actors.rebalance import RebalanceError, check_scale, rebalance, scale_ingest
+from actors.rebalance import RebalanceError
+from actors.tokens import DeviceTokens
 from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
 from engine.pseudonym import new_pseudonym, pseudonym_str
-from engine.recent import RecentCache
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
 from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
@@ -51,7 +51,6 @@ STALE_S = 0.6
 MAX_HEATMAP_CELLS = 50_000
 READ_ROLES = ("viewer", "admin")
 MAX_SHARDS = 64
-ROLE_CACHE_S = 10  # a revoked key stops working within this
 HISTORY_TIMEOUT_S = 60.0  # a history answer that takes longer gets 504
 
 app = FastAPI(
@@ -230,15 +229,14 @@ class QueryApi:
         self.queries = LiveQueries(topology)
         self.definitions = Definitions(topology)
         self.redis = redis_client.connect(topology.redis_url)
-        self.keys = KeyStore(self.redis)
+        # keys are checked here; a revocation reaches the replica within a second
+        self.auth = Authenticator(self.redis, keyring.process_secret())
+        self._auth_task: asyncio.Task | None = None
         self.k_min = k_min
-        # bounded: random keys from a hostile client grow nothing for long
-        self._roles: RecentCache[str, tuple[float, str | None]] = RecentCache(
-            ROLE_CACHE_S * 1000, 10_000
-        )
         self._cache: dict[tuple, tuple[float, asyncio.Future]] = {}
         self._refreshing: dict[tuple, asyncio.Future] = {}
         self._history_actor = None
+        self._jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
         self.ids = IdDirectory(self.redis)
         Guard.use(lambda key: self._cached_role(key) is not None)
         process = f"api-{os.getpid()}"
@@ -319,12 +317,12 @@ class QueryApi:
         return role
 
     def _cached_role(self, key: str) -> str | None:
-        now = time.monotonic()
-        hit = self._roles.get(key, int(now * 1000))
-        if hit is None or now - hit[0] > ROLE_CACHE_S:
-            hit = (now, self.keys.role(key))
-            self._roles.put(key, hit, int(now * 1000))
-        return hit[1]
+        if self._auth_task is None:  # the first request: follow revocations in this loop
+            self._auth_task = asyncio.get_running_loop().create_task(
+                self.auth.follow(redis_client.connect_async(self.topology.redis_url))
+            )
+        found = self.auth.key(key)
+        return found[1] if found else None
 
     def _floor(self, count: int, role: str) -> int:
         return count if role == "admin" or count >= self.k_min else 0
@@ -455,14 +453,17 @@ class QueryApi:
 
     @app.get("/v1/admin/status")
     async def status(self, request: Request) -> ORJSONResponse:
-        """For operators (admin): every shard's figures and the history snapshotter's state."""
+        """For operators (admin): every shard's figures, the history snapshotter's state and
+        the last scale's progress (`rebalance`: running, done, failed or interrupted)."""
         self._role(request, ("admin",))
         history = await self._history_status()
+        scaling = await asyncio.to_thread(progress.read, self.redis)
+        self.queries.refresh()  # read after it: a scale that is done shows its layout
         shards = await self.queries.shard_stats()
         body = {"as_of": _now(), "layout": layout_of(self.queries.topology), "shards": shards}
         if (unfinished := pending_layout(self.redis)) is not None:
             body["pending_layout"] = unfinished
-        return ORJSONResponse({**body, "history": history})
+        return ORJSONResponse({**body, "rebalance": scaling, "history": history})
 
     @app.post("/v1/admin/archive")
     async def archive(self, request: Request, body: ArchiveControl) -> ORJSONResponse:
@@ -525,37 +526,75 @@ class QueryApi:
             live = "done"  # history's step does the shard's first when it was left pending
         return ORJSONResponse({"device_id": device_id, "live": live, "history": history})
 
-    @app.post("/v1/admin/scale")
+    @app.get("/v1/admin/keys")
+    async def list_keys(self, request: Request) -> ORJSONResponse:
+        """For operators (admin): every API key's id, role, label, creation and last use (ms
+        since the epoch; the last use to within a minute, null if never seen)."""
+        self._role(request, ("admin",))
+        return ORJSONResponse({"keys": await asyncio.to_thread(self.auth.keys.list)})
+
+    @app.delete("/v1/admin/keys/{key_id}")
+    async def revoke_key(self, request: Request, key_id: str) -> ORJSONResponse:
+        """For operators (admin): revoke a key by its id. Every replica and ingest handler
+        refuses it within a second; its open ingest streams end with UNAUTHENTICATED."""
+        self._role(request, ("admin",))
+        if not await asyncio.to_thread(self.auth.keys.revoke_id, key_id):
+            raise ApiError(404, "not_found", f"no key with id {key_id!r}")
+        return ORJSONResponse({"revoked": "key", "id": key_id})
+
+    @app.delete("/v1/admin/tokens/{token_id}")
+    async def revoke_token(
+        self, request: Request, token_id: str, device: bool = False
+    ) -> ORJSONResponse:
+        """For operators (admin): revoke a device token by its id (`tok_...`), or every token
+        issued so far to a device id (any other value, or `device=true`). Ingest refuses them
+        within a second; open streams end with UNAUTHENTICATED."""
+        self._role(request, ("admin",))
+        tokens = DeviceTokens(self.redis, self.auth.tokens.secret)
+        with _bad("bad_token_id"):
+            kind, what = await asyncio.to_thread(tokens.revoke, token_id, device)
+        return ORJSONResponse({"revoked": kind, "id": what})
+
+    @app.post("/v1/admin/scale", status_code=202)
     async def scale(self, request: Request, body: ScaleBody):
         """For operators (admin): change the user and cell shard counts while ingest goes on
         (devices move over the hash ring; nothing is lost or counted twice), and the number
-        of gRPC ingest handlers. Answers once the new layout is in place."""
+        of gRPC ingest handlers. What can be refused is refused at once (409 while another
+        rebalance runs or an unfinished one aims at other counts, or when the new actors would
+        not fit); otherwise 202 with the target layout version, and the scale runs in the
+        background: `GET /v1/admin/status` shows its progress under `rebalance`."""
         self._role(request, ("admin",))
         if body.user_shards is None and body.cell_shards is None and body.ingest_handlers is None:
             raise ApiError(400, "bad_request", "give user_shards, cell_shards or ingest_handlers")
-        out: dict = {}
         try:
-            await asyncio.to_thread(
-                check_scale, self.topology, body.user_shards, body.cell_shards, body.ingest_handlers
+            job = await asyncio.to_thread(
+                scale_job.begin,
+                self.topology,
+                body.user_shards,
+                body.cell_shards,
+                body.ingest_handlers,
             )
-            if body.user_shards is not None or body.cell_shards is not None:
-                out = await asyncio.to_thread(
-                    rebalance, self.topology, body.user_shards, body.cell_shards
-                )
-                self.queries.refresh()
-            if body.ingest_handlers is not None:
-                out.update(
-                    await asyncio.to_thread(scale_ingest, self.topology, body.ingest_handlers)
-                )
         except RebalanceError as exc:
             raise ApiError(409, "rebalance_conflict", str(exc)) from exc
         except DoesNotFit as exc:
             raise ApiError(409, "does_not_fit", str(exc)) from exc
-        except ray.exceptions.RayError as exc:  # a shard or the cluster failed mid-way
+        except ray.exceptions.RayError as exc:  # a shard did not answer the pricing
             raise ApiError(
-                503, "rebalance_interrupted", f"{exc.__class__.__name__}: run the same one again"
+                503, "unavailable", f"{exc.__class__.__name__}: a shard is restarting; retry"
             ) from exc
-        return out
+        task = asyncio.create_task(self._run_scale(job))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return ORJSONResponse(
+            job.accepted(), status_code=202, headers={"Location": "/v1/admin/status"}
+        )
+
+    async def _run_scale(self, job: scale_job.Job) -> None:
+        """The accepted scale, to its end (recorded by `scale_job.run`, which raises nothing);
+        this replica's queries then take the new layout at once."""
+        await asyncio.to_thread(scale_job.run, job)
+        with suppress(redis.RedisError):  # else within a second, from any query
+            self.queries.refresh()
 
     @app.get("/v1/heatmap")
     async def heatmap(

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.engine_process import haproxy_ports
+
 settings.register_profile(
     "ci",
     max_examples=300,
@@ -20,6 +22,10 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# engines started in this process (the integration tier's) get HAProxy ports of their own
+for _name, _port in haproxy_ports().items():
+    os.environ.setdefault(_name, _port)
+
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

@@ -61,7 +61,8 @@ def wait_ready(proc: subprocess.Popen, timeout_s: float = 120) -> list[str]:
 
 def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:
     """The environment of an engine subprocess on free ports with its own data dir (and
-    `extra` OCC_* settings), and its gRPC and HTTP ports."""
+    `extra` settings), and its gRPC and HTTP ports. It starts its own Ray unless `extra` has
+    a RAY_ADDRESS to join."""
     port, http_port = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -70,12 +71,21 @@ def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:
         "OCC_HTTP_PORT": str(http_port),
         "COLUMNS": "200",
         "TERM": "dumb",
-        **extra,
     }
     env.pop("RAY_ADDRESS", None)
     for name in [n for n in env if n.startswith("RAY_SERVE_")]:
         del env[name]  # an engine started in this process set them for itself
-    return env, port, http_port
+    env |= haproxy_ports() | extra
+    return env, int(env["OCC_GRPC_PORT"]), int(env["OCC_HTTP_PORT"])
+
+
+def haproxy_ports() -> dict[str, str]:
+    """HAProxy stats and metrics ports of an engine's own: an engine of another test run on
+    this machine may be starting at the same moment, and both would take Ray's defaults."""
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
 
 
 def _free_port() -> int:

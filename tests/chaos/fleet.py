@@ -23,9 +23,14 @@ class Fleet(threading.Thread):
     status code of every call and the times of the calls that failed."""
 
     def __init__(self, port: int, key: str, devices: int = 300, batch: int = 100,
-                 period_s: float = 0.1, seed: int = 1, oracle: Oracle | None = None):  # fmt: skip
+                 period_s: float = 0.1, seed: int = 1, oracle: Oracle | None = None,
+                 own_connection: bool = False):  # fmt: skip
         super().__init__(daemon=True)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        # own_connection: a TCP connection no other channel of this process shares (gRPC
+        # shares one between channels to the same address), so that it reaches a handler of
+        # its own on the shared port
+        options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
         self.stub = pbg.IngestStub(self.channel)
         self.auth = [("authorization", f"Bearer {key}")]
         self.devices = [f"chaos-{seed}-{i}" for i in range(devices)]

@@ -1,15 +1,19 @@
-"""`occupancy up`, `simulate`, `token` and `keys create` as a user runs them."""
+"""`occupancy up`, `simulate`, `token` and `keys` as a user runs them."""
 
 import json
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
 
+from protos import occupancy_pb2 as pb
+from protos import occupancy_pb2_grpc as pbg
 from tests.engine_process import ROOT, engine_env, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -57,11 +61,12 @@ def test_up_simulate_and_credentials(tmp_path):
         assert accepted and accepted[-1] > 0 and accepted == sorted(accepted)
 
         tok = _cli("token", "phone-42", env=env)
-        assert tok.returncode == 0 and tok.stdout.startswith("dev.")
+        assert tok.returncode == 0 and tok.stdout.startswith("dev2."), tok.stderr
         key = _cli("keys", "create", "--role", "viewer", env=env)
         assert key.returncode == 0 and key.stdout.startswith("occ_viewer_")
         bad = _cli("keys", "create", "--role", "root", env=env)
         assert bad.returncode != 0 and "root" in bad.stderr
+        _credential_lifecycle(env, port, http_port)
         top = requests.get(
             f"http://127.0.0.1:{http_port}/v1/top",
             params={"n": 3, "res": 7},
@@ -100,6 +105,57 @@ def test_up_simulate_and_credentials(tmp_path):
         rest, _ = up.communicate(timeout=60)
     assert up.returncode == 0, rest
     assert "stopped" in rest
+
+
+def _until(check, what: str, timeout_s: float = 30.0) -> float:
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout_s, what
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _credential_lifecycle(env: dict, port: int, http_port: int) -> None:
+    """Keys listed and revoked by id, a token with a lifetime revoked by its id, a signing
+    key rotated: all with the CLI, while the engine runs."""
+    made = _cli("keys", "create", "--role", "viewer", "--label", "e2e dashboard", env=env)
+    key_id = re.search(r"id (\w+)", made.stderr).group(1)
+    listed = _cli("keys", "list", "--json", env=env)
+    [row] = [k for k in json.loads(listed.stdout) if k["id"] == key_id]
+    assert row["role"] == "viewer" and row["label"] == "e2e dashboard"
+    assert "e2e dashboard" in _cli("keys", "list", env=env).stdout
+    spaces = f"http://127.0.0.1:{http_port}/v1/spaces"
+    viewer = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    assert requests.get(spaces, headers=viewer, timeout=10).status_code == 200
+    revoked = _cli("keys", "revoke", "--id", key_id, env=env)
+    assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked", revoked.stderr
+    _until(lambda: requests.get(spaces, headers=viewer, timeout=10).status_code == 401, "key")
+    assert _cli("keys", "revoke", "--id", key_id, env=env).returncode != 0  # gone already
+
+    issued = _cli("token", "phone-43", "--ttl", "30d", env=env)
+    token = issued.stdout.strip()
+    token_id = re.search(r"token id (tok_\w+)", issued.stderr).group(1)
+    assert "expires" in issued.stderr
+    stub = pbg.IngestStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+    def send() -> grpc.StatusCode:
+        ping = pb.Ping(device_id="phone-43", ts_ms=int(time.time() * 1000), lat=52.66, lng=-8.62)
+        try:
+            stub.SendPings(
+                pb.PingBatch(pings=[ping]), metadata=[("authorization", f"Bearer {token}")]
+            )
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    assert send() == grpc.StatusCode.OK
+    gone = _cli("token", "revoke", token_id, env=env)
+    assert gone.returncode == 0 and token_id in gone.stdout, gone.stderr
+    _until(lambda: send() == grpc.StatusCode.UNAUTHENTICATED, "token")
+
+    kid = _cli("keys", "rotate-signing", env=env).stdout.strip()
+    signing = _cli("keys", "signing", env=env).stdout
+    assert re.search(rf"{kid}\s.*current", signing) and "previous" in signing
 
 
 def test_up_and_the_cli_work_from_inside_the_data_dir(tmp_path):

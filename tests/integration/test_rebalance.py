@@ -1,5 +1,6 @@
 """Rebalancing shards while a fleet streams: no device lost, none counted twice."""
 
+import json
 import os
 import random
 import re
@@ -11,11 +12,13 @@ import grpc
 import pytest
 import ray
 import requests
+from click.testing import CliRunner
 
 from actors import fit
 from actors import layout as layouts
 from actors.layout import committed
-from actors.rebalance import RebalanceError, check_scale, rebalance
+from actors.rebalance import STEPS, Quiet, RebalanceError, check_scale, rebalance
+from occupancy.cli import main
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 from tests.integration.checks import agree, assert_live_equals_oracle, random_pings
@@ -75,15 +78,48 @@ class Fleet:
             time.sleep(0.05)
 
 
-def _scale(live, **counts) -> dict:
-    r = requests.post(
+def _post_scale(live, **counts) -> requests.Response:
+    return requests.post(
         f"{live.http}/v1/admin/scale",
         json=counts,
         headers={"Authorization": f"Bearer {live.admin}"},
-        timeout=300,
+        timeout=60,
+    )
+
+
+def _status(live) -> dict:
+    r = requests.get(
+        f"{live.http}/v1/admin/status",
+        headers={"Authorization": f"Bearer {live.admin}"},
+        timeout=60,
     )
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def _await_scale(live, accepted: dict, seen: list | None = None) -> dict:
+    """The status's `rebalance` record once the scale `accepted` no longer runs (`seen`
+    collects every record polled)."""
+    deadline = time.monotonic() + 300
+    while True:
+        record = _status(live)["rebalance"]
+        assert record["id"] == accepted["id"], record
+        if seen is not None:
+            seen.append(record)
+        if record["state"] != "running":
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
+
+
+def _scale(live, **counts) -> dict:
+    """A scale as an operator runs it: accepted (202), then waited for until done. What it did
+    (the record's `result`: version, counts, devices moved, shards retired...)."""
+    r = _post_scale(live, **counts)
+    assert r.status_code == 202, r.text
+    record = _await_scale(live, r.json())
+    assert record["state"] == "done", record
+    return record["result"]
 
 
 def _scale_while_streaming(live, seed: int, **counts) -> dict:
@@ -142,6 +178,155 @@ def test_rebalance_from_two_to_three_shards_and_back_while_a_fleet_streams(space
     assert set(_devices(live, "user-")) == {"user-0", "user-1"}
     with pytest.raises(ValueError):
         ray.get_actor("user-2", namespace=live.engine.topology.namespace)
+
+
+def test_a_scale_is_accepted_at_once_and_its_steps_show_in_the_status(spaces):
+    """202 with the target version while the rebalance still has to run; the status shows
+    it running (or already done) towards that version, step after step, then done."""
+    live = spaces
+    client = live.engine.client()
+    version = layouts.current(live.engine.topology, client).version
+    r = _post_scale(live, user_shards=3, cell_shards=3)
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"] == "/v1/admin/status"
+    accepted = r.json()
+    assert accepted == {
+        "id": accepted["id"], "state": "running", "target_version": version + 1,
+        "user_shards": 3, "cell_shards": 3, "ingest_handlers": None,
+    }  # fmt: skip
+    seen: list[dict] = []
+    done = _await_scale(live, accepted, seen)
+    assert seen[0]["state"] in ("running", "done")
+    assert all(r["target_version"] == version + 1 for r in seen)
+    assert all(r["step"] in (None, *STEPS) for r in seen), seen
+    assert [r["done"] for r in seen] == sorted(r["done"] for r in seen)
+    assert done["state"] == "done" and done["done"] == done["total"] == len(STEPS)
+    assert done["error"] is None and done["finished_at"] >= done["started_at"]
+    result = done["result"]
+    assert (result["version"], result["user_shards"], result["cell_shards"]) == (version + 1, 3, 3)
+    assert done["shards_handed_off"] == 2  # the user shards of the layout it left
+    assert done["devices_moved"] == sum(n for m in result["moved"].values() for n in m.values())
+    status = _status(live)
+    assert status["layout"]["version"] == version + 1 and "pending_layout" not in status
+    assert committed(client)["version"] == version + 1
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+    _scale(live, user_shards=2, cell_shards=2)
+
+
+class _Gate(Quiet):
+    """Progress that holds a rebalance run from this process at `step` until opened."""
+
+    def __init__(self, step: str):
+        self.at = step
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+
+    def step(self, name: str) -> None:
+        if name == self.at:
+            self.reached.set()
+            self.opened.wait(300)
+
+
+def test_a_scale_is_refused_while_another_rebalance_runs(spaces):
+    live = spaces
+    version = layouts.current(live.engine.topology, live.engine.client()).version
+    gate = _Gate("handoff")
+    done: dict = {}
+    runner = threading.Thread(
+        target=lambda: done.update(rebalance(live.engine.topology, 3, 2, gate)), daemon=True
+    )
+    runner.start()
+    try:
+        assert gate.reached.wait(120), "the rebalance did not reach its handoff"
+        for counts in (
+            {"user_shards": 4},
+            {"user_shards": 3, "cell_shards": 2},
+            {"ingest_handlers": 3},
+        ):
+            r = _post_scale(live, **counts)
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["code"] == "rebalance_conflict"
+            assert "under way" in r.json()["error"]["message"]
+    finally:
+        gate.opened.set()
+        runner.join(120)
+    assert done["version"] == version + 1
+    assert _scale(live, user_shards=2, cell_shards=2)["version"] == version + 2
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+
+
+def test_a_scale_that_fails_in_the_background_shows_it_and_running_it_again_finishes_it(spaces):
+    live = spaces
+    ns = live.engine.topology.namespace
+    version = layouts.current(live.engine.topology, live.engine.client()).version
+
+    @ray.remote(num_cpus=0)
+    class BrokenShard:
+        """Holds the name the new user shard takes, and fails when asked whether it runs."""
+
+        def pid(self):
+            raise RuntimeError("user-2 could not start")
+
+    broken = BrokenShard.options(name="user-2", namespace=ns).remote()
+    r = _post_scale(live, user_shards=3, cell_shards=3)
+    assert r.status_code == 202, r.text
+    failed = _await_scale(live, r.json())
+    assert failed["state"] == "failed", failed
+    assert failed["error"] == "RuntimeError: user-2 could not start"
+    assert (failed["step"], failed["done"]) == ("start user shards", 2)
+    status = _status(live)
+    assert status["layout"]["version"] == version
+    assert status["pending_layout"]["user_shards"] == ["user-0", "user-1", "user-2"]
+    other = _post_scale(live, user_shards=4, cell_shards=2)  # not while that one is unfinished
+    assert other.status_code == 409 and "did not finish" in other.json()["error"]["message"]
+
+    ray.kill(broken, no_restart=True)
+    deadline = time.monotonic() + 60
+    while True:  # the name is free once Ray has removed the actor
+        try:
+            ray.get_actor("user-2", namespace=ns)
+        except ValueError:
+            break
+        assert time.monotonic() < deadline, "user-2 was not removed"
+        time.sleep(0.2)
+    with Fleet(live, seed=36) as fleet:
+        fleet.wait_batches(20)
+        again = _post_scale(live, user_shards=3, cell_shards=3)
+        assert again.status_code == 202, again.text
+        assert again.json()["target_version"] == version + 1
+        finished = _await_scale(live, again.json())
+        fleet.wait_batches(20)
+    assert not fleet.errors, fleet.errors
+    assert finished["state"] == "done", finished
+    assert finished["result"]["version"] == version + 1
+    assert "pending_layout" not in _status(live)
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
+    _scale(live, user_shards=2, cell_shards=2)
+
+
+def test_the_cli_scale_waits_and_prints_each_step(spaces):
+    live = spaces
+    version = layouts.current(live.engine.topology, live.engine.client()).version
+    api = ["--url", live.http, "--key", live.admin]
+    runner = CliRunner()
+    out = runner.invoke(main, ["scale", "--user-shards", "3", "--cell-shards", "2", *api])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0] == f"scaling to layout {version + 1}: 3 user and 2 cell shards", lines
+    assert f"layout {version + 1}: now 3 user and 2 cell shards" in lines
+    steps = [re.fullmatch(r"\[(\d)/8\] ([a-z ]+)( \(.*\))?", ln) for ln in lines if ln[0] == "["]
+    assert all(m is not None and m.group(2) in STEPS for m in steps), lines
+    status = runner.invoke(main, ["status", *api])
+    assert f"last scale (to layout {version + 1}: 3 user and 2 cell shards" in status.output
+    assert "): done at" in status.output, status.output
+    back = runner.invoke(main, ["scale", "--user-shards", "2", "--no-wait", *api])
+    assert back.exit_code == 0, back.output
+    assert _await_scale(live, json.loads(back.output))["state"] == "done"
+    live.queries.refresh()
+    assert_live_equals_oracle(live)
 
 
 def test_an_interrupted_rebalance_is_finished_by_running_it_again(spaces, monkeypatch):

@@ -23,6 +23,33 @@ def test_cluster_launcher_configs_validate(path):
     assert "ray start --address" in " ".join(config["worker_start_ray_commands"])
 
 
+@pytest.mark.parametrize("path", ["cluster.yaml", "deploy/cluster-local.yaml"])
+def test_cluster_launcher_configs_ship_no_secret_and_give_every_node_the_file(path):
+    from actors.keyring import PLACEHOLDERS
+
+    text = (ROOT / path).read_text()
+    assert "OCC_SECRET=" not in text and not any(p in text for p in PLACEHOLDERS)
+    config = yaml.safe_load(text)
+    # the operator's own file, copied to every node, named for every process that needs it
+    [remote] = [r for r, local in config["file_mounts"].items() if "occupancy/secret" in local]
+    setup = " ".join(config["setup_commands"])
+    assert f"chmod 600 ~/{Path(remote).name}" in setup and "OCC_SECRET_FILE" in setup
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[commands] if "ray start" in c or "occupancy up" in c]
+        assert starts and all("source ~/secret.env" in c for c in starts), commands
+
+
+def test_rayservice_takes_the_secret_from_a_kubernetes_secret():
+    rayservice, _ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for pod in pods:
+        env = {e["name"]: e for e in pod["template"]["spec"]["containers"][0]["env"]}
+        assert "value" not in env["OCC_SECRET"]
+        reference = env["OCC_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert reference == {"name": "occupancy", "key": "secret"}
+
+
 def test_cluster_yaml_has_head_and_worker_types_with_bounds():
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     types = config["available_node_types"]

@@ -9,7 +9,6 @@ from actors.topology import Topology
 def _topology(users: int, cells: int, version: int = 0) -> Topology:
     return Topology(
         redis_url="redis://unused",
-        secret=b"s",
         user_shards=tuple(f"user-{i}" for i in range(users)),
         cell_shards=tuple(f"cell-{i}" for i in range(cells)),
         version=version,
