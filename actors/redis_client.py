@@ -8,6 +8,8 @@ a restarted server needs: every pooled connection to the old one is dead). A tim
 retried: the command may have run (an append to a log would be written twice).
 """
 
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
 import redis.asyncio
 import redis.asyncio.retry
@@ -35,3 +37,12 @@ def connect(url: str, timeout_s: float = COMMAND_TIMEOUT_S) -> redis.Redis:
 
 def connect_async(url: str, timeout_s: float = COMMAND_TIMEOUT_S) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url, **_options(timeout_s, redis.asyncio.retry.Retry))
+
+
+def redact(url: str) -> str:
+    """`url` with its password (if any) shown as `***`, for logs and output."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

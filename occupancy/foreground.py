@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
+from actors.redis_client import redact
 from occupancy import local_files
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
@@ -32,13 +33,15 @@ def running_engine(
             )
         else:
             console.print("  HTTP API      not started here (serve deploy serve_apps/config.yaml)")
-        console.print(f"  Redis         {engine.redis_url}")
+        console.print(f"  Redis         {redact(engine.redis_url)}")
         console.print(
             f"  shards        {len(engine.topology.user_shards)} user, "
             f"{len(engine.topology.cell_shards)} cell, "
             f"{len(engine.topology.space_shards)} space"
         )
-        console.print(f"  admin key     {admin}")
+        # the key stays in its file: this output often goes to a log (`nohup ... > up.log`)
+        key_file = settings.data_dir / "admin.key"
+        console.print(f"  admin key     in {key_file} (0600; `cat` it)")
         if serve_api:
             targets = settings.data_dir / "targets.json"
             console.print(

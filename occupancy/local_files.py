@@ -1,7 +1,6 @@
 """What a deployment keeps in its data dir: the secret, the bootstrap admin key, Redis's port,
 and the folders of the embedded Redis, ClickHouse and HAProxy."""
 
-import os
 import secrets
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import redis
 from actors import redis_client
 from actors.auth import KeyStore
 from actors.keyring import SECRET_FILE_ENV, BadSecret, check_secret, read_secret_file
+from actors.private_files import private_dir, write_private
 from actors.redis_server import SUBDIR as REDIS_SUBDIR
-from actors.redis_server import EmbeddedRedis
+from actors.redis_server import EmbeddedRedis, password_of, url_of
 from clickhouse.backends import CHDB_SUBDIR
 from occupancy.settings import Settings
 
@@ -51,8 +51,8 @@ def secret(settings: Settings) -> bytes:
         return check_secret(read_secret_file(path), f"OCC_SECRET_FILE ({path})")
     path = settings.data_dir / SECRET_FILE
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _write_private(path, secrets.token_hex(32) + "\n")
+        private_dir(settings.data_dir)
+        write_private(path, secrets.token_hex(32) + "\n")
     elif path.stat().st_mode & 0o077:
         path.chmod(0o600)  # made by hand or copied: only its owner reads it from now on
     return check_secret(read_secret_file(path), str(path))
@@ -70,14 +70,6 @@ def secret_for_actors(settings: Settings) -> dict[str, str]:
     return {SECRET_FILE_ENV: str((settings.data_dir / SECRET_FILE).resolve())}
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner may read (created so, never readable by others meanwhile)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    path.chmod(0o600)
-
-
 def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") -> str:
     """A key with `role` kept in the data dir (`<role>.key`, 0600): the admin key printed by
     `occupancy up`, the viewer key of the demo's page. Made once, and again if revoked."""
@@ -88,7 +80,7 @@ def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") 
         if keys.role(key) == role:
             return key
     key = keys.create(role, "bootstrap")
-    _write_private(path, key + "\n")
+    write_private(path, key + "\n")
     return key
 
 
@@ -116,4 +108,4 @@ def running_redis_url(settings: Settings) -> str:
     port_file = settings.data_dir / REDIS_SUBDIR / "redis.port"
     if not port_file.exists():
         raise RuntimeError(f"no embedded Redis running from {settings.data_dir}; set OCC_REDIS_URL")
-    return f"redis://127.0.0.1:{int(port_file.read_text())}/0"
+    return url_of(int(port_file.read_text()), password_of(settings.data_dir / REDIS_SUBDIR))

@@ -19,6 +19,7 @@ from actors.history import NAME as HISTORY
 from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
 from actors.layout import current
+from actors.private_files import private_dir
 from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
 from actors.refs import alive_nodes, on_node
 from actors.space_shard import SpaceShard
@@ -140,7 +141,7 @@ class Engine:
         env = serve_env(s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR)  # checks the mode
         if s.durability not in DURABILITY:
             raise ValueError(f"OCC_DURABILITY must be one of {', '.join(DURABILITY)}")
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(s.data_dir)
         actor_env = local_files.secret_for_actors(s)
         if s.secret and os.environ.get(keyring.SECRET_ENV) != s.secret:
             raise keyring.BadSecret(

@@ -28,7 +28,7 @@ class EngineProcess:
         lines = wait_ready(self.proc)
         self.output = lines  # the rest is read as it comes: a full pipe would stall the engine
         threading.Thread(target=lambda: lines.extend(self.proc.stdout), daemon=True).start()
-        self.admin = re.search(r"admin key\s+(occ_admin_\S+)", "".join(lines)).group(1)
+        self.admin = (Path(self.env["OCC_DATA_DIR"]) / "admin.key").read_text().strip()
         self.keys = {"admin": self.admin}
         for role in ("viewer", "ingest"):
             made = subprocess.run(

@@ -3,12 +3,26 @@
 from pathlib import Path
 
 import psutil
+import redis
 
+from actors.redis_server import SUBDIR, password_of, url_of
 from tests.engine_process import EngineProcess
 
 
 def redis_port(engine: EngineProcess) -> int:
-    return int((Path(engine.env["OCC_DATA_DIR"]) / "redis-data" / "redis.port").read_text())
+    return int((Path(engine.env["OCC_DATA_DIR"]) / SUBDIR / "redis.port").read_text())
+
+
+def embedded_redis(data_dir: Path) -> redis.Redis:
+    """A client of a data dir's embedded Redis (its port and password are in its folder)."""
+    folder = Path(data_dir) / SUBDIR
+    return redis.Redis.from_url(
+        url_of(int((folder / "redis.port").read_text()), password_of(folder))
+    )
+
+
+def redis_of(engine: EngineProcess) -> redis.Redis:
+    return embedded_redis(Path(engine.env["OCC_DATA_DIR"]))
 
 
 def redis_server(engine: EngineProcess) -> psutil.Process:

@@ -9,12 +9,11 @@ import time
 import grpc
 import h3.api.basic_int as h3i
 import pytest
-import redis
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.chaos.fleet import Fleet
-from tests.chaos.processes import actors, redis_port, redis_server
+from tests.chaos.processes import actors, redis_of, redis_server
 from tests.engine_process import EngineProcess
 from tests.oracle import Oracle
 
@@ -132,7 +131,7 @@ def test_a_stalled_redis_fails_calls_fast_and_everything_resumes_after(engine):
 
 
 def test_a_flushed_redis_is_noticed_and_every_acked_ping_survives_a_restart_after(engine):
-    client = redis.Redis(port=redis_port(engine))
+    client = redis_of(engine)
     keys_before = client.hlen("occ:keys")
     fleet = Fleet(engine.grpc_port, engine.keys["ingest"], seed=3, oracle=engine.oracle)
     fleet.start()

@@ -43,8 +43,13 @@ def test_up_simulate_and_credentials(tmp_path):
     try:
         text = "".join(wait_ready(up))
         assert f"127.0.0.1:{port}" in text
-        admin = re.search(r"admin key\s+(occ_admin_\S+)", text).group(1)
-        assert (tmp_path / "data" / "admin.key").read_text().strip() == admin
+        data = tmp_path / "data"
+        admin = (data / "admin.key").read_text().strip()
+        password = (data / "redis-data" / "redis.password").read_text().strip()
+        assert "occ_admin_" not in text and password not in text  # the output goes to logs
+        assert f"admin key     in {data / 'admin.key'}" in text
+        assert data.stat().st_mode & 0o777 == 0o700  # the AOF, the secret and keys inside
+        assert (data / "admin.key").stat().st_mode & 0o777 == 0o600
 
         health = requests.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"

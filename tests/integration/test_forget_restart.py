@@ -25,6 +25,7 @@ from engine.pseudonym import pseudonym_str
 from engine.timeutil import minute_of
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
+from tests.chaos.processes import embedded_redis
 from tests.engine_process import ROOT, EngineProcess, engine_env
 from tests.integration.test_forget import _traces_in_redis
 
@@ -73,8 +74,7 @@ def _in_history(e: EngineProcess, at: list[int], devices: int) -> dict[int, int]
 
 def _redis(data: Path) -> redis.Redis:
     """A client of the data dir's embedded Redis, whichever process started it."""
-    port = int((data / "redis-data" / "redis.port").read_text())
-    return redis.Redis(port=port)
+    return embedded_redis(data)
 
 
 def _cells_at(e: EngineProcess, times: list[int]) -> dict[int, int]:

@@ -40,7 +40,7 @@ def test_cluster_launcher_configs_ship_no_secret_and_give_every_node_the_file(pa
 
 
 def test_rayservice_takes_the_secret_from_a_kubernetes_secret():
-    rayservice, _ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    rayservice, *_ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
     cluster = rayservice["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for pod in pods:
@@ -67,7 +67,7 @@ def test_a_broken_config_is_refused():
 
 
 def test_rayservice_serves_the_serve_config_and_starts_the_engine():
-    rayservice, service = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    rayservice, service, *_ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
     assert rayservice["apiVersion"] == "ray.io/v1" and rayservice["kind"] == "RayService"
     serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     assert serve_config == yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())
@@ -105,3 +105,37 @@ def test_dashboard_and_alerts_use_only_metrics_the_engine_exports():
         names = set(re.findall(r"occupancy_[a-z_]+", expr))
         bases = {re.sub(r"_(bucket|count|sum)$", "", n) for n in names}
         assert bases and bases <= exported, (title, bases - exported)
+
+
+def test_the_image_leaves_a_local_data_dir_and_its_secrets_out():
+    # the build context is the checkout (deploy/Dockerfile): Docker reads its .dockerignore
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for kept_out in (".occupancy", "**/*.key", "**/secret", "**/redis.password", ".venv", ".git"):
+        assert kept_out in patterns, kept_out
+    assert "COPY --chown=ray:users . " in (ROOT / "deploy" / "Dockerfile").read_text()
+
+
+def test_only_ingest_and_http_face_everyone_on_kubernetes():
+    _, _, policy = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector == {"ray.io/originated-from-cr-name": "occupancy"}
+    open_to_all = [r for r in policy["spec"]["ingress"] if "from" not in r]
+    assert [sorted(p["port"] for p in r["ports"]) for r in open_to_all] == [[8000, 50051]]
+    dashboard = [
+        r
+        for r in policy["spec"]["ingress"]
+        if {"port": 8265, "protocol": "TCP"} in r.get("ports", [])
+    ]
+    assert dashboard and all(r["from"] for r in dashboard)
+
+
+def test_the_cluster_configs_keep_the_dashboard_and_credentials_to_themselves():
+    for path in ("cluster.yaml", "deploy/cluster-local.yaml"):
+        text = (ROOT / path).read_text()
+        assert "dashboard-host=0.0.0.0" not in text, path
+        assert "clickhouse-url" in text and ":secret@" not in text, path
