@@ -1,7 +1,6 @@
 """An engine as a user runs it: `occupancy up` in a subprocess, with its own data dir and ports."""
 
 import os
-import re
 import signal
 import socket
 import subprocess
