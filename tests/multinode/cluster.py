@@ -101,12 +101,14 @@ class LocalRayCluster:
         env: dict[str, str],
         workers: tuple[str, ...] = ("node_a", "node_b"),
         gcs_redis: str = "",
+        gcs_redis_password: str = "",
     ):
         # short: a node's unix sockets live under it, and their paths may be at most 107 bytes
         self.root = Path(tempfile.mkdtemp(prefix="occ-mn-", dir="/tmp"))
         # host:port of a Redis for GCS fault tolerance: the head's GCS keeps its tables there,
         # so that a head started again on the same port takes the cluster back
         self.gcs_redis = gcs_redis
+        self.gcs_redis_password = gcs_redis_password
         self.env = {
             **env,
             "RAY_AUTH_MODE": "token",
@@ -141,6 +143,8 @@ class LocalRayCluster:
 
     def _start_head(self) -> None:
         head = ["--head", "--port", str(self.port), "--include-dashboard", "false"]
+        if self.gcs_redis_password:  # on the command line: this is a test's throwaway Redis
+            head += ["--redis-password", self.gcs_redis_password]
         self._start(self.head, [*head, "--ray-client-server-port", str(free_port())])
 
     def restart_head(self) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -81,12 +82,13 @@ def multinode(tmp_path_factory):
         cleanup.callback(redis.stop)
         # the GCS's own Redis, as the cluster configs have it (GCS fault tolerance)
         gcs_redis = EmbeddedRedis(tmp / "gcs-redis", supervise=False)
-        gcs_address = gcs_redis.start().removeprefix("redis://").split("/")[0]
+        gcs_url = urlsplit(gcs_redis.start())
+        gcs_address = f"{gcs_url.hostname}:{gcs_url.port}"
         cleanup.callback(gcs_redis.stop)
         # what `ray start` needs on every node for the HTTP ingress (HAProxy's run folder is
         # named after the engine's data dir)
         env = cluster_env() | serve_env("haproxy", tmp / "data" / HAPROXY_SUBDIR)
-        cluster = LocalRayCluster(env, gcs_redis=gcs_address)
+        cluster = LocalRayCluster(env, gcs_redis=gcs_address, gcs_redis_password=gcs_url.password)
         cleanup.callback(cluster.stop)
         cluster.start()
         m = MultiNode(tmp, cluster, redis, gcs_redis)
