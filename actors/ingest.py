@@ -6,6 +6,7 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import ray
@@ -105,7 +106,7 @@ class IngestServer:
         reflection.enable_server_reflection(
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(f"0.0.0.0:{self.port}")
+        self.port = _listen(server, self.port, self.core.topology.tls)
         await server.start()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -375,6 +376,20 @@ class _Inbox:
             self.arrived.clear()
         self.room.set()
         return batch, self.done and not self.items
+
+
+def _listen(server: grpc.aio.Server, port: int, tls: tuple[str, str, str]) -> int:
+    """Bind the ingest port, with TLS when a certificate is given (and mutual TLS when a
+    client CA is: a client without a certificate it signed fails the handshake)."""
+    cert, key, client_ca = tls
+    if not cert:
+        return server.add_insecure_port(f"0.0.0.0:{port}")
+    credentials = grpc.ssl_server_credentials(
+        [(Path(key).read_bytes(), Path(cert).read_bytes())],
+        root_certificates=Path(client_ca).read_bytes() if client_ca else None,
+        require_client_auth=bool(client_ca),
+    )
+    return server.add_secure_port(f"0.0.0.0:{port}", credentials)
 
 
 def start_handler(

@@ -25,6 +25,9 @@ class Topology:
     namespace: str = NAMESPACE
     # pings (and door events) a second per device token and per ingest key; 0: no limit
     rate_limits: tuple[float, float] = (10.0, 0.0)
+    # gRPC ingest's TLS: certificate, key and client CA files (paths; each handler reads them,
+    # so they must exist on every node); empty: no TLS (occupancy/tls.py)
+    tls: tuple[str, str, str] = ("", "", "")
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec.from_dict(self.spec)

@@ -44,6 +44,12 @@ def main() -> None:
     show_default=True,
     help="Serve the HTTP API too (--no-api where `serve deploy` or a RayService runs it).",
 )
+@click.option(
+    "--tls-self-signed",
+    is_flag=True,
+    help="TLS on gRPC and HTTP with a CA and certificate made in <data dir>/tls (to try TLS; "
+    "clients trust tls/ca.pem). OCC_TLS_CERT and OCC_TLS_KEY name real ones.",
+)
 @exits_2_on_bad_secret
 def up(
     grpc_port: int | None,
@@ -51,6 +57,7 @@ def up(
     user_shards: int | None,
     cell_shards: int | None,
     api: bool,
+    tls_self_signed: bool,
 ) -> None:
     """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API,
     history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it.
@@ -62,6 +69,14 @@ def up(
     settings = _settings(
         grpc_port=grpc_port, http_port=http_port, user_shards=user_shards, cell_shards=cell_shards
     )
+    if tls_self_signed:
+        from occupancy.tls import self_signed
+
+        tls, ca = self_signed(settings.data_dir)
+        settings = _settings(
+            grpc_port=grpc_port, http_port=http_port, user_shards=user_shards,
+            cell_shards=cell_shards, tls_cert=tls.cert, tls_key=tls.key, tls_ca=str(ca),
+        )  # fmt: skip
     with running_engine(settings, console, serve_api=api) as (engine, _):
         console.print("Ctrl-C stops it.")
         run_until_stopped(engine, settings)
@@ -149,6 +164,13 @@ def _interval(devices: int, interval: float, rate: float | None) -> float:
     default=None,
     help="An ingest or admin key (default: the data dir's bootstrap admin key).",
 )
+@click.option(
+    "--tls-ca",
+    envvar="OCC_TLS_CA",
+    default=None,
+    help="TLS, trusting this CA file ('system': the system's CAs). Default: what the data "
+    "dir's engine uses (TLS with its CA while it runs with TLS, else plaintext).",
+)
 def simulate(
     devices: int,
     interval: float,
@@ -157,12 +179,14 @@ def simulate(
     door_rate: float,
     target: str | None,
     key: str | None,
+    tls_ca: str | None,
 ) -> None:
     """Stream a simulated fleet through the gRPC API of a running engine: cars on the street
     grids of four districts (red lights included), buses driving a recorded route, shoppers
     dwelling in the mall's sections, and door counters whose events sometimes arrive late and
     out of order."""
     from occupancy.simulate_grpc import run
+    from occupancy.tls import local_scheme
 
     settings = _settings()
     if key is None:
@@ -173,6 +197,11 @@ def simulate(
                 "run `occupancy up` first or pass --key"
             )
         key = path.read_text().strip()
+    if tls_ca is None:
+        scheme, verify = local_scheme(settings.data_dir)
+        tls = verify if scheme == "https" else None
+    else:
+        tls = True if tls_ca == "system" else tls_ca
     run(
         target or f"127.0.0.1:{settings.grpc_port}",
         key,
@@ -181,6 +210,7 @@ def simulate(
         duration,
         door_rate,
         console,
+        tls_ca=tls,
     )
 
 
@@ -357,7 +387,12 @@ def export_cmd(
     params = {"what": what, "from": start, "to": end, "format": fmt}
     try:
         r = requests.get(
-            api.url + "/v1/export", params=params, headers=api.headers, stream=True, timeout=600
+            api.url + "/v1/export",
+            params=params,
+            headers=api.headers,
+            stream=True,
+            timeout=600,
+            verify=api.verify,
         )
     except requests.ConnectionError:
         raise click.ClickException(f"cannot reach {api.url}; is `occupancy up` running?") from None

@@ -12,19 +12,21 @@ from rich.table import Table
 
 from actors.keyring import BadSecret
 from occupancy.settings import Settings
+from occupancy.tls import BadTls
 
 console = Console(soft_wrap=True)
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
 
 
 def exits_2_on_bad_secret(command):
-    """A refused secret (placeholder, too short, missing file) is one line and exit code 2."""
+    """A refused secret (placeholder, too short, missing file) or TLS files that do not load:
+    one line and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except BadSecret as exc:
+        except (BadSecret, BadTls) as exc:
             click.echo(f"occupancy: {exc}", err=True)
             raise SystemExit(2) from None
 

@@ -25,12 +25,17 @@ def running_engine(
     try:
         admin = local_files.bootstrap_key(settings, engine.client(), "admin")
         console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
-        console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest)")
+        s = engine.settings  # TLS file paths resolved
+        tls = " over TLS" + (", mutual" if s.tls_client_ca else "") if s.tls_cert else ""
+        console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest{tls})")
         if serve_api:
+            scheme = "https" if s.tls_cert else "http"
             console.print(
-                f"  HTTP API      http://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
+                f"  HTTP API      {scheme}://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
                 f"ingress {settings.http_ingress})"
             )
+        if s.tls_ca:
+            console.print(f"  TLS CA        {s.tls_ca} (what clients trust)")
         else:
             console.print("  HTTP API      not started here (serve deploy serve_apps/config.yaml)")
         console.print(f"  Redis         {redact(engine.redis_url)}")

@@ -16,6 +16,10 @@ http-request`, so a client sending its headers a byte at a time holds a connecti
 `timeout client` comes from RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S; for the other, Ray runs the
 HAProxy binary named by RAY_SERVE_HAPROXY_BINARY_PATH, and the engine names a small script that
 adds `timeout http-request` to the configuration Ray wrote, then runs Ray's own HAProxy.
+
+TLS (occupancy/tls.py): Ray 2.60's HAProxy configuration has no TLS, so the same script adds
+`ssl crt <pem>` to the HTTP frontend's `bind` line when the engine has a certificate (HAProxy
+reads the certificate and key from one PEM file, written 0600 beside the configuration).
 """
 
 import hashlib
@@ -35,17 +39,23 @@ for arg in "$@"; do
   if [ "$prev" = "-f" ] && [ -f "$arg" ] && ! grep -q "timeout http-request" "$arg"; then
     sed -i 's/^defaults$/defaults\\n    timeout http-request {timeout}s/' "$arg"
   fi
-  prev="$arg"
+  {tls}prev="$arg"
 done
 exec "{binary}" "$@"
 """
+_WRAPPER_TLS = """if [ "$prev" = "-f" ] && [ -f "$arg" ] && ! grep -q " ssl crt " "$arg"; then
+    sed -i '/^frontend http_frontend$/{{n;s|$| ssl crt {pem} alpn http/1.1|}}' "$arg"
+  fi
+  """
 _WRAPPER_MARK = b"# Written by the occupancy engine"
 # HAProxy takes socket paths up to 97 bytes and Serve puts the admin socket two levels below
 # this folder (a 56-character per-node folder, then admin.sock)
 _MAX_SOCKET_DIR = 28
 
 
-def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
+def serve_env(mode: str, run_dir: Path, tls_cert: str = "", tls_key: str = "") -> dict[str, str]:
+    """The environment Serve needs for `mode`; with a certificate and its key, HAProxy
+    terminates TLS on the HTTP port."""
     if mode not in MODES:
         raise ValueError(f"OCC_HTTP_INGRESS must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "proxy":
@@ -61,13 +71,17 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             # a short folder of its own, the same on every start of this deployment
             digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
             run_dir = Path(tempfile.gettempdir()) / f"occ-{digest}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env |= {
             # HAProxy's own stats and metrics ports: as set in the environment, else Ray's
             # defaults unless another engine on this machine has them already
             "RAY_SERVE_HAPROXY_STATS_PORT": _env_port("RAY_SERVE_HAPROXY_STATS_PORT", 8404),
             "RAY_SERVE_HAPROXY_METRICS_PORT": _env_port("RAY_SERVE_HAPROXY_METRICS_PORT", 9101),
-            "RAY_SERVE_HAPROXY_BINARY_PATH": str(_haproxy_wrapper(run_dir)),
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(
+                _haproxy_wrapper(
+                    run_dir, _haproxy_pem(run_dir, tls_cert, tls_key) if tls_cert else ""
+                )
+            ),
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(IDLE_TIMEOUT_S),
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
@@ -78,6 +92,15 @@ def serve_env(mode: str, run_dir: Path) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
         }
     return env
+
+
+def _haproxy_pem(run_dir: Path, cert: str, key: str) -> str:
+    """The certificate and key in one file (0600) for HAProxy's `ssl crt`: its path."""
+    from actors.private_files import private_dir, write_private
+
+    path = private_dir(run_dir) / "tls.pem"
+    write_private(path, Path(cert).read_text().rstrip() + "\n" + Path(key).read_text())
+    return str(path.resolve())
 
 
 def _env_port(name: str, default: int) -> str:
@@ -98,10 +121,12 @@ def _port_or_free(port: int) -> int:
     raise OSError("no free port")
 
 
-def _haproxy_wrapper(run_dir: Path) -> Path:
-    """The script Ray runs as HAProxy: Ray's HAProxy, with the request head bounded in time."""
+def _haproxy_wrapper(run_dir: Path, tls_pem: str = "") -> Path:
+    """The script Ray runs as HAProxy: Ray's HAProxy, with the request head bounded in time
+    (and TLS on the HTTP frontend with `tls_pem`)."""
     path = run_dir / "haproxy"
-    text = _WRAPPER.format(timeout=HEADERS_TIMEOUT_S, binary=_haproxy_binary())
+    tls = _WRAPPER_TLS.format(pem=tls_pem) if tls_pem else ""
+    text = _WRAPPER.format(timeout=HEADERS_TIMEOUT_S, binary=_haproxy_binary(), tls=tls)
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)

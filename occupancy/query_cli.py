@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from occupancy.settings import Settings
+from occupancy.tls import local_scheme
 
 
 class Unreachable(click.ClickException):
@@ -20,7 +21,8 @@ class Api:
     """A small HTTP client; errors come back as ClickExceptions with the API's message."""
 
     def __init__(self, url: str | None, key: str | None, settings: Settings):
-        self.url = (url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
+        scheme, self.verify = local_scheme(settings.data_dir, settings.tls_ca)
+        self.url = (url or f"{scheme}://127.0.0.1:{settings.http_port}").rstrip("/")
         if key is None:
             path = settings.data_dir / "admin.key"
             if not path.exists():
@@ -42,7 +44,9 @@ class Api:
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
         try:
-            r = requests.request(method, self.url + path, headers=self.headers, **kwargs)
+            r = requests.request(
+                method, self.url + path, headers=self.headers, verify=self.verify, **kwargs
+            )
         except requests.ConnectionError:
             raise Unreachable(f"cannot reach {self.url}; is `occupancy up` running?") from None
         body = r.json()

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
@@ -29,6 +29,8 @@ from actors.user_shard import UserShard
 from occupancy import local_files
 from occupancy.http_ingress import serve_env
 from occupancy.settings import Settings
+from occupancy.tls import check as check_tls
+from occupancy.tls import record_trust
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         space_shards=tuple(f"space-{i}" for i in range(s.space_shards)),
         checkpoint_interval_s=s.checkpoint_interval_s,
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
+        tls=s.tls().as_tuple(),
     )
 
 
@@ -138,10 +141,17 @@ class Engine:
     def _start(self) -> "Engine":
         s = self.settings
         keyring.use(local_files.secret(s))  # first: a placeholder or a short secret starts nothing
-        env = serve_env(s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR)  # checks the mode
+        tls = check_tls(s.tls())  # files that do not load start nothing either
+        self.settings = s = replace(
+            s, tls_cert=tls.cert, tls_key=tls.key, tls_client_ca=tls.client_ca
+        )
+        private_dir(s.data_dir)
+        record_trust(s.data_dir, tls, s.tls_ca)  # how this data dir's CLI reaches the engine
+        env = serve_env(  # checks the mode
+            s.http_ingress, s.data_dir / local_files.HAPROXY_SUBDIR, tls.cert, tls.key
+        )
         if s.durability not in DURABILITY:
             raise ValueError(f"OCC_DURABILITY must be one of {', '.join(DURABILITY)}")
-        private_dir(s.data_dir)
         actor_env = local_files.secret_for_actors(s)
         if s.secret and os.environ.get(keyring.SECRET_ENV) != s.secret:
             raise keyring.BadSecret(
@@ -230,9 +240,13 @@ class Engine:
         from serve_apps.api import build
 
         self._serve = True  # from here on, stop() shuts Serve down
-        serve.start(http_options={"host": "0.0.0.0", "port": self.settings.http_port})
-        serve.run(build(self.topology, self.settings.k_min), name="api", route_prefix="/")
-        self.http_port = self.settings.http_port
+        s = self.settings
+        http = {"host": "0.0.0.0", "port": s.http_port}
+        if s.tls_cert and s.http_ingress != "haproxy":  # HAProxy's TLS is in its configuration
+            http |= {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
+        serve.start(http_options=http)
+        serve.run(build(self.topology, s.k_min), name="api", route_prefix="/")
+        self.http_port = s.http_port
 
     def write_targets(self, path) -> None:
         """The HTTP endpoints serving the API now, as JSON written atomically to `path`: the

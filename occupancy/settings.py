@@ -40,6 +40,14 @@ class Settings:
     secret: str = field(default="", repr=False)
     secret_file: str = ""  # a file holding the secret (0600), instead of OCC_SECRET
     k_min: int = 0
+    # TLS for gRPC ingest and HTTP (occupancy/tls.py): PEM files; a client CA asks gRPC clients
+    # for certificates (mutual TLS)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_ca: str = (
+        ""  # the CA clients of this deployment (CLI, simulator) trust; empty: the system's
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -52,6 +60,11 @@ class Settings:
                 values[f.name] = _convert(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def tls(self):
+        from occupancy.tls import Tls
+
+        return Tls(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec(

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from occupancy.simulator import FLEET_OF, Building, Fleet
+from occupancy.tls import grpc_credentials
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
 
@@ -44,8 +45,14 @@ class Simulation:
         interval_s: float,
         door_rate: float = 2.0,
         seed: int = 7,
+        tls_ca: str | bool | None = None,
     ):
-        self.channel = grpc.insecure_channel(target)
+        """`tls_ca`: None for a plaintext channel, else TLS trusting that CA file (True: the
+        system's CAs)."""
+        if tls_ca is None:
+            self.channel = grpc.insecure_channel(target)
+        else:
+            self.channel = grpc.secure_channel(target, grpc_credentials(tls_ca))
         self.stub = pbg.IngestStub(self.channel)
         self.auth = [("authorization", f"Bearer {key}")]
         self.fleet = Fleet(devices=devices, interval_s=interval_s, seed=seed)
@@ -122,10 +129,11 @@ def run(
     duration_s: float | None,
     door_rate: float,
     console: Console,
+    tls_ca: str | bool | None = None,
 ) -> Totals:
     """Send the fleet until `duration_s` (None: until Ctrl-C), showing progress: a bar on a
     terminal, a line per tick otherwise (logs, pipes)."""
-    sim = Simulation(target, key, devices, interval_s, door_rate)
+    sim = Simulation(target, key, devices, interval_s, door_rate, tls_ca=tls_ca)
     console.print(
         f"simulating {devices:,} devices (one ping each every {interval_s:g} s, "
         f"~{devices / interval_s:,.0f} pings/s) and {len(DOOR_SENSORS)} door counters → {target}"

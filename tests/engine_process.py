@@ -18,10 +18,11 @@ class EngineProcess:
     """`occupancy up` in a subprocess with its own data dir and ports, an admin key and a
     viewer and an ingest key made with the CLI."""
 
-    def __init__(self, tmp_path: Path, **settings: str):
+    def __init__(self, tmp_path: Path, *args: str, **settings: str):
+        """`args`: more arguments of `occupancy up`; `settings`: OCC_* variables."""
         self.env, self.grpc_port, self.http_port = engine_env(tmp_path, **settings)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "occupancy.cli", "up"], cwd=ROOT, env=self.env,
+            [sys.executable, "-m", "occupancy.cli", "up", *args], cwd=ROOT, env=self.env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         lines = wait_ready(self.proc)

@@ -42,3 +42,31 @@ def test_the_haproxy_wrapper_never_runs_itself(tmp_path, monkeypatch):
     runs = script.rsplit("exec ", 1)[1].split('"')[1]
     with open(runs, "rb") as f:
         assert b"occupancy" not in f.read(256), runs  # a binary, not a wrapper
+
+
+def test_haproxy_terminates_tls_on_the_http_frontend_alone(tmp_path, monkeypatch):
+    """The wrapper adds `ssl crt` to the bind line under `frontend http_frontend` (not to the
+    metrics, stats or gRPC frontends), once, with certificate and key in one 0600 file."""
+    import subprocess
+
+    from occupancy.http_ingress import serve_env
+    from occupancy.tls import self_signed
+
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
+    tls, _ = self_signed(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    wrapper = serve_env("haproxy", run_dir, tls.cert, tls.key)["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    pem = Path(wrapper).parent / "tls.pem"  # a short folder of its own when run_dir is long
+    assert pem.stat().st_mode & 0o777 == 0o600
+    assert "PRIVATE KEY" in pem.read_text() and "CERTIFICATE" in pem.read_text()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "defaults\n    mode http\nfrontend prometheus\n    bind :9101\n"
+        "frontend http_frontend\n    bind 0.0.0.0:8000\n    default_backend x\n"
+    )
+    # the wrapper edits the file named after -f, then runs HAProxy's check mode on it
+    for _ in range(2):
+        subprocess.run(["sh", wrapper, "-c", "-f", str(config)], capture_output=True, timeout=30)
+    lines = config.read_text().splitlines()
+    assert lines.count(f"    bind 0.0.0.0:8000 ssl crt {pem} alpn http/1.1") == 1
+    assert "    bind :9101" in lines and "    timeout http-request 10s" in lines
