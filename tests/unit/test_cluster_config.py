@@ -139,3 +139,19 @@ def test_the_cluster_configs_keep_the_dashboard_and_credentials_to_themselves():
         text = (ROOT / path).read_text()
         assert "dashboard-host=0.0.0.0" not in text, path
         assert "clickhouse-url" in text and ":secret@" not in text, path
+
+
+def test_every_ray_pod_serves_ingest_with_the_mounted_tls_secret():
+    rayservice, *_ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]]
+    pods += [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        [volume] = [v for v in pod["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == "occupancy-tls"
+        assert volume["secret"]["defaultMode"] & 0o007 == 0  # not for every user
+        [container] = pod["containers"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["OCC_TLS_CERT"].startswith(mount["mountPath"] + "/")
+        assert env["OCC_TLS_KEY"].startswith(mount["mountPath"] + "/")
