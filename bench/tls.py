@@ -75,7 +75,7 @@ def ingest(channel: grpc.Channel, key: str, seconds: float, in_flight: int) -> t
         t.start()
     for t in threads:
         t.join()
-    return sent[0] / (time.monotonic() - start), percentile(acks, 50)
+    return sent[0] / (time.monotonic() - start), percentile(acks, 0.5)
 
 
 def run(tls: bool, args) -> dict:
@@ -97,8 +97,8 @@ def run(tls: bool, args) -> dict:
             fresh = http_latency(url, engine.admin, verify, args.requests // 5, fresh=True)
             rate, ack = ingest(channel, engine.keys["ingest"], args.seconds, args.in_flight)
             return {
-                "kept": (percentile(kept, 50), percentile(kept, 99)),
-                "fresh": (percentile(fresh, 50), percentile(fresh, 99)),
+                "kept": (percentile(kept, 0.5), percentile(kept, 0.99)),
+                "fresh": (percentile(fresh, 0.5), percentile(fresh, 0.99)),
                 "ingest": (rate, ack),
             }
         finally:
@@ -110,8 +110,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2, help="Pairs run, alternating the order.")
     args = ap.parse_args()
-    rows = {label: run(tls, args) for label, tls in (("plaintext", False), ("TLS", True))}
+    rows = {}
+    for r in range(args.rounds):  # each round runs both; the second starts with TLS
+        order = (("plaintext", False), ("TLS", True))
+        for label, tls in order if r % 2 == 0 else order[::-1]:
+            rows[f"{label} #{r + 1}"] = run(tls, args)
     print(f"# {os.cpu_count()} cores; HAProxy ingress; /v1/top?n=10 sequential; 1,000 pings/call")
     print(
         f"{'':10s} {'top p50/p99 ms (kept-alive)':>28s} {'top p50/p99 ms (new conn)':>27s} "
