@@ -78,7 +78,11 @@ def test_a_worker_node_lost_under_a_fleet_loses_no_acked_ping(multinode: MultiNo
     assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
 
     # every shard and handler the node ran runs again on the nodes left
-    _wait_for(lambda: _restarted(m), "the lost node's actors running again elsewhere")
+    _wait_for(
+        lambda: _restarted(m),
+        "the lost node's actors running again elsewhere",
+        state=lambda: {"expected": SHARDS, "by node": m.placement()},
+    )
     restarted = time.monotonic() - killed
     # the user shards it ran came back from Redis: a new epoch, holding their devices again
     lost_users = placement[victim]["UserShard"]
@@ -252,10 +256,13 @@ def _get(m: MultiNode, path: str, role: str, **params) -> requests.Response:
         return r
 
 
-def _wait_for(check, what: str, timeout_s: float = SETTLE_WAIT_S) -> None:
+def _wait_for(check, what: str, timeout_s: float = SETTLE_WAIT_S, state=None) -> None:
+    """Wait for `check()`; on a timeout the message carries `state()` (what was seen)."""
     deadline = time.monotonic() + timeout_s
     while not check():
-        assert time.monotonic() < deadline, f"not seen within {timeout_s:.0f} s: {what}"
+        if time.monotonic() > deadline:
+            seen = f"; seen: {state()}" if state is not None else ""
+            raise AssertionError(f"not seen within {timeout_s:.0f} s: {what}{seen}")
         time.sleep(1)
 
 
