@@ -132,7 +132,11 @@ def test_the_head_lost_and_started_again_takes_every_acked_ping_back(multinode: 
     assert scaled.status_code == 202, scaled.text
     _wait_for(lambda: _status(m).get("rebalance", {}).get("state") == "done", "the scale done")
     expected = SHARDS | {"UserShard": 5, "IngestServer": 5}
-    _wait_for(lambda: _restarted(m, expected), "the scaled shards and handlers running")
+    _wait_for(
+        lambda: _restarted(m, expected),
+        "the scaled shards and handlers running",
+        state=lambda: {"expected": expected, "by node": m.placement()},
+    )
     epochs = {s["shard"]: s["epoch"] for s in _status(m)["shards"] if "epoch" in s}
     assert len(epochs) == expected["UserShard"], epochs
     fleet = Fleet(old.grpc_port, old.keys["ingest"], seed=21, oracle=m.oracle,
@@ -161,7 +165,11 @@ def test_the_head_lost_and_started_again_takes_every_acked_ping_back(multinode: 
     # the shard layout is in Redis (5 user shards); the handler count is OCC_INGEST_HANDLERS
     # again, the detached handlers having been stopped with the rest
     after = expected | {"IngestServer": SHARDS["IngestServer"]}
-    _wait_for(lambda: _restarted(m, after), f"every shard and handler running again: {after}")
+    _wait_for(
+        lambda: _restarted(m, after),
+        f"every shard and handler running again: {after}",
+        state=lambda: {"by node": m.placement()},
+    )
 
     # every user shard is a new one, from Redis: those `occupancy up` started went with it, and
     # the detached ones were started again with them
