@@ -16,7 +16,9 @@ released(P) = S, more than true(P).
 
 from collections.abc import Callable, Iterable, Mapping
 
-from engine.cells import parent
+from engine.cells import in_bbox, parent
+from engine.geo import BBox
+from engine.topn import ranked
 
 Pair = tuple[int, int]  # (true count, released count)
 
@@ -106,7 +108,7 @@ def released(pairs: Mapping[int, Pair]) -> dict[int, int]:
     return {cell: r for cell, (_, r) in pairs.items() if r}
 
 
-def shard_part(
+def floored_part(
     counts: Mapping[int, int],
     base_res: int,
     res: int,
@@ -121,7 +123,29 @@ def shard_part(
     return pairs if level > res else {c: p for c, p in pairs.items() if p[1]}
 
 
-def merge_parts(
+def floored_top(
+    counts: Mapping[int, int],
+    n: int,
+    base_res: int,
+    res: int,
+    k: int,
+    keep: Callable[[int], bool] | None = None,
+) -> list[tuple[int, int]]:
+    """One shard's top `n` by released count, where every cell at `res` lives on one shard."""
+    return ranked(released(area_pairs(counts, base_res, res, res, k, keep)), n)
+
+
+def within(bbox: BBox | None = None, cell: int | None = None) -> Callable[[int], bool] | None:
+    """What `area_pairs` keeps: the one `cell`, or the cells whose centre lies in `bbox`
+    (every cell without either)."""
+    if cell is not None:
+        return lambda c: c == cell
+    if bbox is None:
+        return None
+    return lambda c: in_bbox(c, bbox)
+
+
+def merge_floored(
     parts: Iterable[Mapping[int, Pair]], level: int, res: int, k: int
 ) -> dict[int, int]:
     """Released counts at `res` from the shards' parts at `level`."""

@@ -14,12 +14,12 @@ from engine.privacy import (
     base_pairs,
     filter_released,
     floored,
+    floored_part,
     lift_to,
+    merge_floored,
     merge_pairs,
-    merge_parts,
     released,
     released_by_levels,
-    shard_part,
     subset_counts,
 )
 
@@ -102,8 +102,8 @@ def test_sharded_answers_equal_the_whole_tree(counts, k, shards, rng):
     levels = all_levels(counts, k)
     for r in range(TOP, BASE + 1):
         level = max(r, PLACEMENT)
-        pieces = [shard_part(p, BASE, r, level, k) for p in parts]
-        assert merge_parts(pieces, level, r, k) == levels[r]
+        pieces = [floored_part(p, BASE, r, level, k) for p in parts]
+        assert merge_floored(pieces, level, r, k) == levels[r]
 
 
 @given(counts_st, k_st, st.randoms(use_true_random=False))
