@@ -16,9 +16,11 @@ released(P) = S, more than true(P).
 
 from collections.abc import Callable, Iterable, Mapping
 
-from engine.cells import in_bbox, parent
+import numpy as np
+
+from engine.cells import in_bbox, parent, parents_of
 from engine.geo import BBox
-from engine.topn import ranked
+from engine.topn import merge_counts, ranked
 
 Pair = tuple[int, int]  # (true count, released count)
 
@@ -85,22 +87,27 @@ def area_pairs(
     cells under those at `res` that `keep` accepts (all without it).
 
     Only base cells under a kept cell are lifted: the cost is that of the subtrees the answer
-    shows, one `parent` per cell and level.
+    shows. Vectorised (`parents_of`, numpy): the same pairs as `lift_to(base_pairs(...))`,
+    which a parity test checks.
     """
-    if keep is None:
-        chosen = counts
-    else:
-        kept: dict[int, bool] = {}
-        chosen = {}
-        for cell, n in counts.items():
-            if n:
-                a = parent(cell, res)
-                ok = kept.get(a)
-                if ok is None:
-                    ok = kept[a] = keep(a)
-                if ok:
-                    chosen[cell] = n
-    return lift_to(base_pairs(chosen, k), base_res, level, k)
+    size = len(counts)
+    cells = np.fromiter(counts.keys(), np.int64, size)
+    true = np.fromiter(counts.values(), np.int64, size)
+    chosen = true > 0
+    if keep is not None:
+        ancestors, index = np.unique(parents_of(cells, res), return_inverse=True)
+        kept = np.fromiter((keep(a) for a in ancestors.tolist()), bool, len(ancestors))
+        chosen &= kept[index]
+    cells, true = cells[chosen], true[chosen]
+    shown = np.where(true >= k, true, 0)
+    for r in range(base_res - 1, level - 1, -1):
+        cells, index = np.unique(parents_of(cells, r), return_inverse=True)
+        # float sums are exact for counts below 2^53
+        t = np.bincount(index, weights=true, minlength=len(cells)).astype(np.int64)
+        s = np.bincount(index, weights=shown, minlength=len(cells)).astype(np.int64)
+        shown = np.where(t - s >= k, t, s)
+        true = t
+    return dict(zip(cells.tolist(), zip(true.tolist(), shown.tolist(), strict=True), strict=True))
 
 
 def released(pairs: Mapping[int, Pair]) -> dict[int, int]:
@@ -115,12 +122,14 @@ def floored_part(
     level: int,
     k: int,
     keep: Callable[[int], bool] | None = None,
-) -> dict[int, Pair]:
-    """One shard's part of a floored answer at `res`: pairs at `level`, the placement
-    resolution when `res` is coarser (a cell there lives on one shard), else `res` itself
-    (then only the cells with a released count: nothing is lifted further)."""
+) -> dict:
+    """One shard's part of a floored answer at `res`: (true, released) pairs at `level`, the
+    placement resolution, when `res` is coarser (a cell there lives on one shard; the caller
+    lifts them), else {cell: released count} for the cells shown."""
+    if res == base_res:  # nothing to lift: the floor alone
+        return {c: n for c, n in counts.items() if n >= k and (keep is None or keep(c))}
     pairs = area_pairs(counts, base_res, res, level, k, keep)
-    return pairs if level > res else {c: p for c, p in pairs.items() if p[1]}
+    return pairs if level > res else released(pairs)
 
 
 def floored_top(
@@ -132,7 +141,7 @@ def floored_top(
     keep: Callable[[int], bool] | None = None,
 ) -> list[tuple[int, int]]:
     """One shard's top `n` by released count, where every cell at `res` lives on one shard."""
-    return ranked(released(area_pairs(counts, base_res, res, res, k, keep)), n)
+    return ranked(floored_part(counts, base_res, res, res, k, keep), n)
 
 
 def within(bbox: BBox | None = None, cell: int | None = None) -> Callable[[int], bool] | None:
@@ -145,10 +154,11 @@ def within(bbox: BBox | None = None, cell: int | None = None) -> Callable[[int],
     return lambda c: in_bbox(c, bbox)
 
 
-def merge_floored(
-    parts: Iterable[Mapping[int, Pair]], level: int, res: int, k: int
-) -> dict[int, int]:
-    """Released counts at `res` from the shards' parts at `level`."""
+def merge_floored(parts: Iterable[Mapping], level: int, res: int, k: int) -> dict[int, int]:
+    """Released counts at `res` from the shards' `floored_part`s at `level` (added up, as
+    `merge_pairs` adds pairs)."""
+    if level == res:
+        return merge_counts(parts)
     return released(lift_to(merge_pairs(parts), level, res, k))
 
 

@@ -196,6 +196,18 @@ def test_a_device_that_moved_between_children_is_not_counted_below_them():
     assert levels == {parent(a, 8): 5}  # the sum of the children shown, not 3
 
 
+@given(counts_st, k_st, st.randoms(use_true_random=False))
+def test_the_vectorised_lift_equals_the_scalar_one(counts, k, rng):
+    kept = {parent(c, TOP) for c in counts if rng.random() < 0.7}
+    for level in range(TOP, BASE + 1):
+        scalar = lift_to(base_pairs(counts, k), BASE, level, k)
+        assert area_pairs(counts, BASE, level, level, k) == scalar
+        assert area_pairs(counts, BASE, TOP, level, k, kept.__contains__) == {
+            c: p for c, p in scalar.items() if parent(c, TOP) in kept
+        }
+    assert area_pairs({CELLS[0]: 0}, BASE, TOP, TOP, k) == {}
+
+
 def test_pairs_lift_one_resolution_at_a_time():
     a = CELLS[0]
     pairs = lift_to(base_pairs({a: 1}, 2), BASE, 6, 2)
