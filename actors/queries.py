@@ -93,7 +93,7 @@ class LiveQueries:
         self, n: int, res: int, bbox: BBox | None, k: int
     ) -> list[tuple[int, int]]:
         """Top-N by released count, ties by cell id: exact, since every released count of the
-        area is computed (about twice the cost of the exact top, see BENCHMARKS.md)."""
+        area is computed (no more than the exact top costs, see BENCHMARKS.md)."""
         if res < self.spec.placement_res:
             return ranked(await self.floored_heatmap(res, bbox, k), n)
         self._fresh()
