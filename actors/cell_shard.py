@@ -12,6 +12,7 @@ from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later
 from actors.topology import Topology
 from engine.geo import BBox
 from engine.membership import PlaceCounts
+from engine.privacy import floored_part, floored_top, within
 from engine.topn import area_counts, shard_top
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,21 @@ class CellShard:
 
     def count(self, cell: int) -> int:
         return self.counts.count(cell)
+
+    # Under the privacy floor `k` (engine/privacy.py). A cell at the placement resolution or
+    # finer lives on one shard, which computes its released count; a coarser one is lifted
+    # from the shards' pairs at the placement resolution by the caller.
+
+    def floored(self, res: int, bbox: tuple | None, k: int, cell: int | None = None) -> dict:
+        """Pairs (true, released) at max(res, placement) under the cells at `res` in `bbox`
+        (or under the one `cell`)."""
+        level = max(res, self.spec.placement_res)
+        keep = within(_box(bbox), cell)
+        return floored_part(self.counts.counts(), self.spec.res, res, level, k, keep)
+
+    def floored_top(self, n: int, res: int, bbox: tuple | None, k: int) -> list:
+        """The shard's top `n` by released count (res at or finer than the placement)."""
+        return floored_top(self.counts.counts(), n, self.spec.res, res, k, within(_box(bbox)))
 
     def stats(self) -> dict:
         return {

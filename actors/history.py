@@ -401,6 +401,21 @@ class History:
 
     @ray.method(concurrency_group="query")
     @_answer
+    def floored_heatmap(self, res: int, base_res: int, at: int, bbox, k: int) -> dict:
+        return self._reader().floored_heatmap(res, base_res, at, _box(bbox), k)
+
+    @ray.method(concurrency_group="query")
+    @_answer
+    def floored_top(self, n: int, res: int, base_res: int, at: int, bbox, k: int) -> list:
+        return self._reader().floored_top(n, res, base_res, at, _box(bbox), k)
+
+    @ray.method(concurrency_group="query")
+    @_answer
+    def floored_cell(self, cell: int, base_res: int, at: int, k: int) -> int:
+        return self._reader().floored_cell(cell, base_res, at, k)
+
+    @ray.method(concurrency_group="query")
+    @_answer
     def space_count(self, space: str, at: int) -> int:
         return self._reader().space_count(space, at)
 
@@ -440,6 +455,11 @@ class History:
     @_answer
     def distance(self, start: int, end: int, attrs: dict, device, timeout_s) -> dict:
         return self._reader().distance(start, end, attrs, device, timeout_s)
+
+    @ray.method(concurrency_group="query")
+    @_answer
+    def attribute_masks(self, start: int, end: int, attrs: dict, timeout_s) -> dict:
+        return self._reader().attribute_masks(start, end, attrs, timeout_s)
 
     @ray.method(concurrency_group="query")
     @_answer

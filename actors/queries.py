@@ -15,7 +15,8 @@ from engine.cells import check_res, resolution
 from engine.doors import door_count
 from engine.geo import BBox
 from engine.history import dwell_of
-from engine.topn import merge_counts, merge_top
+from engine.privacy import floored, merge_floored
+from engine.topn import merge_counts, merge_top, ranked
 
 LAYOUT_CHECK_S = 1.0
 
@@ -75,6 +76,45 @@ class LiveQueries:
         if res == self.spec.res:
             return await self.shards.handle(self.placement.cell_shard(cell)).count.remote(cell)
         return (await self.heatmap(res, None)).get(cell, 0)
+
+    # Under the privacy floor `k` (engine/privacy.py): released counts, consistent across
+    # resolutions and areas. Cells at the placement resolution or finer are computed whole by
+    # their shard; coarser ones are lifted here from the shards' pairs at the placement res.
+
+    async def floored_heatmap(self, res: int, bbox: BBox | None, k: int) -> dict[int, int]:
+        self._fresh()
+        check_res(res, self.spec.res)
+        parts = await asyncio.gather(
+            *(c.floored.remote(res, _box(bbox), k) for c in self.shards.cells())
+        )
+        return merge_floored(parts, max(res, self.spec.placement_res), res, k)
+
+    async def floored_top(
+        self, n: int, res: int, bbox: BBox | None, k: int
+    ) -> list[tuple[int, int]]:
+        """Top-N by released count, ties by cell id: exact, since every released count of the
+        area is computed (no more than the exact top costs, see BENCHMARKS.md)."""
+        if res < self.spec.placement_res:
+            return ranked(await self.floored_heatmap(res, bbox, k), n)
+        self._fresh()
+        check_res(res, self.spec.res)
+        parts = await asyncio.gather(
+            *(c.floored_top.remote(n, res, _box(bbox), k) for c in self.shards.cells())
+        )
+        return merge_top(parts, n)
+
+    async def floored_cell(self, cell: int, k: int) -> int:
+        self._fresh()
+        res = check_res(resolution(cell), self.spec.res)
+        if res == self.spec.res:
+            return floored(await self.cell_count(cell), k)
+        level = max(res, self.spec.placement_res)
+        if res >= self.spec.placement_res:  # the cell and all under it live on one shard
+            shards = [self.shards.handle(self.placement.cell_shard(cell))]
+        else:
+            shards = self.shards.cells()
+        parts = await asyncio.gather(*(c.floored.remote(res, None, k, cell) for c in shards))
+        return merge_floored(parts, level, res, k).get(cell, 0)
 
     async def space_count(self, space: str, at: int | None = None) -> int | None:
         """A door space's count (at `at`, default now) or a polygon space's live count; None

@@ -11,6 +11,7 @@ from clickhouse.partitions import by_month, part_token
 from clickhouse.schema import migrate
 from engine.cells import resolution
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
+from engine.privacy import released, released_by_levels
 from engine.timeutil import MINUTE_MS, day_of, minute_of
 from engine.topn import area_counts, ranked
 
@@ -217,6 +218,27 @@ class RawQueries:
         )
         return {int(d): float(m) for d, m in rows}
 
+    def attribute_masks(
+        self, start: int, end: int, attrs: dict[str, str], timeout_s: float | None = None
+    ) -> dict[tuple[int, ...], int]:
+        """Devices with an applied ping in [start, end), grouped by which of `attrs` their
+        pings carried: {the sorted set of masks (bit i: the i-th attribute by key) one
+        device's pings matched: devices with that set} (`engine.privacy.subset_counts`)."""
+        params: dict = {}
+        sql = self._candidates(start, end, None, {}, params)
+        bits = []
+        for i, (k, v) in enumerate(sorted(attrs.items())):
+            params[f"mk{i}"], params[f"mv{i}"] = k, v
+            bits.append(f"(attributes[{{mk{i}:String}}] = {{mv{i}:String}}) * {1 << i}")
+        mask = " + ".join(bits) or "0"
+        rows = self.backend.rows(
+            "SELECT masks, count() FROM ("
+            f"SELECT device, arraySort(groupUniqArray(toUInt32({mask}))) AS masks FROM ({sql}) "
+            "GROUP BY device) GROUP BY masks" + _settings(timeout_s),
+            params,
+        )
+        return {tuple(int(m) for m in masks): int(n) for masks, n in rows}
+
 
 class HistoryStore(RawQueries):
     def __init__(self, backend: Backend, raw_days: int = 60, aggregate_days: int = 2557):
@@ -382,6 +404,50 @@ class HistoryStore(RawQueries):
 
     def cell_count(self, cell: int, at: int) -> int:
         return self.minute_counts(resolution(cell), at).get(cell, 0)
+
+    def minute_levels(
+        self, res: int, base_res: int, at: int, cell: int | None = None
+    ) -> dict[int, dict[int, int]]:
+        """{r: minute_counts(r, at)} for every r from `res` to `base_res`, in one scan; with
+        `cell` (at `res`), only the cells under it."""
+        m = minute_of(at)
+        params = {"res": res, "base": base_res + 1, "day": day_of(m), "m": m}
+        params["m_end"] = m + MINUTE_MS
+        under = ""
+        if cell is not None:
+            params["cell"] = cell
+            under = " AND h3ToParent(cell, {res:UInt8}) = {cell:UInt64}"
+        rows = self.backend.rows(
+            "SELECT r, h3ToParent(cell, r) AS c, uniqExact(device) FROM presence FINAL "
+            "ARRAY JOIN range({res:UInt8}, {base:UInt8}) AS r "
+            "WHERE day = {day:Int64} AND space = '' AND lo < {m_end:Int64} AND hi > {m:Int64}"
+            f"{under} GROUP BY r, c",
+            params,
+        )
+        out: dict[int, dict[int, int]] = {r: {} for r in range(res, base_res + 1)}
+        for r, c, n in rows:
+            out[int(r)][int(c)] = int(n)
+        return out
+
+    # Under the privacy floor `k` (engine/privacy.py): released minute aggregates, lifted from
+    # the base resolution through every resolution down to the one asked for.
+
+    def floored_heatmap(
+        self, res: int, base_res: int, at: int, bbox: BBox | None, k: int
+    ) -> dict[int, int]:
+        levels = self.minute_levels(res, base_res, at)
+        counts = released(released_by_levels(levels, base_res, res, k))
+        return area_counts(counts, res, bbox)
+
+    def floored_top(
+        self, n: int, res: int, base_res: int, at: int, bbox: BBox | None, k: int
+    ) -> list[tuple[int, int]]:
+        return ranked(self.floored_heatmap(res, base_res, at, bbox, k), n)
+
+    def floored_cell(self, cell: int, base_res: int, at: int, k: int) -> int:
+        res = resolution(cell)
+        levels = self.minute_levels(res, base_res, at, cell)
+        return released(released_by_levels(levels, base_res, res, k)).get(cell, 0)
 
     def space_count(self, space: str, at: int) -> int:
         m = minute_of(at)

@@ -65,6 +65,18 @@ def centre(cell: int) -> tuple[float, float]:
     return h3i.cell_to_latlng(cell)
 
 
+# the H3 index layout: the resolution in bits 52-55, then 15 digits of 3 bits (digit r in bits
+# 3 * (15 - r) to 3 * (15 - r) + 2), those finer than the cell's resolution all 7
+_RES_BITS = np.int64(0xF << 52)
+
+
+def parents_of(cells: np.ndarray, res: int) -> np.ndarray:
+    """`parent(cell, res)` of every cell of an int64 array (each at `res` or finer), by bit
+    arithmetic on the index: the resolution set to `res`, the digits below it to 7."""
+    tail = (1 << (3 * (15 - res))) - 1
+    return (cells & ~_RES_BITS) | np.int64((res << 52) | tail)
+
+
 def boundary_lnglat(cell: int) -> list[list[float]]:
     """A closed GeoJSON ring ([lng, lat] positions) of the cell's boundary."""
     ring = [[lng, lat] for lat, lng in h3i.cell_to_boundary(cell)]

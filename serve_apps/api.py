@@ -35,6 +35,7 @@ from clickhouse.store import EXPORT_FORMATS
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
+from engine.privacy import filter_released, subset_counts
 from engine.pseudonym import new_pseudonym, pseudonym_str
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
@@ -52,6 +53,8 @@ MAX_HEATMAP_CELLS = 50_000
 READ_ROLES = ("viewer", "admin")
 MAX_SHARDS = 64
 HISTORY_TIMEOUT_S = 60.0  # a history answer that takes longer gets 504
+# a viewer's attribute filter under the floor is checked against all its sub-filters (2^n)
+MAX_FLOORED_ATTRS = 8
 
 app = FastAPI(
     title="occupancy",
@@ -326,6 +329,12 @@ class QueryApi:
 
     def _floor(self, count: int, role: str) -> int:
         return count if role == "admin" or count >= self.k_min else 0
+
+    def _k(self, role: str) -> int:
+        """The floor a cell answer is released under (engine/privacy.py): k_min for viewers;
+        0 for admins, or when k_min is 0 or 1 (nothing to hide), and then nothing extra is
+        computed."""
+        return self.k_min if role != "admin" and self.k_min > 1 else 0
 
     def _cells(self, counts, role: str) -> list[dict]:
         return [{"cell": to_str(c), "count": n} for c, n in counts if self._floor(n, role) > 0]
@@ -607,16 +616,24 @@ class QueryApi:
     ):
         role = self._role(request, READ_ROLES)
         box, r = self._bbox(bbox), self._res(res)
-        t = self._at(at)
+        t, k = self._at(at), self._k(role)
         if t is not None:
             params = {"res": r, "bbox": bbox, "at": t}
-            counts = await self._history(role, "heatmap", params, "heatmap", r, t, _tuple(box))
+            if k:
+                args = ("floored_heatmap", r, self.spec.res, t, _tuple(box), k)
+            else:
+                args = ("heatmap", r, t, _tuple(box))
+            counts = await self._history(role, "heatmap", params, *args)
             return _json_bytes(self._heatmap_body(counts, t, r, format, role))
         admin = role == "admin"
 
         async def make() -> bytes:
             now = _now()
-            return self._heatmap_body(await self.queries.heatmap(r, box), now, r, format, role)
+            if k:
+                counts = await self.queries.floored_heatmap(r, box, k)
+            else:
+                counts = await self.queries.heatmap(r, box)
+            return self._heatmap_body(counts, now, r, format, role)
 
         body = await self._shared(("heatmap", r, bbox, format, admin), make)
         return _json_bytes(body)
@@ -655,10 +672,14 @@ class QueryApi:
     ):
         role = self._role(request, READ_ROLES)
         box, r = self._bbox(bbox), self._res(res)
-        t = self._at(at)
+        t, k = self._at(at), self._k(role)
         if t is not None:
             params = {"n": n, "res": r, "bbox": bbox, "at": t}
-            ranked = await self._history(role, "top", params, "top", n, r, t, _tuple(box))
+            if k:
+                args = ("floored_top", n, r, self.spec.res, t, _tuple(box), k)
+            else:
+                args = ("top", n, r, t, _tuple(box))
+            ranked = await self._history(role, "top", params, *args)
             return ORJSONResponse({"res": r, "as_of": t, "cells": self._cells(ranked, role)})
         admin = role == "admin"
         body = await self._shared(
@@ -667,8 +688,11 @@ class QueryApi:
         return _json_bytes(body)
 
     async def _top_body(self, n: int, r: int, box: BBox | None, role: str) -> bytes:
-        now = _now()
-        ranked = await self.queries.top(n, r, box)
+        now, k = _now(), self._k(role)
+        if k:  # ranked by released counts
+            ranked = await self.queries.floored_top(n, r, box, k)
+        else:
+            ranked = await self.queries.top(n, r, box)
         return orjson.dumps({"res": r, "as_of": now, "cells": self._cells(ranked, role)})
 
     @app.get("/v1/cells/{cell}")
@@ -677,10 +701,13 @@ class QueryApi:
         with _bad("bad_cell"):
             c = parse_cell(cell)
             check_res(resolution(c), self.spec.res)
-        t = self._at(at)
+        t, k = self._at(at), self._k(role)
         if t is not None:
             params = {"cell": cell, "at": t}
-            count = await self._history(role, "cell", params, "cell_count", c, t)
+            args = ("floored_cell", c, self.spec.res, t, k) if k else ("cell_count", c, t)
+            count = await self._history(role, "cell", params, *args)
+        elif k:
+            count = await self.queries.floored_cell(c, k)
         else:
             count = await self.queries.cell_count(c)
         as_of = t if t is not None else _now()
@@ -859,6 +886,10 @@ class QueryApi:
         role = self._role(request, READ_ROLES)
         t0, t1 = self._period(from_, to)
         attrs = self._attrs(request)
+        if self._k(role) and len(attrs) > MAX_FLOORED_ATTRS:
+            raise ApiError(
+                400, "bad_attribute", f"viewers filter on up to {MAX_FLOORED_ATTRS} attributes"
+            )
         key = None
         if device_id is not None:
             if role != "admin":
@@ -874,9 +905,27 @@ class QueryApi:
         if role == "admin":
             names = self._device_ids(sorted(meters), role)
             body["devices"] = [{"device_id": names[d], "meters": meters[d]} for d in sorted(meters)]
-        elif self.k_min and len(meters) < self.k_min:
+        elif self.k_min and not await self._filter_released(
+            role, params, t0, t1, attrs, len(meters), timeout_s
+        ):
             body = {"average_meters": 0.0, "device_count": 0}
         return ORJSONResponse(body)
+
+    async def _filter_released(
+        self, role: str, params: dict, t0: int, t1: int, attrs: dict, n: int, timeout_s: float
+    ) -> bool:
+        """Whether a viewer's answer over `n` devices may be given: n >= k_min and, with
+        attribute filters, every filter with fewer of them may be given and differs from it by
+        0 or at least k_min devices (engine.privacy.filter_released)."""
+        if n < self.k_min:
+            return False
+        if not attrs or self.k_min <= 1:
+            return True
+        masks = await self._history(
+            role, "distance", {**params, "floor": True}, "attribute_masks",
+            t0, t1, attrs, timeout_s, timeout_s=timeout_s + 10,
+        )  # fmt: skip
+        return filter_released(subset_counts(masks, len(attrs)), (1 << len(attrs)) - 1, self.k_min)
 
     @app.get("/v1/export")
     async def export(

@@ -10,11 +10,13 @@ import pytest
 import ray
 import redis
 import requests
+from h3.api import basic_int as h3i
 
 from actors import tracing
 from actors.history import NAME as HISTORY
-from engine.cells import to_str
-from engine.timeutil import DAY_MS, day_of
+from engine.cells import cell_of, parent, to_str
+from engine.privacy import area_pairs, released, released_by_levels
+from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
 from protos import occupancy_pb2 as pb
 from tests.workload import BBOX_C0, POINTS, POLYGON_SPACES
 
@@ -132,6 +134,172 @@ def test_privacy_floor_hides_small_counts_from_viewers_only(api):
     small = next(c for c, n in counts.items() if n < 2)
     assert get(api, f"/v1/cells/{to_str(small)}", api.viewer).json()["count"] == 0
     assert get(api, f"/v1/cells/{to_str(small)}", api.admin).json()["count"] == counts[small]
+
+
+# -- the floor across resolutions: the integration engine runs with k_min = 2 ----------------
+
+K = 2
+LYON = cell_of(45.76, 4.84, 7)  # far from every other test's pings
+FLOOR_RES = (9, 8, 7, 6, 5)  # down past the placement resolution (6): lifted across shards
+
+
+# under LYON: q1 with base cells a (2 devices) and b (1), q2 with c (3), d (1), e (1); the old
+# floor showed a = 2 at res 9 and q1 = 3 at res 8: b's one device
+Q1, Q2 = h3i.cell_to_children(LYON, 8)[:2]
+A, B = h3i.cell_to_children(Q1, 9)[:2]
+C, D, E = h3i.cell_to_children(Q2, 9)[:3]
+LAYOUT = {A: 2, B: 1, C: 3, D: 1, E: 1}
+
+
+def _ping(device: str, cell: int, ts: int) -> pb.Ping:
+    lat, lng = h3i.cell_to_latlng(cell)
+    return pb.Ping(device_id=device, ts_ms=ts, lat=lat, lng=lng)
+
+
+def _around(cell: int) -> str:
+    lats, lngs = zip(*h3i.cell_to_boundary(cell), strict=True)
+    return f"{min(lngs) - 0.05},{min(lats) - 0.05},{max(lngs) + 0.05},{max(lats) + 0.05}"
+
+
+LYON_BOX = _around(parent(LYON, 5))  # holds the centres of LYON's ancestors to res 5
+
+
+def _lyon(counts: dict[int, int]) -> dict[int, int]:
+    return {c: n for c, n in counts.items() if parent(c, 5) == parent(LYON, 5)}
+
+
+def _answers(live, key: str, **params) -> dict[int, dict[int, int]]:
+    out = {}
+    for res in FLOOR_RES:
+        body = get(live, "/v1/heatmap", key, bbox=LYON_BOX, res=res, **params).json()
+        out[res] = {int(c["cell"], 16): c["count"] for c in body["cells"]}
+    return out
+
+
+def _check_rule(answers: dict[int, dict[int, int]]) -> None:
+    """For any two of the answers: a parent's count minus its children's shown is 0 or >= K."""
+    for fine in FLOOR_RES:
+        for coarse in (r for r in FLOOR_RES if r < fine):
+            below: dict[int, int] = {}
+            for c, n in answers[fine].items():
+                below[parent(c, coarse)] = below.get(parent(c, coarse), 0) + n
+            for p, n in answers[coarse].items():
+                gap = n - below.get(p, 0)
+                assert gap == 0 or gap >= K, (coarse, fine, to_str(p), n, gap)
+
+
+def _check_tops_and_cells(live, want: dict[int, dict[int, int]], exact, **params) -> None:
+    """Top-N and single cells as a viewer equal the released counts (admins: `exact`)."""
+    for res in FLOOR_RES:
+        ranked = sorted(want[res].items(), key=lambda x: (-x[1], x[0]))
+        for n in (1, 2, 10):
+            body = get(live, "/v1/top", live.viewer, n=n, res=res, bbox=LYON_BOX, **params)
+            assert body.json()["cells"] == cells_json(ranked[:n]), (res, n)
+    for cell, n in exact.items():
+        res = h3i.get_resolution(cell)
+        viewer = get(live, f"/v1/cells/{to_str(cell)}", live.viewer, **params).json()
+        admin = get(live, f"/v1/cells/{to_str(cell)}", live.admin, **params).json()
+        assert (viewer["count"], admin["count"]) == (want[res].get(cell, 0), n), to_str(cell)
+
+
+def test_privacy_floor_holds_across_resolutions_live(api):
+    now = int(time.time() * 1000)
+    pings = [
+        _ping(f"floor-live-{to_str(cell)}-{i}", cell, now)
+        for cell, n in LAYOUT.items() for i in range(n)
+    ]  # fmt: skip
+    api.send(pings)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        exact = _answers(api, api.admin)
+        if exact[9] == LAYOUT:
+            break
+        time.sleep(0.2)
+    assert exact[9] == LAYOUT and exact[8] == {Q1: 3, Q2: 5} and exact[5] == {parent(A, 5): 8}
+    viewer = _answers(api, api.viewer)
+    _check_rule(viewer)
+    # the attack: 2 at res 9, 2 (not 3) at res 8; q2's hidden d and e (2 >= K) are shown
+    assert viewer[9] == {A: 2, C: 3} and viewer[8] == {Q1: 2, Q2: 5}
+    assert all(viewer[r] == {parent(A, r): 7} for r in (7, 6, 5))
+    want = {r: released(area_pairs(_lyon(exact[9]), 9, r, r, K)) for r in FLOOR_RES}
+    assert viewer == want
+    cells = {Q1: 3, Q2: 5, B: 1, D: 1, LYON: 8, parent(LYON, 5): 8}
+    _check_tops_and_cells(api, want, cells)
+
+
+def test_privacy_floor_holds_across_resolutions_at_a_past_minute(api):
+    m = minute_of(int(time.time() * 1000)) - 10 * MINUTE_MS
+    at = {"at": str(m + 30_000)}
+    pings = [
+        _ping(f"floor-past-{to_str(cell)}-{i}", cell, m + 10_000)
+        for cell, n in LAYOUT.items() for i in range(n)
+    ]  # fmt: skip
+    # one device moves from a to c during the minute: counted in both, once in LYON
+    pings += [_ping("floor-past-mover", A, m + 5_000), _ping("floor-past-mover", C, m + 20_000)]
+    api.send(pings)
+    history = ray.get_actor(HISTORY, namespace=api.engine.topology.namespace)
+    true = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ray.get(history.snapshot.remote())
+        now = int(time.time() * 1000)
+        true = {
+            r: _lyon({cell: n for (cell, minute), n in
+                      api.oracle.minute_aggregates(r, now).items() if minute == m})
+            for r in FLOOR_RES
+        }  # fmt: skip
+        if _answers(api, api.admin, **at) == true:
+            break
+        time.sleep(0.5)
+    assert _answers(api, api.admin, **at) == true
+    assert true[9] == {A: 3, B: 1, C: 4, D: 1, E: 1}
+    assert true[8] == {Q1: 4, Q2: 6} and true[7] == {LYON: 9}
+    viewer = _answers(api, api.viewer, **at)
+    _check_rule(viewer)
+    want = {r: released(released_by_levels(true, 9, r, K)) for r in FLOOR_RES}
+    assert viewer == want
+    assert viewer[9] == {A: 3, C: 4} and viewer[8] == {Q1: 3, Q2: 6}
+    assert viewer[7] == {LYON: 9}
+    cells = {Q1: 4, Q2: 6, B: 1, LYON: 9, parent(LYON, 5): 9}
+    _check_tops_and_cells(api, want, cells, **at)
+
+
+def test_privacy_floor_withholds_an_attribute_filter_whose_complement_is_small(api):
+    """Ten minutes of four days ago hold only these pings: in the first window three of four
+    devices are buses (the filter would reveal the fourth), in the second three of five."""
+    start = minute_of(int(time.time() * 1000)) - 4 * DAY_MS
+    lat, lng = h3i.cell_to_latlng(LYON)
+    windows = []
+    for w, others in enumerate((1, 2)):
+        t0 = start + w * 5 * MINUTE_MS
+        pings = [
+            pb.Ping(device_id=f"floor-attr-{w}-{i}", ts_ms=t0 + i * 1_000 + j * 10_000,
+                    lat=lat + j * 1e-3, lng=lng, attributes={"fleet": "bus"} if i < 3 else {})
+            for i in range(3 + others) for j in range(2)
+        ]  # fmt: skip
+        api.send(pings)
+        windows.append((t0, t0 + MINUTE_MS, 3 + others))
+    history = ray.get_actor(HISTORY, namespace=api.engine.topology.namespace)
+    for t0, t1, n in windows:
+        period = {"from": str(t0), "to": str(t1)}
+        deadline = time.monotonic() + 30
+        while get(api, "/v1/history/distance", api.admin, **period).json()["device_count"] < n:
+            assert time.monotonic() < deadline, "the pings did not reach history"
+            ray.get(history.snapshot.remote())
+            time.sleep(0.5)
+    (a0, a1, _), (b0, b1, _) = windows
+
+    def count(key: str, t0: int, t1: int, **attrs) -> int:
+        params = {"from": str(t0), "to": str(t1), **{f"attr.{k}": v for k, v in attrs.items()}}
+        return get(api, "/v1/history/distance", key, **params).json()["device_count"]
+
+    assert count(api.admin, a0, a1, fleet="bus") == 3 and count(api.viewer, a0, a1) == 4
+    assert count(api.viewer, a0, a1, fleet="bus") == 0  # 4 - 3 = 1 device would show
+    assert count(api.viewer, b0, b1) == 5 and count(api.viewer, b0, b1, fleet="bus") == 3
+    many = {f"k{i}": "v" for i in range(9)}
+    r = get(api, "/v1/history/distance", api.viewer, **{"from": str(b0), "to": str(b1)},
+            **{f"attr.{k}": v for k, v in many.items()})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_attribute"
 
 
 def test_roles(api):

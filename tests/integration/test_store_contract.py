@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from h3.api import basic_int as h3i
 
 from clickhouse.backends import ChdbBackend, ServerBackend
 from clickhouse.schema import migrate
@@ -152,10 +153,53 @@ def test_raw_pings_dedup_path_distance_devices_and_export(store):
     assert store.export("pings", t, t + DAY_MS, "parquet")[:4] == b"PAR1"
 
 
+def test_minute_levels_and_floored_answers(store):
+    noon = day_of(NOW) - DAY_MS // 2
+    c8 = parent(A, 8)
+    a, b, c = h3i.cell_to_children(c8, 9)[:3]
+    rows = pieces(1, (a,), noon, noon + 10_000) + pieces(1, (b,), noon + 10_000, noon + 20_000)
+    rows += pieces(2, (a,), noon, noon + 5_000) + pieces(3, (c,), noon, noon + 5_000)
+    rows += pieces(4, (B,), noon, noon + 5_000)
+    store.write_presence(rows, version=1)
+    levels = store.minute_levels(7, 9, noon)
+    assert levels == {r: store.minute_counts(r, noon) for r in (7, 8, 9)}
+    assert levels[9] == {a: 2, b: 1, c: 1, B: 1} and levels[8][c8] == 3
+    assert store.minute_levels(8, 9, noon, c8) == {8: {c8: 3}, 9: {a: 2, b: 1, c: 1}}
+    # k = 2: `a` shows 2; under c8, b and c hide 2 devices, but one of them is also in `a`
+    everywhere = BBox(-180, -90, 180, 90)
+    assert store.floored_heatmap(9, 9, noon, everywhere, 2) == {a: 2}
+    assert store.floored_heatmap(8, 9, noon, everywhere, 2) == {c8: 2}
+    assert store.floored_top(5, 8, 9, noon, everywhere, 2) == [(c8, 2)]
+    assert store.floored_cell(c8, 9, noon, 2) == 2
+    assert store.floored_cell(parent(c8, 7), 9, noon, 2) == 2
+    assert store.floored_cell(B, 9, noon, 2) == 0
+    # nothing hidden at k = 1, yet device 1 was in a and b during the minute: the parent
+    # never reads less than its children shown (the API applies no floor below k = 2)
+    assert store.minute_counts(8, noon)[c8] == 3 and store.floored_cell(c8, 9, noon, 1) == 4
+
+
+def test_attribute_masks_group_devices_by_what_their_pings_carried(store):
+    t = NOW - 10 * MINUTE_MS
+    rows = [
+        _ping(1, t, 52.66, -8.62, t, 0, {"fleet": "bus", "colour": "red"}),
+        _ping(2, t, 52.66, -8.62, t, 0, {"fleet": "bus"}),
+        _ping(2, t + 1_000, 52.66, -8.62, t + 1_000, 0, {"colour": "red"}),
+        _ping(3, t, 52.66, -8.62, t, 0),
+        _ping(4, t + 5_000, 52.66, -8.62, t + 5_000, 0, {"fleet": "bus"}),
+        _ping(4, t + 1_000, 52.66, -8.62, t + 6_000, 0, {"colour": "red"}),  # late: not applied
+    ]
+    store.write_pings(rows, "user-0:m:n")
+    attrs = {"fleet": "bus", "colour": "red"}  # bit 0: colour, bit 1: fleet (by key)
+    masks = store.attribute_masks(t, t + MINUTE_MS, attrs)
+    assert masks == {(3,): 1, (1, 2): 1, (0,): 1, (2,): 1}
+    assert store.attribute_masks(t, t + MINUTE_MS, {}) == {(0,): 4}
+
+
 def test_parameters_carry_user_input_as_values_only(store):
     hostile = "x' OR 1=1; DROP TABLE raw_pings; --"
     assert store.space_count(hostile, NOW) == 0
     assert store.distance(NOW, NOW + 1, {hostile: hostile}) == {}
+    assert store.attribute_masks(NOW, NOW + 1, {hostile: hostile}) == {}
     assert store.backend.rows("SELECT count() FROM raw_pings")[0][0] == 0
 
 

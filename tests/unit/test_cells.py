@@ -10,6 +10,7 @@ from engine.cells import (
     check_res,
     index_batch,
     parent,
+    parents_of,
     parse_cell,
     polygon_cells,
     rollup,
@@ -38,6 +39,19 @@ def test_index_batch_matches_scalar_path():
     assert batch.tolist() == [cell_of(a, b, 9) for a, b in zip(lats, lngs, strict=True)]
     strings = [h3.latlng_to_cell(a, b, 9) for a, b in zip(lats, lngs, strict=True)]
     assert batch.tolist() == [h3.str_to_int(s) for s in strings]
+
+
+def test_parents_of_matches_h3_at_every_resolution():
+    lats = [52.62915 + i * 1e-2 for i in range(200)] + [-33.9, 64.1, 0.0, -89.9, 89.9]
+    lngs = [-8.66174 - i * 7e-3 for i in range(200)] + [151.2, -21.9, 0.0, 179.9, -179.9]
+    for base in (15, 9, 4):
+        cells = index_batch(lats, lngs, base)
+        for res in range(base + 1):
+            want = [h3.str_to_int(h3.cell_to_parent(to_str(int(c)), res)) for c in cells]
+            assert parents_of(cells, res).tolist() == want, (base, res)
+    assert to_str(int(parents_of(index_batch([52.6291510], [-8.6617460], 9), 6)[0])) == (
+        "86182e6c7ffffff"
+    )
 
 
 def test_parse_cell_accepts_hex_and_rejects_junk():
