@@ -1,0 +1,92 @@
+"""Audit records: parameters without raw ids or credentials, and counts per window."""
+
+import orjson
+import pytest
+
+from engine import audit
+
+KEY = "occ_admin_" + "x" * 32
+TOKEN = "dev2.eyJzdWIiOiJwaG9uZS00MiJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+TOKEN_ID = "tok_" + "0123456789abcdef" * 2
+
+
+def test_a_device_parameter_leaves_params_for_its_pseudonym():
+    params, devices = audit.request_params(
+        {"device_id": "+15145550123"}, "from=2026-11-24T08:00:00Z&to=1764000000000"
+    )
+    assert params == {"from": "2026-11-24T08:00:00Z", "to": "1764000000000", "device_id": None}
+    assert devices == {"device_id": "+15145550123"}
+    named = audit.with_pseudonyms(params, devices, {"+15145550123": "00ab12cd34ef5678"})
+    assert named["device_id"] == "00ab12cd34ef5678"
+    unknown = audit.with_pseudonyms(params, devices, {})  # never seen, or forgotten
+    assert unknown["device_id"] is None
+    assert "+15145550123" not in orjson.dumps([named, unknown]).decode()
+
+
+def test_the_query_string_device_id_is_a_device_too():
+    params, devices = audit.request_params({}, "device_id=phone-42&attr.fleet=bus")
+    assert params == {"device_id": None, "attr.fleet": "bus"}
+    assert devices == {"device_id": "phone-42"}
+
+
+@pytest.mark.parametrize(
+    ("value", "query", "kept", "device"),
+    [
+        (TOKEN_ID, "", TOKEN_ID, None),  # a token id is what the record names
+        ("phone-42", "", None, "phone-42"),  # a device id: its pseudonym
+        (TOKEN_ID, "device=true", None, TOKEN_ID),  # a device whose id looks like a token id
+        (TOKEN, "", audit.REDACTED, None),  # the token itself: never recorded, never looked up
+    ],
+)
+def test_a_token_routes_parameter_is_a_token_id_a_device_or_redacted(value, query, kept, device):
+    params, devices = audit.request_params({"token_id": value}, query)
+    assert params["token_id"] == kept
+    assert devices == ({"token_id": device} if device else {})
+
+
+def test_credentials_are_redacted_wherever_they_are_and_values_are_bounded():
+    params, _ = audit.request_params(
+        {"key_id": KEY},
+        f"key=Bearer%20{KEY}&note={TOKEN}&space=dev.lab&polygon={'1' * 1000}",
+    )
+    assert params["key_id"] == params["key"] == params["note"] == audit.REDACTED
+    assert params["space"] == "dev.lab"  # not a token
+    assert len(params["polygon"]) == audit.MAX_VALUE_CHARS + 1
+    many, _ = audit.request_params({}, "&".join(f"p{i}=1" for i in range(100)))
+    assert len(many) == audit.MAX_PARAMS
+
+
+def test_a_record_has_every_field_and_nothing_else():
+    r = audit.record(5, "cli", "keys create", os_user="ops@head", params={"role": "viewer"})
+    assert set(r) == set(audit.FIELDS)
+    assert (r["calls"], r["status"], r["key_id"]) == (1, 0, "")
+    with pytest.raises(ValueError, match="not audit fields"):
+        audit.record(5, "cli", "x", authorization="Bearer k")
+
+
+def test_counts_are_handed_out_once_their_window_has_ended():
+    w = audit.WindowCounts(60_000)
+    refused = ("http", "", "", "GET", "/v1/top", 401, (("reason", "unknown"),))
+    sent = ("grpc", "a1b2c3d4e5f6", "ingest", "", "/occupancy.v1.Ingest/SendPings", 0, ())
+    for t in (60_000, 60_500, 119_999):
+        w.add(t, refused, 2.0)
+    w.add(61_000, sent, 1.5, items=10, accepted=9, late=1)
+    w.add(62_000, sent, calls=0, items=5, accepted=5)  # a stream's pings, acked before it ends
+    w.add(120_000, refused, 1.0)
+    assert w.closed(119_999) == []
+    first = {r["route"]: r for r in w.closed(120_000)}
+    assert first["/v1/top"]["calls"] == 3 and first["/v1/top"]["duration_ms"] == 6.0
+    assert first["/v1/top"]["params"] == {"reason": "unknown"} and first["/v1/top"]["ts"] == 60_000
+    ingest = first["/occupancy.v1.Ingest/SendPings"]
+    assert ingest["calls"] == 1 and ingest["params"] == {"items": 15, "accepted": 14, "late": 1}
+    assert (ingest["key_id"], ingest["role"], ingest["status"]) == ("a1b2c3d4e5f6", "ingest", 0)
+    assert w.closed(10**9) != [] and w.everything() == []
+
+
+def test_a_window_holds_a_bounded_number_of_keys():
+    w = audit.WindowCounts(1_000, max_keys=3)
+    for i in range(10):
+        w.add(0, ("http", "", "", "GET", f"/r{i}", 401, ()), 1.0)
+    out = w.everything()
+    assert len(out) == 4 and sum(r["calls"] for r in out) == 10
+    assert next(r for r in out if r["route"] == "other")["calls"] == 7
