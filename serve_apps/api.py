@@ -39,6 +39,7 @@ from engine.pseudonym import new_pseudonym, pseudonym_str
 from engine.timeutil import parse_day, parse_time
 from serve_apps import page
 from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
+from serve_apps.timing import QueryTiming
 
 log = logging.getLogger(__name__)
 
@@ -62,50 +63,8 @@ app = FastAPI(
 app.include_router(page.router)
 
 
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
-
-
-class _QueryTiming:
-    """ASGI middleware: the replica's `occupancy_query_seconds` by route template and status
-    (templates, not raw paths: one series per endpoint, whatever the ids)."""
-
-    latency = None  # the replica's histogram, set by QueryApi
-    tracer = None  # the replica's tracer: a request with a sampled `traceparent` gets a span
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self.latency is None:
-            return await self.inner(scope, receive, send)
-        start = time.perf_counter()
-        status = [500]
-
-        async def send_status(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        span = None
-        carrier = {
-            k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS
-        }
-        if carrier:  # a malformed one is ignored, as the W3C spec asks
-            span = self.tracer.start_span("query", context=tracing.extract(carrier))
-        try:
-            await self.inner(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            labels = {"endpoint": route, "status": str(status[0])}
-            self.latency.record(time.perf_counter() - start, labels)
-            if span is not None:
-                span.update_name(f"query {route}")
-                span.set_attributes({"http.route": route, "http.status_code": status[0]})
-                span.end()
-
-
 app.add_middleware(Guard)  # inside the timing: 401s and 413s are counted too
-app.add_middleware(_QueryTiming)
+app.add_middleware(QueryTiming)
 
 
 class ApiError(Exception):
@@ -240,9 +199,9 @@ class QueryApi:
         self.ids = IdDirectory(self.redis)
         Guard.use(lambda key: self._cached_role(key) is not None)
         process = f"api-{os.getpid()}"
-        _QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
+        QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
         meter = telemetry.meter(process, topology.redis_url)
-        _QueryTiming.latency = meter.create_histogram(
+        QueryTiming.latency = meter.create_histogram(
             "occupancy_query_seconds",
             unit="s",
             description="Query latency by endpoint (in the replica, HTTP stack excluded)",
