@@ -25,6 +25,8 @@ class Topology:
     namespace: str = NAMESPACE
     # pings (and door events) a second per device token and per ingest key; 0: no limit
     rate_limits: tuple[float, float] = (10.0, 0.0)
+    # the audit log counts refused requests and gRPC ingest calls per window of this many s
+    audit_window_s: float = 60.0
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec.from_dict(self.spec)

@@ -297,6 +297,7 @@ def replay(file: Path, kind: str, until: str | None) -> None:
         connect(settings.clickhouse_url, settings.data_dir),
         settings.raw_retention_days,
         settings.aggregate_retention_days,
+        settings.audit_retention_days,
     )
     try:
         if kind == "doors":

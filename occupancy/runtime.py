@@ -44,6 +44,7 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         space_shards=tuple(f"space-{i}" for i in range(s.space_shards)),
         checkpoint_interval_s=s.checkpoint_interval_s,
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
+        audit_window_s=s.audit_window_s,
     )
 
 
@@ -206,6 +207,7 @@ class Engine:
             snapshot_interval_s=s.snapshot_interval_s,
             raw_retention_days=s.raw_retention_days,
             aggregate_retention_days=s.aggregate_retention_days,
+            audit_retention_days=s.audit_retention_days,
             archive_backlog_max_mb=s.archive_backlog_max_mb,
         )
         history = History.options(

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from actors import forgetting, keyring, progress, redis_client, scale_job, telemetry, tracing
 from actors.archive import DeadLetter
+from actors.audit import AuditWriter
 from actors.auth import Authenticator
 from actors.definitions import Definitions
 from actors.fit import DoesNotFit
@@ -36,8 +37,9 @@ from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
 from engine.pseudonym import new_pseudonym, pseudonym_str
-from engine.timeutil import parse_day, parse_time
+from engine.timeutil import DAY_MS, parse_day, parse_time
 from serve_apps import page
+from serve_apps.audit import AuditTrail, note
 from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
 from serve_apps.timing import QueryTiming
 
@@ -63,7 +65,8 @@ app = FastAPI(
 app.include_router(page.router)
 
 
-app.add_middleware(Guard)  # inside the timing: 401s and 413s are counted too
+app.add_middleware(Guard)  # inside the timing and the audit: 401s and 413s are counted too
+app.add_middleware(AuditTrail)
 app.add_middleware(QueryTiming)
 
 
@@ -172,6 +175,21 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+def _note_params(request: Request, **params) -> None:
+    """Parameters of a request's body for its audit record (those given)."""
+    given = {k: v for k, v in params.items() if v is not None}
+    note(request).setdefault("params", {}).update(given)
+
+
+def _rows(result) -> int:
+    """The items a history answer holds, for its audit record (0 for an export's file)."""
+    if isinstance(result, tuple):  # (devices, truncated)
+        result = result[0]
+    if isinstance(result, bytes):
+        return 0
+    return len(result) if isinstance(result, dict | list) else 1
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 0},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
@@ -197,7 +215,8 @@ class QueryApi:
         self._history_actor = None
         self._jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
         self.ids = IdDirectory(self.redis)
-        Guard.use(lambda key: self._cached_role(key) is not None)
+        Guard.use(self._credential)
+        AuditTrail.writer = AuditWriter(topology.redis_url, topology.audit_window_s)
         process = f"api-{os.getpid()}"
         QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
         meter = telemetry.meter(process, topology.redis_url)
@@ -268,20 +287,27 @@ class QueryApi:
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
             raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer <key>)")
-        role = self._cached_role(key)
-        if role is None:
+        found = self._credential(key)
+        if found is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+        role = found[1]
         if role not in allowed:
             raise ApiError(403, "forbidden", f"this needs the {' or '.join(allowed)} role")
         return role
 
-    def _cached_role(self, key: str) -> str | None:
+    def _credential(self, key: str) -> tuple[str, str] | None:
+        """(id, role) of an API key, None for an unknown or revoked one (cached)."""
         if self._auth_task is None:  # the first request: follow revocations in this loop
             self._auth_task = asyncio.get_running_loop().create_task(
                 self.auth.follow(redis_client.connect_async(self.topology.redis_url))
             )
-        found = self.auth.key(key)
-        return found[1] if found else None
+        return self.auth.key(key)
+
+    async def __del__(self) -> None:
+        """A graceful stop (Serve scales in or redeploys): the audit records not written yet
+        go to Redis."""
+        if AuditTrail.writer is not None:
+            await AuditTrail.writer.close()
 
     def _floor(self, count: int, role: str) -> int:
         return count if role == "admin" or count >= self.k_min else 0
@@ -309,36 +335,19 @@ class QueryApi:
             return parse_time(at)
 
     async def _history(
-        self,
-        role: str,
-        endpoint: str,
-        params: dict,
-        method: str,
-        *args,
-        timeout_s: float = HISTORY_TIMEOUT_S,
+        self, request: Request, method: str, *args, timeout_s: float = HISTORY_TIMEOUT_S
     ):
         """A call to the history actor; 503 while the store is unreachable, 504 past
-        `timeout_s`. Audited."""
+        `timeout_s`. The rows it gave go to the request's audit record."""
         call = getattr(self._history_handle(), method).remote(*args)
-        return await self._audited(role, endpoint, params, call, timeout_s)
+        result = await self._guarded(call, timeout_s)
+        note(request)["rows"] = _rows(result)
+        return result
 
     def _history_handle(self):
         if self._history_actor is None:
             self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
         return self._history_actor
-
-    async def _audited(
-        self, role: str, endpoint: str, params: dict, call, timeout_s=HISTORY_TIMEOUT_S
-    ):
-        """`_guarded(call)`; the question and how many rows it gave go to the audit log."""
-        start = time.perf_counter()
-        result = await self._guarded(call, timeout_s)
-        rows = len(result) if isinstance(result, dict | list) else 1
-        elapsed = (time.perf_counter() - start) * 1000
-        self._history_handle().audit.remote(
-            role, endpoint, orjson.dumps(params).decode(), rows, elapsed
-        )
-        return result
 
     @staticmethod
     async def _guarded(call, timeout_s: float = HISTORY_TIMEOUT_S):
@@ -431,6 +440,7 @@ class QueryApi:
         down would). Meanwhile the backlog waits in Redis, then in spill files; answers the
         snapshotter's state."""
         self._role(request, ("admin",))
+        _note_params(request, paused=body.paused, outage_drill=body.outage_drill)
         if body.paused is None and body.outage_drill is None:
             raise ApiError(400, "bad_request", "give paused or outage_drill")
         history = ray.get_actor(HISTORY, namespace=self.topology.namespace)
@@ -452,6 +462,30 @@ class QueryApi:
         entries = await asyncio.to_thread(dead.entries, limit)
         return ORJSONResponse({"total": len(dead), "entries": entries})
 
+    @app.get("/v1/admin/audit")
+    async def audit(
+        self,
+        request: Request,
+        from_: str | None = Query(None, alias="from"),
+        to: str | None = None,
+        key: str | None = Query(None, max_length=64),
+        route: str | None = Query(None, max_length=200),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> ORJSONResponse:
+        """For operators (admin): the audit log, newest first: who (key id and role, or the
+        OS user of a CLI command) asked what (method, route template, parameters with device
+        ids as pseudonyms), how it went (status, time, bytes, rows), from [from, to) (the last
+        day unless told), of one key id (`key`) and of routes starting with `route`. Requests
+        reach it within a snapshot interval; reading it is audited too."""
+        self._role(request, ("admin",))
+        with _bad("bad_time"):
+            t1 = _now() if to is None else parse_time(to)
+            t0 = t1 - DAY_MS if from_ is None else parse_time(from_)
+        if t1 <= t0:
+            raise ApiError(400, "bad_time", "`to` must be after `from`")
+        entries = await self._history(request, "audit_entries", t0, t1, key, route, limit)
+        return ORJSONResponse({"from": t0, "to": t1, "entries": entries})
+
     @app.delete("/v1/admin/devices/{device_id}")
     async def forget(self, request: Request, device_id: str) -> ORJSONResponse:
         """For operators (admin): forget a device, named by its raw id or pseudonym
@@ -460,7 +494,7 @@ class QueryApi:
         to a key nothing links to it: counts of the past stay. `live` and `history` say
         whether those steps are done or still pending (the engine finishes them)."""
         self._role(request, ("admin",))
-        key = self._device(device_id)
+        key = self._device(request, device_id)
         raw = self.ids.resolve(key)
         job = forgetting.start(self.redis, raw, new_pseudonym()) if raw is not None else None
         if job is None:  # forgotten meanwhile
@@ -512,6 +546,8 @@ class QueryApi:
         tokens = DeviceTokens(self.redis, self.auth.tokens.secret)
         with _bad("bad_token_id"):
             kind, what = await asyncio.to_thread(tokens.revoke, token_id, device)
+        if kind == "token":  # given as the token itself: its record names it by its id
+            _note_params(request, token_id=what)
         return ORJSONResponse({"revoked": kind, "id": what})
 
     @app.post("/v1/admin/scale", status_code=202)
@@ -523,6 +559,7 @@ class QueryApi:
         not fit); otherwise 202 with the target layout version, and the scale runs in the
         background: `GET /v1/admin/status` shows its progress under `rebalance`."""
         self._role(request, ("admin",))
+        _note_params(request, **body.model_dump())
         if body.user_shards is None and body.cell_shards is None and body.ingest_handlers is None:
             raise ApiError(400, "bad_request", "give user_shards, cell_shards or ingest_handlers")
         try:
@@ -568,8 +605,7 @@ class QueryApi:
         box, r = self._bbox(bbox), self._res(res)
         t = self._at(at)
         if t is not None:
-            params = {"res": r, "bbox": bbox, "at": t}
-            counts = await self._history(role, "heatmap", params, "heatmap", r, t, _tuple(box))
+            counts = await self._history(request, "heatmap", r, t, _tuple(box))
             return _json_bytes(self._heatmap_body(counts, t, r, format, role))
         admin = role == "admin"
 
@@ -616,8 +652,7 @@ class QueryApi:
         box, r = self._bbox(bbox), self._res(res)
         t = self._at(at)
         if t is not None:
-            params = {"n": n, "res": r, "bbox": bbox, "at": t}
-            ranked = await self._history(role, "top", params, "top", n, r, t, _tuple(box))
+            ranked = await self._history(request, "top", n, r, t, _tuple(box))
             return ORJSONResponse({"res": r, "as_of": t, "cells": self._cells(ranked, role)})
         admin = role == "admin"
         body = await self._shared(
@@ -638,8 +673,7 @@ class QueryApi:
             check_res(resolution(c), self.spec.res)
         t = self._at(at)
         if t is not None:
-            params = {"cell": cell, "at": t}
-            count = await self._history(role, "cell", params, "cell_count", c, t)
+            count = await self._history(request, "cell_count", c, t)
         else:
             count = await self.queries.cell_count(c)
         as_of = t if t is not None else _now()
@@ -657,7 +691,7 @@ class QueryApi:
         counts = await self._guarded(self.queries.space_counts(t))
         polygon_counts = counts
         if t is not None:  # a polygon space at t is its minute aggregate (history)
-            polygon_counts = await self._history(role, "spaces", {"at": t}, "space_counts", t)
+            polygon_counts = await self._history(request, "space_counts", t)
         metadata = self.definitions.metadata
         out = []
         for space, spec in sorted(metadata.polygon_spaces().items()):
@@ -683,8 +717,7 @@ class QueryApi:
             # a polygon space's count at T is the minute aggregate of T's minute (history);
             # a door space's is exact at T from its events (live state keeps those of the last
             # OCC_MAX_PING_AGE_S, history all of them)
-            params = {"space": space_id, "at": t}
-            count = await self._history(role, "space", params, "space_count", space_id, t)
+            count = await self._history(request, "space_count", space_id, t)
         else:
             count = await self._guarded(self.queries.space_count(space_id, t))
         return {
@@ -699,14 +732,13 @@ class QueryApi:
         self._role(request, ("admin",))
         with _bad("bad_day"):
             d = parse_day(day)
-        key = self._device(device_id)
+        key = self._device(request, device_id)
         # live state where it holds the day, else history's pieces with the owed ones over them
         live = await self.queries.dwell_live(key, d)
         if "dwell" in live:
             found = live["dwell"]
         else:
-            params = {"device": pseudonym_str(key), "day": d}
-            stored = await self._history("admin", "dwell", params, "dwell_pieces", key, d)
+            stored = await self._history(request, "dwell_pieces", key, d)
             found = dwell_of(stored, live["owed"])
         return ORJSONResponse(
             {
@@ -739,14 +771,16 @@ class QueryApi:
             raise ApiError(400, "bad_attribute", "up to 16 attr.K=V filters, K ≤ 64, V ≤ 256")
         return attrs
 
-    def _device(self, device_id: str) -> int:
+    def _device(self, request: Request, device_id: str) -> int:
         """The pseudonym a per-device route names (a raw id, or the pseudonym of a device the
-        id directory has): 404 for a device never seen or forgotten."""
+        id directory has): 404 for a device never seen or forgotten. The request's audit
+        record names the device by it."""
         if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
             raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
         key = self.ids.key_of(device_id)
         if key is None:
             raise ApiError(404, "unknown_device", "no such device (never seen, or forgotten)")
+        note(request).setdefault("pseudonyms", {})[device_id] = pseudonym_str(key)
         return key
 
     def _device_ids(self, keys: list[int], role: str) -> dict[int, str]:
@@ -779,9 +813,8 @@ class QueryApi:
         else:
             box = self._bbox(bbox)
         attrs = self._attrs(request)
-        params = {"from": t0, "to": t1, "bbox": bbox, "polygon": polygon, "attrs": attrs}
         found, truncated = await self._history(
-            role, "devices", params, "devices_in_area",
+            request, "devices_in_area",
             t0, t1, _tuple(box), shape, attrs, limit, timeout_s, timeout_s=timeout_s + 10,
         )  # fmt: skip
         names = self._device_ids([d for d, _, _ in found], role)
@@ -792,11 +825,10 @@ class QueryApi:
     async def history_path(
         self, request: Request, device_id: str, from_: str = Query(alias="from"), to: str = Query()
     ):
-        role = self._role(request, ("admin",))
+        self._role(request, ("admin",))
         t0, t1 = self._period(from_, to)
-        key = self._device(device_id)
-        params = {"device": pseudonym_str(key), "from": t0, "to": t1}
-        points = await self._history(role, "path", params, "path", key, t0, t1)
+        key = self._device(request, device_id)
+        points = await self._history(request, "path", key, t0, t1)
         return ORJSONResponse(
             {
                 "device_id": device_id,
@@ -822,12 +854,10 @@ class QueryApi:
         if device_id is not None:
             if role != "admin":
                 raise ApiError(403, "forbidden", "per-device answers need the admin role")
-            key = self._device(device_id)
-        params = {"from": t0, "to": t1, "attrs": attrs, "device": device_id is not None}
+            key = self._device(request, device_id)
         meters = await self._history(
-            role, "distance", params, "distance", t0, t1, attrs, key, timeout_s,
-            timeout_s=timeout_s + 10,
-        )  # fmt: skip
+            request, "distance", t0, t1, attrs, key, timeout_s, timeout_s=timeout_s + 10
+        )
         average = sum(meters.values()) / len(meters) if meters else 0.0
         body: dict = {"average_meters": average, "device_count": len(meters)}
         if role == "admin":
@@ -847,10 +877,9 @@ class QueryApi:
         format: Literal["csv", "json", "parquet", "arrow"] = "csv",
     ):
         """A download of history rows with their time in [from, to); devices as pseudonyms."""
-        role = self._role(request, ("admin",))
+        self._role(request, ("admin",))
         t0, t1 = self._period(from_, to)
-        params = {"what": what, "from": t0, "to": t1, "format": format}
-        data = await self._history(role, "export", params, "export", what, t0, t1, format)
+        data = await self._history(request, "export", what, t0, t1, format)
         _, media = EXPORT_FORMATS[format]
         name = f"occupancy-{what}-{t0}-{t1}.{format}"
         return Response(
@@ -865,6 +894,7 @@ class QueryApi:
     async def put_space(self, request: Request, space_id: str, body: PolygonSpaceBody):
         self._role(request, ("admin",))
         _check_id(space_id)
+        _note_params(request, name=body.name, kind="door" if body.polygon is None else "polygon")
         with _bad("bad_space"):
             if body.polygon is not None:
                 cells = await self.definitions.define_polygon_space(
@@ -878,6 +908,7 @@ class QueryApi:
     async def put_doorway(self, request: Request, doorway_id: str, body: DoorwayBody):
         self._role(request, ("admin",))
         _check_id(doorway_id)
+        _note_params(request, inside=body.inside, outside=body.outside)
         with _bad("bad_doorway"):
             await self.definitions.define_doorway(doorway_id, body.inside, body.outside)
         return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
@@ -885,6 +916,13 @@ class QueryApi:
     @app.post("/v1/doorways/{doorway_id}/installations", status_code=201)
     async def install(self, request: Request, doorway_id: str, body: InstallationBody):
         self._role(request, ("admin",))
+        _note_params(
+            request,
+            sensor_id=body.sensor_id,
+            **{"from": body.from_},
+            positive=body.positive,
+            doorway_removed=body.doorway_removed,
+        )
         with _bad("bad_time"):
             start = parse_time(str(body.from_))
         with _bad("bad_installation"):
@@ -900,6 +938,7 @@ class QueryApi:
     @app.post("/v1/spaces/{space_id}/resets", status_code=201)
     async def reset(self, request: Request, space_id: str, body: ResetBody):
         self._role(request, ("admin",))
+        _note_params(request, at=body.at)
         with _bad("bad_time"):
             at = parse_time(str(body.at))
         with _bad("bad_space"):

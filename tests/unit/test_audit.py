@@ -1,9 +1,16 @@
-"""Audit records: parameters without raw ids or credentials, and counts per window."""
+"""Audit records: parameters without raw ids or credentials, counts per window, and the API's
+middleware building one record per request (and counts for refused ones), without Ray."""
+
+import asyncio
 
 import orjson
 import pytest
+from fastapi import FastAPI, Request
 
+from actors.audit import entry, rows_of
 from engine import audit
+from serve_apps.audit import AuditTrail, note
+from serve_apps.guard import Guard
 
 KEY = "occ_admin_" + "x" * 32
 TOKEN = "dev2.eyJzdWIiOiJwaG9uZS00MiJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
@@ -90,3 +97,89 @@ def test_a_window_holds_a_bounded_number_of_keys():
     out = w.everything()
     assert len(out) == 4 and sum(r["calls"] for r in out) == 10
     assert next(r for r in out if r["route"] == "other")["calls"] == 7
+
+
+def test_stream_entries_become_table_rows_in_column_order():
+    r = audit.record(7, "http", "/v1/top", key_id="k", role="viewer", method="GET",
+                     params={"n": "5"}, status=200, duration_ms=1.25, bytes_out=42)  # fmt: skip
+    rows = rows_of([(b"1-0", {b"r": entry(r)}), (b"1-1", {b"r": b"\xc1 not msgpack"})])
+    assert len(rows) == 1
+    assert dict(zip(audit.FIELDS, rows[0], strict=True)) == {**r, "params": '{"n":"5"}'}
+
+
+# -- the API's middleware ------------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self):
+        self.records: list[tuple[dict, dict, dict]] = []
+        self.counts: list[tuple] = []
+
+    def add(self, record, devices=None, known=None):
+        self.records.append((record, devices or {}, known or {}))
+
+    def count(self, key, duration_ms=0.0, **counts):
+        self.counts.append(key)
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/history/path/{device_id}")
+    async def path(request: Request, device_id: str, to: str = ""):
+        note(request)["rows"] = 3
+        if device_id == "known":
+            note(request).setdefault("pseudonyms", {})[device_id] = "00000000000000ff"
+        return {"points": [1, 2, 3]}
+
+    app.add_middleware(Guard)
+    app.add_middleware(AuditTrail)
+    return app
+
+
+async def _call(app, method: str, path: str, query: bytes = b"", key: str | None = None):
+    headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": query, "headers": headers, "root_path": "", "scheme": "http",
+             "server": ("test", 80), "client": ("127.0.0.1", 1), "http_version": "1.1"}  # fmt: skip
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"]
+
+
+def test_the_middleware_records_who_asked_what_and_counts_the_refused(monkeypatch):
+    writer = _Writer()
+    monkeypatch.setattr(AuditTrail, "writer", writer)
+    monkeypatch.setattr(
+        Guard, "_who", [lambda key: ("a1b2c3d4e5f6", "admin") if key == KEY else None]
+    )
+    app = _app()
+
+    async def calls():
+        assert await _call(app, "GET", "/v1/history/path/+15145550123", b"to=5", KEY) == 200
+        assert await _call(app, "GET", "/v1/history/path/known", b"", KEY) == 200
+        assert await _call(app, "GET", "/v1/history/path/+15145550123", b"", "occ_admin_bad") == 401
+        assert await _call(app, "DELETE", "/v1/history/path/x", b"", None) == 401
+        assert await _call(app, "GET", "/v1/health") == 404  # open path: not audited
+
+    asyncio.run(calls())
+    (first, devices, known), (second, _, known2) = writer.records
+    assert known == {} and second["params"] == {"device_id": None}
+    assert first["route"] == "/v1/history/path/{device_id}" and first["method"] == "GET"
+    assert (first["key_id"], first["role"], first["status"], first["rows"]) == (
+        "a1b2c3d4e5f6", "admin", 200, 3)  # fmt: skip
+    assert first["params"] == {"to": "5", "device_id": None} and first["bytes_out"] > 0
+    assert devices == {"device_id": "+15145550123"}
+    assert known2 == {"known": "00000000000000ff"}
+    assert "+15145550123" not in orjson.dumps(first).decode()
+    assert writer.counts == [
+        ("http", "", "", "GET", "/v1/history/path/{device_id}", 401, (("reason", "unknown"),)),
+        ("http", "", "", "DELETE", "/v1/history/path/{device_id}", 401, (("reason", "missing"),)),
+    ]
