@@ -1,6 +1,6 @@
-"""The audit log's way to history: every process that records (the API's replicas) appends to
-the Redis stream `occ:audit`, capped at KEEP records; the history actor writes them into
-ClickHouse's `audit` table in its snapshot rounds and trims the stream only after they are
+"""The audit log's way to history: every process that records (API replicas, ingest handlers)
+appends to the Redis stream `occ:audit`, capped at KEEP records; the history actor writes them
+into ClickHouse's `audit` table in its snapshot rounds and trims the stream only after they are
 written (engine/audit.py builds the records).
 
 A process never blocks on this: its records go to a list, which a task of its event loop writes
