@@ -1,7 +1,7 @@
-"""The audit log's way to history: every process that records (API replicas, ingest handlers)
-appends to the Redis stream `occ:audit`, capped at KEEP records; the history actor writes them
-into ClickHouse's `audit` table in its snapshot rounds and trims the stream only after they are
-written (engine/audit.py builds the records).
+"""The audit log's way to history: every process that records (API replicas, ingest handlers,
+CLI commands) appends to the Redis stream `occ:audit`, capped at KEEP records; the history actor
+writes them into ClickHouse's `audit` table in its snapshot rounds and trims the stream only
+after they are written (engine/audit.py builds the records).
 
 A process never blocks on this: its records go to a list, which a task of its event loop writes
 every FLUSH_S, raw device ids replaced by pseudonyms on the way (they never leave the process).
@@ -11,7 +11,10 @@ the stream keeps up to KEEP, the oldest dropped beyond.
 
 import asyncio
 import contextlib
+import getpass
 import logging
+import os
+import socket
 import time
 
 import orjson
@@ -37,6 +40,47 @@ WARN_EVERY_S = 60.0
 def entry(record: dict) -> bytes:
     """A record as the stream keeps it (its params as JSON, as the table does)."""
     return pack({**record, "params": orjson.dumps(record["params"]).decode()})
+
+
+def append(client: redis.Redis, record: dict) -> None:
+    """One record, now (the CLI: no event loop, and the command is short)."""
+    client.xadd(STREAM, {"r": entry(record)}, maxlen=KEEP, approximate=True)
+
+
+@contextlib.contextmanager
+def recorded(client: redis.Redis, command: str, **params):
+    """A CLI command's record (source "cli", `os_user()`), written when the body ends: status
+    0, or 1 if it raised. The body adds what it learns to the params it is given (never a key,
+    a token or a raw device id)."""
+    arrived = int(time.time() * 1000)
+    started = time.perf_counter()
+    status = 1
+    try:
+        yield params
+        status = 0
+    finally:
+        record = records.record(
+            arrived,
+            "cli",
+            command,
+            os_user=os_user(),
+            params=params,
+            status=status,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        try:
+            append(client, record)
+        except redis.RedisError as exc:
+            log.warning("the audit record of `occupancy %s` was not written: %s", command, exc)
+
+
+def os_user() -> str:
+    """`user@host` of the process (a CLI command's record)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for the uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 class AuditWriter:
