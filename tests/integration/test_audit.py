@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from actors.audit import STREAM
 from actors.auth import key_hash, key_id
 from actors.history import NAME as HISTORY
+from engine.cells import cell_of, to_str
 from engine.pseudonym import pseudonym_str
 from occupancy.cli import main
 from protos import occupancy_pb2 as pb
@@ -156,6 +157,42 @@ def test_requests_reach_the_audit_log_with_key_ids_and_pseudonyms(live):
     )
 
     _nothing_secret_in_the_log(live, [PERSON, *keys.values(), ingest_key, live.admin, live.key])
+
+
+def test_every_history_route_records_its_rows(live):
+    now = int(time.time() * 1000)
+    admin = live.engine.create_key("admin", "audit test")
+    kid = key_id(key_hash(admin))
+    live.send([pb.Ping(device_id=PERSON, ts_ms=now - 1_000, lat=HERE[0], lng=HERE[1])])
+    ray.get(ray.get_actor(HISTORY, namespace=live.engine.topology.namespace).snapshot.remote())
+    cell = to_str(cell_of(*HERE, live.engine.topology.engine_spec().res))
+    period = {"from": now - 60_000, "to": now + 60_000}
+    asked = {
+        "/v1/heatmap": {"bbox": "-8.46,52.40,-8.45,52.41", "at": now - 60_000},
+        "/v1/top": {"n": 5, "at": now - 60_000},
+        f"/v1/cells/{cell}": {"at": now - 60_000},
+        "/v1/spaces": {"at": now - 60_000},
+        "/v1/history/devices": {"bbox": "-8.46,52.40,-8.45,52.41", **period},
+        "/v1/history/distance": {"device_id": PERSON, **period},
+        "/v1/export": {"what": "pings", **period},
+        f"/v1/users/{quote(PERSON, safe='')}/dwell": {"day": time.strftime("%Y-%m-%d")},
+    }
+    for path, params in asked.items():
+        assert _get(live, path, admin, **params).status_code == 200, path
+    routes = {
+        "/v1/heatmap", "/v1/top", "/v1/cells/{cell}", "/v1/spaces", "/v1/history/devices",
+        "/v1/history/distance", "/v1/export", "/v1/users/{device_id}/dwell",
+    }  # fmt: skip
+    entries = _until(live, now - 1_000, lambda es: routes <= {e["route"] for e in es
+                                                              if e["key_id"] == kid})  # fmt: skip
+    mine = {e["route"]: e for e in entries if e["key_id"] == kid and e["route"] in routes}
+    assert {r: e["status"] for r, e in mine.items()} == dict.fromkeys(routes, 200)
+    assert mine["/v1/history/devices"]["rows"] >= 1  # the devices found
+    assert mine["/v1/export"]["rows"] == 0 and mine["/v1/export"]["bytes_out"] > 0
+    pseudonym = pseudonym_str(live.pseudonym(PERSON))
+    assert mine["/v1/history/distance"]["params"]["device_id"] == pseudonym
+    assert mine["/v1/users/{device_id}/dwell"]["params"]["device_id"] == pseudonym
+    _nothing_secret_in_the_log(live, [PERSON, admin])
 
 
 def test_cli_writes_leave_records_with_the_os_user(live):
