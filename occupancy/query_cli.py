@@ -267,7 +267,8 @@ def audit_row(e: dict) -> list:
     who = e["key_id"] or e["os_user"] or "-"
     what = f"{e['method']} {e['route']}".strip()
     status = _grpc_status(e["status"]) if e["source"] == "grpc" else e["status"]
-    params = json.dumps(e["params"], separators=(",", ":")) if e["params"] else ""
+    given = e["params"] if isinstance(e["params"], dict) else {"params": e["params"]}
+    params = " ".join(f"{k}={'-' if v is None else v}" for k, v in given.items())
     if len(params) > 80:
         params = params[:79] + "…"
     calls = e["calls"] if e["calls"] != 1 else ""
