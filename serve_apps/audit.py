@@ -2,11 +2,12 @@
 key, once it is answered (actors/audit.py takes the records to history)."""
 
 import time
+from functools import partial
 
 from starlette.requests import Request
 from starlette.routing import Match
 
-from actors.audit import AuditWriter
+from actors.audit import AuditWriter, Made
 from engine import audit as records
 from serve_apps.guard import CREDENTIAL, REFUSED, checked
 
@@ -61,26 +62,12 @@ class AuditTrail:
             key = ("http", "", "", method, self._template(scope), status, reason)
             self.writer.count(key, elapsed_ms)
             return
-        params, devices = records.request_params(
-            scope.get("path_params") or {}, scope.get("query_string", b"").decode("latin-1")
-        )
-        added = scope.get(NOTE, {})
-        params.update(added.get("params", {}))
-        key_id, role = credential
-        record = records.record(
-            arrived,
-            "http",
-            getattr(scope.get("route"), "path", "unmatched"),
-            key_id=key_id,
-            role=role,
-            method=method,
-            params=params,
-            status=status,
-            duration_ms=elapsed_ms,
-            bytes_out=sent,
-            rows=added.get("rows", 0),
-        )
-        self.writer.add(record, devices, added.get("pseudonyms"))
+        route = getattr(scope.get("route"), "path", "unmatched")
+        answer = (status, elapsed_ms, sent)
+        self.writer.add(
+            partial(_made, arrived, credential, method, route, scope.get("path_params"),
+                    scope.get("query_string", b""), answer, scope.get(NOTE, {}))
+        )  # fmt: skip
 
     def _template(self, scope) -> str:
         """The template of the route a path matches (never the path: it may hold a raw id)."""
@@ -94,6 +81,27 @@ class AuditTrail:
             if match == Match.PARTIAL and partial is None:
                 partial = route.path
         return partial or "unmatched"
+
+
+def _made(arrived, credential, method, route, path_params, query, answer, added) -> Made:
+    """A request's record, built when the writer flushes (not on the request's path)."""
+    params, devices = records.request_params(path_params or {}, query.decode("latin-1"))
+    params.update(added.get("params", {}))
+    (key_id, role), (status, elapsed_ms, sent) = credential, answer
+    record = records.record(
+        arrived,
+        "http",
+        route,
+        key_id=key_id,
+        role=role,
+        method=method,
+        params=params,
+        status=status,
+        duration_ms=elapsed_ms,
+        bytes_out=sent,
+        rows=added.get("rows", 0),
+    )
+    return record, devices, added.get("pseudonyms") or {}
 
 
 def _routes(routes) -> list:

@@ -115,8 +115,8 @@ class _Writer:
         self.records: list[tuple[dict, dict, dict]] = []
         self.counts: list[tuple] = []
 
-    def add(self, record, devices=None, known=None):
-        self.records.append((record, devices or {}, known or {}))
+    def add(self, make):
+        self.records.append(make())
 
     def count(self, key, duration_ms=0.0, **counts):
         self.counts.append(key)
