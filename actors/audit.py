@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from collections import ChainMap
 from collections.abc import Callable
 
 import orjson
@@ -181,7 +182,8 @@ class AuditWriter:
         out = []
         for record, devices, known in batch:
             if devices:
-                params = records.with_pseudonyms(record["params"], devices, {**found, **known})
+                names = ChainMap(known, found)  # what the caller knew first
+                params = records.with_pseudonyms(record["params"], devices, names)
                 record = {**record, "params": params}
             out.append(entry(record))
         return out
