@@ -277,7 +277,9 @@ def audit_row(e: dict) -> list:
 
 
 @click.command()
-@click.option("--from", "start", default=None, help="Start time (ISO 8601 or ms; a day ago).")
+@click.option(
+    "--from", "start", default=None, help="Start time (ISO 8601 or ms; default: a day before --to)."
+)
 @click.option("--to", "end", default=None, help="End time, exclusive (default: now).")
 @click.option("--key-id", default=None, help="Only the records of this API key id.")
 @click.option("--route", default=None, help="Only routes starting with this (e.g. /v1/history).")

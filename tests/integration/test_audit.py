@@ -22,7 +22,8 @@ from protos import occupancy_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
-PERSON = "+15145550199"  # a raw id: a phone number
+PERSON = "+15145550199"  # raw ids: phone numbers
+OTHER = "+15145550188"
 HERE = (52.402, -8.455)
 
 
@@ -163,7 +164,7 @@ def test_every_history_route_records_its_rows(live):
     now = int(time.time() * 1000)
     admin = live.engine.create_key("admin", "audit test")
     kid = key_id(key_hash(admin))
-    live.send([pb.Ping(device_id=PERSON, ts_ms=now - 1_000, lat=HERE[0], lng=HERE[1])])
+    live.send([pb.Ping(device_id=OTHER, ts_ms=now - 1_000, lat=HERE[0], lng=HERE[1])])
     ray.get(ray.get_actor(HISTORY, namespace=live.engine.topology.namespace).snapshot.remote())
     cell = to_str(cell_of(*HERE, live.engine.topology.engine_spec().res))
     period = {"from": now - 60_000, "to": now + 60_000}
@@ -173,9 +174,9 @@ def test_every_history_route_records_its_rows(live):
         f"/v1/cells/{cell}": {"at": now - 60_000},
         "/v1/spaces": {"at": now - 60_000},
         "/v1/history/devices": {"bbox": "-8.46,52.40,-8.45,52.41", **period},
-        "/v1/history/distance": {"device_id": PERSON, **period},
+        "/v1/history/distance": {"device_id": OTHER, **period},
         "/v1/export": {"what": "pings", **period},
-        f"/v1/users/{quote(PERSON, safe='')}/dwell": {"day": time.strftime("%Y-%m-%d")},
+        f"/v1/users/{quote(OTHER, safe='')}/dwell": {"day": time.strftime("%Y-%m-%d")},
     }
     for path, params in asked.items():
         assert _get(live, path, admin, **params).status_code == 200, path
@@ -189,10 +190,10 @@ def test_every_history_route_records_its_rows(live):
     assert {r: e["status"] for r, e in mine.items()} == dict.fromkeys(routes, 200)
     assert mine["/v1/history/devices"]["rows"] >= 1  # the devices found
     assert mine["/v1/export"]["rows"] == 0 and mine["/v1/export"]["bytes_out"] > 0
-    pseudonym = pseudonym_str(live.pseudonym(PERSON))
+    pseudonym = pseudonym_str(live.pseudonym(OTHER))
     assert mine["/v1/history/distance"]["params"]["device_id"] == pseudonym
     assert mine["/v1/users/{device_id}/dwell"]["params"]["device_id"] == pseudonym
-    _nothing_secret_in_the_log(live, [PERSON, admin])
+    _nothing_secret_in_the_log(live, [OTHER, admin])
 
 
 def test_cli_writes_leave_records_with_the_os_user(live):
