@@ -13,6 +13,7 @@ import redis
 
 from actors import redis_client, telemetry, tracing
 from actors.archive import Archiver, DeadLetter, reconcile_spill, spill_range
+from actors.audit import KEEP as AUDIT_KEEP
 from actors.audit import STREAM as AUDIT_STREAM
 from actors.audit import AuditDrain
 from actors.forget_jobs import Finisher
@@ -184,6 +185,12 @@ class History:
             "occupancy_snapshot_backlog",
             callbacks=[backlog],
             description="Log entries waiting for history or a checkpoint, per shard",
+        )
+        m.create_observable_gauge(
+            "occupancy_audit_backlog",
+            callbacks=[lambda _: [Observation(int(self.redis.xlen(AUDIT_STREAM)))]],
+            description=f"Audit records waiting in Redis for history (the oldest are dropped "
+            f"beyond {AUDIT_KEEP:,})",
         )
 
     def _refresh(self) -> None:

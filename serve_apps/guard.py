@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 MAX_BODY_BYTES = 1 << 20  # a polygon of 10,000 vertices is ~400 KB of JSON
 OPEN_PATHS = ("/v1/health",)  # /v1 paths answered without a key
 CREDENTIAL = "occ.credential"  # scope: (key id, role) of a request's key
-REFUSED = "occ.refused"  # scope: "missing" or "unknown", for a request refused at the door
+REFUSED = "occ.refused"  # scope: why the door refused a request: "missing", "unknown", "redis"
 
 
 def checked(path: str) -> bool:
