@@ -183,6 +183,11 @@ class Archiver:
         self._write(kind, shard, token, data, n, halved, halving)
         return n
 
+    def write_audit(self, rows: list, token: str, halved: bool = False, halving=None) -> int:
+        """Audit records of one range of their stream (actors/audit.py), with its token."""
+        self._write("audit", "audit", token, rows, len(rows), halved, halving)
+        return len(rows)
+
     def write_presence(self, shard: str, rows: list, version: int) -> int:
         """Presence pieces of one export (no token: a piece's latest version wins)."""
         self._write("presence", shard, "", (rows, version), len(rows))
@@ -299,4 +304,16 @@ def _presence(store: HistoryStore, data: tuple[list, int]):
     return write, lambda lo, hi: [list(r) for r in rows[lo:hi]]
 
 
-_KINDS = {"pings": _pings, "door_events": _door_events, "presence": _presence}
+def _audit(store: HistoryStore, rows: list):
+    def write(lo: int, hi: int, token: str) -> None:
+        store.write_audit(rows[lo:hi], token)
+
+    return write, lambda lo, hi: [list(r) for r in rows[lo:hi]]
+
+
+_KINDS = {
+    "pings": _pings,
+    "door_events": _door_events,
+    "presence": _presence,
+    "audit": _audit,
+}

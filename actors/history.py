@@ -13,6 +13,9 @@ import redis
 
 from actors import redis_client, telemetry, tracing
 from actors.archive import Archiver, DeadLetter, reconcile_spill, spill_range
+from actors.audit import KEEP as AUDIT_KEEP
+from actors.audit import STREAM as AUDIT_STREAM
+from actors.audit import AuditDrain
 from actors.forget_jobs import Finisher
 from actors.layout import committed, current, pending
 from actors.mirror import StateMirror
@@ -38,6 +41,7 @@ class HistoryConfig:
     snapshot_interval_s: float = 10.0
     raw_retention_days: int = 60
     aggregate_retention_days: int = 2557
+    audit_retention_days: int = 400
     archive_backlog_max_mb: float = 256.0  # beyond it, log ranges spill to local files
 
 
@@ -103,6 +107,7 @@ class History:
         self.backlog_bytes = 0  # unarchived log entries in Redis, estimated, last round
         self.spill = Spill(Path(config.data_dir) / SPILL_DIR)
         self.forgets = Finisher(self.redis, self.shards, self.spill)
+        self.audit: AuditDrain | None = None
         self._connect_lock = threading.Lock()
         self._wals: dict[str, Wal] = {}
         self._refresh()
@@ -181,6 +186,12 @@ class History:
             callbacks=[backlog],
             description="Log entries waiting for history or a checkpoint, per shard",
         )
+        m.create_observable_gauge(
+            "occupancy_audit_backlog",
+            callbacks=[lambda _: [Observation(int(self.redis.xlen(AUDIT_STREAM)))]],
+            description=f"Audit records waiting in Redis for history (the oldest are dropped "
+            f"beyond {AUDIT_KEEP:,})",
+        )
 
     def _refresh(self) -> None:
         """The committed shard layout, and every shard log to archive: the layout's, and those
@@ -207,7 +218,10 @@ class History:
                 try:
                     backend = connect(c.clickhouse_url, Path(c.data_dir))
                     self.store = HistoryStore(
-                        backend, c.raw_retention_days, c.aggregate_retention_days
+                        backend,
+                        c.raw_retention_days,
+                        c.aggregate_retention_days,
+                        c.audit_retention_days,
                     )
                 except Exception as exc:
                     self.last_error = f"connect: {exc}"
@@ -233,8 +247,8 @@ class History:
 
     @ray.method(concurrency_group="archive")
     def snapshot(self) -> dict:
-        """One round; {"presence", "pings", "door_events"} rows written and whether entries
-        were left for the next round ("behind"), or raises. Whatever happened, the backlog
+        """One round; {"presence", "pings", "door_events", "audit"} rows written and whether
+        entries were left for the next round ("behind"), or raises. Whatever happened, the backlog
         left in Redis is then bounded (spilled beyond `archive_backlog_max_mb`)."""
         try:
             return self._snapshot()
@@ -250,7 +264,7 @@ class History:
             raise HistoryUnavailable("history writes are paused")
         archiver = self._archiver()
         started = time.perf_counter()
-        out = {"presence": 0, "pings": 0, "door_events": 0}
+        out = {"presence": 0, "pings": 0, "door_events": 0, "audit": 0}
         behind = False
         try:
             users = self.shards.users()
@@ -272,6 +286,10 @@ class History:
                 rows, more = archiver.archive_log(wal, name, kind, convert, trace, self.spill)
                 out[kind] += rows
                 behind = behind or more
+            if self.audit is None:
+                self.audit = AuditDrain(self.redis, archiver.write_audit)
+            out["audit"], more = self.audit.run()
+            behind = behind or more
         except ray.exceptions.RayError:
             raise
         except Exception as exc:
@@ -374,6 +392,7 @@ class History:
                 name: wal.archive_lag_ms() for name, wal in list(self._wals.items())
             },
             "deadletter": len(DeadLetter(self.redis)),
+            "audit_backlog": int(self.redis.xlen(AUDIT_STREAM)),  # records waiting
             "forgets_pending": self.forgets.pending(),
         }
 
@@ -478,11 +497,9 @@ class History:
         return {"pings": store.ping_count(), "door_events": store.door_event_count()}
 
     @ray.method(concurrency_group="query")
-    def audit(self, role: str, endpoint: str, params: str, rows: int, elapsed_ms: float) -> None:
-        try:
-            self._reader().audit(role, endpoint, params, rows, elapsed_ms)
-        except HistoryUnavailable:
-            pass
+    @_answer
+    def audit_entries(self, start: int, end: int, key_id, route, limit: int) -> list[dict]:
+        return self._reader().audit_entries(start, end, key_id, route, limit)
 
     @ray.method(concurrency_group="control")
     def pid(self) -> int:

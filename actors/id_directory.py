@@ -106,6 +106,29 @@ class IdDirectory:
         return int(self.client.hlen(IDS))
 
 
+async def pseudonyms_of(client: redis.asyncio.Redis, values: set[str]) -> dict[str, str | None]:
+    """`IdDirectory.key_of` for many values at once, from async code, as 16 hex digits: the
+    pseudonym of each raw id the directory has, or the value itself when it is the pseudonym
+    of a device the directory has; None otherwise. Two reads in all."""
+    names = sorted(values)
+    if not names:
+        return {}
+    found = dict(zip(names, await client.hmget(RAW_IDS, names), strict=True))
+    out = {v: (k.decode() if k else None) for v, k in found.items()}
+    shaped = []
+    for value, key in out.items():
+        if key is None:
+            try:
+                shaped.append((value, pseudonym_str(parse_pseudonym(value))))
+            except ValueError:
+                continue
+    if shaped:
+        known = await client.hmget(IDS, [p for _, p in shaped])
+        for (value, pseudonym), raw in zip(shaped, known, strict=True):
+            out[value] = pseudonym if raw is not None else None
+    return out
+
+
 class Creator:
     """Get-or-create for ingest handlers (async): every raw id of a batch that the handler's
     cache lacks, in one script call per CHUNK ids."""

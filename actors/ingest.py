@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors import redis_client, tracing
+from actors.audit import AuditWriter
 from actors.fit import rss_bytes
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
 from actors.refs import ACTOR_OPTIONS, alive_nodes, on_node
@@ -56,6 +57,10 @@ class IngestServer:
     An ack means every accepted ping is in its user shard's WAL. Bad items are rejected with a
     reason and never stop their batch; malformed requests get INVALID_ARGUMENT; when more than
     `max_in_flight` batches wait on the shards, new calls get RESOURCE_EXHAUSTED.
+
+    Calls are counted for the audit log per window (`audit_window_s`), key id (device tokens
+    together), method and status code, with the items they carried and their acks' figures:
+    calls in the window they ended, a stream's acked pings in the window they were acked.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class IngestServer:
         self.max_in_flight = max_in_flight
         name = ray.get_runtime_context().get_actor_name() or "ingest"
         self.core = IngestCore(topology, process=name)
+        self.audit = AuditWriter(topology.redis_url, topology.audit_window_s)
         self.tracer = tracing.tracer(name, topology.redis_url)
         self._server: grpc.aio.Server | None = None
         self._streams: set[_OpenStream] = set()
@@ -183,19 +189,52 @@ class IngestServer:
         if self._server is not None:
             await self._server.stop(grace=2)
             self._server = None
+        await self.audit.close()
 
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def send_pings(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._unary(request, context, pb.PingBatch, "pings", self.core.ingest_pings)
-
-    async def send_door_events(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._unary(
-            request, context, pb.DoorEventBatch, "events", self.core.ingest_doors
+        call = _Counted("SendPings")
+        return await self._audited(
+            call, context, self._unary(request, context, pb.PingBatch, "pings", call)
         )
 
-    async def _unary(self, request: bytes, context, message, field: str, ingest) -> bytes:
-        caller = await self._authenticate(context)
+    async def send_door_events(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        call = _Counted("SendDoorEvents")
+        return await self._audited(
+            call, context, self._unary(request, context, pb.DoorEventBatch, "events", call)
+        )
+
+    async def stream_pings(self, requests, context: grpc.aio.ServicerContext) -> None:
+        call = _Counted("StreamPings")
+        await self._audited(call, context, self._stream(context, call))
+
+    async def _audited(self, call: "_Counted", context, serving):
+        """Await `serving`, then count the call for the audit log with its status code."""
+        try:
+            result = await serving
+        except BaseException as exc:
+            self._count(call, _status(context, exc))
+            raise
+        self._count(call, 0)
+        return result
+
+    def _count(self, call: "_Counted", status: int, ended: bool = True) -> None:
+        """The call's figures not counted yet, in the current window; the call itself too
+        once it has `ended`."""
+        who = call.caller
+        key_id, role = (who.key_id, who.role) if who is not None else ("", "")
+        key = ("grpc", key_id, role, "", f"/{SERVICE}/{call.method}", status, ())
+        figures, call.figures = call.figures, {}
+        if ended:
+            elapsed = (time.perf_counter() - call.started) * 1000
+            self.audit.count(key, elapsed, **figures)
+        else:
+            self.audit.count(key, calls=0, **figures)
+
+    async def _unary(self, request: bytes, context, message, field: str, call) -> bytes:
+        caller = call.caller = await self._authenticate(context)
+        ingest = self.core.ingest_pings if field == "pings" else self.core.ingest_doors
         device = caller.device
         try:
             batch = message.FromString(request)
@@ -204,6 +243,7 @@ class IngestServer:
                 grpc.StatusCode.INVALID_ARGUMENT, f"not a valid {message.__name__} message"
             )
         items = getattr(batch, field)
+        call.figures["items"] = len(items)
         if len(items) > self.max_batch:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -224,10 +264,11 @@ class IngestServer:
                 span.set_attributes(
                     {"items": len(items), "accepted": ack.accepted, "rejected": ack.rejected}
                 )
+        call.figures.update(_figures(ack))
         return ack.SerializeToString()
 
-    async def stream_pings(self, requests, context: grpc.aio.ServicerContext) -> None:
-        caller = await self._authenticate(context)
+    async def _stream(self, context: grpc.aio.ServicerContext, call: "_Counted") -> None:
+        caller = call.caller = await self._authenticate(context)
         device = caller.device
         inbox = _Inbox(4 * STREAM_BATCH, STREAM_BUFFER_BYTES)
         stream = _OpenStream(_authorization(context), inbox)
@@ -258,6 +299,9 @@ class IngestServer:
                         await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
                     index += len(raw)
                     unacked += len(raw)
+                    # a stream's pings are counted as they are taken: it may last for hours
+                    call.figures.update({"items": len(raw), **_figures(ack)})
+                    self._count(call, 0, ended=False)
                     totals.accepted += ack.accepted
                     totals.late += ack.late
                     totals.rejected += ack.rejected
@@ -301,6 +345,33 @@ class IngestServer:
                 grpc.StatusCode.PERMISSION_DENIED if exc.denied else grpc.StatusCode.UNAUTHENTICATED
             )
             await context.abort(code, str(exc))
+
+
+class _Counted:
+    """One call's part in the audit counts: its method, who (once known) and the figures not
+    counted yet."""
+
+    __slots__ = ("caller", "figures", "method", "started")
+
+    def __init__(self, method: str):
+        self.method = method
+        self.caller: Caller | None = None
+        self.figures: dict[str, int] = {}
+        self.started = time.perf_counter()
+
+
+def _figures(ack: pb.IngestAck) -> dict[str, int]:
+    return {"accepted": ack.accepted, "late": ack.late, "rejected": ack.rejected}
+
+
+def _status(context, exc: BaseException) -> int:
+    """The status code a call that raised `exc` ends with."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.value[0]
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED.value[0]
+    return grpc.StatusCode.UNKNOWN.value[0]
 
 
 def _authorization(context) -> str:

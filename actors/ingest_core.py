@@ -56,11 +56,14 @@ def _unavailable(exc: BaseException) -> ShardUnavailable | None:
 
 
 class Caller(NamedTuple):
-    """Who sends: the device a device token is bound to (None for a key), and the credential
-    rate limits are kept for."""
+    """Who sends: the device a device token is bound to (None for a key), the credential rate
+    limits are kept for, the role (`device` for a device token) and a key's id (the audit
+    log's: "" for a device token, whose calls are counted together)."""
 
     device: str | None
     credential: str
+    role: str = "device"
+    key_id: str = ""
 
 
 class AuthError(Exception):
@@ -141,7 +144,7 @@ class IngestCore:
             raise AuthError(f"a {who.role} key cannot send pings", denied=True)
         if who.device is not None:
             return Caller(who.device, f"device:{who.device}")
-        return Caller(None, f"key:{who.id}")
+        return Caller(None, f"key:{who.id}", who.role, who.id)
 
     def admit(self, caller: Caller, items: int) -> float:
         """0 when `caller` may send `items` now, else the seconds to wait (its token bucket:

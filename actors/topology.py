@@ -28,6 +28,8 @@ class Topology:
     # gRPC ingest's TLS: certificate, key and client CA files (paths; each handler reads them,
     # so they must exist on every node); empty: no TLS (occupancy/tls.py)
     tls: tuple[str, str, str] = ("", "", "")
+    # the audit log counts refused requests and gRPC ingest calls per window of this many s
+    audit_window_s: float = 60.0
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec.from_dict(self.spec)

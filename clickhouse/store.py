@@ -3,12 +3,14 @@
 All SQL of the engine's history lives here, with values passed as query parameters.
 """
 
-import time
 from collections.abc import Iterable, Sequence
+
+import orjson
 
 from clickhouse.backends import Backend
 from clickhouse.partitions import by_month, part_token
 from clickhouse.schema import migrate
+from engine.audit import FIELDS as AUDIT_COLUMNS
 from engine.cells import resolution
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
 from engine.privacy import released, released_by_levels
@@ -241,9 +243,15 @@ class RawQueries:
 
 
 class HistoryStore(RawQueries):
-    def __init__(self, backend: Backend, raw_days: int = 60, aggregate_days: int = 2557):
+    def __init__(
+        self,
+        backend: Backend,
+        raw_days: int = 60,
+        aggregate_days: int = 2557,
+        audit_days: int = 400,
+    ):
         self.backend = backend
-        migrate(backend, raw_days, aggregate_days)
+        migrate(backend, raw_days, aggregate_days, audit_days)
 
     # -- writes (idempotent) --------------------------------------------------------------------
 
@@ -268,6 +276,11 @@ class HistoryStore(RawQueries):
 
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
         self._insert_rows("door_events", DOOR_COLUMNS, rows, 1, token)
+
+    def write_audit(self, rows: Sequence[Sequence], token: str) -> None:
+        """Audit records in AUDIT_COLUMNS order; `token` names the stream range they come
+        from."""
+        self._insert_rows("audit", AUDIT_COLUMNS, rows, 0, token)
 
     def write_presence(self, rows: Iterable[tuple], version: int) -> int:
         """Pieces (device, day, place, start, lo, hi) of `engine.history`; `version` orders
@@ -376,13 +389,6 @@ class HistoryStore(RawQueries):
         )
         return int(rows[0][0] or 0) if rows else 0
 
-    def audit(self, role: str, endpoint: str, params: str, rows: int, elapsed_ms: float) -> None:
-        self.backend.insert(
-            "query_audit",
-            ("ts", "role", "endpoint", "params", "result_rows", "elapsed_ms"),
-            [(int(time.time() * 1000), role, endpoint, params[:2000], rows, elapsed_ms)],
-        )
-
     # -- reads ----------------------------------------------------------------------------------
 
     def minute_counts(self, res: int, at: int) -> dict[int, int]:
@@ -486,6 +492,39 @@ class HistoryStore(RawQueries):
             "FROM presence FINAL WHERE space != '' AND hi > lo) GROUP BY space, m"
         ):
             out[(space, int(minute))] = int(n)
+        return out
+
+    def audit_entries(
+        self,
+        start: int,
+        end: int,
+        key_id: str | None = None,
+        route: str | None = None,
+        limit: int = 100,
+    ) -> list[dict]:
+        """Audit records with ts in [start, end), newest first, of one key id and of routes
+        starting with `route` if given; `params` parsed."""
+        params: dict = {"start": start, "end": end}
+        where = "ts >= {start:Int64} AND ts < {end:Int64}"
+        if key_id is not None:
+            params["key_id"] = key_id
+            where += " AND key_id = {key_id:String}"
+        if route is not None:
+            params["route"] = route
+            where += " AND startsWith(route, {route:String})"
+        rows = self.backend.rows(
+            f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE {where} "
+            f"ORDER BY ts DESC LIMIT {int(limit)}",
+            params,
+        )
+        out = []
+        for row in rows:
+            entry = dict(zip(AUDIT_COLUMNS, row, strict=True))
+            try:
+                entry["params"] = orjson.loads(entry["params"])
+            except orjson.JSONDecodeError:  # kept as stored
+                pass
+            out.append(entry)
         return out
 
     def ping_count(self) -> int:

@@ -23,7 +23,7 @@ def main() -> None:
     Run:          up, demo
     Send:         simulate, replay
     Query:        top, heatmap, space, dwell, export
-    Operate:      status, scale, deadletter, archive
+    Operate:      status, scale, deadletter, archive, audit
     Credentials:  keys, token, forget
     Plan:         estimate
 
@@ -112,15 +112,18 @@ def forget(device_id: str, url: str | None, key: str | None) -> None:
 def _forget_offline(settings: Settings, device_id: str) -> str:
     """The id directory's step now; the running engine's history actor does the rest."""
     from actors import forgetting
+    from actors.audit import recorded
     from actors.id_directory import IdDirectory
-    from engine.pseudonym import new_pseudonym
+    from engine.pseudonym import new_pseudonym, pseudonym_str
     from occupancy.local_files import RedisFor
 
     with RedisFor(settings) as client:
         key = IdDirectory(client).key_of(device_id)
-        raw = IdDirectory(client).resolve(key) if key is not None else None
-        if raw is None or forgetting.start(client, raw, new_pseudonym()) is None:
-            raise click.ClickException("unknown_device: not in the id directory")
+        device = pseudonym_str(key) if key is not None else None
+        with recorded(client, "forget", device=device):
+            raw = IdDirectory(client).resolve(key) if key is not None else None
+            if raw is None or forgetting.start(client, raw, new_pseudonym()) is None:
+                raise click.ClickException("unknown_device: not in the id directory")
     return "forgotten in the id directory; the engine forgets the rest when it runs"
 
 
@@ -327,6 +330,7 @@ def replay(file: Path, kind: str, until: str | None) -> None:
         connect(settings.clickhouse_url, settings.data_dir),
         settings.raw_retention_days,
         settings.aggregate_retention_days,
+        settings.audit_retention_days,
     )
     try:
         if kind == "doors":
@@ -422,6 +426,7 @@ def _add_query_commands() -> None:
         scale_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
         query_cli.deadletter: "What history refused to store, newest first (admin).",
         query_cli.archive: "Pause or resume history's writes, or drill an outage (admin).",
+        query_cli.audit: "Who asked what and when: the audit log (admin).",
     }
     for command, short in shorts.items():
         command.short_help = short

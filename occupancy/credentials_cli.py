@@ -1,5 +1,6 @@
 """`occupancy keys ...` and `occupancy token ...`: API keys, device tokens and signing keys,
-written to the deployment's Redis directly (OCC_REDIS_URL, or the data dir's embedded one)."""
+written to the deployment's Redis directly (OCC_REDIS_URL, or the data dir's embedded one).
+Each command that writes leaves a record in the audit log (source "cli", the OS user)."""
 
 import functools
 import json
@@ -58,6 +59,15 @@ def _redis(settings: Settings):
     return RedisFor(settings)
 
 
+def _pseudonym(client, device_id: str) -> str | None:
+    """The device's pseudonym for an audit record (None if the id directory lacks it)."""
+    from actors.id_directory import IdDirectory
+    from engine.pseudonym import pseudonym_str
+
+    key = IdDirectory(client).key_of(device_id)
+    return pseudonym_str(key) if key is not None else None
+
+
 # -- API keys and signing keys ---------------------------------------------------------------------
 
 
@@ -73,13 +83,18 @@ def keys() -> None:
 @click.option("--label", default="", help="A note stored with the key (who or what uses it).")
 def keys_create(role: str, label: str) -> None:
     """Create a key and print it (its id goes to stderr); only its hash is stored."""
+    from actors.audit import recorded
     from actors.auth import KeyStore, key_hash, key_id
 
-    with _redis(Settings.from_env()) as client:
+    with (
+        _redis(Settings.from_env()) as client,
+        recorded(client, "keys create", role=role, label=label) as params,
+    ):
         try:
             key = KeyStore(client).create(role, label)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
+        params["id"] = key_id(key_hash(key))
     click.echo(key)
     click.echo(f"id {key_id(key_hash(key))}", err=True)
 
@@ -109,12 +124,14 @@ def keys_list(as_json: bool) -> None:
 @click.option("--id", "key_id", default=None, help="The key's id (from `occupancy keys list`).")
 def keys_revoke(key: str | None, key_id: str | None) -> None:
     """Revoke a key, given in full (KEY) or by its id (--id)."""
-    from actors.auth import KeyStore
+    from actors import auth
+    from actors.audit import recorded
 
     if (key is None) == (key_id is None):
         raise click.UsageError("give the key or --id, one of the two")
-    with _redis(Settings.from_env()) as client:
-        store = KeyStore(client)
+    which = key_id if key is None else auth.key_id(auth.key_hash(key))  # never the key
+    with _redis(Settings.from_env()) as client, recorded(client, "keys revoke", id=which):
+        store = auth.KeyStore(client)
         if not (store.revoke(key) if key else store.revoke_id(key_id)):
             raise click.ClickException("no such key")
     click.echo("revoked")
@@ -125,13 +142,15 @@ def keys_revoke(key: str | None, key_id: str | None) -> None:
 def keys_rotate_signing() -> None:
     """Start signing device tokens with a new key; tokens signed before keep working until
     they expire (or their key is retired). Prints the new key's id."""
+    from actors.audit import recorded
     from actors.tokens import SigningKeys
     from occupancy import local_files
 
     settings = Settings.from_env()
     local_files.secret(settings)  # the keys derive from it: refuse a bad one before anything
-    with _redis(settings) as client:
-        click.echo(SigningKeys(client).rotate())
+    with _redis(settings) as client, recorded(client, "keys rotate-signing") as params:
+        params["kid"] = SigningKeys(client).rotate()
+    click.echo(params["kid"])
 
 
 @keys.command("signing", short_help="The device-token signing keys and their states.")
@@ -158,9 +177,10 @@ def keys_signing() -> None:
 def keys_retire_signing(kid: str) -> None:
     """Make every token signed with KID invalid at once (a key believed leaked). Rotate
     first: the current key cannot be retired."""
+    from actors.audit import recorded
     from actors.tokens import SigningKeys
 
-    with _redis(Settings.from_env()) as client:
+    with _redis(Settings.from_env()) as client, recorded(client, "keys retire-signing", kid=kid):
         try:
             SigningKeys(client).retire(kid)
         except (KeyError, ValueError) as exc:
@@ -203,16 +223,20 @@ def token() -> None:
 def token_issue(device_id: str, ttl: str) -> None:
     """Print a device token bound to DEVICE_ID, for `authorization: Bearer <token>`; its id
     and expiry go to stderr."""
+    from actors.audit import recorded
     from actors.tokens import DeviceTokens
     from occupancy import local_files
 
     settings = Settings.from_env()
     secret = local_files.secret(settings)
     with _redis(settings) as client:
-        try:
-            text, claims = DeviceTokens(client, secret).issue(device_id, parse_ttl(ttl))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
+        device = _pseudonym(client, device_id)
+        with recorded(client, "token issue", device=device, ttl=ttl) as params:
+            try:
+                text, claims = DeviceTokens(client, secret).issue(device_id, parse_ttl(ttl))
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+            params |= {"token_id": claims.token_id, "kid": claims.kid}
     click.echo(text)
     click.echo(
         f"token id {claims.token_id} · device {device_id} · expires {_iso(claims.expires_ms)} "
@@ -228,16 +252,22 @@ def token_issue(device_id: str, ttl: str) -> None:
 def token_revoke(what: str, device: bool) -> None:
     """Revoke the token with id WHAT (`tok_...`, or the token itself), or every token issued
     so far to the device WHAT. Ingest refuses them within a second; open streams end."""
+    from actors.audit import recorded
     from actors.tokens import DeviceTokens
     from occupancy import local_files
 
     settings = Settings.from_env()
     secret = local_files.secret(settings)
-    with _redis(settings) as client:
+    with _redis(settings) as client, recorded(client, "token revoke") as params:
         try:
             kind, which = DeviceTokens(client, secret).revoke(what, device)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+        params["kind"] = kind
+        if kind == "token":
+            params["token_id"] = which
+        else:  # a device: by its pseudonym (None if it never sent)
+            params["device"] = _pseudonym(client, which)
     if kind == "token":
         click.echo(f"token {which} revoked")
     else:

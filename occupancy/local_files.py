@@ -7,7 +7,8 @@ from pathlib import Path
 import redis
 
 from actors import redis_client
-from actors.auth import KeyStore
+from actors.audit import recorded
+from actors.auth import KeyStore, key_hash, key_id
 from actors.keyring import SECRET_FILE_ENV, BadSecret, check_secret, read_secret_file
 from actors.private_files import private_dir, write_private
 from actors.redis_server import SUBDIR as REDIS_SUBDIR
@@ -79,7 +80,9 @@ def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") 
         key = path.read_text().strip()
         if keys.role(key) == role:
             return key
-    key = keys.create(role, "bootstrap")
+    with recorded(client, "keys create", role=role, label="bootstrap") as params:
+        key = keys.create(role, "bootstrap")
+        params["id"] = key_id(key_hash(key))
     write_private(path, key + "\n")
     return key
 

@@ -1,5 +1,5 @@
-"""`occupancy top|heatmap|dwell|space|status`: the HTTP API from the command line, as tables or
-JSON (`occupancy scale` is in occupancy/scale_cli.py)."""
+"""`occupancy top|heatmap|dwell|space|status|deadletter|archive|audit`: the HTTP API from the
+command line, as tables or JSON (`occupancy scale` is in occupancy/scale_cli.py)."""
 
 import json
 import time
@@ -216,6 +216,7 @@ def status(url, key, as_json) -> None:
         ["backlog in Redis (est.)", f"{h.get('backlog_bytes', 0) / 2**20:.1f} MiB"],
         ["spilled to files", f"{spill['ranges']} ranges, {spill['bytes'] / 2**20:.1f} MiB"],
         ["refused blocks (dead letters)", h.get("deadletter", 0)],
+        ["audit records waiting", h.get("audit_backlog", 0)],
     ]
     show(body, False, "history", ["", "value"], rows)
 
@@ -256,3 +257,46 @@ def deadletter(limit: int, url, key, as_json) -> None:
     ]
     columns = ["at (UTC)", "kind", "shard", "rows", "range", "error"]
     show(body, as_json, f"{body['total']} dead letters", columns, rows)
+
+
+def _grpc_status(code: int) -> str:
+    import grpc
+
+    names = {c.value[0]: c.name for c in grpc.StatusCode}
+    return names.get(code, str(code))
+
+
+def audit_row(e: dict) -> list:
+    """One audit record as a table row: who, what, how it went."""
+    who = e["key_id"] or e["os_user"] or "-"
+    what = f"{e['method']} {e['route']}".strip()
+    status = _grpc_status(e["status"]) if e["source"] == "grpc" else e["status"]
+    given = e["params"] if isinstance(e["params"], dict) else {"params": e["params"]}
+    params = " ".join(f"{k}={'-' if v is None else v}" for k, v in given.items())
+    if len(params) > 80:
+        params = params[:79] + "…"
+    calls = e["calls"] if e["calls"] != 1 else ""
+    return [_utc(e["ts"]), e["source"], who, e["role"], what, params, status, calls,
+            f"{e['duration_ms']:.1f}"]  # fmt: skip
+
+
+@click.command()
+@click.option(
+    "--from", "start", default=None, help="Start time (ISO 8601 or ms; default: a day before --to)."
+)
+@click.option("--to", "end", default=None, help="End time, exclusive (default: now).")
+@click.option("--key-id", default=None, help="Only the records of this API key id.")
+@click.option("--route", default=None, help="Only routes starting with this (e.g. /v1/history).")
+@click.option("-n", "--limit", default=100, show_default=True, help="How many, newest first.")
+@api_options
+def audit(start, end, key_id, route, limit, url, key, as_json) -> None:
+    """Who asked what and when: the audit log, newest first (admin). Device ids appear as
+    pseudonyms; refused requests and gRPC calls as counts per window ("calls")."""
+    body = Api(url, key, Settings.from_env()).get(
+        "/v1/admin/audit",
+        **{"from": start, "to": end, "key": key_id, "route": route, "limit": limit},
+    )
+    rows = [audit_row(e) for e in body["entries"]]
+    columns = ["at (UTC)", "source", "key / user", "role", "request", "params", "status",
+               "calls", "ms"]  # fmt: skip
+    show(body, as_json, f"{len(rows)} audit records", columns, rows)

@@ -48,6 +48,7 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         checkpoint_interval_s=s.checkpoint_interval_s,
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
         tls=s.tls().as_tuple(),
+        audit_window_s=s.audit_window_s,
     )
 
 
@@ -217,6 +218,7 @@ class Engine:
             snapshot_interval_s=s.snapshot_interval_s,
             raw_retention_days=s.raw_retention_days,
             aggregate_retention_days=s.aggregate_retention_days,
+            audit_retention_days=s.audit_retention_days,
             archive_backlog_max_mb=s.archive_backlog_max_mb,
         )
         history = History.options(

@@ -29,6 +29,8 @@ class Settings:
     snapshot_interval_s: float = 10.0
     raw_retention_days: int = 60
     aggregate_retention_days: int = 2557  # 7 years
+    audit_retention_days: int = 400
+    audit_window_s: float = 60.0  # refused requests and gRPC calls are counted per window
     archive_backlog_max_mb: float = 256.0  # Redis's share for history; beyond it, spill files
     checkpoint_interval_s: float = 5.0
     user_shards: int = 2

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from actors import forgetting, keyring, progress, redis_client, scale_job, telemetry, tracing
 from actors.archive import DeadLetter
+from actors.audit import AuditWriter
 from actors.auth import Authenticator
 from actors.definitions import Definitions
 from actors.fit import DoesNotFit
@@ -37,9 +38,11 @@ from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
 from engine.privacy import filter_released, subset_counts
 from engine.pseudonym import new_pseudonym, pseudonym_str
-from engine.timeutil import parse_day, parse_time
+from engine.timeutil import DAY_MS, parse_day, parse_time
 from serve_apps import page
+from serve_apps.audit import AuditTrail, note
 from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
+from serve_apps.timing import QueryTiming
 
 log = logging.getLogger(__name__)
 
@@ -65,50 +68,9 @@ app = FastAPI(
 app.include_router(page.router)
 
 
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
-
-
-class _QueryTiming:
-    """ASGI middleware: the replica's `occupancy_query_seconds` by route template and status
-    (templates, not raw paths: one series per endpoint, whatever the ids)."""
-
-    latency = None  # the replica's histogram, set by QueryApi
-    tracer = None  # the replica's tracer: a request with a sampled `traceparent` gets a span
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self.latency is None:
-            return await self.inner(scope, receive, send)
-        start = time.perf_counter()
-        status = [500]
-
-        async def send_status(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        span = None
-        carrier = {
-            k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS
-        }
-        if carrier:  # a malformed one is ignored, as the W3C spec asks
-            span = self.tracer.start_span("query", context=tracing.extract(carrier))
-        try:
-            await self.inner(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            labels = {"endpoint": route, "status": str(status[0])}
-            self.latency.record(time.perf_counter() - start, labels)
-            if span is not None:
-                span.update_name(f"query {route}")
-                span.set_attributes({"http.route": route, "http.status_code": status[0]})
-                span.end()
-
-
-app.add_middleware(Guard)  # inside the timing: 401s and 413s are counted too
-app.add_middleware(_QueryTiming)
+app.add_middleware(Guard)  # inside the timing and the audit: 401s and 413s are counted too
+app.add_middleware(AuditTrail)
+app.add_middleware(QueryTiming)
 
 
 class ApiError(Exception):
@@ -216,6 +178,21 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+def _note_params(request: Request, **params) -> None:
+    """Parameters of a request's body for its audit record (those given)."""
+    given = {k: v for k, v in params.items() if v is not None}
+    note(request).setdefault("params", {}).update(given)
+
+
+def _rows(result) -> int:
+    """The items a history answer holds, for its audit record (0 for an export's file)."""
+    if isinstance(result, tuple):  # (devices, truncated)
+        result = result[0]
+    if isinstance(result, bytes):
+        return 0
+    return len(result) if isinstance(result, dict | list) else 1
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 0},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
@@ -241,11 +218,12 @@ class QueryApi:
         self._history_actor = None
         self._jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
         self.ids = IdDirectory(self.redis)
-        Guard.use(lambda key: self._cached_role(key) is not None)
+        Guard.use(self._credential)
+        AuditTrail.writer = AuditWriter(topology.redis_url, topology.audit_window_s)
         process = f"api-{os.getpid()}"
-        _QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
+        QueryTiming.tracer = tracing.tracer(process, topology.redis_url)
         meter = telemetry.meter(process, topology.redis_url)
-        _QueryTiming.latency = meter.create_histogram(
+        QueryTiming.latency = meter.create_histogram(
             "occupancy_query_seconds",
             unit="s",
             description="Query latency by endpoint (in the replica, HTTP stack excluded)",
@@ -312,20 +290,27 @@ class QueryApi:
         key = header[7:].strip() if header.lower().startswith("bearer ") else ""
         if not key:
             raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer <key>)")
-        role = self._cached_role(key)
-        if role is None:
+        found = self._credential(key)
+        if found is None:
             raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+        role = found[1]
         if role not in allowed:
             raise ApiError(403, "forbidden", f"this needs the {' or '.join(allowed)} role")
         return role
 
-    def _cached_role(self, key: str) -> str | None:
+    def _credential(self, key: str) -> tuple[str, str] | None:
+        """(id, role) of an API key, None for an unknown or revoked one (cached)."""
         if self._auth_task is None:  # the first request: follow revocations in this loop
             self._auth_task = asyncio.get_running_loop().create_task(
                 self.auth.follow(redis_client.connect_async(self.topology.redis_url))
             )
-        found = self.auth.key(key)
-        return found[1] if found else None
+        return self.auth.key(key)
+
+    async def __del__(self) -> None:
+        """A graceful stop (Serve scales in or redeploys): the audit records not written yet
+        go to Redis."""
+        if AuditTrail.writer is not None:
+            await AuditTrail.writer.close()
 
     def _floor(self, count: int, role: str) -> int:
         return count if role == "admin" or count >= self.k_min else 0
@@ -359,36 +344,19 @@ class QueryApi:
             return parse_time(at)
 
     async def _history(
-        self,
-        role: str,
-        endpoint: str,
-        params: dict,
-        method: str,
-        *args,
-        timeout_s: float = HISTORY_TIMEOUT_S,
+        self, request: Request, method: str, *args, timeout_s: float = HISTORY_TIMEOUT_S
     ):
         """A call to the history actor; 503 while the store is unreachable, 504 past
-        `timeout_s`. Audited."""
+        `timeout_s`. The rows it gave go to the request's audit record."""
         call = getattr(self._history_handle(), method).remote(*args)
-        return await self._audited(role, endpoint, params, call, timeout_s)
+        result = await self._guarded(call, timeout_s)
+        note(request)["rows"] = _rows(result)
+        return result
 
     def _history_handle(self):
         if self._history_actor is None:
             self._history_actor = ray.get_actor(HISTORY, namespace=self.topology.namespace)
         return self._history_actor
-
-    async def _audited(
-        self, role: str, endpoint: str, params: dict, call, timeout_s=HISTORY_TIMEOUT_S
-    ):
-        """`_guarded(call)`; the question and how many rows it gave go to the audit log."""
-        start = time.perf_counter()
-        result = await self._guarded(call, timeout_s)
-        rows = len(result) if isinstance(result, dict | list) else 1
-        elapsed = (time.perf_counter() - start) * 1000
-        self._history_handle().audit.remote(
-            role, endpoint, orjson.dumps(params).decode(), rows, elapsed
-        )
-        return result
 
     @staticmethod
     async def _guarded(call, timeout_s: float = HISTORY_TIMEOUT_S):
@@ -481,6 +449,7 @@ class QueryApi:
         down would). Meanwhile the backlog waits in Redis, then in spill files; answers the
         snapshotter's state."""
         self._role(request, ("admin",))
+        _note_params(request, paused=body.paused, outage_drill=body.outage_drill)
         if body.paused is None and body.outage_drill is None:
             raise ApiError(400, "bad_request", "give paused or outage_drill")
         history = ray.get_actor(HISTORY, namespace=self.topology.namespace)
@@ -502,6 +471,30 @@ class QueryApi:
         entries = await asyncio.to_thread(dead.entries, limit)
         return ORJSONResponse({"total": len(dead), "entries": entries})
 
+    @app.get("/v1/admin/audit")
+    async def audit(
+        self,
+        request: Request,
+        from_: str | None = Query(None, alias="from"),
+        to: str | None = None,
+        key: str | None = Query(None, max_length=64),
+        route: str | None = Query(None, max_length=200),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> ORJSONResponse:
+        """For operators (admin): the audit log, newest first: who (key id and role, or the
+        OS user of a CLI command) asked what (method, route template, parameters with device
+        ids as pseudonyms), how it went (status, time, bytes, rows), from [from, to) (the last
+        day unless told), of one key id (`key`) and of routes starting with `route`. Requests
+        reach it within a snapshot interval; reading it is audited too."""
+        self._role(request, ("admin",))
+        with _bad("bad_time"):
+            t1 = _now() if to is None else parse_time(to)
+            t0 = t1 - DAY_MS if from_ is None else parse_time(from_)
+        if t1 <= t0:
+            raise ApiError(400, "bad_time", "`to` must be after `from`")
+        entries = await self._history(request, "audit_entries", t0, t1, key, route, limit)
+        return ORJSONResponse({"from": t0, "to": t1, "entries": entries})
+
     @app.delete("/v1/admin/devices/{device_id}")
     async def forget(self, request: Request, device_id: str) -> ORJSONResponse:
         """For operators (admin): forget a device, named by its raw id or pseudonym
@@ -510,7 +503,7 @@ class QueryApi:
         to a key nothing links to it: counts of the past stay. `live` and `history` say
         whether those steps are done or still pending (the engine finishes them)."""
         self._role(request, ("admin",))
-        key = self._device(device_id)
+        key = self._device(request, device_id)
         raw = self.ids.resolve(key)
         job = forgetting.start(self.redis, raw, new_pseudonym()) if raw is not None else None
         if job is None:  # forgotten meanwhile
@@ -562,6 +555,8 @@ class QueryApi:
         tokens = DeviceTokens(self.redis, self.auth.tokens.secret)
         with _bad("bad_token_id"):
             kind, what = await asyncio.to_thread(tokens.revoke, token_id, device)
+        if kind == "token":  # given as the token itself: its record names it by its id
+            _note_params(request, token_id=what)
         return ORJSONResponse({"revoked": kind, "id": what})
 
     @app.post("/v1/admin/scale", status_code=202)
@@ -573,6 +568,7 @@ class QueryApi:
         not fit); otherwise 202 with the target layout version, and the scale runs in the
         background: `GET /v1/admin/status` shows its progress under `rebalance`."""
         self._role(request, ("admin",))
+        _note_params(request, **body.model_dump())
         if body.user_shards is None and body.cell_shards is None and body.ingest_handlers is None:
             raise ApiError(400, "bad_request", "give user_shards, cell_shards or ingest_handlers")
         try:
@@ -618,12 +614,11 @@ class QueryApi:
         box, r = self._bbox(bbox), self._res(res)
         t, k = self._at(at), self._k(role)
         if t is not None:
-            params = {"res": r, "bbox": bbox, "at": t}
             if k:
                 args = ("floored_heatmap", r, self.spec.res, t, _tuple(box), k)
             else:
                 args = ("heatmap", r, t, _tuple(box))
-            counts = await self._history(role, "heatmap", params, *args)
+            counts = await self._history(request, *args)
             return _json_bytes(self._heatmap_body(counts, t, r, format, role))
         admin = role == "admin"
 
@@ -674,12 +669,11 @@ class QueryApi:
         box, r = self._bbox(bbox), self._res(res)
         t, k = self._at(at), self._k(role)
         if t is not None:
-            params = {"n": n, "res": r, "bbox": bbox, "at": t}
             if k:
                 args = ("floored_top", n, r, self.spec.res, t, _tuple(box), k)
             else:
                 args = ("top", n, r, t, _tuple(box))
-            ranked = await self._history(role, "top", params, *args)
+            ranked = await self._history(request, *args)
             return ORJSONResponse({"res": r, "as_of": t, "cells": self._cells(ranked, role)})
         admin = role == "admin"
         body = await self._shared(
@@ -703,9 +697,8 @@ class QueryApi:
             check_res(resolution(c), self.spec.res)
         t, k = self._at(at), self._k(role)
         if t is not None:
-            params = {"cell": cell, "at": t}
             args = ("floored_cell", c, self.spec.res, t, k) if k else ("cell_count", c, t)
-            count = await self._history(role, "cell", params, *args)
+            count = await self._history(request, *args)
         elif k:
             count = await self.queries.floored_cell(c, k)
         else:
@@ -725,7 +718,7 @@ class QueryApi:
         counts = await self._guarded(self.queries.space_counts(t))
         polygon_counts = counts
         if t is not None:  # a polygon space at t is its minute aggregate (history)
-            polygon_counts = await self._history(role, "spaces", {"at": t}, "space_counts", t)
+            polygon_counts = await self._history(request, "space_counts", t)
         metadata = self.definitions.metadata
         out = []
         for space, spec in sorted(metadata.polygon_spaces().items()):
@@ -751,8 +744,7 @@ class QueryApi:
             # a polygon space's count at T is the minute aggregate of T's minute (history);
             # a door space's is exact at T from its events (live state keeps those of the last
             # OCC_MAX_PING_AGE_S, history all of them)
-            params = {"space": space_id, "at": t}
-            count = await self._history(role, "space", params, "space_count", space_id, t)
+            count = await self._history(request, "space_count", space_id, t)
         else:
             count = await self._guarded(self.queries.space_count(space_id, t))
         return {
@@ -767,14 +759,13 @@ class QueryApi:
         self._role(request, ("admin",))
         with _bad("bad_day"):
             d = parse_day(day)
-        key = self._device(device_id)
+        key = self._device(request, device_id)
         # live state where it holds the day, else history's pieces with the owed ones over them
         live = await self.queries.dwell_live(key, d)
         if "dwell" in live:
             found = live["dwell"]
         else:
-            params = {"device": pseudonym_str(key), "day": d}
-            stored = await self._history("admin", "dwell", params, "dwell_pieces", key, d)
+            stored = await self._history(request, "dwell_pieces", key, d)
             found = dwell_of(stored, live["owed"])
         return ORJSONResponse(
             {
@@ -807,14 +798,16 @@ class QueryApi:
             raise ApiError(400, "bad_attribute", "up to 16 attr.K=V filters, K ≤ 64, V ≤ 256")
         return attrs
 
-    def _device(self, device_id: str) -> int:
+    def _device(self, request: Request, device_id: str) -> int:
         """The pseudonym a per-device route names (a raw id, or the pseudonym of a device the
-        id directory has): 404 for a device never seen or forgotten."""
+        id directory has): 404 for a device never seen or forgotten. The request's audit
+        record names the device by it."""
         if not device_id or len(device_id.encode()) > self.spec.limits.max_id_bytes:
             raise ApiError(400, "bad_device_id", "device ids are 1 to 128 bytes")
         key = self.ids.key_of(device_id)
         if key is None:
             raise ApiError(404, "unknown_device", "no such device (never seen, or forgotten)")
+        note(request).setdefault("pseudonyms", {})[device_id] = pseudonym_str(key)
         return key
 
     def _device_ids(self, keys: list[int], role: str) -> dict[int, str]:
@@ -847,9 +840,8 @@ class QueryApi:
         else:
             box = self._bbox(bbox)
         attrs = self._attrs(request)
-        params = {"from": t0, "to": t1, "bbox": bbox, "polygon": polygon, "attrs": attrs}
         found, truncated = await self._history(
-            role, "devices", params, "devices_in_area",
+            request, "devices_in_area",
             t0, t1, _tuple(box), shape, attrs, limit, timeout_s, timeout_s=timeout_s + 10,
         )  # fmt: skip
         names = self._device_ids([d for d, _, _ in found], role)
@@ -860,11 +852,10 @@ class QueryApi:
     async def history_path(
         self, request: Request, device_id: str, from_: str = Query(alias="from"), to: str = Query()
     ):
-        role = self._role(request, ("admin",))
+        self._role(request, ("admin",))
         t0, t1 = self._period(from_, to)
-        key = self._device(device_id)
-        params = {"device": pseudonym_str(key), "from": t0, "to": t1}
-        points = await self._history(role, "path", params, "path", key, t0, t1)
+        key = self._device(request, device_id)
+        points = await self._history(request, "path", key, t0, t1)
         return ORJSONResponse(
             {
                 "device_id": device_id,
@@ -894,25 +885,21 @@ class QueryApi:
         if device_id is not None:
             if role != "admin":
                 raise ApiError(403, "forbidden", "per-device answers need the admin role")
-            key = self._device(device_id)
-        params = {"from": t0, "to": t1, "attrs": attrs, "device": device_id is not None}
+            key = self._device(request, device_id)
         meters = await self._history(
-            role, "distance", params, "distance", t0, t1, attrs, key, timeout_s,
-            timeout_s=timeout_s + 10,
-        )  # fmt: skip
+            request, "distance", t0, t1, attrs, key, timeout_s, timeout_s=timeout_s + 10
+        )
         average = sum(meters.values()) / len(meters) if meters else 0.0
         body: dict = {"average_meters": average, "device_count": len(meters)}
         if role == "admin":
             names = self._device_ids(sorted(meters), role)
             body["devices"] = [{"device_id": names[d], "meters": meters[d]} for d in sorted(meters)]
-        elif self.k_min and not await self._filter_released(
-            role, params, t0, t1, attrs, len(meters), timeout_s
-        ):
+        elif self.k_min and not await self._filter_released(t0, t1, attrs, len(meters), timeout_s):
             body = {"average_meters": 0.0, "device_count": 0}
         return ORJSONResponse(body)
 
     async def _filter_released(
-        self, role: str, params: dict, t0: int, t1: int, attrs: dict, n: int, timeout_s: float
+        self, t0: int, t1: int, attrs: dict, n: int, timeout_s: float
     ) -> bool:
         """Whether a viewer's answer over `n` devices may be given: n >= k_min and, with
         attribute filters, every filter with fewer of them may be given and differs from it by
@@ -921,10 +908,11 @@ class QueryApi:
             return False
         if not attrs or self.k_min <= 1:
             return True
-        masks = await self._history(
-            role, "distance", {**params, "floor": True}, "attribute_masks",
-            t0, t1, attrs, timeout_s, timeout_s=timeout_s + 10,
-        )  # fmt: skip
+        # not the answer's rows: the audit record keeps those of the distance query
+        masks = await self._guarded(
+            self._history_handle().attribute_masks.remote(t0, t1, attrs, timeout_s),
+            timeout_s + 10,
+        )
         return filter_released(subset_counts(masks, len(attrs)), (1 << len(attrs)) - 1, self.k_min)
 
     @app.get("/v1/export")
@@ -937,10 +925,9 @@ class QueryApi:
         format: Literal["csv", "json", "parquet", "arrow"] = "csv",
     ):
         """A download of history rows with their time in [from, to); devices as pseudonyms."""
-        role = self._role(request, ("admin",))
+        self._role(request, ("admin",))
         t0, t1 = self._period(from_, to)
-        params = {"what": what, "from": t0, "to": t1, "format": format}
-        data = await self._history(role, "export", params, "export", what, t0, t1, format)
+        data = await self._history(request, "export", what, t0, t1, format)
         _, media = EXPORT_FORMATS[format]
         name = f"occupancy-{what}-{t0}-{t1}.{format}"
         return Response(
@@ -955,6 +942,7 @@ class QueryApi:
     async def put_space(self, request: Request, space_id: str, body: PolygonSpaceBody):
         self._role(request, ("admin",))
         _check_id(space_id)
+        _note_params(request, name=body.name, kind="door" if body.polygon is None else "polygon")
         with _bad("bad_space"):
             if body.polygon is not None:
                 cells = await self.definitions.define_polygon_space(
@@ -968,6 +956,7 @@ class QueryApi:
     async def put_doorway(self, request: Request, doorway_id: str, body: DoorwayBody):
         self._role(request, ("admin",))
         _check_id(doorway_id)
+        _note_params(request, inside=body.inside, outside=body.outside)
         with _bad("bad_doorway"):
             await self.definitions.define_doorway(doorway_id, body.inside, body.outside)
         return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
@@ -975,6 +964,13 @@ class QueryApi:
     @app.post("/v1/doorways/{doorway_id}/installations", status_code=201)
     async def install(self, request: Request, doorway_id: str, body: InstallationBody):
         self._role(request, ("admin",))
+        _note_params(
+            request,
+            sensor_id=body.sensor_id,
+            **{"from": body.from_},
+            positive=body.positive,
+            doorway_removed=body.doorway_removed,
+        )
         with _bad("bad_time"):
             start = parse_time(str(body.from_))
         with _bad("bad_installation"):
@@ -990,6 +986,7 @@ class QueryApi:
     @app.post("/v1/spaces/{space_id}/resets", status_code=201)
     async def reset(self, request: Request, space_id: str, body: ResetBody):
         self._role(request, ("admin",))
+        _note_params(request, at=body.at)
         with _bad("bad_time"):
             at = parse_time(str(body.at))
         with _bad("bad_space"):

@@ -4,6 +4,9 @@ An ASGI middleware in front of FastAPI (which reads and validates a body before 
 a request to `/v1/...` (but for the health check) without a known key gets 401 at once, whatever
 it sends after its headers; a body beyond MAX_BODY_BYTES gets 413, by its Content-Length or, for a
 chunked body, as soon as that many bytes have arrived. Roles are still checked by each route.
+
+It leaves in the request's scope who the key is (CREDENTIAL: its id and role) or why it was
+refused (REFUSED), for the audit log (serve_apps/audit.py).
 """
 
 from collections.abc import Callable
@@ -15,6 +18,13 @@ from starlette.exceptions import HTTPException
 
 MAX_BODY_BYTES = 1 << 20  # a polygon of 10,000 vertices is ~400 KB of JSON
 OPEN_PATHS = ("/v1/health",)  # /v1 paths answered without a key
+CREDENTIAL = "occ.credential"  # scope: (key id, role) of a request's key
+REFUSED = "occ.refused"  # scope: why the door refused a request: "missing", "unknown", "redis"
+
+
+def checked(path: str) -> bool:
+    """Whether a request to `path` needs a key."""
+    return path.startswith("/v1/") and path not in OPEN_PATHS
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str:
@@ -55,39 +65,42 @@ class TooLarge(HTTPException):
 
 
 class Guard:
-    """ASGI middleware; `use(known)` gives it the replica's `known(key) -> bool` (which caches
-    look-ups)."""
+    """ASGI middleware; `use(who)` gives it the replica's `who(key) -> (key id, role) | None`
+    (which caches look-ups)."""
 
-    _known: ClassVar[list[Callable[[str], bool]]] = []
+    _who: ClassVar[list[Callable[[str], tuple[str, str] | None]]] = []
 
     @classmethod
-    def use(cls, known: Callable[[str], bool]) -> None:
-        cls._known[:] = [known]
+    def use(cls, who: Callable[[str], tuple[str, str] | None]) -> None:
+        cls._who[:] = [who]
 
     def __init__(self, inner):
         self.inner = inner
 
-    def known(self, key: str) -> bool:
-        return not self._known or self._known[0](key)
+    def who(self, key: str) -> tuple[str, str] | None:
+        return self._who[0](key) if self._who else ("", "")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
-        path = scope.get("path", "")
-        if path.startswith("/v1/") and path not in OPEN_PATHS:
+        if checked(scope.get("path", "")):
             key = bearer(scope.get("headers", ()))
             if not key:
+                scope[REFUSED] = "missing"
                 return await send_error(
                     send, 401, "unauthenticated", "missing API key (Authorization: Bearer <key>)"
                 )
             try:
-                known = self.known(key)
+                found = self.who(key)
             except redis.RedisError:
+                scope[REFUSED] = "redis"
                 return await send_error(
                     send, 503, *REDIS_DOWN, headers=((b"retry-after", RETRY_AFTER_S.encode()),)
                 )
-            if not known:
+            if found is None:
+                scope[REFUSED] = "unknown"
                 return await send_error(send, 401, "unauthenticated", "unknown or revoked API key")
+            scope[CREDENTIAL] = found
         length = _content_length(scope.get("headers", ()))
         if length is not None and length > MAX_BODY_BYTES:
             error = TooLarge()

@@ -100,6 +100,7 @@ def live(tmp_path_factory):
         # oracle also checks answers that come from history for what live state evicted
         snapshot_interval_s=3.0,
         live_minutes=1,
+        audit_window_s=2.0,  # refused requests and gRPC calls reach the audit log within seconds
     )
     engine = Engine(settings).start()
     try:

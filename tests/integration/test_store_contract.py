@@ -6,12 +6,14 @@ import io
 import os
 import time
 
+import orjson
 import pytest
 from h3.api import basic_int as h3i
 
 from clickhouse.backends import ChdbBackend, ServerBackend
-from clickhouse.schema import migrate
+from clickhouse.schema import MIGRATIONS, migrate, statements
 from clickhouse.store import HistoryStore
+from engine.audit import FIELDS, record
 from engine.cells import cell_of, parent
 from engine.geo import BBox, haversine_m
 from engine.history import pieces
@@ -30,7 +32,9 @@ def store(request, tmp_path):
         backend = ServerBackend(SERVER)
         for view in ("cell_minutes", "space_minutes", "dwell_daily"):
             backend.execute(f"DROP VIEW IF EXISTS {view}")
-        for table in ("raw_pings", "presence", "door_events", "query_audit", "schema_migrations"):
+        for table in (
+            "raw_pings", "presence", "door_events", "query_audit", "audit", "schema_migrations"
+        ):  # fmt: skip
             backend.execute(f"DROP TABLE IF EXISTS {table}")
     else:
         backend = ChdbBackend(tmp_path / "ch")
@@ -49,12 +53,19 @@ def _ping(device, ts, lat, lng, wal_ms, idx, attrs=None):
             wal_ms, 0, idx)  # fmt: skip
 
 
+def _ddl(store, table: str) -> str:
+    return store.backend.rows(
+        "SELECT create_table_query FROM system.tables WHERE name = {t:String} "
+        "AND database = currentDatabase()",
+        {"t": table},
+    )[0][0]
+
+
 def test_migrations_apply_once_and_retention_follows_settings(store):
-    assert migrate(store.backend, 30, 400) == []  # nothing new the second time
-    ddl = store.backend.rows(
-        "SELECT create_table_query FROM system.tables WHERE name = 'raw_pings'"
-    )
-    assert "toIntervalDay(30)" in ddl[0][0]
+    assert migrate(store.backend, 30, 400, 90) == []  # nothing new the second time
+    assert "toIntervalDay(30)" in _ddl(store, "raw_pings")
+    assert "toIntervalDay(90)" in _ddl(store, "audit")
+    assert "toIntervalDay(400)" in _ddl(store, "door_events")
 
 
 def test_presence_pieces_give_minute_counts_dwell_and_latest_wins(store):
@@ -279,3 +290,62 @@ def test_forgetting_a_device_deletes_its_pings_and_rekeys_its_presence(store):
     ) == before
     assert store.dwell(99, day_of(noon)) == {"cells": {A: 89_000}, "spaces": {"mall": 89_000}}
     assert store.dwell(1, day_of(noon)) == {"cells": {}, "spaces": {}}
+
+
+def _audit_row(ts: int, key_id: str, route: str, **fields) -> tuple:
+    r = record(ts, "http", route, key_id=key_id, role="admin", method="GET", **fields)
+    return tuple(orjson.dumps(r["params"]).decode() if f == "params" else r[f] for f in FIELDS)
+
+
+def test_audit_records_are_written_once_per_token_and_read_newest_first(store):
+    rows = [
+        _audit_row(NOW - 3_000, "aaaaaaaaaaaa", "/v1/top", params={"n": "5"}, status=200),
+        _audit_row(NOW - 2_000, "bbbbbbbbbbbb", "/v1/history/path/{device_id}",
+                   params={"device_id": "00000000000000ab"}, rows=4),
+        _audit_row(NOW - 1_000, "aaaaaaaaaaaa", "/v1/history/distance", status=503),
+        _audit_row(NOW - 410 * DAY_MS, "aaaaaaaaaaaa", "/v1/top"),  # another month
+    ]  # fmt: skip
+    store.write_audit(rows, "audit:1-0:4-0")
+    store.write_audit(rows, "audit:1-0:4-0")  # retried after its trim failed: nothing new
+    entries = store.audit_entries(NOW - DAY_MS, NOW + 1)
+    assert [e["ts"] for e in entries] == [NOW - 1_000, NOW - 2_000, NOW - 3_000]
+    assert entries[1]["params"] == {"device_id": "00000000000000ab"} and entries[1]["rows"] == 4
+    assert set(entries[0]) == set(FIELDS)
+    mine = store.audit_entries(NOW - DAY_MS, NOW + 1, key_id="aaaaaaaaaaaa", limit=1)
+    assert [e["route"] for e in mine] == ["/v1/history/distance"]
+    history = store.audit_entries(NOW - DAY_MS, NOW + 1, route="/v1/history/")
+    assert {e["key_id"] for e in history} == {"aaaaaaaaaaaa", "bbbbbbbbbbbb"}
+    assert len(store.audit_entries(0, NOW + 1)) == 3  # the oldest is past the 400 days
+
+
+def test_query_audit_rows_move_into_the_audit_table(tmp_path):
+    """A store made before the audit table: its history-query audit is copied over with each
+    endpoint's route template, and the old table goes."""
+    backend = ChdbBackend(tmp_path / "old")
+    backend.execute(
+        "CREATE TABLE schema_migrations (version String, applied Int64) "
+        "ENGINE = MergeTree ORDER BY version"
+    )
+    for path in sorted(MIGRATIONS.glob("*.sql"))[:2]:
+        text = path.read_text().replace("{raw_days}", "60").replace("{aggregate_days}", "400")
+        for sql in statements(text):
+            backend.execute(sql)
+        backend.insert("schema_migrations", ("version", "applied"), [(path.stem, 0)])
+    backend.insert(
+        "query_audit",
+        ("ts", "role", "endpoint", "params", "result_rows", "elapsed_ms"),
+        [(NOW - 5_000, "admin", "path", '{"device":"00000000000000ab"}', 12, 3.5),
+         (NOW - 4_000, "viewer", "heatmap", '{"res":9}', 40, 1.0)],
+    )  # fmt: skip
+    try:
+        store = HistoryStore(backend, aggregate_days=400)
+        entries = store.audit_entries(NOW - DAY_MS, NOW)
+        assert [(e["route"], e["role"], e["rows"], e["status"]) for e in entries] == [
+            ("/v1/heatmap", "viewer", 40, 200),
+            ("/v1/history/path/{device_id}", "admin", 12, 200),
+        ]
+        assert entries[1]["params"] == {"device": "00000000000000ab"}
+        tables = {r[0] for r in backend.rows("SELECT name FROM system.tables")}
+        assert "query_audit" not in tables
+    finally:
+        backend.close()
