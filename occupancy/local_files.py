@@ -1,7 +1,6 @@
 """What a deployment keeps in its data dir: the secret, the bootstrap admin key, Redis's port,
 and the folders of the embedded Redis, ClickHouse and HAProxy."""
 
-import secrets
 from pathlib import Path
 
 import redis
@@ -10,7 +9,7 @@ from actors import redis_client
 from actors.audit import recorded
 from actors.auth import KeyStore, key_hash, key_id
 from actors.keyring import SECRET_FILE_ENV, BadSecret, check_secret, read_secret_file
-from actors.private_files import private_dir, write_private
+from actors.private_files import generated_once, write_private
 from actors.redis_server import SUBDIR as REDIS_SUBDIR
 from actors.redis_server import EmbeddedRedis, password_of, url_of
 from clickhouse.backends import CHDB_SUBDIR
@@ -50,12 +49,7 @@ def secret(settings: Settings) -> bytes:
     if settings.secret_file:
         path = Path(settings.secret_file)
         return check_secret(read_secret_file(path), f"OCC_SECRET_FILE ({path})")
-    path = settings.data_dir / SECRET_FILE
-    if not path.exists():
-        private_dir(settings.data_dir)
-        write_private(path, secrets.token_hex(32) + "\n")
-    elif path.stat().st_mode & 0o077:
-        path.chmod(0o600)  # made by hand or copied: only its owner reads it from now on
+    path = generated_once(settings.data_dir / SECRET_FILE, 32)
     return check_secret(read_secret_file(path), str(path))
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 import psutil
 import redis
 
-from actors.redis_server import SUBDIR, password_of, url_of
+from actors.redis_server import SUBDIR
+from occupancy.local_files import running_redis_url
+from occupancy.settings import Settings
 from tests.engine_process import EngineProcess
 
 
@@ -15,10 +17,7 @@ def redis_port(engine: EngineProcess) -> int:
 
 def embedded_redis(data_dir: Path) -> redis.Redis:
     """A client of a data dir's embedded Redis (its port and password are in its folder)."""
-    folder = Path(data_dir) / SUBDIR
-    return redis.Redis.from_url(
-        url_of(int((folder / "redis.port").read_text()), password_of(folder))
-    )
+    return redis.Redis.from_url(running_redis_url(Settings(data_dir=Path(data_dir))))
 
 
 def redis_of(engine: EngineProcess) -> redis.Redis:
