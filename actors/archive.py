@@ -11,8 +11,8 @@ from collections.abc import Callable
 import redis
 
 from actors.spill import Spill, wal_key
-from actors.wal import PREFIX, Wal, pack, unpack
 from clickhouse.store import HistoryStore
+from state.wal import PREFIX, Wal, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Archiver:
         return n
 
     def write_audit(self, rows: list, token: str, halved: bool = False, halving=None) -> int:
-        """Audit records of one range of their stream (actors/audit.py), with its token."""
+        """Audit records of one range of their stream (observability/audit.py), with its token."""
         self._write("audit", "audit", token, rows, len(rows), halved, halving)
         return len(rows)
 
@@ -317,3 +317,27 @@ _KINDS = {
     "presence": _presence,
     "audit": _audit,
 }
+
+
+def scrub_dead_letters(client: redis.Redis, old: int, fresh: int) -> int:
+    """Dead-lettered rows of the device: raw pings dropped, presence pieces re-keyed. An entry
+    that held any is written again (at the end of the stream) without them. Entries changed."""
+    changed = 0
+    for stream_id, fields in client.xrange(DEADLETTER):
+        kind = fields.get(b"kind", b"").decode()
+        if kind not in ("pings", "presence"):
+            continue
+        rows = unpack(fields[b"data"])
+        if not any(row and row[0] == old for row in rows):
+            continue
+        if kind == "pings":
+            rows = [row for row in rows if row[0] != old]
+        else:
+            rows = [[fresh, *row[1:]] if row[0] == old else row for row in rows]
+        entry = {**fields, b"data": pack(rows)}
+        pipe = client.pipeline(transaction=True)
+        pipe.xadd(DEADLETTER, entry)
+        pipe.xdel(DEADLETTER, stream_id)
+        pipe.execute()
+        changed += 1
+    return changed

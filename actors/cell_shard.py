@@ -5,15 +5,15 @@ import time
 
 import ray
 
-from actors import telemetry
-from actors.fit import rss_bytes
-from actors.layout import current, layout_of, with_layout
-from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later
-from actors.topology import Topology
+from clients.refs import ACTOR_OPTIONS, Shards, rebuild_again_later
 from engine.geo import BBox
 from engine.membership import PlaceCounts
 from engine.privacy import floored_part, floored_top, within
 from engine.topn import area_counts, shard_top
+from observability import telemetry
+from observability.telemetry import rss_bytes
+from state.layout import current, layout_of, with_layout
+from state.topology import Topology
 
 log = logging.getLogger(__name__)
 

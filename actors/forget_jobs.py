@@ -1,4 +1,4 @@
-"""Finishing forgets in the history actor, which owns the store (actors/forgetting.py, steps 2
+"""Finishing forgets in the history actor, which owns the store (state/forgetting.py, steps 2
 and 3): run after each snapshot while a job waits, and at once for `DELETE /v1/admin/devices`."""
 
 import logging
@@ -7,14 +7,15 @@ from collections.abc import Callable
 import ray
 import redis
 
-from actors import forgetting
-from actors.forgetting import Job
-from actors.refs import Shards
+from actors.archive import scrub_dead_letters
 from actors.spill import Spill, wal_key
-from actors.topology import Topology
-from actors.wal import Wal
 from clickhouse.store import HistoryStore
+from clients.refs import Shards
 from engine.pseudonym import pseudonym_str
+from state import forgetting
+from state.forgetting import Job
+from state.topology import Topology
+from state.wal import Wal
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Finisher:
                 continue
             try:
                 history.forget_device(job.old, job.fresh)
-                forgetting.scrub_dead_letters(self.client, job.old, job.fresh)
+                scrub_dead_letters(self.client, job.old, job.fresh)
             except Exception as exc:  # retried whole after the next snapshot
                 log.warning("forget of a device in history failed: %s", exc)
                 continue

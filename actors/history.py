@@ -11,25 +11,26 @@ from pathlib import Path
 import ray
 import redis
 
-from actors import redis_client, telemetry, tracing
 from actors.archive import Archiver, DeadLetter, reconcile_spill, spill_range
-from actors.audit import KEEP as AUDIT_KEEP
-from actors.audit import STREAM as AUDIT_STREAM
-from actors.audit import AuditDrain
 from actors.forget_jobs import Finisher
-from actors.layout import committed, current, pending
 from actors.mirror import StateMirror
-from actors.refs import ACTOR_OPTIONS, Shards
 from actors.spill import Spill
-from actors.topology import Topology
-from actors.wal import PREFIX, Wal
 from clickhouse.backends import Unreachable, connect
 from clickhouse.store import HistoryStore
+from clients.history import HistoryTimeout, HistoryUnavailable
+from clients.refs import ACTOR_OPTIONS, Shards
 from engine.geo import BBox
+from observability import telemetry, tracing
+from observability.audit import KEEP as AUDIT_KEEP
+from observability.audit import STREAM as AUDIT_STREAM
+from observability.audit import AuditDrain
+from state import redis_client
+from state.layout import committed, current, pending
+from state.topology import Topology
+from state.wal import PREFIX, Wal
 
 log = logging.getLogger(__name__)
 
-NAME = "history"
 MIRROR_EVERY_S = 1.0
 SPILL_DIR = "spill"  # under the data dir: log ranges waiting for ClickHouse
 
@@ -43,14 +44,6 @@ class HistoryConfig:
     aggregate_retention_days: int = 2557
     audit_retention_days: int = 400
     archive_backlog_max_mb: float = 256.0  # beyond it, log ranges spill to local files
-
-
-class HistoryUnavailable(Exception):
-    """The store cannot be written or read now; snapshots wait in Redis."""
-
-
-class HistoryTimeout(Exception):
-    """A history query ran out of its time (ClickHouse's max_execution_time)."""
 
 
 def _answer(query):
@@ -346,7 +339,7 @@ class History:
 
     @ray.method(concurrency_group="archive")
     def forget_pending(self) -> dict[str, str]:
-        """Take every forget under way as far as it goes (actors/forgetting.py): its user
+        """Take every forget under way as far as it goes (state/forgetting.py): its user
         shard's step, then, once history holds every log entry up to its cut, its rows in
         the store. {old pseudonym: "done" | "pending"}. Between snapshots, never during one."""
         self._refresh()

@@ -15,13 +15,14 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from actors import redis_client, tracing
-from actors.audit import AuditWriter
-from actors.fit import rss_bytes
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
-from actors.refs import ACTOR_OPTIONS, alive_nodes, on_node
-from actors.topology import Topology
+from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
+from observability import tracing
+from observability.audit import AuditWriter
+from observability.telemetry import rss_bytes
 from protos import occupancy_pb2 as pb
+from state import redis_client
+from state.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class IngestServer:
             )
 
     async def _end_revoked_streams(self) -> None:
-        """Credentials changed (actors/revocation.py): every open stream whose credential no
+        """Credentials changed (access/revocation.py): every open stream whose credential no
         longer authenticates is marked, and its loop ends it with UNAUTHENTICATED at once."""
         for stream in list(self._streams):
             try:

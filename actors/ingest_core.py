@@ -9,20 +9,22 @@ import ray
 import redis
 import redis.asyncio
 
-from actors import id_directory, keyring, redis_client, telemetry
-from actors.auth import Authenticator
-from actors.forgetting import ForgetWatch
-from actors.instance import InstanceWatch
-from actors.layout import StaleLayout, committed, current, with_layout
-from actors.refs import ShardNotFound, Shards
-from actors.tokens import Refused
-from actors.topology import Clock, Topology
+from access import keyring
+from access.auth import Authenticator
+from access.tokens import Refused
+from clients.refs import ShardNotFound, Shards
 from engine.cells import index_batch
 from engine.ratelimit import RateLimiter
 from engine.recent import RecentCache
 from engine.routing import door_shard, group_by_user_shard
 from engine.validation import Reason, check_door_event, check_ping
+from observability import telemetry
 from protos import occupancy_pb2 as pb
+from state import id_directory, redis_client
+from state.forgetting import ForgetWatch
+from state.instance import InstanceWatch
+from state.layout import StaleLayout, committed, current, with_layout
+from state.topology import Clock, Topology
 
 INGEST_ROLES = ("ingest", "admin")
 KEYS_KEPT_MS = 300_000

@@ -1,9 +1,9 @@
 """The small tables only Redis holds, kept in memory too, and written back when Redis loses
 its data: API keys (their hashes), signing key ids and token revocations, the space, doorway
-and sensor definitions, and the forgets under way (actors/forgetting.py).
+and sensor definitions, and the forgets under way (state/forgetting.py).
 
 The history actor refreshes the copy every round, reading it in one transaction with the Redis
-instance id (actors/instance.py); when the id is gone or changed, Redis was flushed or started
+instance id (state/instance.py); when the id is gone or changed, Redis was flushed or started
 without its files, and the copy is written back instead (fields and entries missing, never
 over what was written since). A key revoked or a definition deleted within one round before a
 loss comes back with it.
@@ -13,12 +13,12 @@ import logging
 
 import redis
 
-from actors import revocation
-from actors.auth import KEYS
-from actors.forgetting import JOBS
-from actors.instance import INSTANCE, InstanceWatch
-from actors.metadata import DOOR_SPACES, DOORWAYS, INSTALLS, RESETS, SPACES
-from actors.tokens import REVOKED, REVOKED_DEVICES, SIGNING
+from access import revocation
+from access.auth import KEYS
+from access.tokens import REVOKED, REVOKED_DEVICES, SIGNING
+from state.forgetting import JOBS
+from state.instance import INSTANCE, InstanceWatch
+from state.metadata import DOOR_SPACES, DOORWAYS, INSTALLS, RESETS, SPACES
 
 log = logging.getLogger(__name__)
 

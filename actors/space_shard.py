@@ -6,15 +6,15 @@ import time
 
 import ray
 
-from actors import redis_client
-from actors.instance import InstanceWatch
-from actors.layout import current, layout_of, with_layout
-from actors.metadata import Metadata
-from actors.refs import ACTOR_OPTIONS, Shards, rebuild_again_later, start_ticker
-from actors.topology import Clock, Topology
-from actors.wal import Wal
+from clients.refs import ACTOR_OPTIONS, Shards, rebuild_again_later, start_ticker
 from engine.doors import BeyondHorizon
 from engine.membership import PlaceCounts
+from state import redis_client
+from state.instance import InstanceWatch
+from state.layout import current, layout_of, with_layout
+from state.metadata import Metadata
+from state.topology import Clock, Topology
+from state.wal import Wal
 
 log = logging.getLogger(__name__)
 

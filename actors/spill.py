@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.wal import pack, unpack
+from state.wal import pack, unpack
 
 
 def wal_key(stream_id: str) -> tuple[int, int]:

@@ -9,19 +9,20 @@ import time
 
 import ray
 
-from actors import redis_client, telemetry, tracing
-from actors.checkpoint import ForkedCheckpointer
-from actors.fit import rss_bytes
-from actors.forgetting import IN_FLIGHT_MS, drop_forgotten
-from actors.instance import InstanceWatch
-from actors.layout import COMMITTED, StaleLayout, current, layout_of, with_layout
-from actors.metadata import Metadata
-from actors.refs import ACTOR_OPTIONS, Shards, start_ticker
-from actors.topology import Clock, Topology
-from actors.wal import Wal, pack
+from clients.refs import ACTOR_OPTIONS, Shards, start_ticker
 from engine.routing import route_cell_moves, route_space_moves
 from engine.spec import EngineSpec
 from engine.user import UserEngine
+from observability import telemetry, tracing
+from observability.telemetry import rss_bytes
+from state import redis_client
+from state.checkpoint import ForkedCheckpointer
+from state.forgetting import IN_FLIGHT_MS, drop_forgotten
+from state.instance import InstanceWatch
+from state.layout import COMMITTED, StaleLayout, current, layout_of, with_layout
+from state.metadata import Metadata
+from state.topology import Clock, Topology
+from state.wal import Wal, pack
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,7 @@ class UserShard:
     # -- control and queries --------------------------------------------------------------------
 
     async def forget(self, device: int, fresh: int) -> str:
-        """Forget the device now (actors/forgetting.py): logged, then applied; it leaves the
+        """Forget the device now (state/forgetting.py): logged, then applied; it leaves the
         views through the usual moves. The log id of the entry."""
         self._route()  # moves so far first: applying a control entry drains what is pending
         entry = {"control": "forget", "device": device, "fresh": fresh, "now": self.clock()}

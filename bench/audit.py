@@ -23,16 +23,17 @@ from pathlib import Path
 import redis
 from fastapi import FastAPI, Request
 
-from actors import audit, redis_client
 from actors.archive import Archiver
-from actors.id_directory import IDS, RAW_IDS
-from actors.redis_server import EmbeddedRedis
 from clickhouse.backends import ChdbBackend
 from clickhouse.store import HistoryStore
 from engine import audit as records
 from engine.pseudonym import pseudonym_str
+from observability import audit
 from serve_apps.audit import AuditTrail
 from serve_apps.guard import CREDENTIAL, Guard
+from state import redis_client
+from state.id_directory import IDS, RAW_IDS
+from state.redis_server import EmbeddedRedis
 
 DEVICES = 1_000
 

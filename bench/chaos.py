@@ -39,9 +39,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fleet lives in tests/
 
-from actors.checkpoint import CHILD_TIMEOUT_S as CHECKPOINT_TIMEOUT_S
 from occupancy.http_ingress import serve_env
 from occupancy.local_files import HAPROXY_SUBDIR
+from state.checkpoint import CHILD_TIMEOUT_S as CHECKPOINT_TIMEOUT_S
 from tests.chaos.fleet import Fleet
 from tests.chaos.processes import actors, redis_of, redis_server
 from tests.engine_process import EngineProcess

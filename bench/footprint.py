@@ -16,13 +16,13 @@ from pathlib import Path
 
 import redis
 
-from actors.id_directory import IDS, RAW_IDS
-from actors.redis_server import EmbeddedRedis
-from actors.wal import Wal
 from engine.cells import index_batch
 from engine.pseudonym import Directory, pseudonym_str
 from engine.spec import EngineSpec
 from engine.user import UserEngine
+from state.id_directory import IDS, RAW_IDS
+from state.redis_server import EmbeddedRedis
+from state.wal import Wal
 
 
 def main() -> None:

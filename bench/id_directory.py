@@ -18,9 +18,9 @@ from pathlib import Path
 
 import redis
 
-from actors import id_directory, redis_client
-from actors.redis_server import EmbeddedRedis
 from engine.pseudonym import pseudonym_str
+from state import id_directory, redis_client
+from state.redis_server import EmbeddedRedis
 
 
 async def run(url: str, batches: int, size: int) -> None:

@@ -33,11 +33,11 @@ import grpc
 import ray
 from measure import free_port, percentile
 
-from actors.history import NAME as HISTORY
-from actors.topology import NAMESPACE
+from clients.history import NAME as HISTORY
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
+from state.topology import NAMESPACE
 
 
 def make_batches(

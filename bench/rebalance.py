@@ -21,11 +21,11 @@ import ray
 from ingest import make_batches
 from measure import free_port, percentile
 
-from actors.layout import current
-from actors.rebalance import rebalance
+from cluster.rebalance import rebalance
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
+from state.layout import current
 
 
 class Sender:

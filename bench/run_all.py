@@ -142,8 +142,8 @@ def _live_batches(devices: int, rounds: int) -> list[bytes]:
 def run_redis(args) -> dict:
     from peers import RedisCounts, decode
 
-    from actors.redis_server import EmbeddedRedis
     from engine.cells import cell_of
+    from state.redis_server import EmbeddedRedis
 
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedRedis(Path(tmp))

@@ -33,7 +33,7 @@ import ray
 import redis
 from measure import free_port
 
-from actors.history import NAME as HISTORY
+from clients.history import NAME as HISTORY
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb

@@ -111,11 +111,11 @@ def forget(device_id: str, url: str | None, key: str | None) -> None:
 
 def _forget_offline(settings: Settings, device_id: str) -> str:
     """The id directory's step now; the running engine's history actor does the rest."""
-    from actors import forgetting
-    from actors.audit import recorded
-    from actors.id_directory import IdDirectory
     from engine.pseudonym import new_pseudonym, pseudonym_str
+    from observability.audit import recorded
     from occupancy.local_files import RedisFor
+    from state import forgetting
+    from state.id_directory import IdDirectory
 
     with RedisFor(settings) as client:
         key = IdDirectory(client).key_of(device_id)
@@ -310,13 +310,13 @@ def replay(file: Path, kind: str, until: str | None) -> None:
 
     from rich.progress import Progress
 
-    from actors import id_directory
-    from actors.metadata import Metadata
     from clickhouse.backends import connect
     from clickhouse.store import HistoryStore
     from engine.timeutil import parse_time
     from occupancy.local_files import RedisFor
     from occupancy.replay import read_table, replay_doors, replay_pings
+    from state import id_directory
+    from state.metadata import Metadata
 
     settings = _settings()
     try:

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from actors.keyring import BadSecret
+from access.keyring import BadSecret
 from occupancy.settings import Settings
 from occupancy.tls import BadTls
 
@@ -61,8 +61,8 @@ def _redis(settings: Settings):
 
 def _pseudonym(client, device_id: str) -> str | None:
     """The device's pseudonym for an audit record (None if the id directory lacks it)."""
-    from actors.id_directory import IdDirectory
     from engine.pseudonym import pseudonym_str
+    from state.id_directory import IdDirectory
 
     key = IdDirectory(client).key_of(device_id)
     return pseudonym_str(key) if key is not None else None
@@ -83,8 +83,8 @@ def keys() -> None:
 @click.option("--label", default="", help="A note stored with the key (who or what uses it).")
 def keys_create(role: str, label: str) -> None:
     """Create a key and print it (its id goes to stderr); only its hash is stored."""
-    from actors.audit import recorded
-    from actors.auth import KeyStore, key_hash, key_id
+    from access.auth import KeyStore, key_hash, key_id
+    from observability.audit import recorded
 
     with (
         _redis(Settings.from_env()) as client,
@@ -103,7 +103,7 @@ def keys_create(role: str, label: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (times in ms since the epoch).")
 def keys_list(as_json: bool) -> None:
     """Every key: id, role, label, created, last used (to within a minute)."""
-    from actors.auth import KeyStore
+    from access.auth import KeyStore
 
     with _redis(Settings.from_env()) as client:
         rows = KeyStore(client).list()
@@ -124,8 +124,8 @@ def keys_list(as_json: bool) -> None:
 @click.option("--id", "key_id", default=None, help="The key's id (from `occupancy keys list`).")
 def keys_revoke(key: str | None, key_id: str | None) -> None:
     """Revoke a key, given in full (KEY) or by its id (--id)."""
-    from actors import auth
-    from actors.audit import recorded
+    from access import auth
+    from observability.audit import recorded
 
     if (key is None) == (key_id is None):
         raise click.UsageError("give the key or --id, one of the two")
@@ -142,8 +142,8 @@ def keys_revoke(key: str | None, key_id: str | None) -> None:
 def keys_rotate_signing() -> None:
     """Start signing device tokens with a new key; tokens signed before keep working until
     they expire (or their key is retired). Prints the new key's id."""
-    from actors.audit import recorded
-    from actors.tokens import SigningKeys
+    from access.tokens import SigningKeys
+    from observability.audit import recorded
     from occupancy import local_files
 
     settings = Settings.from_env()
@@ -157,7 +157,7 @@ def keys_rotate_signing() -> None:
 def keys_signing() -> None:
     """The device-token signing keys: id, created, and whether it signs (current), verifies
     what it signed (previous) or verifies nothing (retired)."""
-    from actors.tokens import SigningKeys
+    from access.tokens import SigningKeys
 
     with _redis(Settings.from_env()) as client:
         signing = SigningKeys(client)
@@ -177,8 +177,8 @@ def keys_signing() -> None:
 def keys_retire_signing(kid: str) -> None:
     """Make every token signed with KID invalid at once (a key believed leaked). Rotate
     first: the current key cannot be retired."""
-    from actors.audit import recorded
-    from actors.tokens import SigningKeys
+    from access.tokens import SigningKeys
+    from observability.audit import recorded
 
     with _redis(Settings.from_env()) as client, recorded(client, "keys retire-signing", kid=kid):
         try:
@@ -223,8 +223,8 @@ def token() -> None:
 def token_issue(device_id: str, ttl: str) -> None:
     """Print a device token bound to DEVICE_ID, for `authorization: Bearer <token>`; its id
     and expiry go to stderr."""
-    from actors.audit import recorded
-    from actors.tokens import DeviceTokens
+    from access.tokens import DeviceTokens
+    from observability.audit import recorded
     from occupancy import local_files
 
     settings = Settings.from_env()
@@ -252,8 +252,8 @@ def token_issue(device_id: str, ttl: str) -> None:
 def token_revoke(what: str, device: bool) -> None:
     """Revoke the token with id WHAT (`tok_...`, or the token itself), or every token issued
     so far to the device WHAT. Ingest refuses them within a second; open streams end."""
-    from actors.audit import recorded
-    from actors.tokens import DeviceTokens
+    from access.tokens import DeviceTokens
+    from observability.audit import recorded
     from occupancy import local_files
 
     settings = Settings.from_env()

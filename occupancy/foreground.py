@@ -8,10 +8,10 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from actors.redis_client import redact
 from occupancy import local_files
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
+from state.redis_client import redact
 
 
 @contextmanager

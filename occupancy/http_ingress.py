@@ -96,7 +96,7 @@ def serve_env(mode: str, run_dir: Path, tls_cert: str = "", tls_key: str = "") -
 
 def _haproxy_pem(run_dir: Path, cert: str, key: str) -> str:
     """The certificate and key in one file (0600) for HAProxy's `ssl crt`: its path."""
-    from actors.private_files import private_dir, write_private
+    from state.private_files import private_dir, write_private
 
     path = private_dir(run_dir) / "tls.pem"
     write_private(path, Path(cert).read_text().rstrip() + "\n" + Path(key).read_text())

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import redis
 
-from actors import redis_client
-from actors.audit import recorded
-from actors.auth import KeyStore, key_hash, key_id
-from actors.keyring import SECRET_FILE_ENV, BadSecret, check_secret, read_secret_file
-from actors.private_files import generated_once, write_private
-from actors.redis_server import SUBDIR as REDIS_SUBDIR
-from actors.redis_server import EmbeddedRedis, password_of, url_of
+from access.auth import KeyStore, key_hash, key_id
+from access.keyring import SECRET_FILE_ENV, BadSecret, check_secret, read_secret_file
 from clickhouse.backends import CHDB_SUBDIR
+from observability.audit import recorded
 from occupancy.settings import Settings
+from state import redis_client
+from state.private_files import generated_once, write_private
+from state.redis_server import SUBDIR as REDIS_SUBDIR
+from state.redis_server import EmbeddedRedis, password_of, url_of
 
 HAPROXY_SUBDIR = "haproxy-run"
 SECRET_FILE = "secret"

@@ -11,26 +11,27 @@ from pathlib import Path
 import ray
 import redis
 
-from actors import id_directory, keyring, redis_client
-from actors.auth import KeyStore
+from access import keyring
+from access.auth import KeyStore
+from access.tokens import DEFAULT_TTL_S, DeviceTokens, SigningKeys
 from actors.cell_shard import CellShard
-from actors.definitions import Definitions
-from actors.history import NAME as HISTORY
 from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
-from actors.layout import current
-from actors.private_files import private_dir
-from actors.redis_server import DURABILITY, EmbeddedRedis, external_warnings
-from actors.refs import alive_nodes, on_node
 from actors.space_shard import SpaceShard
-from actors.tokens import DEFAULT_TTL_S, DeviceTokens, SigningKeys
-from actors.topology import Topology
 from actors.user_shard import UserShard
+from clients.definitions import Definitions
+from clients.history import NAME as HISTORY
+from clients.refs import alive_nodes, on_node
 from occupancy import local_files
 from occupancy.http_ingress import serve_env
 from occupancy.settings import Settings
 from occupancy.tls import check as check_tls
 from occupancy.tls import record_trust
+from state import id_directory, redis_client
+from state.layout import current
+from state.private_files import private_dir
+from state.redis_server import DURABILITY, EmbeddedRedis, external_warnings
+from state.topology import Topology
 
 log = logging.getLogger(__name__)
 

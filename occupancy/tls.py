@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.private_files import private_dir, write_private
+from state.private_files import private_dir, write_private
 
 SUBDIR = "tls"
 TRUST = "trust"  # written while an engine with TLS runs from the data dir: the CA to trust

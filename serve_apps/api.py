@@ -17,32 +17,35 @@ from pydantic import BaseModel, Field
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from actors import forgetting, keyring, progress, redis_client, scale_job, telemetry, tracing
+from access import keyring
+from access.auth import Authenticator
+from access.tokens import DeviceTokens
 from actors.archive import DeadLetter
-from actors.audit import AuditWriter
-from actors.auth import Authenticator
-from actors.definitions import Definitions
-from actors.fit import DoesNotFit
-from actors.history import NAME as HISTORY
-from actors.history import HistoryTimeout, HistoryUnavailable
-from actors.id_directory import IdDirectory
-from actors.layout import layout_of
-from actors.layout import pending as pending_layout
-from actors.queries import LiveQueries
-from actors.rebalance import RebalanceError
-from actors.tokens import DeviceTokens
-from actors.topology import Topology
 from clickhouse.store import EXPORT_FORMATS
+from clients.definitions import Definitions
+from clients.history import NAME as HISTORY
+from clients.history import HistoryTimeout, HistoryUnavailable
+from clients.queries import LiveQueries
+from cluster import progress, scale_job
+from cluster.fit import DoesNotFit
+from cluster.rebalance import RebalanceError
 from engine.cells import boundary_lnglat, check_res, parse_cell, resolution, to_str
 from engine.geo import BBox, polygon_bbox, validate_polygon
 from engine.history import dwell_of
 from engine.privacy import filter_released, subset_counts
 from engine.pseudonym import new_pseudonym, pseudonym_str
 from engine.timeutil import DAY_MS, parse_day, parse_time
+from observability import telemetry, tracing
+from observability.audit import AuditWriter
 from serve_apps import page
 from serve_apps.audit import AuditTrail, note
 from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S, Guard
 from serve_apps.timing import QueryTiming
+from state import forgetting, redis_client
+from state.id_directory import IdDirectory
+from state.layout import layout_of
+from state.layout import pending as pending_layout
+from state.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +501,7 @@ class QueryApi:
     @app.delete("/v1/admin/devices/{device_id}")
     async def forget(self, request: Request, device_id: str) -> ORJSONResponse:
         """For operators (admin): forget a device, named by its raw id or pseudonym
-        (actors/forgetting.py). Its id leaves the directory, it leaves live state as if its
+        (state/forgetting.py). Its id leaves the directory, it leaves live state as if its
         presence ended now, its raw pings are deleted from history and its presence re-keyed
         to a key nothing links to it: counts of the past stay. `live` and `history` say
         whether those steps are done or still pending (the engine finishes them)."""

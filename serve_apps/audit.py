@@ -1,5 +1,5 @@
 """The API's audit trail: an ASGI middleware that records every request to a route that needs a
-key, once it is answered (actors/audit.py takes the records to history)."""
+key, once it is answered (observability/audit.py takes the records to history)."""
 
 import time
 from functools import partial
@@ -7,8 +7,8 @@ from functools import partial
 from starlette.requests import Request
 from starlette.routing import Match
 
-from actors.audit import AuditWriter, Made
 from engine import audit as records
+from observability.audit import AuditWriter, Made
 from serve_apps.guard import CREDENTIAL, REFUSED, checked
 
 NOTE = "occ.audit"  # scope: what a handler adds to its request's record

@@ -9,8 +9,8 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
 from actors.ingest_core import AuthError, IngestCore, ShardUnavailable
-from actors.topology import Topology
 from protos import occupancy_pb2 as pb
+from state.topology import Topology
 
 SERVICER = "protos.occupancy_pb2_grpc.add_IngestServicer_to_server"
 

@@ -2,7 +2,7 @@
 
 import time
 
-from actors import tracing
+from observability import tracing
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
 

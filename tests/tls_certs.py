@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from actors.private_files import write_private
 from occupancy.tls import key_pem, new_ca, pem_encoding, sign_cert
+from state.private_files import write_private
 
 
 def client_pair(folder: Path, ca_pem: Path, ca_key_pem: Path, name: str) -> tuple[Path, Path]:

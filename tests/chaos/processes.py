@@ -5,9 +5,9 @@ from pathlib import Path
 import psutil
 import redis
 
-from actors.redis_server import SUBDIR
 from occupancy.local_files import running_redis_url
 from occupancy.settings import Settings
+from state.redis_server import SUBDIR
 from tests.engine_process import EngineProcess
 
 

@@ -6,12 +6,12 @@ import time
 import grpc
 import pytest
 
-from actors.id_directory import IdDirectory
-from actors.queries import LiveQueries
+from clients.queries import LiveQueries
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
+from state.id_directory import IdDirectory
 from tests.oracle import Oracle
 from tests.workload import DOOR_SPACES, POLYGON_SPACES
 

@@ -19,13 +19,13 @@ from actors.archive import (
     spill_range,
 )
 from actors.history import _ping_columns
-from actors.redis_server import EmbeddedRedis
 from actors.spill import Spill
-from actors.wal import PREFIX, Wal
 from clickhouse.backends import ChdbBackend, Unreachable
 from clickhouse.store import HistoryStore
 from engine.cells import cell_of
 from engine.timeutil import DAY_MS
+from state.redis_server import EmbeddedRedis
+from state.wal import PREFIX, Wal
 
 pytestmark = pytest.mark.integration
 

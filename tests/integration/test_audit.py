@@ -12,11 +12,11 @@ import ray
 import requests
 from click.testing import CliRunner
 
-from actors.audit import STREAM
-from actors.auth import key_hash, key_id
-from actors.history import NAME as HISTORY
+from access.auth import key_hash, key_id
+from clients.history import NAME as HISTORY
 from engine.cells import cell_of, to_str
 from engine.pseudonym import pseudonym_str
+from observability.audit import STREAM
 from occupancy.cli import main
 from protos import occupancy_pb2 as pb
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.redis_server import EmbeddedRedis
 from engine.cells import cell_of
 from protos import occupancy_pb2 as pb
+from state.redis_server import EmbeddedRedis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from peers import RES, ChdbCounts, RedisCounts, floor_counts

@@ -16,10 +16,10 @@ import ray
 import requests
 from ray import cloudpickle
 
-from actors import revocation
-from actors.auth import KeyStore
+from access import revocation
+from access.auth import KeyStore
+from access.tokens import SigningKeys, parse
 from actors.history import HistoryConfig
-from actors.tokens import SigningKeys, parse
 from occupancy import local_files
 from protos import occupancy_pb2 as pb
 

@@ -16,13 +16,13 @@ import ray
 import redis
 import requests
 
-from actors import forgetting, id_directory, redis_client
-from actors.history import NAME as HISTORY
+from clients.history import NAME as HISTORY
 from engine.cells import cell_of, parent, to_str
 from engine.pseudonym import pseudonym_str
 from engine.timeutil import MINUTE_MS, day_of, minute_of
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
+from state import forgetting, id_directory, redis_client
 from tests.integration.checks import assert_live_equals_oracle
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,6 @@ import pytest
 import redis
 import requests
 
-from actors import forgetting
-from actors.id_directory import IdDirectory
-from actors.redis_server import EmbeddedRedis
 from clickhouse.backends import CHDB_SUBDIR, ChdbBackend
 from clickhouse.store import HistoryStore
 from engine.cells import cell_of, to_str
@@ -25,6 +22,9 @@ from engine.pseudonym import pseudonym_str
 from engine.timeutil import minute_of
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
+from state import forgetting
+from state.id_directory import IdDirectory
+from state.redis_server import EmbeddedRedis
 from tests.chaos.processes import embedded_redis
 from tests.engine_process import ROOT, EngineProcess, engine_env
 from tests.integration.test_forget import _traces_in_redis

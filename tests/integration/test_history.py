@@ -13,9 +13,9 @@ import pytest
 import ray
 import requests
 
-from actors.history import NAME as HISTORY
 from clickhouse.backends import CHDB_SUBDIR, ChdbBackend
 from clickhouse.store import HistoryStore
+from clients.history import NAME as HISTORY
 from engine.cells import resolution, to_str
 from engine.pseudonym import pseudonym_str
 from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of

@@ -12,11 +12,11 @@ import redis
 import requests
 from h3.api import basic_int as h3i
 
-from actors import tracing
-from actors.history import NAME as HISTORY
+from clients.history import NAME as HISTORY
 from engine.cells import cell_of, parent, to_str
 from engine.privacy import area_pairs, released, released_by_levels
 from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
+from observability import tracing
 from protos import occupancy_pb2 as pb
 from tests.workload import BBOX_C0, POINTS, POLYGON_SPACES
 

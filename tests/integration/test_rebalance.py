@@ -14,13 +14,13 @@ import ray
 import requests
 from click.testing import CliRunner
 
-from actors import fit
-from actors import layout as layouts
-from actors.layout import committed
-from actors.rebalance import STEPS, Quiet, RebalanceError, check_scale, rebalance
+from cluster import fit
+from cluster.rebalance import STEPS, Quiet, RebalanceError, check_scale, rebalance
 from occupancy.cli import main
 from protos import occupancy_pb2 as pb
 from protos import occupancy_pb2_grpc as pbg
+from state import layout as layouts
+from state.layout import committed
 from tests.integration.checks import agree, assert_live_equals_oracle, random_pings
 from tests.workload import _rect
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import redis
 
-from actors.redis_server import EmbeddedRedis, external_warnings
+from state.redis_server import EmbeddedRedis, external_warnings
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,10 @@
 
 import pytest
 
-from actors import progress, redis_client
-from actors.rebalance import LOCK, LOCK_TTL_S, Lock, RebalanceError
-from actors.redis_server import EmbeddedRedis
+from cluster import progress
+from cluster.rebalance import LOCK, LOCK_TTL_S, Lock, RebalanceError
+from state import redis_client
+from state.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

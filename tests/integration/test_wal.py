@@ -2,9 +2,9 @@
 
 import pytest
 
-from actors import redis_client
-from actors.redis_server import EmbeddedRedis
-from actors.wal import Wal
+from state import redis_client
+from state.redis_server import EmbeddedRedis
+from state.wal import Wal
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from actors.redis_server import EmbeddedRedis
 from occupancy.http_ingress import serve_env
 from occupancy.local_files import HAPROXY_SUBDIR
+from state.redis_server import EmbeddedRedis
 from tests.engine_process import EngineProcess
 from tests.multinode.cluster import LocalRayCluster, cluster_env
 from tests.oracle import Oracle

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from fastapi import FastAPI, Request
 
-from actors.audit import entry, rows_of
 from engine import audit
+from observability.audit import entry, rows_of
 from serve_apps.audit import AuditTrail, note
 from serve_apps.guard import Guard
 

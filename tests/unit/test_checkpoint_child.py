@@ -2,7 +2,7 @@
 
 import time
 
-from actors.checkpoint import ForkedCheckpointer
+from state.checkpoint import ForkedCheckpointer
 
 
 def _stalled() -> dict:

@@ -25,7 +25,7 @@ def test_cluster_launcher_configs_validate(path):
 
 @pytest.mark.parametrize("path", ["cluster.yaml", "deploy/cluster-local.yaml"])
 def test_cluster_launcher_configs_ship_no_secret_and_give_every_node_the_file(path):
-    from actors.keyring import PLACEHOLDERS
+    from access.keyring import PLACEHOLDERS
 
     text = (ROOT / path).read_text()
     assert "OCC_SECRET=" not in text and not any(p in text for p in PLACEHOLDERS)

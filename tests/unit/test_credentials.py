@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors import keyring, tokens
-from actors.keyring import BadSecret, check_secret, hkdf
-from actors.tokens import Claims, Refused, TokenVerifier, UnknownKid
-from actors.topology import Topology
+from access import keyring, tokens
+from access.keyring import BadSecret, check_secret, hkdf
+from access.tokens import Claims, Refused, TokenVerifier, UnknownKid
 from occupancy import local_files
 from occupancy.credentials_cli import parse_ttl
 from occupancy.settings import Settings
+from state.topology import Topology
 
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
 DAY_MS = 86_400_000

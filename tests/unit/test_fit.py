@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.fit import DoesNotFit, check
+from cluster.fit import DoesNotFit, check
 
 MIB = 2**20
 

@@ -123,7 +123,7 @@ def test_forgetting_is_the_same_when_replayed_from_a_snapshot():
 
 
 def test_pings_in_flight_under_a_forgotten_pseudonym_leave_the_batch():
-    from actors.forgetting import drop_forgotten
+    from state.forgetting import drop_forgotten
 
     batch = {
         "dev": [7, 8, 7, 9],

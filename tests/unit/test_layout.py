@@ -2,8 +2,8 @@
 
 import pytest
 
-from actors.layout import layout_of, target, with_layout
-from actors.topology import Topology
+from state.layout import layout_of, target, with_layout
+from state.topology import Topology
 
 
 def _topology(users: int, cells: int, version: int = 0) -> Topology:

@@ -12,14 +12,14 @@ def test_config_validates_with_serves_own_schema():
     config = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     [app] = schema.applications
-    assert app.import_path == "serve_apps.app:app_builder"
+    assert app.import_path == "occupancy.serve_app:app_builder"
     [deployment] = app.deployments
     assert deployment.name == "QueryApi"
     assert deployment.autoscaling_config["max_replicas"] >= 2
 
 
 def test_builder_makes_the_query_app(tmp_path):
-    from serve_apps.app import app_builder
+    from occupancy.serve_app import app_builder
 
     (tmp_path / "redis-data").mkdir()
     (tmp_path / "redis-data" / "redis.port").write_text("6399")

@@ -18,11 +18,6 @@ class DoesNotFit(Exception):
     pass
 
 
-def rss_bytes() -> int:
-    """This process's resident memory (what an actor reports of itself)."""
-    return psutil.Process().memory_info().rss
-
-
 def check(adding: dict[str, tuple[int, int]], available: int) -> None:
     """`adding`: kind → (actors to start, bytes one of them measures). Raises DoesNotFit with
     the figures when they would take more than HEADROOM of `available` bytes."""

@@ -6,7 +6,7 @@ Two hashes hold each pair: `occ:ids` (pseudonym hex -> raw id, for admins' answe
 random pseudonym the first time an ingest handler sees it, by one Lua script that every handler
 runs (`get_or_create`), so two handlers seeing a new id at once agree on one pseudonym. Queries
 only look up (`IdDirectory`), never create. Forgetting deletes both entries
-(`actors/forgetting.py`); nothing can compute the pseudonym again.
+(`state/forgetting.py`); nothing can compute the pseudonym again.
 
 Pseudonyms recorded before they were drawn at random (HMACs of the raw id) stay as stored:
 `migrate` fills the raw -> pseudonym side from the existing one once, before ingest opens.

@@ -23,9 +23,9 @@ import orjson
 import redis
 import redis.asyncio
 
-from actors import id_directory, redis_client
-from actors.wal import PREFIX, pack, unpack
 from engine import audit as records
+from state import id_directory, redis_client
+from state.wal import PREFIX, pack, unpack
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 `begin` does, within the request, what can be known at once: it takes the rebalance lock
 (RebalanceError while another rebalance runs), works out the target layout (RebalanceError
 while an unfinished one aims at other counts), prices the actors it would start
-(fit.DoesNotFit) and records the job as running (actors/progress.py). `run` then moves the
+(fit.DoesNotFit) and records the job as running (cluster/progress.py). `run` then moves the
 shards and changes the ingest handlers, blocking (the API replica runs it in a thread and has
 answered 202 already), records how it ended and frees the lock. A failed or interrupted job
 leaves its target pending, as a failed rebalance always did: the same request finishes it.
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import ray
 
-from actors import layout as layouts
-from actors import rebalance, redis_client
-from actors.progress import Progress
-from actors.topology import Topology
+from cluster import rebalance
+from cluster.progress import Progress
+from state import layout as layouts
+from state import redis_client
+from state.topology import Topology
 
 log = logging.getLogger(__name__)
 

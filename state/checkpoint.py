@@ -6,8 +6,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from actors import redis_client
-from actors.wal import Wal
+from state import redis_client
+from state.wal import Wal
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio
 
-from actors.id_directory import IDS, RAW_IDS
-from actors.layout import current, pending
-from actors.topology import Topology
-from actors.wal import PREFIX, pack, unpack
 from engine.pseudonym import pseudonym_str
+from state.id_directory import IDS, RAW_IDS
+from state.layout import current, pending
+from state.topology import Topology
+from state.wal import PREFIX, pack, unpack
 
 JOBS = f"{PREFIX}:forget:jobs"  # old pseudonym hex -> job (fresh key, when, cut)
 NOTICES = f"{PREFIX}:forget:notices"  # a stream: pseudonyms ingest handlers must drop
@@ -174,32 +174,3 @@ def drop_forgotten(batch: dict, forgotten: dict[int, int]) -> list[int] | None:
         if moved:
             batch["extra"] = moved
     return kept
-
-
-# -- in the history actor -----------------------------------------------------------------------
-
-
-def scrub_dead_letters(client: redis.Redis, old: int, fresh: int) -> int:
-    """Dead-lettered rows of the device: raw pings dropped, presence pieces re-keyed. An entry
-    that held any is written again (at the end of the stream) without them. Entries changed."""
-    from actors.archive import DEADLETTER
-
-    changed = 0
-    for stream_id, fields in client.xrange(DEADLETTER):
-        kind = fields.get(b"kind", b"").decode()
-        if kind not in ("pings", "presence"):
-            continue
-        rows = unpack(fields[b"data"])
-        if not any(row and row[0] == old for row in rows):
-            continue
-        if kind == "pings":
-            rows = [row for row in rows if row[0] != old]
-        else:
-            rows = [[fresh, *row[1:]] if row[0] == old else row for row in rows]
-        entry = {**fields, b"data": pack(rows)}
-        pipe = client.pipeline(transaction=True)
-        pipe.xadd(DEADLETTER, entry)
-        pipe.xdel(DEADLETTER, stream_id)
-        pipe.execute()
-        changed += 1
-    return changed

@@ -12,14 +12,14 @@ NAMESPACE = "occupancy"
 @dataclass(frozen=True)
 class Topology:
     """Shard names and shared settings; plain data so that Ray can ship it to any node. No
-    secret: Ray keeps creation arguments in its control store (actors/keyring.py)."""
+    secret: Ray keeps creation arguments in its control store (access/keyring.py)."""
 
     redis_url: str
     spec: dict = field(default_factory=lambda: EngineSpec().to_dict())
     user_shards: tuple[str, ...] = ("user-0", "user-1")
     cell_shards: tuple[str, ...] = ("cell-0", "cell-1")
     space_shards: tuple[str, ...] = ("space-0",)
-    version: int = 0  # the shard layout's version (actors/layout.py); grows with each rebalance
+    version: int = 0  # the shard layout's version (state/layout.py); grows with each rebalance
     tick_s: float = 0.2
     checkpoint_interval_s: float = 5.0
     namespace: str = NAMESPACE

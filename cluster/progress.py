@@ -1,7 +1,7 @@
 """How the last scale request went, or is going: a Redis hash any API replica and the CLI read.
 
 A scale is answered at once and runs in a thread of the API replica that took it
-(actors/scale_job.py), which writes each step here as it begins: the state (running, done,
+(cluster/scale_job.py), which writes each step here as it begins: the state (running, done,
 failed), the target layout version and counts, the step's name, how many of `total` steps came
 before it, the user shards that handed their devices off so far and how many devices they
 moved, when it started and finished (ms since the epoch), a failed one's error and a finished
@@ -15,8 +15,8 @@ import time
 import orjson
 import redis
 
-from actors.rebalance import Lock
-from actors.wal import PREFIX
+from cluster.rebalance import Lock
+from state.wal import PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ same one again):
    handoff is replayed later), and shards the target no longer has are stopped.
 
 One rebalance runs at a time (`Lock`); each step is reported to a `progress` object as it
-begins (actors/progress.py records them in Redis for `GET /v1/admin/status`).
+begins (cluster/progress.py records them in Redis for `GET /v1/admin/status`).
 """
 
 import logging
@@ -23,14 +23,15 @@ import uuid
 
 import ray
 
-from actors import fit, redis_client
-from actors import layout as layouts
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
-from actors.refs import Shards, alive_nodes, on_node
-from actors.topology import Topology
 from actors.user_shard import UserShard
-from actors.wal import PREFIX, Wal
+from clients.refs import Shards, alive_nodes, on_node
+from cluster import fit
+from state import layout as layouts
+from state import redis_client
+from state.topology import Topology
+from state.wal import PREFIX, Wal
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ signed them; revocable one by one or for every token of a device.
 
 A token is `dev2.<claims>.<mac>`: the claims (device id `sub`, signing key id `kid`, token id
 `jti`, issue time `iat` and expiry `exp`, both in ms) as base64url JSON, and HMAC-SHA256 of
-`dev2.<claims>` under the signing key of `kid` (actors/keyring.py). A handler verifies one
+`dev2.<claims>` under the signing key of `kid` (access/keyring.py). A handler verifies one
 without a look-up; the revocations it checks are in memory, reloaded from Redis whenever the
-credentials generation changes (actors/revocation.py).
+credentials generation changes (access/revocation.py).
 
 Signing keys (`occ:signing`: kid -> created, retired): the newest one not retired signs new
 tokens; older ones verify the tokens they signed until those expire; a retired one verifies
@@ -25,9 +25,9 @@ import orjson
 import redis
 import redis.asyncio
 
-from actors import revocation
-from actors.keyring import device_tag_key, hkdf, signing_key
-from actors.wal import PREFIX
+from access import revocation
+from access.keyring import device_tag_key, hkdf, signing_key
+from state.wal import PREFIX
 
 TOKEN_PREFIX = "dev2"
 TOKEN_ID_PREFIX = "tok_"

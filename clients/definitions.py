@@ -5,12 +5,12 @@ import time
 
 import ray
 
-from actors import redis_client
-from actors.layout import current, pending
-from actors.metadata import Metadata
-from actors.refs import Shards
-from actors.topology import Topology
+from clients.refs import Shards
 from engine.spaces import SpaceIndex
+from state import redis_client
+from state.layout import current, pending
+from state.metadata import Metadata
+from state.topology import Topology
 
 
 class Definitions:

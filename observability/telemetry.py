@@ -13,6 +13,7 @@ import os
 import threading
 
 import msgpack
+import psutil
 import redis
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -27,7 +28,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from actors import redis_client
+from state import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +184,8 @@ def _escape(value) -> str:
 
 def _num(v: float) -> str:
     return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (what an actor reports of itself)."""
+    return psutil.Process().memory_info().rss

@@ -1,4 +1,4 @@
-"""Credentials: API keys with roles (hashed in Redis) and device tokens (actors/tokens.py), and
+"""Credentials: API keys with roles (hashed in Redis) and device tokens (access/tokens.py), and
 the authenticator every ingest handler and API replica checks them with."""
 
 import asyncio
@@ -11,9 +11,9 @@ from typing import NamedTuple
 import redis
 import redis.asyncio
 
-from actors import revocation, tokens
-from actors.wal import PREFIX
+from access import revocation, tokens
 from engine.recent import RecentCache
+from state.wal import PREFIX
 
 log = logging.getLogger(__name__)
 

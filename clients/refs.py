@@ -6,7 +6,7 @@ import time
 
 import ray
 
-from actors.topology import Topology
+from state.topology import Topology
 
 log = logging.getLogger(__name__)
 

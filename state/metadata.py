@@ -2,8 +2,8 @@
 
 import redis
 
-from actors.wal import PREFIX, pack, unpack
 from engine.doors import DoorCounter
+from state.wal import PREFIX, pack, unpack
 
 SPACES = f"{PREFIX}:meta:spaces"
 DOOR_SPACES = f"{PREFIX}:meta:door_spaces"

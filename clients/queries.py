@@ -5,18 +5,18 @@ import time
 
 import redis
 
-from actors import redis_client
-from actors.history import NAME as HISTORY
-from actors.layout import current
-from actors.metadata import Metadata
-from actors.refs import Shards
-from actors.topology import Topology
+from clients.history import NAME as HISTORY
+from clients.refs import Shards
 from engine.cells import check_res, resolution
 from engine.doors import door_count
 from engine.geo import BBox
 from engine.history import dwell_of
 from engine.privacy import floored, merge_floored
 from engine.topn import merge_counts, merge_top, ranked
+from state import redis_client
+from state.layout import current
+from state.metadata import Metadata
+from state.topology import Topology
 
 LAYOUT_CHECK_S = 1.0
 

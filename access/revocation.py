@@ -12,7 +12,7 @@ import secrets
 
 import redis
 
-from actors.wal import PREFIX
+from state.wal import PREFIX
 
 GENERATION = f"{PREFIX}:auth:generation"
 CHECK_EVERY_S = 0.25

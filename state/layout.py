@@ -1,6 +1,6 @@
 """The shard layout: which shards each family has, versioned and committed in Redis.
 
-A rebalance (actors/rebalance.py) writes the target layout as pending, moves the devices, then
+A rebalance (cluster/rebalance.py) writes the target layout as pending, moves the devices, then
 commits it. Every actor is created with a Topology; actors that outlive a rebalance (or are
 restarted by Ray with their creation arguments) take the committed layout when it is newer.
 """
@@ -9,9 +9,9 @@ import dataclasses
 
 import redis
 
-from actors import redis_client
-from actors.topology import Topology
-from actors.wal import PREFIX, pack, unpack
+from state import redis_client
+from state.topology import Topology
+from state.wal import PREFIX, pack, unpack
 
 COMMITTED = f"{PREFIX}:layout"
 PENDING = f"{PREFIX}:layout:pending"

@@ -4,11 +4,11 @@ One secret is configured (OCC_SECRET, or a file named by OCC_SECRET_FILE, or one
 the data dir). What uses it:
 
 Device pseudonyms are not among them: they are random, linked to raw ids only by the id
-directory (actors/id_directory.py).
+directory (state/id_directory.py).
 
 - **Device-token signing**: one key per key id (`kid`), HKDF-SHA256(secret, label + kid). A new
   kid signs new tokens; tokens signed with an older one verify until they expire or the kid is
-  retired (actors/tokens.py). A signing key or a token does not reveal the secret.
+  retired (access/tokens.py). A signing key or a token does not reveal the secret.
 - **Device tags**: HKDF-SHA256(secret, label), which names a device in the token revocation
   list without its raw id.
 

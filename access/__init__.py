@@ -1,0 +1,1 @@
+"""Who may do what: API keys, device tokens, signing keys, revocations."""

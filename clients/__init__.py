@@ -1,0 +1,1 @@
+"""The Ray boundary: typed clients of the shard families and of history."""

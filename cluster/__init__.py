@@ -1,0 +1,1 @@
+"""Changing the cluster's shape: rebalances, scale jobs, whether new actors fit."""

@@ -1,0 +1,1 @@
+"""Metrics, traces and the audit log of every engine process."""

@@ -1,0 +1,2 @@
+"""Redis-backed state: the write-ahead log, checkpoints, the shard layout, the id directory,
+the definitions."""
