@@ -81,10 +81,10 @@ class CellShard:
 
     def top(self, n: int, res: int, bbox: tuple | None) -> list[tuple[int, int]]:
         whole = res >= self.spec.placement_res
-        return shard_top(self.counts.counts(), n, res, _box(bbox), whole)
+        return shard_top(self.counts.counts(), n, res, BBox.from_tuple(bbox), whole)
 
     def heatmap(self, res: int, bbox: tuple | None) -> dict[int, int]:
-        return area_counts(self.counts.counts(), res, _box(bbox))
+        return area_counts(self.counts.counts(), res, BBox.from_tuple(bbox))
 
     def count(self, cell: int) -> int:
         return self.counts.count(cell)
@@ -97,12 +97,14 @@ class CellShard:
         """Pairs (true, released) at max(res, placement) under the cells at `res` in `bbox`
         (or under the one `cell`)."""
         level = max(res, self.spec.placement_res)
-        keep = within(_box(bbox), cell)
+        keep = within(BBox.from_tuple(bbox), cell)
         return floored_part(self.counts.counts(), self.spec.res, res, level, k, keep)
 
     def floored_top(self, n: int, res: int, bbox: tuple | None, k: int) -> list:
         """The shard's top `n` by released count (res at or finer than the placement)."""
-        return floored_top(self.counts.counts(), n, self.spec.res, res, k, within(_box(bbox)))
+        return floored_top(
+            self.counts.counts(), n, self.spec.res, res, k, within(BBox.from_tuple(bbox))
+        )
 
     def stats(self) -> dict:
         return {
@@ -121,7 +123,3 @@ class CellShard:
 
 def _monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-def _box(bbox: tuple | None) -> BBox | None:
-    return BBox(*bbox) if bbox is not None else None

@@ -399,12 +399,12 @@ class History:
     @ray.method(concurrency_group="query")
     @_answer
     def heatmap(self, res: int, at: int, bbox: tuple | None) -> dict[int, int]:
-        return self._reader().heatmap(res, at, _box(bbox))
+        return self._reader().heatmap(res, at, BBox.from_tuple(bbox))
 
     @ray.method(concurrency_group="query")
     @_answer
     def top(self, n: int, res: int, at: int, bbox: tuple | None) -> list[tuple[int, int]]:
-        return self._reader().top(n, res, at, _box(bbox))
+        return self._reader().top(n, res, at, BBox.from_tuple(bbox))
 
     @ray.method(concurrency_group="query")
     @_answer
@@ -414,12 +414,12 @@ class History:
     @ray.method(concurrency_group="query")
     @_answer
     def floored_heatmap(self, res: int, base_res: int, at: int, bbox, k: int) -> dict:
-        return self._reader().floored_heatmap(res, base_res, at, _box(bbox), k)
+        return self._reader().floored_heatmap(res, base_res, at, BBox.from_tuple(bbox), k)
 
     @ray.method(concurrency_group="query")
     @_answer
     def floored_top(self, n: int, res: int, base_res: int, at: int, bbox, k: int) -> list:
-        return self._reader().floored_top(n, res, base_res, at, _box(bbox), k)
+        return self._reader().floored_top(n, res, base_res, at, BBox.from_tuple(bbox), k)
 
     @ray.method(concurrency_group="query")
     @_answer
@@ -460,7 +460,7 @@ class History:
     @_answer
     def devices_in_area(self, start, end, bbox, polygon, attrs, limit, timeout_s) -> tuple:
         return self._reader().devices_in_area(
-            start, end, _box(bbox), polygon, attrs, limit, timeout_s
+            start, end, BBox.from_tuple(bbox), polygon, attrs, limit, timeout_s
         )
 
     @ray.method(concurrency_group="query")
@@ -543,7 +543,3 @@ def _door_rows(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[tuple]
         for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True)
     ]
     return rows, len(rows)
-
-
-def _box(bbox: tuple | None) -> BBox | None:
-    return BBox(*bbox) if bbox is not None else None

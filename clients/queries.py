@@ -21,10 +21,6 @@ from state.topology import Topology
 LAYOUT_CHECK_S = 1.0
 
 
-def _box(bbox: BBox | None) -> tuple | None:
-    return None if bbox is None else (bbox.min_lng, bbox.min_lat, bbox.max_lng, bbox.max_lat)
-
-
 class LiveQueries:
     """Answers from live actor state. Async (for Serve replicas and the ingest loop); the
     `*_sync` forms wrap them for drivers and tests."""
@@ -58,7 +54,7 @@ class LiveQueries:
         self._fresh()
         check_res(res, self.spec.res)
         parts = await asyncio.gather(
-            *(c.top.remote(n, res, _box(bbox)) for c in self.shards.cells())
+            *(c.top.remote(n, res, BBox.to_tuple(bbox)) for c in self.shards.cells())
         )
         return merge_top(parts, n)
 
@@ -66,7 +62,7 @@ class LiveQueries:
         self._fresh()
         check_res(res, self.spec.res)
         parts = await asyncio.gather(
-            *(c.heatmap.remote(res, _box(bbox)) for c in self.shards.cells())
+            *(c.heatmap.remote(res, BBox.to_tuple(bbox)) for c in self.shards.cells())
         )
         return merge_counts(parts)
 
@@ -85,7 +81,7 @@ class LiveQueries:
         self._fresh()
         check_res(res, self.spec.res)
         parts = await asyncio.gather(
-            *(c.floored.remote(res, _box(bbox), k) for c in self.shards.cells())
+            *(c.floored.remote(res, BBox.to_tuple(bbox), k) for c in self.shards.cells())
         )
         return merge_floored(parts, max(res, self.spec.placement_res), res, k)
 
@@ -99,7 +95,7 @@ class LiveQueries:
         self._fresh()
         check_res(res, self.spec.res)
         parts = await asyncio.gather(
-            *(c.floored_top.remote(n, res, _box(bbox), k) for c in self.shards.cells())
+            *(c.floored_top.remote(n, res, BBox.to_tuple(bbox), k) for c in self.shards.cells())
         )
         return merge_top(parts, n)
 

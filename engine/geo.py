@@ -44,6 +44,16 @@ class BBox:
         except ValueError as exc:
             raise ValueError(f"bad bbox {text!r}: {exc}") from None
 
+    @staticmethod
+    def to_tuple(box: "BBox | None") -> tuple[float, float, float, float] | None:
+        """The box as plain numbers (minLng, minLat, maxLng, maxLat) for a call to an actor;
+        None stays None. `BBox.from_tuple` reads it back."""
+        return None if box is None else (box.min_lng, box.min_lat, box.max_lng, box.max_lat)
+
+    @classmethod
+    def from_tuple(cls, values: tuple | list | None) -> "BBox | None":
+        return None if values is None else cls(*values)
+
     def contains(self, lat: float, lng: float) -> bool:
         return self.min_lat <= lat <= self.max_lat and self.min_lng <= lng <= self.max_lng
 

@@ -173,10 +173,6 @@ def _json_bytes(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-def _tuple(box: BBox | None) -> tuple | None:
-    return None if box is None else (box.min_lng, box.min_lat, box.max_lng, box.max_lat)
-
-
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -618,9 +614,9 @@ class QueryApi:
         t, k = self._at(at), self._k(role)
         if t is not None:
             if k:
-                args = ("floored_heatmap", r, self.spec.res, t, _tuple(box), k)
+                args = ("floored_heatmap", r, self.spec.res, t, BBox.to_tuple(box), k)
             else:
-                args = ("heatmap", r, t, _tuple(box))
+                args = ("heatmap", r, t, BBox.to_tuple(box))
             counts = await self._history(request, *args)
             return _json_bytes(self._heatmap_body(counts, t, r, format, role))
         admin = role == "admin"
@@ -673,9 +669,9 @@ class QueryApi:
         t, k = self._at(at), self._k(role)
         if t is not None:
             if k:
-                args = ("floored_top", n, r, self.spec.res, t, _tuple(box), k)
+                args = ("floored_top", n, r, self.spec.res, t, BBox.to_tuple(box), k)
             else:
-                args = ("top", n, r, t, _tuple(box))
+                args = ("top", n, r, t, BBox.to_tuple(box))
             ranked = await self._history(request, *args)
             return ORJSONResponse({"res": r, "as_of": t, "cells": self._cells(ranked, role)})
         admin = role == "admin"
@@ -845,7 +841,7 @@ class QueryApi:
         attrs = self._attrs(request)
         found, truncated = await self._history(
             request, "devices_in_area",
-            t0, t1, _tuple(box), shape, attrs, limit, timeout_s, timeout_s=timeout_s + 10,
+            t0, t1, BBox.to_tuple(box), shape, attrs, limit, timeout_s, timeout_s=timeout_s + 10,
         )  # fmt: skip
         names = self._device_ids([d for d, _, _ in found], role)
         devices = [{"device_id": names[d], "first_seen": a, "last_seen": b} for d, a, b in found]
