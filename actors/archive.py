@@ -12,6 +12,7 @@ import redis
 
 from actors.spill import Spill, wal_key
 from clickhouse.store import HistoryStore
+from engine.record import ARRIVAL, PingRecord, is_pings
 from state.wal import PREFIX, Wal, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -278,12 +279,46 @@ def reconcile_spill(client: redis.Redis, wal: Wal, shard: str, spill: Spill) -> 
         client.delete(intent_key(shard))
 
 
-def _pings(store: HistoryStore, columns: list[list]):
+def ping_columns(
+    shard: str, entries: list[tuple[str, dict]], record: type[PingRecord] = PingRecord
+) -> tuple[dict[str, list], int]:
+    """The `raw_pings` columns of log entries, by name (`record`'s columns, then the arrival
+    columns), built column by column: the entries are columnar already."""
+    out: dict[str, list] = {name: [] for name in record.archive_columns()}
+    received, shards, ms, seq, index = (out[name] for name, _ in ARRIVAL)
+    for wal_id, entry in entries:
+        if not is_pings(entry):  # devices handed over by a rebalance, a forget
+            continue
+        pings = record.from_log(entry)
+        n = len(pings)
+        for name, values in pings.archived():
+            out[name] += values
+        wal_ms, wal_seq = (int(x) for x in wal_id.split("-"))
+        received += [pings.now] * n
+        shards += [shard] * n
+        ms += [wal_ms] * n
+        seq += [wal_seq] * n
+        index += range(n)
+    return out, len(index)
+
+
+def door_rows(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[tuple], int]:
+    rows = [
+        (sensor, ts, entry.get("now", 0), direction, shard, wal_id)
+        for wal_id, entry in entries
+        for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True)
+    ]
+    return rows, len(rows)
+
+
+def _pings(store: HistoryStore, columns: dict[str, list]):
     def write(lo: int, hi: int, token: str) -> None:
-        store.write_ping_columns([c[lo:hi] for c in columns], token)
+        store.write_pings({name: values[lo:hi] for name, values in columns.items()}, token)
 
     def rows_of(lo: int, hi: int) -> list:
-        return [list(r) for r in zip(*(c[lo:hi] for c in columns), strict=True)]
+        names = list(columns)
+        part = (values[lo:hi] for values in columns.values())
+        return [dict(zip(names, row, strict=True)) for row in zip(*part, strict=True)]
 
     return write, rows_of
 
@@ -319,6 +354,14 @@ _KINDS = {
 }
 
 
+def _device(row) -> int | None:
+    """The device of a dead-lettered row: a ping's by name, a presence piece's (and a ping's of
+    the earlier form) first."""
+    if isinstance(row, dict):
+        return row.get("device")
+    return row[0] if row else None
+
+
 def scrub_dead_letters(client: redis.Redis, old: int, fresh: int) -> int:
     """Dead-lettered rows of the device: raw pings dropped, presence pieces re-keyed. An entry
     that held any is written again (at the end of the stream) without them. Entries changed."""
@@ -328,10 +371,10 @@ def scrub_dead_letters(client: redis.Redis, old: int, fresh: int) -> int:
         if kind not in ("pings", "presence"):
             continue
         rows = unpack(fields[b"data"])
-        if not any(row and row[0] == old for row in rows):
+        if not any(_device(row) == old for row in rows):
             continue
         if kind == "pings":
-            rows = [row for row in rows if row[0] != old]
+            rows = [row for row in rows if _device(row) != old]
         else:
             rows = [[fresh, *row[1:]] if row[0] == old else row for row in rows]
         entry = {**fields, b"data": pack(rows)}

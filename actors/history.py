@@ -11,7 +11,14 @@ from pathlib import Path
 import ray
 import redis
 
-from actors.archive import Archiver, DeadLetter, reconcile_spill, spill_range
+from actors.archive import (
+    Archiver,
+    DeadLetter,
+    door_rows,
+    ping_columns,
+    reconcile_spill,
+    spill_range,
+)
 from actors.forget_jobs import Finisher
 from actors.mirror import StateMirror
 from actors.spill import Spill
@@ -272,9 +279,9 @@ class History:
                 wal = self._wals[name]
                 trace = functools.partial(self._trace, name, time.time_ns())
                 kind, convert = (
-                    ("door_events", _door_rows)
+                    ("door_events", door_rows)
                     if name in self.topology.space_shards
-                    else ("pings", _ping_columns)
+                    else ("pings", ping_columns)
                 )
                 rows, more = archiver.archive_log(wal, name, kind, convert, trace, self.spill)
                 out[kind] += rows
@@ -499,47 +506,3 @@ class History:
         import os
 
         return os.getpid()
-
-
-def _ping_columns(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[list], int]:
-    """The raw_pings columns (PING_COLUMNS order) of log entries, built column by column: the
-    entries are columnar already."""
-    cols: list[list] = [[] for _ in range(13)]
-    device, ts, received, lat, lng, cell, accuracy, region, attrs, shards, ms, seq, index = cols
-    for wal_id, entry in entries:
-        if "control" in entry:  # devices handed over by a rebalance, not pings
-            continue
-        n = len(entry["ts"])
-        wal_ms, wal_seq = (int(x) for x in wal_id.split("-"))
-        device += entry["dev"]
-        ts += entry["ts"]
-        lat += entry["lat"]
-        lng += entry["lng"]
-        cell += entry["cell"]
-        received += [entry["now"]] * n
-        shards += [shard] * n
-        ms += [wal_ms] * n
-        seq += [wal_seq] * n
-        index += range(n)
-        extra = entry.get("extra")
-        if not extra:
-            accuracy += [0.0] * n
-            region += [""] * n
-            attrs += [{}] * n
-            continue
-        none = ({}, 0.0, "")
-        for i in range(n):
-            a, acc, reg = extra.get(i, none)
-            attrs.append(a)
-            accuracy.append(acc)
-            region.append(reg)
-    return cols, len(ts)
-
-
-def _door_rows(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[tuple], int]:
-    rows = [
-        (sensor, ts, entry.get("now", 0), direction, shard, wal_id)
-        for wal_id, entry in entries
-        for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True)
-    ]
-    return rows, len(rows)

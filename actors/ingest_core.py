@@ -16,8 +16,9 @@ from clients.refs import ShardNotFound, Shards
 from engine.cells import index_batch
 from engine.ratelimit import RateLimiter
 from engine.recent import RecentCache
+from engine.record import PingRecord
 from engine.routing import door_shard, group_by_user_shard
-from engine.validation import Reason, check_door_event, check_ping
+from engine.validation import Reason, check_door_event, check_message
 from observability import telemetry
 from protos import occupancy_pb2 as pb
 from state import id_directory, redis_client
@@ -74,19 +75,11 @@ class AuthError(Exception):
         self.denied = denied  # True: authenticated but not allowed; False: not authenticated
 
 
-class _Batch:
-    """One call's valid pings as the columns sent to the user shards."""
+class _Batch(NamedTuple):
+    """One call's valid pings (their cells still to be indexed) and its rejections."""
 
-    __slots__ = ("extra", "keys", "lats", "lngs", "rejections", "ts")
-
-    def __init__(self) -> None:
-        # position → [attributes, accuracy_m, region] for the pings that carry any (history)
-        self.extra: dict[int, list] = {}
-        self.keys: list[int] = []
-        self.ts: list[int] = []
-        self.lats: list[float] = []
-        self.lngs: list[float] = []
-        self.rejections: list = []
+    pings: PingRecord
+    rejections: list
 
 
 class IngestCore:
@@ -167,18 +160,19 @@ class IngestCore:
         b, missing = self._validate(pings, device, base)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
         self._count_rejections("ping", b.rejections)
-        if not b.keys:
+        pings = b.pings
+        if not pings.ts:
             return ack
         if missing:  # ids this handler has not seen lately: the id directory names them
-            self._fill_keys(b, missing, await self._ids.keys(list(missing)))
-        cells = index_batch(b.lats, b.lngs, self.spec.res).tolist()
+            self._fill_keys(pings, missing, await self._ids.keys(list(missing)))
+        pings.cell = index_batch(pings.lat, pings.lng, self.spec.res).tolist()
         if time.monotonic() - self._layout_checked > LAYOUT_CHECK_S:
             self._layout_checked = time.monotonic()
             if self._layout_after(self.topology.version):
                 await self._await_layout(self.topology.version)
         self.in_flight += 1
         try:
-            applied = await self._to_user_shards(b, cells, trace)
+            applied = await self._to_user_shards(pings, trace)
         except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
             if (retry := _unavailable(exc)) is None:
                 raise
@@ -186,13 +180,13 @@ class IngestCore:
         finally:
             self.in_flight -= 1
         ack.accepted = applied
-        ack.late = len(b.keys) - applied
+        ack.late = len(pings) - applied
         self._pings.add(applied, {"outcome": "accepted"})
         self._pings.add(ack.late, {"outcome": "late"})
-        self._batch_size.record(len(b.keys))
+        self._batch_size.record(len(pings))
         return ack
 
-    async def _to_user_shards(self, b: _Batch, cells: list[int], trace: dict | None) -> int:
+    async def _to_user_shards(self, pings: PingRecord, trace: dict | None) -> int:
         """Send each user shard its part of the batch, stamped with the layout version it was
         routed by; parts refused for another version are routed again by the committed layout
         once there is a newer one. The number of pings applied (not late)."""
@@ -201,12 +195,12 @@ class IngestCore:
         while True:
             version = self.topology.version
             if todo is None:
-                parts = list(group_by_user_shard(b.keys, self.placement).items())
+                parts = list(group_by_user_shard(pings.dev, self.placement).items())
             else:
-                groups = group_by_user_shard([b.keys[j] for j in todo], self.placement)
+                groups = group_by_user_shard([pings.dev[j] for j in todo], self.placement)
                 parts = [(shard, [todo[k] for k in idx]) for shard, idx in groups.items()]
             results = await asyncio.gather(
-                *(self._send(shard, version, b, cells, idx, trace) for shard, idx in parts),
+                *(self._send(shard, version, pings, idx, trace) for shard, idx in parts),
                 return_exceptions=True,
             )
             stale: list[int] = []
@@ -222,21 +216,10 @@ class IngestCore:
             await self._await_layout(version)
             todo = sorted(stale)
 
-    def _send(self, shard: str, version: int, b: _Batch, cells: list[int], idx: list[int], trace):
-        sub = {
-            "dev": [b.keys[j] for j in idx],
-            "ts": [b.ts[j] for j in idx],
-            "cell": [cells[j] for j in idx],
-            "lat": [b.lats[j] for j in idx],
-            "lng": [b.lngs[j] for j in idx],
-            "v": version,
-        }
-        if b.extra:
-            extra = {k: b.extra[j] for k, j in enumerate(idx) if j in b.extra}
-            if extra:
-                sub["extra"] = extra
-        if trace:
-            sub["trace"] = trace
+    def _send(self, shard: str, version: int, pings: PingRecord, idx: list[int], trace):
+        sub = pings.take(idx)
+        sub.version = version
+        sub.trace = trace or None
         return self.shards.handle(shard).ingest.remote(sub)
 
     def _layout_after(self, version: int) -> bool:
@@ -302,13 +285,15 @@ class IngestCore:
         self._count_rejections("door_event", ack.rejections)
         return ack
 
-    def _fill_keys(self, b: _Batch, missing: dict[str, list[int]], keys: dict[str, int]) -> None:
+    def _fill_keys(
+        self, pings: PingRecord, missing: dict[str, list[int]], keys: dict[str, int]
+    ) -> None:
         now = self.clock()
         for device_id, key in keys.items():
             if key not in self._forgets.recent:  # else forgotten while it was looked up
                 self._keys.put(device_id, key, now)
             for i in missing[device_id]:
-                b.keys[i] = key
+                pings.dev[i] = key
 
     def _drop_forgotten(self, keys: set[int] | None) -> None:
         """Forgotten devices leave the cache (None: notices may have been missed; all go)."""
@@ -328,39 +313,34 @@ class IngestCore:
 
     def _validate(self, pings, device: str | None, base: int) -> tuple[_Batch, dict]:
         """The valid pings as columns; their keys where the cache has them, else 0 with
-        their positions in `missing` (raw id -> positions)."""
+        their positions in `missing` (raw id -> positions). An optional attribute is read from
+        the message field of its name, for the pings that carry it."""
         now = self.clock()
         limits = self.spec.limits
-        b, missing = _Batch(), {}
+        b, missing = _Batch(PingRecord(), []), {}
+        keys, ts, lats, lngs = b.pings.dev, b.pings.ts, b.pings.lat, b.pings.lng
+        optional = [(c.name, getattr(b.pings, c.name), type(c.default)) for c in b.pings.optional()]
         cached = self._keys.get
         for i, p in enumerate(pings):
             if p is None:
                 reason = "malformed"
             else:
-                reason = check_ping(
-                    p.device_id,
-                    p.ts_ms,
-                    p.lat,
-                    p.lng,
-                    now,
-                    limits,
-                    p.accuracy_m,
-                    p.attributes,
-                    p.region,
-                )
+                reason = check_message(p, now, limits)
                 if reason is None and device is not None and p.device_id != device:
                     reason = Reason.NOT_AUTHORIZED_FOR_DEVICE
             if reason:
                 b.rejections.append(pb.Rejection(index=base + i, reason=str(reason)))
                 continue
-            if p.attributes or p.accuracy_m or p.region:
-                b.extra[len(b.keys)] = [dict(p.attributes), p.accuracy_m, p.region]
+            at = len(keys)
+            for name, values, cast in optional:
+                if value := getattr(p, name):
+                    values[at] = cast(value)
             key = cached(p.device_id, now)
             if key is None:
-                missing.setdefault(p.device_id, []).append(len(b.keys))
+                missing.setdefault(p.device_id, []).append(at)
                 key = 0
-            b.keys.append(key)
-            b.ts.append(p.ts_ms)
-            b.lats.append(p.lat)
-            b.lngs.append(p.lng)
+            keys.append(key)
+            ts.append(p.ts_ms)
+            lats.append(p.lat)
+            lngs.append(p.lng)
         return b, missing

@@ -10,6 +10,7 @@ import time
 import ray
 
 from clients.refs import ACTOR_OPTIONS, Shards, start_ticker
+from engine.record import PingRecord, is_pings
 from engine.routing import route_cell_moves, route_space_moves
 from engine.spec import EngineSpec
 from engine.user import UserEngine
@@ -148,27 +149,28 @@ class UserShard:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def ingest(self, batch: dict) -> bytes:
+    async def ingest(self, batch: PingRecord) -> bytes:
         """Append to the WAL, apply, route the moves; b"\\x01" per applied ping, b"\\x00" late."""
-        if "trace" in batch:  # a traced batch: this shard's span, carried on in its log entry
-            parent = tracing.extract(batch["trace"])
+        if batch.trace:  # a traced batch: this shard's span, carried on in its log entry
+            parent = tracing.extract(batch.trace)
             with self.tracer.start_as_current_span("shard apply", context=parent) as span:
-                span.set_attributes({"shard": self.name, "pings": len(batch["ts"])})
-                batch["trace"] = tracing.carrier_of(span) or batch["trace"]
+                span.set_attributes({"shard": self.name, "pings": len(batch)})
+                batch.trace = tracing.carrier_of(span) or batch.trace
                 return self._ingest(batch)
         return self._ingest(batch)
 
-    def _ingest(self, batch: dict) -> bytes:
-        version = batch.pop("v", None)
-        if version is not None and version != self.layout["version"]:
+    def _ingest(self, batch: PingRecord) -> bytes:
+        if batch.version is not None and batch.version != self.layout["version"]:
             raise StaleLayout(self.name, self.layout["version"])
-        batch["now"] = self.clock()
-        sent = len(batch["dev"])
+        batch.now = self.clock()
+        sent = len(batch)
         # pings still in flight under a pseudonym forgotten here: dropped before the log
         kept = drop_forgotten(batch, self._forgotten) if self._forgotten else None
-        if kept is not None and not kept:
-            return bytes(sent)
-        wal_id = self.wal.append(batch)  # blocking on purpose: WAL order == apply order
+        if kept is not None:
+            batch = batch.take(kept)
+            if not batch:
+                return bytes(sent)
+        wal_id = self.wal.append(batch.to_log())  # blocking on purpose: WAL order == apply order
         applied = self._apply(batch)
         self.wal_id = wal_id
         self._route()
@@ -179,12 +181,19 @@ class UserShard:
             out[i] = ok
         return bytes(out)
 
-    def _apply(self, entry: dict) -> list[bool]:
+    def _apply(self, entry: dict | PingRecord) -> list[bool]:
+        if isinstance(entry, dict) and is_pings(entry):
+            entry = PingRecord.from_log(entry)
+        if isinstance(entry, PingRecord):
+            self.clock.last = max(self.clock.last, entry.now)
+            return self.engine.ingest(
+                entry.dev, entry.ts, entry.cell, entry.lat, entry.lng, entry.now
+            )
         now = entry["now"]
         self.clock.last = max(self.clock.last, now)
-        control = entry.get("control")
-        if control is not None:  # only replayed: the listing after a replay supersedes moves
-            self.engine.drain_moves()
+        # only replayed: the listing after a replay supersedes moves
+        self.engine.drain_moves()
+        control = entry["control"]
         if control == "adopt":
             self._absorb(entry["state"])
             return []
@@ -196,10 +205,7 @@ class UserShard:
             if entry["layout"]["version"] > self.layout["version"]:
                 self._use_layout(entry["layout"])
             self.engine.extract(entry["devices"])
-            return []
-        return self.engine.ingest(
-            entry["dev"], entry["ts"], entry["cell"], entry["lat"], entry["lng"], now
-        )
+        return []
 
     async def tick(self) -> None:
         self.engine.advance(self.clock())

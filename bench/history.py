@@ -17,10 +17,12 @@ from pathlib import Path
 
 from measure import percentile
 
+from actors.archive import ping_columns
 from clickhouse.backends import ChdbBackend
 from clickhouse.store import HistoryStore
 from engine.cells import index_batch
 from engine.geo import BBox
+from engine.record import PingRecord
 from engine.spec import EngineSpec
 from engine.user import UserEngine
 
@@ -68,18 +70,16 @@ def fill(store: HistoryStore, devices: int, pings: int, start: int) -> dict:
         mark, pieces = engine.history_export(recv)
         engine.history_confirm(mark)
         t1 = time.perf_counter()
-        rows = [
-            (d, t, recv, la, ln, c, 0.0, "", {}, "user-0", recv, n, i)
-            for i, (d, t, la, ln, c) in enumerate(zip(ids, ts, lats, lngs, cells, strict=True))
-        ]
-        store.write_pings(rows, f"bench:{n}")
+        pings = PingRecord(ids, ts, cells, lats, lngs, now=recv)
+        columns, _ = ping_columns("user-0", [(f"{recv}-{n}", pings.to_log())])  # as archived
+        store.write_pings(columns, f"bench:{n}")
         t2 = time.perf_counter()
         store.write_presence(pieces, n)
         t3 = time.perf_counter()
         out["engine_s"] += t1 - t0
         out["raw_s"] += t2 - t1
         out["presence_s"] += t3 - t2
-        out["raw_rows"] += len(rows)
+        out["raw_rows"] += len(pings)
         out["presence_rows"] += len(pieces)
         out["last"] = recv
     return out

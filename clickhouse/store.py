@@ -3,7 +3,7 @@
 All SQL of the engine's history lives here, with values passed as query parameters.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
 
@@ -14,24 +14,11 @@ from engine.audit import FIELDS as AUDIT_COLUMNS
 from engine.cells import resolution
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
 from engine.privacy import released, released_by_levels
+from engine.record import PingRecord
 from engine.timeutil import MINUTE_MS, day_of, minute_of
 from engine.topn import area_counts, ranked
 
-PING_COLUMNS = (
-    "device",
-    "ts",
-    "received",
-    "lat",
-    "lng",
-    "cell",
-    "accuracy_m",
-    "region",
-    "attributes",
-    "shard",
-    "wal_ms",
-    "wal_seq",
-    "idx",
-)
+PING_COLUMNS = PingRecord.archive_columns()
 PRESENCE_COLUMNS = ("device", "day", "cell", "space", "start", "lo", "hi", "version")
 DOOR_COLUMNS = ("sensor", "ts", "received", "direction", "shard", "wal_id")
 
@@ -81,10 +68,10 @@ EXPORT_FORMATS = {
 }
 _HEX64 = "leftPad(lower(hex({col})), 16, '0')"
 EXPORTS = {
-    # raw pings with their arrival order: what `occupancy replay` reads back
+    # raw pings, every column the table has, with their arrival order: what `occupancy replay`
+    # reads back
     "pings": f"""
-        SELECT {_HEX64.format(col="device")} AS device, ts, received, lat, lng,
-            lower(hex(cell)) AS cell, accuracy_m, region, attributes, shard, wal_ms, wal_seq, idx
+        SELECT * REPLACE ({_HEX64.format(col="device")} AS device, lower(hex(cell)) AS cell)
         FROM raw_pings WHERE ts >= {{start:Int64}} AND ts < {{end:Int64}}
         ORDER BY shard, wal_ms, wal_seq, idx""",
     # the aggregate views of migration 0002, over the presence pieces
@@ -258,21 +245,17 @@ class HistoryStore(RawQueries):
     # Every table is partitioned by month: a block spanning many months (a device's backlog of
     # a year, say) is written as one insert per month, each with its own dedup token.
 
-    def write_pings(self, rows: Sequence[Sequence], token: str) -> None:
-        """Raw pings in PING_COLUMNS order; `token` names the WAL range they come from."""
-        self._insert_rows("raw_pings", PING_COLUMNS, rows, 1, token)
-
-    def write_ping_columns(self, data: Sequence[Sequence], token: str) -> None:
-        """`write_pings` with one sequence per column of PING_COLUMNS."""
-        parts = by_month(data[1]) if data else None
+    def write_pings(self, columns: Mapping[str, Sequence], token: str) -> None:
+        """Raw pings as columns by name (PING_COLUMNS, as `archive.ping_columns` makes them);
+        `token` names the WAL range they come from."""
+        names, data = list(columns), list(columns.values())
+        parts = by_month(columns["ts"]) if data else None
         if parts is None:
-            self.backend.insert_columns("raw_pings", PING_COLUMNS, data, token)
+            self.backend.insert_columns("raw_pings", names, data, token)
             return
         for month, idx in parts:
-            columns = [[column[i] for i in idx] for column in data]
-            self.backend.insert_columns(
-                "raw_pings", PING_COLUMNS, columns, part_token(token, month)
-            )
+            part = [[values[i] for i in idx] for values in data]
+            self.backend.insert_columns("raw_pings", names, part, part_token(token, month))
 
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
         self._insert_rows("door_events", DOOR_COLUMNS, rows, 1, token)

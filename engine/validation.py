@@ -92,6 +92,21 @@ def check_ping(
     return None
 
 
+def check_message(ping, now_ms: int, limits: Limits) -> Reason | None:
+    """`check_ping` of a `Ping` message (or anything with its fields)."""
+    return check_ping(
+        ping.device_id,
+        ping.ts_ms,
+        ping.lat,
+        ping.lng,
+        now_ms,
+        limits,
+        ping.accuracy_m,
+        ping.attributes,
+        ping.region,
+    )
+
+
 def _too_long(value: str, max_bytes: int) -> bool:
     # a str is at least one byte per character: most values are decided without encoding them
     return len(value) > max_bytes or len(value.encode()) > max_bytes

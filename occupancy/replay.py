@@ -10,6 +10,7 @@ live. The history written is what the snapshotter writes: presence pieces and th
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 from clickhouse.store import HistoryStore
 from engine.cells import index_batch
 from engine.pseudonym import parse_pseudonym
+from engine.record import Column, PingRecord
 from engine.spec import EngineSpec
 from engine.user import UserEngine
 
@@ -83,7 +85,8 @@ def replay_pings(
     lats = pc.cast(table.column("lat"), pa.float64()).to_numpy().tolist()
     lngs = pc.cast(table.column("lng"), pa.float64()).to_numpy().tolist()
     cells = index_batch(lats, lngs, spec.res).tolist()
-    extra = _extra_columns(table)
+    optional = {c.name: _optional(table, c) for c in PingRecord.optional()}
+    pings = PingRecord(devices, ts, cells, lats, lngs, **optional)
     digest = hashlib.sha256(f"{label}:{len(ts)}:{ts[:3]}:{received[-3:]}".encode()).hexdigest()[:16]
     n, applied, written, now = len(ts), 0, 0, 0
     start = 0
@@ -103,12 +106,15 @@ def replay_pings(
                 now = max(now, until)
             engine.advance(now)
             engine.drain_moves()
-            rows = [
-                (devices[i], ts[i], received[i], lats[i], lngs[i], cells[i],
-                 *extra(i), "replay", received[i], 0, i)
-                for i in range(written, end)
-            ]  # fmt: skip
-            store.write_pings(rows, f"{label}:{digest}:{written}:{end}")
+            columns = dict(pings.take(range(written, end)).archived())
+            columns |= {
+                "received": received[written:end],
+                "shard": ["replay"] * (end - written),
+                "wal_ms": received[written:end],
+                "wal_seq": [0] * (end - written),
+                "idx": list(range(written, end)),
+            }
+            store.write_pings(columns, f"{label}:{digest}:{written}:{end}")
             mark, history = engine.history_export(now)
             store.write_presence(history, now)
             engine.history_confirm(mark)
@@ -119,23 +125,20 @@ def replay_pings(
     return {"pings": n, "applied": applied, "late": n - applied, "until": now}
 
 
-def _extra_columns(table: pa.Table) -> Callable[[int], tuple[float, str, dict]]:
-    """(accuracy_m, region, attributes) of row i, from the columns the file has."""
-    names = table.column_names
-    n = table.num_rows
-    acc = table.column("accuracy_m").to_pylist() if "accuracy_m" in names else [0.0] * n
-    region = table.column("region").to_pylist() if "region" in names else [""] * n
-    attrs = table.column("attributes").to_pylist() if "attributes" in names else [None] * n
-
-    def row(i: int) -> tuple[float, str, dict]:
-        a = attrs[i]
-        if isinstance(a, list):  # a map column reads as [(key, value), ...]
-            a = dict(a)
-        elif isinstance(a, str):  # CSV: the exported text form is not parsed back
-            a = {}
-        return float(acc[i] or 0.0), str(region[i] or ""), a or {}
-
-    return row
+def _optional(table: pa.Table, column: Column) -> dict[int, Any]:
+    """An optional attribute's values from the file's column of its name, where a row has one."""
+    if column.clickhouse not in table.column_names:
+        return {}
+    cast = type(column.default)
+    out = {}
+    for i, value in enumerate(table.column(column.clickhouse).to_pylist()):
+        if isinstance(value, list):  # a map column reads as [(key, value), ...]
+            value = dict(value)
+        elif isinstance(value, str) and cast is dict:  # CSV: a map's text form is not parsed
+            continue
+        if value:
+            out[i] = cast(value)
+    return out
 
 
 def replay_doors(table: pa.Table, store: HistoryStore, label: str = "replay") -> dict:

@@ -27,6 +27,7 @@ import redis
 import redis.asyncio
 
 from engine.pseudonym import pseudonym_str
+from engine.record import PingRecord
 from state.id_directory import IDS, RAW_IDS
 from state.layout import current, pending
 from state.topology import Topology
@@ -159,18 +160,10 @@ class ForgetWatch:
 # -- in the user shards -------------------------------------------------------------------------
 
 
-def drop_forgotten(batch: dict, forgotten: dict[int, int]) -> list[int] | None:
-    """Remove from an ingest batch the pings of forgotten pseudonyms (still in flight when
-    their device was forgotten), in place; the positions kept, or None if all were kept."""
-    devices = batch["dev"]
+def drop_forgotten(batch: PingRecord, forgotten: dict[int, int]) -> list[int] | None:
+    """The positions of an ingest batch's pings to keep: all but those of forgotten pseudonyms
+    (still in flight when their device was forgotten); None if all are kept."""
+    devices = batch.dev
     if not any(d in forgotten for d in devices):
         return None
-    kept = [i for i, d in enumerate(devices) if d not in forgotten]
-    for column in ("dev", "ts", "cell", "lat", "lng"):
-        batch[column] = [batch[column][i] for i in kept]
-    if "extra" in batch:
-        extra = batch.pop("extra")
-        moved = {k: extra[i] for k, i in enumerate(kept) if i in extra}
-        if moved:
-            batch["extra"] = moved
-    return kept
+    return [i for i, d in enumerate(devices) if d not in forgotten]

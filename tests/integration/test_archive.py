@@ -15,14 +15,15 @@ from actors.archive import (
     ArchiveUnavailable,
     DeadLetter,
     intent_key,
+    ping_columns,
     reconcile_spill,
     spill_range,
 )
-from actors.history import _ping_columns
 from actors.spill import Spill
 from clickhouse.backends import ChdbBackend, Unreachable
 from clickhouse.store import HistoryStore
 from engine.cells import cell_of
+from engine.record import PingRecord
 from engine.timeutil import DAY_MS
 from state.redis_server import EmbeddedRedis
 from state.wal import PREFIX, Wal
@@ -49,17 +50,9 @@ def parts(tmp_path):
 
 
 def _entry(devices: list[int], times: list[int], region: dict[int, str] | None = None) -> dict:
-    entry = {
-        "dev": devices,
-        "ts": times,
-        "cell": [cell_of(LAT, LNG, 9)] * len(times),
-        "lat": [LAT] * len(times),
-        "lng": [LNG] * len(times),
-        "now": NOW,
-    }
-    if region:
-        entry["extra"] = {i: [{}, 0.0, r] for i, r in region.items()}
-    return entry
+    n = len(times)
+    cells, lats, lngs = [cell_of(LAT, LNG, 9)] * n, [LAT] * n, [LNG] * n
+    return PingRecord(devices, times, cells, lats, lngs, region=region or {}, now=NOW).to_log()
 
 
 def test_ten_years_of_one_device_beside_other_devices_is_archived_whole(parts):
@@ -68,7 +61,7 @@ def test_ten_years_of_one_device_beside_other_devices_is_archived_whole(parts):
     wal.append(_entry([1, 2, 3], [NOW - 5_000, NOW - 4_000, NOW - 3_000]))
     wal.append(_entry([9] * 120, decade))
     wal.append(_entry([1, 2, 3], [NOW - 2_000, NOW - 1_000, NOW]))
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (126, False)
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (126, False)
     assert store.ping_count() == 126
     assert len(store.path(9, 0, NOW + 1)) == 120
     assert wal.archived() == wal.entries_between("-", "+")[-1][0]
@@ -83,7 +76,7 @@ def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_archived(parts):
     times = [NOW - 60_000 + i for i in range(50)]
     wal.append(_entry(devices, times, {17: "poison"}))
     wal.append(_entry([7, 8], [NOW - 1_000, NOW]))
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (52, False)
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (52, False)
     assert store.ping_count() == 51
     archived = {d for (d,) in store.backend.rows("SELECT device FROM raw_pings")}
     assert archived == (set(devices) - {117}) | {7, 8}
@@ -91,13 +84,13 @@ def test_a_row_clickhouse_refuses_is_dead_lettered_and_the_rest_archived(parts):
     assert entry["kind"] == "pings" and entry["shard"] == "user-0" and entry["rows"] == 1
     assert "VIOLATED_CONSTRAINT" in entry["error"]
     [row] = entry["data"]
-    assert row[0] == 117 and row[7] == "poison"
+    assert row["device"] == 117 and row["region"] == "poison"
     assert dead == [("pings", 1)]
     # a retry of the same range after a crash mid-way writes nothing twice
     first, last = wal.entries_between("-", "+")[0][0], wal.archived()
     client.set(f"{PREFIX}:archived:user-0", "0-0")
     client.set(f"{PREFIX}:archiving:user-0", f"{first} {last} halved")
-    archiver.archive_log(wal, "user-0", "pings", _ping_columns)
+    archiver.archive_log(wal, "user-0", "pings", ping_columns)
     assert store.ping_count() == 51
     assert client.xlen(DEADLETTER) == 2  # the refused row is reported again, nothing else
 
@@ -131,7 +124,7 @@ def test_an_outage_spills_the_backlog_to_files_and_catch_up_writes_every_row_onc
     for k in range(MAX_ENTRIES + 50):
         wal.append(_entry([k, k + 1], [NOW - 10_000 + k, NOW - 10_000 + k]))
     with pytest.raises(ArchiveUnavailable):
-        archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+        archiver.archive_log(wal, "user-0", "pings", ping_columns, spill=spill)
     begun = client.get(intent_key("user-0")).decode().split(" ")
     # the range being archived is spilled as it is, then the next one
     assert spill_range(client, wal, "user-0", spill) > 0
@@ -147,12 +140,12 @@ def test_an_outage_spills_the_backlog_to_files_and_catch_up_writes_every_row_onc
     reconcile_spill(client, wal, "user-0", spill)
     assert wal.archived() == newest
     with pytest.raises(ArchiveUnavailable):  # still down: the files wait
-        archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+        archiver.archive_log(wal, "user-0", "pings", ping_columns, spill=spill)
     store.backend = real
     wal.append(_entry([901], [NOW]))
     written, more = 0, True
     while more:
-        n, more = archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+        n, more = archiver.archive_log(wal, "user-0", "pings", ping_columns, spill=spill)
         written += n
     assert written == 2 * (MAX_ENTRIES + 50) + 2
     assert _archived_rows(store) == (written, written)
@@ -166,9 +159,9 @@ def test_a_spilled_range_archived_twice_is_written_once(parts, tmp_path):
     spill_range(client, wal, "user-0", spill)
     [spilled] = spill.ranges()
     copy = spilled.path.read_bytes()
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill) == (3, False)
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns, spill=spill) == (3, False)
     spilled.path.write_bytes(copy)  # a crash after the write, before the file went
-    archiver.archive_log(wal, "user-0", "pings", _ping_columns, spill=spill)
+    archiver.archive_log(wal, "user-0", "pings", ping_columns, spill=spill)
     assert _archived_rows(store) == (3, 3) and spill.ranges() == []
 
 
@@ -176,6 +169,6 @@ def test_catch_up_goes_in_bounded_rounds(parts):
     _, store, archiver, wal, _ = parts
     for k in range(ROUND_ENTRIES + 10):
         wal.append(_entry([k], [NOW - 20_000 + k]))
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (ROUND_ENTRIES, True)
-    assert archiver.archive_log(wal, "user-0", "pings", _ping_columns) == (10, False)
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (ROUND_ENTRIES, True)
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (10, False)
     assert _archived_rows(store) == (ROUND_ENTRIES + 10, ROUND_ENTRIES + 10)

@@ -48,9 +48,15 @@ A = cell_of(52.66, -8.62, 9)
 B = cell_of(52.67, -8.60, 9)
 
 
-def _ping(device, ts, lat, lng, wal_ms, idx, attrs=None):
-    return (device, ts, wal_ms, lat, lng, cell_of(lat, lng, 9), 0.0, "", attrs or {}, "user-0",
-            wal_ms, 0, idx)  # fmt: skip
+def _ping(device, ts, lat, lng, wal_ms, idx, attrs=None) -> dict:
+    return {"device": device, "ts": ts, "received": wal_ms, "lat": lat, "lng": lng,
+            "cell": cell_of(lat, lng, 9), "accuracy_m": 0.0, "region": "",
+            "attributes": attrs or {}, "shard": "user-0", "wal_ms": wal_ms, "wal_seq": 0,
+            "idx": idx}  # fmt: skip
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def _ddl(store, table: str) -> str:
@@ -146,8 +152,8 @@ def test_raw_pings_dedup_path_distance_devices_and_export(store):
         _ping(7, t + 30_000, 52.60, -8.50, t + 70_000, 0),  # arrives after a newer one: late
         _ping(8, t + 5_000, 52.66, -8.62, t + 5_000, 0),
     ]
-    store.write_pings(rows, "user-0:a:b")
-    store.write_pings(rows, "user-0:a:b")  # retried: deduplicated by its token
+    store.write_pings(_columns(rows), "user-0:a:b")
+    store.write_pings(_columns(rows), "user-0:a:b")  # retried: deduplicated by its token
     assert store.ping_count() == 4
     assert store.path(7, t, t + DAY_MS) == [(t, 52.66, -8.62), (t + 60_000, 52.67, -8.60)]
     meters = store.distance(t, t + DAY_MS)
@@ -199,7 +205,7 @@ def test_attribute_masks_group_devices_by_what_their_pings_carried(store):
         _ping(4, t + 5_000, 52.66, -8.62, t + 5_000, 0, {"fleet": "bus"}),
         _ping(4, t + 1_000, 52.66, -8.62, t + 6_000, 0, {"colour": "red"}),  # late: not applied
     ]
-    store.write_pings(rows, "user-0:m:n")
+    store.write_pings(_columns(rows), "user-0:m:n")
     attrs = {"fleet": "bus", "colour": "red"}  # bit 0: colour, bit 1: fleet (by key)
     masks = store.attribute_masks(t, t + MINUTE_MS, attrs)
     assert masks == {(3,): 1, (1, 2): 1, (0,): 1, (2,): 1}
@@ -225,10 +231,9 @@ def test_a_block_spanning_ten_years_of_months_is_written_whole_and_once(store):
     migrate(store.backend, 4_000, 4_000)
     times = _months_back(120)[::-1]
     rows = [_ping(9, t, 52.66, -8.62, NOW, i) for i, t in enumerate(times)]
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    store.write_ping_columns(columns, "user-0:poison:1")
-    store.write_ping_columns(columns, "user-0:poison:1")  # retried: each month's part once
-    store.write_pings(rows, "user-0:poison:2")
+    store.write_pings(_columns(rows), "user-0:poison:1")
+    store.write_pings(_columns(rows), "user-0:poison:1")  # retried: each month's part once
+    store.write_pings(_columns(rows[::-1]), "user-0:poison:2")
     assert store.ping_count() == 240
     assert len(store.path(9, 0, NOW + 1)) == 120
     events = [("s1", t, NOW, 1, "space-0", "1-0") for t in times]
@@ -270,11 +275,8 @@ def test_door_sums_over_sensor_ranges(store):
 
 def test_forgetting_a_device_deletes_its_pings_and_rekeys_its_presence(store):
     noon = day_of(NOW) - DAY_MS // 2
-    store.write_pings(
-        [_ping(1, noon + i * 1_000, 52.66, -8.62, noon + i * 1_000, 0) for i in range(3)]
-        + [_ping(2, noon, 52.67, -8.60, noon, 1)],
-        "user-0:1-0:3-0",
-    )
+    rows = [_ping(1, noon + i * 1_000, 52.66, -8.62, noon + i * 1_000, 0) for i in range(3)]
+    store.write_pings(_columns([*rows, _ping(2, noon, 52.67, -8.60, noon, 1)]), "user-0:1-0:3-0")
     rows = pieces(1, (A, "mall"), noon - 90_000, noon + 30_000) + pieces(2, (A,), noon, noon + 10)
     store.write_presence(rows, version=1)
     store.write_presence(pieces(1, (A, "mall"), noon - 90_000, noon - 1_000), version=2)

@@ -123,18 +123,20 @@ def test_forgetting_is_the_same_when_replayed_from_a_snapshot():
 
 
 def test_pings_in_flight_under_a_forgotten_pseudonym_leave_the_batch():
+    from engine.record import PingRecord
     from state.forgetting import drop_forgotten
 
-    batch = {
-        "dev": [7, 8, 7, 9],
-        "ts": [1, 2, 3, 4],
-        "cell": [10, 20, 30, 40],
-        "lat": [0.1, 0.2, 0.3, 0.4],
-        "lng": [1.1, 1.2, 1.3, 1.4],
-        "extra": {0: ["a"], 1: ["b"], 3: ["d"]},
-    }
-    assert drop_forgotten(dict(batch), {5: 0}) is None
+    batch = PingRecord(
+        dev=[7, 8, 7, 9],
+        ts=[1, 2, 3, 4],
+        cell=[10, 20, 30, 40],
+        lat=[0.1, 0.2, 0.3, 0.4],
+        lng=[1.1, 1.2, 1.3, 1.4],
+        region={0: "a", 1: "b", 3: "d"},
+    )
+    assert drop_forgotten(batch, {5: 0}) is None
     kept = drop_forgotten(batch, {7: 0})
     assert kept == [1, 3]
-    assert batch["dev"] == [8, 9] and batch["ts"] == [2, 4] and batch["lng"] == [1.2, 1.4]
-    assert batch["extra"] == {0: ["b"], 1: ["d"]}
+    left = batch.take(kept)
+    assert left.dev == [8, 9] and left.ts == [2, 4] and left.lng == [1.2, 1.4]
+    assert left.region == {0: "b", 1: "d"} and left.attributes == {}
