@@ -21,7 +21,7 @@ from access import keyring
 from access.auth import Authenticator
 from access.tokens import DeviceTokens
 from actors.archive import DeadLetter
-from clickhouse.store import EXPORT_FORMATS
+from clickhouse.raw_queries import EXPORT_FORMATS
 from clients.definitions import Definitions
 from clients.history import NAME as HISTORY
 from clients.history import HistoryTimeout, HistoryUnavailable
