@@ -4,7 +4,7 @@ import asyncio
 
 import grpc
 
-from actors.ingest import _Inbox
+from actors.ingest_rpc import Inbox
 
 
 class _Stream:
@@ -25,7 +25,7 @@ class _Stream:
 def test_the_reader_waits_once_a_megabyte_is_buffered():
     async def run():
         stream = _Stream([b"x" * 100_000] * 50)  # 5 MB of messages, each far below 16 MiB
-        inbox = _Inbox(limit=8_000, limit_bytes=1 << 20)
+        inbox = Inbox(limit=8_000, limit_bytes=1 << 20)
         reader = asyncio.ensure_future(inbox.fill(stream))
         await asyncio.sleep(0.05)
         assert stream.read_count == 11 and inbox.bytes == 1_100_000  # paused past 1 MiB
