@@ -36,7 +36,7 @@ PRESENCE_COLUMNS = ("device", "day", "cell", "space", "start", "lo", "hi", "vers
 DOOR_COLUMNS = ("sensor", "ts", "received", "direction", "shard", "wal_id")
 
 
-# -- raw-ping answers (DESIGN §3: applied pings, paths, devices in an area, distance) -----------
+# -- raw-ping answers (docs/semantics.md: applied pings, paths, devices in an area, distance) ---
 
 # A ping is applied iff its ts is newer than every earlier-arrived ping of its device: the same
 # rule as the engine's, evaluated over the archive in arrival order. `WHERE_RAW` is filled in by
