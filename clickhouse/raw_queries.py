@@ -4,7 +4,7 @@ the exports; mixed into `HistoryStore`. Values are passed as query parameters.""
 from clickhouse.backends import Backend
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
 
-# -- raw-ping answers (DESIGN §3: applied pings, paths, devices in an area, distance) -----------
+# -- raw-ping answers (docs/semantics.md: applied pings, paths, devices in an area, distance) ---
 
 # A ping is applied iff its ts is newer than every earlier-arrived ping of its device: the same
 # rule as the engine's, evaluated over the archive in arrival order. `WHERE_RAW` is filled in by

@@ -9,8 +9,6 @@ from h3.api import basic_int as h3i
 
 from engine.geo import BBox
 
-MAX_RES = 15
-
 
 def to_str(cell: int) -> str:
     return f"{cell:x}"  # what h3.int_to_str returns, without a C call per cell
@@ -42,8 +40,9 @@ def cell_of(lat: float, lng: float, res: int) -> int:
 def index_batch(lats: Sequence[float], lngs: Sequence[float], res: int) -> np.ndarray:
     """H3 cells (int64) of a batch of valid points.
 
-    One C call per point: h3's own loop is ~0.4 µs a point here, and vectorised alternatives
-    measured no faster (see docs/semantics.md), so there is no second code path to keep in parity.
+    One C call per point, ~0.4 µs a point here (BENCHMARKS.md, *Pure engine*). h3-py has no
+    vectorised `latlng_to_cell` (its numpy API returns arrays only where one call gives many
+    cells), so there is no second code path to keep in parity.
     """
     n = len(lats)
     return np.fromiter(map(h3i.latlng_to_cell, lats, lngs, [res] * n), dtype=np.int64, count=n)

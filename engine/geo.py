@@ -57,17 +57,6 @@ class BBox:
     def contains(self, lat: float, lng: float) -> bool:
         return self.min_lat <= lat <= self.max_lat and self.min_lng <= lng <= self.max_lng
 
-    def as_polygon(self) -> dict:
-        """The box as a GeoJSON Polygon geometry."""
-        ring = [
-            [self.min_lng, self.min_lat],
-            [self.max_lng, self.min_lat],
-            [self.max_lng, self.max_lat],
-            [self.min_lng, self.max_lat],
-            [self.min_lng, self.min_lat],
-        ]
-        return {"type": "Polygon", "coordinates": [ring]}
-
 
 def _in_ring(lng: float, lat: float, ring: list) -> bool:
     inside = False

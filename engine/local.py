@@ -1,4 +1,5 @@
-"""The whole engine in one process, sharded and routed exactly as the actors are."""
+"""The whole engine in one process, sharded and routed exactly as the actors are (for the tests
+and the benchmarks)."""
 
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -236,9 +237,6 @@ class LocalCluster:
     def minute_horizon(self) -> int:
         """The first minute every user engine still holds."""
         return max(u.minute_horizon for u in self.users.values())
-
-    def device_count(self) -> int:
-        return sum(len(u) for u in self.users.values())
 
     # -- rebuild and snapshot -------------------------------------------------------------------
 

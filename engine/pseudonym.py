@@ -33,9 +33,10 @@ def parse_pseudonym(text: str) -> int:
 
 
 class Directory:
-    """The id directory in memory, for the engine in one process (`LocalCluster`, replays of
-    raw files, benchmarks): a raw id gets a random pseudonym on first sight and keeps it until
-    it is forgotten; drawn from a seeded generator, so that a run can be repeated."""
+    """The id directory in memory, for the engine in one process (`LocalCluster`, the
+    benchmarks; a replay looks raw ids up in the Redis directory instead): a raw id gets a
+    random pseudonym on first sight and keeps it until it is forgotten; drawn from a seeded
+    generator, so that a run can be repeated."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -4,8 +4,6 @@ import bisect
 import hashlib
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-
 from engine.cells import parent
 
 _MASK = (1 << 64) - 1
@@ -29,7 +27,7 @@ class HashRing:
     Immutable: a rebalance builds a new ring and compares owners with `moved`.
     """
 
-    __slots__ = ("_nodes", "_owners", "_points", "_points_np", "vnodes")
+    __slots__ = ("_nodes", "_owners", "_points", "vnodes")
 
     def __init__(self, nodes: Iterable[str], vnodes: int = 128):
         self._nodes = tuple(sorted(set(nodes)))
@@ -41,7 +39,6 @@ class HashRing:
         )
         self._points = [p for p, _ in points]
         self._owners = [n for _, n in points]
-        self._points_np = np.array(self._points, dtype=np.uint64)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -50,12 +47,6 @@ class HashRing:
     def node_for_hash(self, h: int) -> str:
         i = bisect.bisect_right(self._points, h)
         return self._owners[i % len(self._owners)]
-
-    def nodes_for_hashes(self, hashes: np.ndarray) -> np.ndarray:
-        """Vectorised `node_for_hash` over a uint64 array: an object array of node names."""
-        idx = np.searchsorted(self._points_np, hashes, side="right") % len(self._owners)
-        names = np.array(self._owners, dtype=object)
-        return names[idx]
 
     def moved(self, other: "HashRing", hashes: Sequence[int]) -> list[int]:
         """Hashes whose owner differs between this ring and `other`."""

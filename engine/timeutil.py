@@ -14,13 +14,6 @@ def day_of(ts_ms: int) -> int:
     return ts_ms - ts_ms % DAY_MS
 
 
-def minutes_overlapping(start: int, end: int) -> range:
-    """Minute starts whose minute overlaps `[start, end)`; empty when `end <= start`."""
-    if end <= start:
-        return range(0)
-    return range(minute_of(start), end, MINUTE_MS)
-
-
 def split_by_day(start: int, end: int) -> list[tuple[int, int]]:
     """`(day, milliseconds)` pieces of `[start, end)`, split at UTC midnights."""
     pieces = []

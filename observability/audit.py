@@ -280,6 +280,3 @@ class AuditDrain:
             if intent is None and len(entries) < CHUNK:
                 return total, False
         return total, True
-
-    def waiting(self) -> int:
-        return int(self.client.xlen(STREAM))

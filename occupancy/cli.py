@@ -95,11 +95,12 @@ def forget(device_id: str, url: str | None, key: str | None) -> None:
     the rest when it starts."""
     from urllib.parse import quote
 
-    from occupancy.query_cli import Api, Unreachable
+    from occupancy.api_client import ApiClient, Unreachable
 
     settings = _settings()
+    path = f"/v1/admin/devices/{quote(device_id, safe='')}"
     try:
-        body = Api(url, key, settings).delete(f"/v1/admin/devices/{quote(device_id, safe='')}")
+        body = ApiClient(url, key, settings).delete(path)
     except Unreachable:
         if url is not None:
             raise
@@ -381,36 +382,22 @@ def export_cmd(
     what: str, start: str, end: str, fmt: str, output: Path | None, url: str | None, key: str | None
 ) -> None:
     """Download history from the running engine's HTTP API into a file."""
-    import requests
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    from occupancy.query_cli import Api
+    from occupancy.api_client import ApiClient
 
-    api = Api(url, key, _settings())
+    api = ApiClient(url, key, _settings())
     output = output or Path(f"occupancy-{what}.{fmt}")
     params = {"what": what, "from": start, "to": end, "format": fmt}
-    try:
-        r = requests.get(
-            api.url + "/v1/export",
-            params=params,
-            headers=api.headers,
-            stream=True,
-            timeout=600,
-            verify=api.verify,
-        )
-    except requests.ConnectionError:
-        raise click.ClickException(f"cannot reach {api.url}; is `occupancy up` running?") from None
-    if r.status_code >= 400:
-        err = r.json().get("error", {})
-        raise click.ClickException(f"{err.get('code', r.status_code)}: {err.get('message')}")
-    total = int(r.headers.get("content-length") or 0) or None
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True) as bar:  # fmt: skip
-        task = bar.add_task(f"exporting {what}", total=total)
-        with output.open("wb") as f:
-            for chunk in r.iter_content(1 << 16):
-                f.write(chunk)
-                bar.advance(task, len(chunk))
+    with api.download("/v1/export", params) as r:
+        total = int(r.headers.get("content-length") or 0) or None
+        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console, transient=True) as bar:  # fmt: skip
+            task = bar.add_task(f"exporting {what}", total=total)
+            with output.open("wb") as f:
+                for chunk in r.iter_content(1 << 16):
+                    f.write(chunk)
+                    bar.advance(task, len(chunk))
     click.echo(f"{output} ({output.stat().st_size:,} bytes)")
 
 

@@ -6,10 +6,10 @@ import threading
 import time
 import webbrowser
 
-import requests
 from rich.console import Console
 
 from occupancy import local_files
+from occupancy.api_client import ApiClient, ApiError
 from occupancy.foreground import run_until_stopped, running_engine
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
@@ -51,12 +51,11 @@ def define_places(engine: Engine) -> list[str]:
     return [*demo_spaces(), "hq", "hq-meeting"]
 
 
-def _summary(api: str, key: str, totals: Totals, started: float) -> str:
-    headers = {"Authorization": f"Bearer {key}"}
+def _summary(api: ApiClient, totals: Totals, started: float) -> str:
     try:
-        top = requests.get(f"{api}/v1/top", params={"n": 1}, headers=headers, timeout=5).json()
-        spaces = requests.get(f"{api}/v1/spaces", headers=headers, timeout=5).json()["spaces"]
-    except (requests.RequestException, ValueError, KeyError):
+        top = api.get("/v1/top", timeout=5, n=1)
+        spaces = api.get("/v1/spaces", timeout=5)["spaces"]
+    except (ApiError, KeyError):
         return f"{time.monotonic() - started:5.0f} s  {totals.line()}"
     busiest = top["cells"][0] if top.get("cells") else {"cell": "-", "count": 0}
     counts = {s["space"]: s["count"] for s in spaces}
@@ -82,6 +81,7 @@ def run(
         define_places(engine)
         viewer = local_files.bootstrap_key(settings, engine.client(), "viewer")
         api = f"http://127.0.0.1:{engine.http_port}"
+        client = ApiClient(api, admin, settings)
         sim = Simulation(f"127.0.0.1:{engine.grpc_port}", admin, devices, interval_s, door_rate)
         stop = threading.Event()
         started = time.monotonic()
@@ -110,7 +110,7 @@ def run(
             webbrowser.open(url)
         try:
             run_until_stopped(
-                engine, settings, lambda: console.print(_summary(api, admin, sim.totals, started))
+                engine, settings, lambda: console.print(_summary(client, sim.totals, started))
             )
         finally:
             stop.set()

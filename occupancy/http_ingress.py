@@ -4,8 +4,9 @@
   replicas' own HTTP servers (direct ingress). Serve's controller pushes every change of replica
   set (autoscaling, restarts) to HAProxy, which reloads without dropping connections.
 - `direct`: replicas serve HTTP themselves on ports the controller allocates (30000-31000); an
-  external load balancer reads them from the Serve instance details (`target_groups`), see
-  `occupancy targets`. The stable port keeps Serve's Python proxy for clients that need it.
+  external load balancer reads them from the Serve instance details (`target_groups`), or from
+  `<data dir>/targets.json`, which `occupancy up` rewrites every 5 s (`replica_targets` below).
+  The stable port keeps Serve's Python proxy for clients that need it.
 - `proxy`: Serve's Python proxy on the stable port, one extra process hop per request.
 
 The variables take effect in the Ray processes started after they are set: for a local Ray,
@@ -159,7 +160,7 @@ def _haproxy_binary() -> str:
 
 
 def replica_targets(app: str = "api") -> list[dict]:
-    """The HTTP endpoints serving `app` now ([{"host", "port", ...}]): the replicas under
+    """The HTTP endpoints serving `app` now ([{"app", "ip", "port", ...}]): the replicas under
     direct ingress, else the proxies. From a driver connected to the cluster."""
     import ray
     from ray.serve.context import _get_global_client

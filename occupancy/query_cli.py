@@ -5,55 +5,11 @@ import json
 import time
 
 import click
-import requests
 from rich.console import Console
 from rich.table import Table
 
+from occupancy.api_client import ApiClient
 from occupancy.settings import Settings
-from occupancy.tls import local_scheme
-
-
-class Unreachable(click.ClickException):
-    """The API does not answer (the engine is not running there)."""
-
-
-class Api:
-    """A small HTTP client; errors come back as ClickExceptions with the API's message."""
-
-    def __init__(self, url: str | None, key: str | None, settings: Settings):
-        scheme, self.verify = local_scheme(settings.data_dir, settings.tls_ca)
-        self.url = (url or f"{scheme}://127.0.0.1:{settings.http_port}").rstrip("/")
-        if key is None:
-            path = settings.data_dir / "admin.key"
-            if not path.exists():
-                raise click.ClickException(
-                    "no --key given (or OCC_API_KEY) and no admin key in the data dir"
-                )
-            key = path.read_text().strip()
-        self.headers = {"Authorization": f"Bearer {key}"}
-
-    def get(self, path: str, **params) -> dict:
-        params = {k: v for k, v in params.items() if v is not None}
-        return self._call("GET", path, params=params, timeout=30)
-
-    def post(self, path: str, body: dict, timeout: float = 30) -> dict:
-        return self._call("POST", path, json=body, timeout=timeout)
-
-    def delete(self, path: str, timeout: float = 90) -> dict:
-        return self._call("DELETE", path, timeout=timeout)
-
-    def _call(self, method: str, path: str, **kwargs) -> dict:
-        try:
-            r = requests.request(
-                method, self.url + path, headers=self.headers, verify=self.verify, **kwargs
-            )
-        except requests.ConnectionError:
-            raise Unreachable(f"cannot reach {self.url}; is `occupancy up` running?") from None
-        body = r.json()
-        if r.status_code >= 400:
-            err = body.get("error", {})
-            raise click.ClickException(f"{err.get('code', r.status_code)}: {err.get('message')}")
-        return body
 
 
 def api_options(f):
@@ -87,7 +43,7 @@ def show(body: dict, as_json: bool, title: str, columns: list[str], rows: list[l
 @api_options
 def top(n: int, res: int | None, bbox: str | None, url, key, as_json) -> None:
     """The busiest cells now."""
-    body = Api(url, key, Settings.from_env()).get("/v1/top", n=n, res=res, bbox=bbox)
+    body = ApiClient(url, key, Settings.from_env()).get("/v1/top", n=n, res=res, bbox=bbox)
     rows = [[i + 1, c["cell"], c["count"]] for i, c in enumerate(body["cells"])]
     show(body, as_json, f"top {n} at res {body['res']}", ["#", "cell", "count"], rows)
 
@@ -98,7 +54,7 @@ def top(n: int, res: int | None, bbox: str | None, url, key, as_json) -> None:
 @api_options
 def heatmap(bbox: str, res: int | None, url, key, as_json) -> None:
     """Counts of every occupied cell in BBOX (minLng,minLat,maxLng,maxLat)."""
-    body = Api(url, key, Settings.from_env()).get("/v1/heatmap", bbox=bbox, res=res)
+    body = ApiClient(url, key, Settings.from_env()).get("/v1/heatmap", bbox=bbox, res=res)
     rows = [[c["cell"], c["count"]] for c in body["cells"]]
     show(body, as_json, f"{len(rows)} cells at res {body['res']}", ["cell", "count"], rows)
 
@@ -109,7 +65,7 @@ def heatmap(bbox: str, res: int | None, url, key, as_json) -> None:
 @api_options
 def dwell(device_id: str, day: str, url, key, as_json) -> None:
     """Seconds DEVICE_ID spent per cell and space on a UTC day (admin)."""
-    body = Api(url, key, Settings.from_env()).get(f"/v1/users/{device_id}/dwell", day=day)
+    body = ApiClient(url, key, Settings.from_env()).get(f"/v1/users/{device_id}/dwell", day=day)
     rows = [["space", s["space"], s["seconds"]] for s in body["spaces"]]
     rows += [["cell", c["cell"], c["seconds"]] for c in body["cells"]]
     show(body, as_json, f"dwell of {device_id} on {day}", ["kind", "place", "seconds"], rows)
@@ -121,7 +77,7 @@ def dwell(device_id: str, day: str, url, key, as_json) -> None:
 @api_options
 def space(space_id: str, at: str | None, url, key, as_json) -> None:
     """The count of a polygon or door space."""
-    body = Api(url, key, Settings.from_env()).get(f"/v1/spaces/{space_id}", at=at)
+    body = ApiClient(url, key, Settings.from_env()).get(f"/v1/spaces/{space_id}", at=at)
     show(
         body,
         as_json,
@@ -163,7 +119,7 @@ def _utc(ms: int) -> str:
 @api_options
 def status(url, key, as_json) -> None:
     """Every shard's figures and the history snapshotter's state (admin)."""
-    body = Api(url, key, Settings.from_env()).get("/v1/admin/status")
+    body = ApiClient(url, key, Settings.from_env()).get("/v1/admin/status")
     if as_json:
         click.echo(json.dumps(body, indent=2))
         return
@@ -235,7 +191,7 @@ def archive(pause, outage_drill, url, key, as_json) -> None:
     body = {"paused": pause, "outage_drill": None if outage_drill is None else outage_drill == "on"}
     if pause is None and outage_drill is None:
         raise click.UsageError("give --pause, --resume or --outage-drill on|off")
-    h = Api(url, key, Settings.from_env()).post("/v1/admin/archive", body)
+    h = ApiClient(url, key, Settings.from_env()).post("/v1/admin/archive", body)
     if as_json or "error" in h:
         click.echo(json.dumps(h, indent=2))
         return
@@ -250,7 +206,7 @@ def archive(pause, outage_drill, url, key, as_json) -> None:
 @api_options
 def deadletter(limit: int, url, key, as_json) -> None:
     """What history refused: the table, the shard and log range, ClickHouse's error (admin)."""
-    body = Api(url, key, Settings.from_env()).get("/v1/admin/deadletter", limit=limit)
+    body = ApiClient(url, key, Settings.from_env()).get("/v1/admin/deadletter", limit=limit)
     rows = [
         [_utc(e["at"]), e["kind"], e["shard"], e["rows"], e["token"], e["error"][:80]]
         for e in body["entries"]
@@ -292,7 +248,7 @@ def audit_row(e: dict) -> list:
 def audit(start, end, key_id, route, limit, url, key, as_json) -> None:
     """Who asked what and when: the audit log, newest first (admin). Device ids appear as
     pseudonyms; refused requests and gRPC calls as counts per window ("calls")."""
-    body = Api(url, key, Settings.from_env()).get(
+    body = ApiClient(url, key, Settings.from_env()).get(
         "/v1/admin/audit",
         **{"from": start, "to": end, "key": key_id, "route": route, "limit": limit},
     )

@@ -1,4 +1,5 @@
-"""Starting and stopping a whole engine: Ray, Redis, the shard actors and the ingest handler."""
+"""Starting and stopping a whole engine: Ray, Redis, the shard actors, history, the ingest
+handlers and the HTTP API."""
 
 import asyncio
 import contextlib

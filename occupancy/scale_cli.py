@@ -13,7 +13,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from occupancy.query_cli import Api, api_options, scale_step
+from occupancy.api_client import ApiClient
+from occupancy.query_cli import api_options, scale_step
 from occupancy.settings import Settings
 
 POLL_S = 1.0
@@ -45,7 +46,7 @@ def scale(user_shards, cell_shards, ingest_handlers, no_wait, url, key, as_json)
         raise click.UsageError("give --user-shards, --cell-shards or --ingest-handlers")
     body = {"user_shards": user_shards, "cell_shards": cell_shards}
     body["ingest_handlers"] = ingest_handlers
-    api = Api(url, key, Settings.from_env())
+    api = ApiClient(url, key, Settings.from_env())
     accepted = api.post("/v1/admin/scale", body, timeout=120)  # pricing asks every node
     if no_wait:
         click.echo(json.dumps(accepted, indent=2))
@@ -69,14 +70,14 @@ def scale(user_shards, cell_shards, ingest_handlers, no_wait, url, key, as_json)
         _summary(record["result"])
 
 
-def wait(api: Api, job_id: str, show) -> dict:
+def wait(api: ApiClient, job_id: str, show) -> dict:
     """Polls the status until the scale `job_id` is no longer running; `show(record)` on each
     answer. Its last record."""
     misses = 0
     while True:
         try:
             record = api.get("/v1/admin/status")["rebalance"]
-        except (click.ClickException, ValueError):
+        except click.ClickException:
             misses += 1  # unreachable, restarting, or not JSON (a proxy's error page)
             if misses >= UNREACHABLE_POLLS:
                 raise

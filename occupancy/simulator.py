@@ -13,8 +13,7 @@ from engine.timeutil import parse_time
 
 M_PER_DEG_LAT = 111_195.0
 
-# Limerick, Ireland: where the bus trace in shared/data was recorded
-CITY_CENTRE = (52.6638, -8.6267)
+# the demo city is Limerick, Ireland, where the bus trace in occupancy/data/ was recorded
 MALL_CENTRE = (52.6528, -8.6410)
 
 

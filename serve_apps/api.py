@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 MAX_TOP = 1_000
 # Live heatmap and top-N bodies are shared for CACHE_S and, while a refresh runs, answered up to
 # STALE_S old: at 50 req/s a heatmap is computed about five times a second instead of fifty, and
-# a ping still shows well within DESIGN's 1 s freshness.
+# a ping still shows well within the 1 s freshness target (docs/design.md).
 CACHE_S = 0.2
 STALE_S = 0.6
 MAX_HEATMAP_CELLS = 50_000

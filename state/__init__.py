@@ -1,2 +1,2 @@
-"""Redis-backed state: the write-ahead log, checkpoints, the shard layout, the id directory,
-the definitions."""
+"""Redis-backed state: the write-ahead log, checkpoints, the shard layout and topology, the id
+directory, definitions, forgetting, the embedded Redis server and the clients of any Redis."""

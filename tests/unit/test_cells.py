@@ -25,7 +25,7 @@ def test_known_answers_pin_h3_ids():
     assert to_str(cell_of(37.769377, -122.388903, 9)) == "89283082e73ffff"
     assert cell_of(37.769377, -122.388903, 9) == 617700170065510399
     assert to_str(parent(617700170065510399, 5)) == "85283083fffffff"
-    # first point of the Limerick bus trace in shared/data
+    # first point of the Limerick bus trace in occupancy/data/
     assert to_str(cell_of(52.6291510, -8.6617460, 9)) == "89182e6c20fffff"
     assert to_str(cell_of(52.6291510, -8.6617460, 6)) == "86182e6c7ffffff"
     assert to_str(cell_of(52.6291510, -8.6617460, 0)) == "8019fffffffffff"

@@ -1,6 +1,5 @@
 """Consistent-hash placement."""
 
-import numpy as np
 from h3.api import basic_int as h3i
 
 from engine.cells import cell_of, parent
@@ -22,13 +21,6 @@ def test_adding_a_node_moves_few_keys_and_only_to_it():
     moved = old.moved(new, keys)
     assert 0.2 < len(moved) / len(keys) < 0.45
     assert all(new.node_for_hash(k) == "c" for k in moved)
-
-
-def test_vectorised_lookup_matches_scalar():
-    ring = HashRing(["a", "b", "c"])
-    keys = [mix64(i) for i in range(2_000)] + [0, (1 << 64) - 1]
-    vec = ring.nodes_for_hashes(np.array(keys, dtype=np.uint64))
-    assert list(vec) == [ring.node_for_hash(k) for k in keys]
 
 
 def test_cells_are_placed_by_their_coarse_parent():

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from occupancy import query_cli, scale_cli
+from occupancy import api_client, query_cli, scale_cli
 from occupancy.cli import main
 
 ACCEPTED = {
@@ -40,7 +40,7 @@ def api(monkeypatch):
 
     script = SimpleNamespace(posted=[], statuses=[])
 
-    def call(self, method, path, **kwargs):
+    def request(self, method, path, **kwargs):
         if method == "POST":
             assert path == "/v1/admin/scale"
             script.posted.append(kwargs["json"])
@@ -48,7 +48,7 @@ def api(monkeypatch):
         assert path == "/v1/admin/status"
         return {"rebalance": script.statuses.pop(0)}
 
-    monkeypatch.setattr(query_cli.Api, "_call", call)
+    monkeypatch.setattr(api_client.ApiClient, "request", request)
     monkeypatch.setattr(scale_cli, "POLL_S", 0)
     return script
 
