@@ -1,0 +1,1 @@
+"""The API's routes, one module per resource; each takes its replica's state from `context()`."""

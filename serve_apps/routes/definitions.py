@@ -1,0 +1,93 @@
+"""Spaces, doorways, sensor installations and door-space resets (admins): validated by the engine,
+stored and sent to the shards by `Definitions`. Each is idempotent."""
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from engine.timeutil import parse_time
+from serve_apps.context import Api
+from serve_apps.errors import bad
+from serve_apps.params import check_id, note_params
+from serve_apps.policy import ADMIN
+
+router = APIRouter()
+
+
+class PolygonSpaceBody(BaseModel):
+    name: str = Field("", max_length=200)
+    polygon: dict | None = None
+
+
+class DoorwayBody(BaseModel):
+    inside: str = Field(min_length=1, max_length=200)
+    outside: str | None = Field(None, max_length=200)
+
+
+class InstallationBody(BaseModel):
+    sensor_id: str = Field(min_length=1, max_length=128)
+    from_: str | int = Field(alias="from")
+    positive: Literal["in", "out"] = "in"
+    doorway_removed: bool = False
+
+
+class ResetBody(BaseModel):
+    at: str | int
+
+
+@router.put("/v1/spaces/{space_id}")
+async def put_space(request: Request, api: Api, space_id: str, body: PolygonSpaceBody):
+    api.role(request, ADMIN)
+    check_id(space_id)
+    note_params(request, name=body.name, kind="door" if body.polygon is None else "polygon")
+    with bad("bad_space"):
+        if body.polygon is not None:
+            cells = await api.definitions.define_polygon_space(space_id, body.polygon, body.name)
+            return {"space": space_id, "kind": "polygon", "name": body.name, "cells": cells}
+        await api.definitions.define_door_space(space_id, body.name)
+    return {"space": space_id, "kind": "door", "name": body.name}
+
+
+@router.put("/v1/doorways/{doorway_id}")
+async def put_doorway(request: Request, api: Api, doorway_id: str, body: DoorwayBody):
+    api.role(request, ADMIN)
+    check_id(doorway_id)
+    note_params(request, inside=body.inside, outside=body.outside)
+    with bad("bad_doorway"):
+        await api.definitions.define_doorway(doorway_id, body.inside, body.outside)
+    return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
+
+
+@router.post("/v1/doorways/{doorway_id}/installations", status_code=201)
+async def install(request: Request, api: Api, doorway_id: str, body: InstallationBody):
+    api.role(request, ADMIN)
+    note_params(
+        request,
+        sensor_id=body.sensor_id,
+        **{"from": body.from_},
+        positive=body.positive,
+        doorway_removed=body.doorway_removed,
+    )
+    with bad("bad_time"):
+        start = parse_time(str(body.from_))
+    with bad("bad_installation"):
+        doorway = None if body.doorway_removed else doorway_id
+        await api.definitions.install(body.sensor_id, doorway, start, body.positive)
+    return {
+        "doorway": doorway_id,
+        "sensor_id": body.sensor_id,
+        "from": start,
+        "positive": body.positive,
+    }
+
+
+@router.post("/v1/spaces/{space_id}/resets", status_code=201)
+async def reset(request: Request, api: Api, space_id: str, body: ResetBody):
+    api.role(request, ADMIN)
+    note_params(request, at=body.at)
+    with bad("bad_time"):
+        at = parse_time(str(body.at))
+    with bad("bad_space"):
+        await api.definitions.reset(space_id, at)
+    return {"space": space_id, "at": at}
