@@ -23,6 +23,7 @@ from access.tokens import DeviceTokens
 from actors.archive import DeadLetter
 from clickhouse.store import EXPORT_FORMATS
 from clients.definitions import Definitions
+from clients.errors import StateUnavailable, Unavailable
 from clients.history import NAME as HISTORY
 from clients.history import HistoryTimeout, HistoryUnavailable
 from clients.queries import LiveQueries
@@ -115,7 +116,7 @@ async def _internal_error(request: Request, exc: Exception) -> ORJSONResponse:
     """A bug, not the client's mistake: logged, and answered with the envelope all the same.
     Redis unreachable (here or in a shard the request reached) is not a bug: 503."""
     cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
-    if isinstance(cause, redis.RedisError):
+    if isinstance(cause, redis.RedisError | StateUnavailable):
         log.warning("%s %s: Redis unreachable: %s", request.method, request.url.path, cause)
         return _envelope(503, *REDIS_DOWN)
     log.exception("%s %s failed", request.method, request.url.path)
@@ -369,7 +370,9 @@ class QueryApi:
             ) from exc
         except HistoryUnavailable as exc:
             raise ApiError(503, "history_unavailable", str(exc).splitlines()[-1]) from exc
-        except ray.exceptions.RayActorError as exc:
+        except StateUnavailable:
+            raise
+        except (ray.exceptions.RayActorError, Unavailable) as exc:
             raise ApiError(
                 503, "unavailable", "a shard or the history store is restarting; retry"
             ) from exc
@@ -510,9 +513,9 @@ class QueryApi:
         live = "done"
         try:
             shard = forgetting.owner(self.topology, self.redis, job.old)
-            await self.queries.shards.handle(shard).forget.remote(job.old, job.fresh)
+            await self.queries.users.forget(shard, job.old, job.fresh)
             forgetting.forgotten_live(self.redis, job)
-        except (forgetting.Busy, ray.exceptions.RayError) as exc:
+        except (forgetting.Busy, Unavailable) as exc:
             log.warning("forget: the user shard's step waits: %s", exc)
             live = "pending"
         try:
@@ -582,7 +585,7 @@ class QueryApi:
             raise ApiError(409, "rebalance_conflict", str(exc)) from exc
         except DoesNotFit as exc:
             raise ApiError(409, "does_not_fit", str(exc)) from exc
-        except ray.exceptions.RayError as exc:  # a shard did not answer the pricing
+        except (ray.exceptions.RayError, Unavailable) as exc:  # a shard did not answer the pricing
             raise ApiError(
                 503, "unavailable", f"{exc.__class__.__name__}: a shard is restarting; retry"
             ) from exc
