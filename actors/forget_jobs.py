@@ -4,13 +4,14 @@ and 3): run after each snapshot while a job waits, and at once for `DELETE /v1/a
 import logging
 from collections.abc import Callable
 
-import ray
 import redis
 
 from actors.archive import scrub_dead_letters
 from actors.spill import Spill, wal_key
 from clickhouse.store import HistoryStore
-from clients.refs import Shards
+from clients.errors import Unavailable
+from clients.family import blocking
+from clients.users import UserShards
 from engine.pseudonym import pseudonym_str
 from state import forgetting
 from state.forgetting import Job
@@ -25,9 +26,9 @@ SNAPSHOT_ROUNDS = 3  # snapshot rounds a call runs for history to reach the jobs
 class Finisher:
     """`run` takes every job as far as it can go and says where each stands."""
 
-    def __init__(self, client: redis.Redis, shards: Shards, spill: Spill):
+    def __init__(self, client: redis.Redis, users: UserShards, spill: Spill):
         self.client = client
-        self.shards = shards
+        self.users = users
         self.spill = spill
 
     def pending(self) -> int:
@@ -88,9 +89,9 @@ class Finisher:
         """Step 2, for a job whose shard has not forgotten the device yet."""
         try:
             shard = forgetting.owner(topology, self.client, job.old)
-            ray.get(self.shards.handle(shard).forget.remote(job.old, job.fresh))
+            blocking(self.users.forget(shard, job.old, job.fresh))
             forgetting.forgotten_live(self.client, job)
-        except (forgetting.Busy, ray.exceptions.RayError, redis.RedisError) as exc:
+        except (forgetting.Busy, Unavailable, redis.RedisError) as exc:
             log.warning("forget waits for its user shard: %s", exc)
 
     def _archived(self, cut: dict[str, str]) -> bool:
@@ -110,6 +111,6 @@ class Finisher:
         """Every user shard checkpoints now: the log entries that held a forgotten device are
         covered and archived, so they are trimmed, and the latest checkpoints lack it."""
         try:
-            ray.get([u.checkpoint.remote() for u in self.shards.users()])
-        except ray.exceptions.RayError as exc:  # the next periodic checkpoint does it
+            blocking(self.users.checkpoint_all())
+        except Unavailable as exc:  # the next periodic checkpoint does it
             log.warning("checkpoint after a forget failed: %s", exc)

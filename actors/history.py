@@ -25,8 +25,12 @@ from actors.mirror import StateMirror
 from actors.spill import Spill
 from clickhouse.backends import Unreachable, connect
 from clickhouse.store import HistoryStore
+from clients.errors import Unavailable
+from clients.family import Layout, blocking
+from clients.history import History as HistoryClient
 from clients.history import HistoryUnavailable
-from clients.refs import ACTOR_OPTIONS, Shards
+from clients.refs import ACTOR_OPTIONS
+from clients.users import UserShards
 from observability import telemetry, tracing
 from observability.audit import KEEP as AUDIT_KEEP
 from observability.audit import STREAM as AUDIT_STREAM
@@ -75,7 +79,7 @@ class History(HistoryQueries):
     def __init__(self, topology: Topology, config: HistoryConfig):
         self.topology = topology
         self.config = config
-        self.shards = Shards(topology)
+        self.users = UserShards(Layout(topology, follow=False))  # the layout: `_refresh`
         self.redis = redis_client.connect(topology.redis_url)
         self.store: HistoryStore | None = None
         self.archiver: Archiver | None = None
@@ -87,7 +91,7 @@ class History(HistoryQueries):
         self.behind = False  # the last round left entries for the next (catching up)
         self.backlog_bytes = 0  # unarchived log entries in Redis, estimated, last round
         self.spill = Spill(Path(config.data_dir) / SPILL_DIR)
-        self.forgets = Finisher(self.redis, self.shards, self.spill)
+        self.forgets = Finisher(self.redis, self.users, self.spill)
         self.audit: AuditDrain | None = None
         self._connect_lock = threading.Lock()
         self._wals: dict[str, Wal] = {}
@@ -96,8 +100,8 @@ class History(HistoryQueries):
         self.tracer = tracing.tracer("history", topology.redis_url)
         self._connect()
         self._stop = threading.Event()
-        handle = ray.get_runtime_context().current_actor
-        threading.Thread(target=self._loop, args=(handle,), daemon=True).start()
+        own = HistoryClient(topology, ray.get_runtime_context().current_actor)
+        threading.Thread(target=self._loop, args=(own,), daemon=True).start()
         lost = self._redis_lost
         self.mirror = StateMirror(self.redis, "history", lambda: lost.add(1, {"shard": "history"}))
         threading.Thread(target=self._mirror_loop, daemon=True).start()
@@ -178,7 +182,7 @@ class History(HistoryQueries):
         """The committed shard layout, and every shard log to archive: the layout's, and those
         of shards a rebalance retired that still hold entries."""
         self.topology = current(self.topology, self.redis)
-        self.shards.topology = self.topology
+        self.users.topology = self.topology
         names = {*self.topology.user_shards, *self.topology.space_shards}
         prefix = f"{PREFIX}:wal:"
         for key in self.redis.scan_iter(match=f"{prefix}*", count=1000):
@@ -209,18 +213,18 @@ class History(HistoryQueries):
                     raise HistoryUnavailable(self.last_error) from exc
             return self.store
 
-    def _loop(self, handle) -> None:
+    def _loop(self, own: HistoryClient) -> None:
         wait = self.config.snapshot_interval_s
         while not self._stop.wait(wait):
             wait = self.config.snapshot_interval_s
             try:
-                if ray.get(handle.snapshot.remote()).get("behind"):
+                if blocking(own.snapshot()).get("behind"):
                     wait = 0.05  # catching up: the next chunk at once
             except Exception as exc:  # logged; the next round retries
                 log.warning("snapshot failed: %s", exc)
             if self.forgets.waiting():  # forgets under way go on after each round
                 try:
-                    ray.get(handle.forget_pending.remote())
+                    blocking(own.forget_pending())
                 except Exception as exc:
                     log.warning("forget failed: %s", exc)
 
@@ -248,14 +252,11 @@ class History(HistoryQueries):
         out = {"presence": 0, "pings": 0, "door_events": 0, "audit": 0}
         behind = False
         try:
-            users = self.shards.users()
-            exports = ray.get([u.history_export.remote() for u in users])
+            exports = blocking(self.users.history_exports())
             version = time.time_ns()
-            for name, user, (mark, rows) in zip(
-                self.topology.user_shards, users, exports, strict=True
-            ):
+            for name, (mark, rows) in zip(self.topology.user_shards, exports, strict=True):
                 out["presence"] += archiver.write_presence(name, rows, version)
-                ray.get(user.history_confirm.remote(mark))
+                blocking(self.users.history_confirm(name, mark))
             for name in list(self._wals):
                 wal = self._wals[name]
                 trace = functools.partial(self._trace, name, time.time_ns())
@@ -271,7 +272,7 @@ class History(HistoryQueries):
                 self.audit = AuditDrain(self.redis, archiver.write_audit)
             out["audit"], more = self.audit.run()
             behind = behind or more
-        except ray.exceptions.RayError:
+        except Unavailable:
             raise
         except Exception as exc:
             self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

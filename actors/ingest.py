@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from actors.ingest_core import AuthError, IngestCore
 from actors.ingest_rpc import SERVICE, IngestRpcs, OpenStream
+from clients.cluster import IngestHandlers
 from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
 from observability import tracing
 from observability.audit import AuditWriter
@@ -80,7 +81,7 @@ class IngestServer(IngestRpcs):
         self._streams: set[OpenStream] = set()
         self._bound = threading.Event()
         handle = ray.get_runtime_context().current_actor
-        threading.Thread(target=lambda: ray.get(handle.serve.remote()), daemon=True).start()
+        IngestHandlers.serve_in_thread(handle)
 
     async def serve(self) -> int:
         if self._server is not None:
@@ -214,4 +215,4 @@ def start_handler(
         lifetime="detached" if detached else None,
         **on_node(alive_nodes(), index),
     ).remote(topology, port, **options)
-    return handler, ray.get(handler.bound_port.remote())
+    return handler, IngestHandlers.bound_port(handler)

@@ -5,14 +5,16 @@ import time
 from collections import Counter
 from typing import NamedTuple
 
-import ray
 import redis
 import redis.asyncio
 
 from access import keyring
 from access.auth import Authenticator
 from access.tokens import Refused
-from clients.refs import ShardNotFound, Shards
+from clients.errors import NotStarted, StateUnavailable, Unavailable
+from clients.family import Layout
+from clients.users import UserShards
+from clients.views import SpaceShards
 from engine.cells import index_batch
 from engine.ratelimit import RateLimiter
 from engine.recent import RecentCache
@@ -39,22 +41,22 @@ class ShardUnavailable(Exception):
 
 
 def _stale(result) -> bool:
-    return isinstance(result, ray.exceptions.RayTaskError) and isinstance(result.cause, StaleLayout)
+    return isinstance(result, StaleLayout)
 
 
 def _gone(result) -> bool:
-    return isinstance(result, ray.exceptions.RayActorError)
+    """The shard is restarting or gone (retired by a rebalance, maybe)."""
+    return isinstance(result, Unavailable) and not isinstance(result, StateUnavailable | NotStarted)
 
 
 def _unavailable(exc: BaseException) -> ShardUnavailable | None:
     """The retryable form of a failure under way, or None for one that is a bug."""
-    if isinstance(exc, ray.exceptions.RayActorError):
-        return ShardUnavailable("a shard is restarting; retry the batch")
-    if isinstance(exc, ShardNotFound):  # the engine is starting (again): not there yet
+    if isinstance(exc, StateUnavailable | redis.RedisError):
+        return ShardUnavailable(f"the write-ahead log (Redis) refused the batch; retry it: {exc}")
+    if isinstance(exc, NotStarted):  # the engine is starting (again): not there yet
         return ShardUnavailable(f"{exc}: the engine is starting; retry the batch")
-    cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
-    if isinstance(cause, redis.RedisError):
-        return ShardUnavailable(f"the write-ahead log (Redis) refused the batch; retry it: {cause}")
+    if isinstance(exc, Unavailable):
+        return ShardUnavailable("a shard is restarting; retry the batch")
     return None
 
 
@@ -110,7 +112,8 @@ class IngestCore:
             explicit_bucket_boundaries_advisory=[1, 10, 100, 1_000, 5_000, 20_000, 50_000],
         )
         self.placement = topology.placement()
-        self.shards = Shards(topology)
+        layout = Layout(topology, follow=False)  # taken by the protocol below, not by time
+        self.users, self.spaces = UserShards(layout), SpaceShards(layout)
         self.auth = Authenticator(self.redis, keyring.process_secret())
         device_rate, key_rate = topology.rate_limits
         self._device_limit = RateLimiter(device_rate)
@@ -173,10 +176,8 @@ class IngestCore:
         self.in_flight += 1
         try:
             applied = await self._to_user_shards(pings, trace)
-        except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
-            if (retry := _unavailable(exc)) is None:
-                raise
-            raise retry from exc
+        except (Unavailable, redis.RedisError) as exc:
+            raise _unavailable(exc) from exc
         finally:
             self.in_flight -= 1
         ack.accepted = applied
@@ -220,7 +221,7 @@ class IngestCore:
         sub = pings.take(idx)
         sub.version = version
         sub.trace = trace or None
-        return self.shards.handle(shard).ingest.remote(sub)
+        return self.users.ingest(shard, sub)
 
     def _layout_after(self, version: int) -> bool:
         """Whether a layout newer than `version` is committed (a shard that is gone may have
@@ -238,7 +239,7 @@ class IngestCore:
                 if layout["version"] > self.topology.version:
                     self.topology = with_layout(self.topology, layout)
                     self.placement = self.topology.placement()
-                    self.shards.topology = self.topology
+                    self.users.topology = self.topology
                 return
             if time.monotonic() > deadline:
                 raise ShardUnavailable("the shards are being rebalanced; retry the batch")
@@ -273,12 +274,10 @@ class IngestCore:
             g["dir"].append(e.direction)
         try:
             counts = await asyncio.gather(
-                *(self.shards.handle(s).door_events.remote(g) for s, g in groups.items())
+                *(self.spaces.door_events(s, g) for s, g in groups.items())
             )
-        except (ray.exceptions.RayError, redis.RedisError, ShardNotFound) as exc:
-            if (retry := _unavailable(exc)) is None:
-                raise
-            raise retry from exc
+        except (Unavailable, redis.RedisError) as exc:
+            raise _unavailable(exc) from exc
         ack.accepted = sum(counts)
         ack.rejected = len(ack.rejections)
         self._door_events.add(ack.accepted, {"outcome": "accepted"})

@@ -3,15 +3,17 @@
 import logging
 import threading
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import ray
 
-from clients.refs import ACTOR_OPTIONS, Shards, rebuild_again_later, start_ticker
+from actors.view_shard import ViewShard
+from clients.refs import ACTOR_OPTIONS, start_ticker
+from clients.users import UserShards
 from engine.doors import BeyondHorizon
-from engine.membership import PlaceCounts
 from state import redis_client
 from state.instance import InstanceWatch
-from state.layout import current, layout_of, with_layout
 from state.metadata import Metadata
 from state.topology import Clock, Topology
 from state.wal import Wal
@@ -24,7 +26,7 @@ FOLD_MARGIN_MS = 120_000
 
 
 @ray.remote(**ACTOR_OPTIONS)
-class SpaceShard:
+class SpaceShard(ViewShard):
     """Polygon spaces placed here by id, and the door events of the sensors placed here.
 
     Door events are appended to this shard's WAL before they are applied; a checkpoint keeps the
@@ -33,9 +35,7 @@ class SpaceShard:
     """
 
     def __init__(self, name: str, topology: Topology):
-        self.name = name
-        self.topology = current(topology)
-        self.placement = self.topology.placement()
+        self._view(name, topology)
         client = redis_client.connect(topology.redis_url)
         self.metadata = Metadata(client)
         self.wal = Wal(client, name)
@@ -53,13 +53,9 @@ class SpaceShard:
         self._archiving = self.wal.archiving()
         self.instance = InstanceWatch(client, name)
         self._folded = 0.0
-        self.members = PlaceCounts()
-        handle = ray.get_runtime_context().current_actor
-        if ray.get_runtime_context().was_current_actor_reconstructed:
-            self.rebuild()
-            rebuild_again_later(handle)
+        self._rebuild_if_restarted()
         self._stop = threading.Event()
-        start_ticker(handle, 1.0, self._stop)
+        start_ticker(ray.get_runtime_context().current_actor, 1.0, self._stop)
 
     def _apply(self, entry: dict) -> None:
         for sensor, ts, direction in zip(entry["sensor"], entry["ts"], entry["dir"], strict=True):
@@ -115,30 +111,8 @@ class SpaceShard:
 
     # -- polygon memberships --------------------------------------------------------------------
 
-    def rebuild(self) -> int:
-        """Polygon memberships again from every user shard's listing (after a restart)."""
-        self.set_layout(layout_of(current(self.topology)))  # restarted mid-rebalance
-        shards = Shards(self.topology)
-        listings = ray.get([u.space_listing.remote(self.name) for u in shards.users()])
-        self.members.replace(u for listing in listings for u in listing)
-        return len(self.members)
-
-    def set_layout(self, layout: dict) -> None:
-        """A rebalance's target layout: listings from the user shards are owned by its ring."""
-        if layout["version"] > self.topology.version:
-            self.topology = with_layout(self.topology, layout)
-            self.placement = self.topology.placement()
-
-    def update(self, updates: list) -> None:
-        self.members.update_many((d, tuple(p), s) for d, p, s in updates)
-        self.members.age(int(time.monotonic() * 1000))
-
-    def resync(self, user_shard: str, updates: list) -> None:
-        owner = self.placement.user_shard
-        self.members.replace_where(
-            lambda d: owner(d) == user_shard, ((d, tuple(p), s) for d, p, s in updates)
-        )
-        self.members.age(int(time.monotonic() * 1000))
+    def _listings(self, users: UserShards) -> Coroutine[Any, Any, list[list]]:
+        return users.space_listings(self.name)  # not async: that would make the actor async
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -175,8 +149,3 @@ class SpaceShard:
             "wal_id": self.wal_id,
             "wal_length": self.wal.length(),
         }
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()

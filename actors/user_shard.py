@@ -9,7 +9,7 @@ import time
 
 import ray
 
-from clients.refs import ACTOR_OPTIONS, Shards, start_ticker
+from clients.refs import ACTOR_OPTIONS, clients_for, start_ticker
 from engine.record import PingRecord, is_pings
 from engine.routing import route_cell_moves, route_space_moves
 from engine.spec import EngineSpec
@@ -70,7 +70,7 @@ class UserShard:
         client = redis_client.connect(topology.redis_url)
         self.topology = topology
         self.layout = layout_of(topology)
-        self.shards = Shards(topology)
+        self.shards = clients_for(topology, follow=False)  # the layout: `_use_layout`
         self._use_layout(layout_of(current(topology, client)))
         self.wal = Wal(client, name)
         self.metadata = Metadata(client)
@@ -263,17 +263,17 @@ class UserShard:
             routed = route_cell_moves(
                 ((m.device, m.old, m.new, _epoch_seq(e, m.seq)) for m in moves), self.placement
             )
-            self.shards.send_updates(routed)
+            self.shards.cells.send_updates(routed)
         if space_moves:
             routed = route_space_moves(
                 ((m.device, m.old, m.new, _epoch_seq(e, m.seq)) for m in space_moves),
                 self.placement,
             )
-            self.shards.send_updates(routed)
+            self.shards.spaces.send_updates(routed)
 
     def _resync(self) -> None:
-        self.shards.send_resync(self.name, self.topology.cell_shards, self._cell_listing())
-        self.shards.send_resync(self.name, self.topology.space_shards, self._space_listing())
+        self.shards.cells.send_resync(self.name, self._cell_listing())
+        self.shards.spaces.send_resync(self.name, self._space_listing())
 
     def _cell_listing(self) -> dict[str, list]:
         e = self.epoch
@@ -303,7 +303,7 @@ class UserShard:
         self.layout = layout
         self.topology = with_layout(self.topology, layout)
         self.placement = self.topology.placement()
-        self.shards.topology = self.topology
+        self.shards.layout.use(self.topology)
 
     async def handoff(self, layout: dict) -> dict:
         """Move the devices that `layout` places elsewhere to their new shards, then list what
@@ -328,7 +328,7 @@ class UserShard:
         self._handing_off = True  # no checkpoint while the devices are in neither log
         try:
             await asyncio.gather(
-                *(self.shards.handle(s).adopt.remote(self.name, st) for s, st in states.items())
+                *(self.shards.users.adopt(s, self.name, st) for s, st in states.items())
             )
             leaving = [d for devices in groups.values() for d in devices]
             entry = {"control": "handoff", "layout": layout, "devices": leaving}

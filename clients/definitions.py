@@ -1,11 +1,8 @@
 """Space, doorway and installation definitions: validated, stored in Redis, broadcast to shards."""
 
-import asyncio
 import time
 
-import ray
-
-from clients.refs import Shards
+from clients.refs import Clients, clients_for
 from engine.spaces import SpaceIndex
 from state import redis_client
 from state.layout import current, pending
@@ -18,10 +15,10 @@ class Definitions:
     wrong), then stored, then sent to every shard that needs it. Idempotent: the same
     definition twice changes nothing."""
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, shards: Clients | None = None):
         self.topology = topology
         self.metadata = Metadata(redis_client.connect(topology.redis_url))
-        self.shards = Shards(topology)
+        self.shards = shards or clients_for(topology, follow=False)  # the layout: `_current`
 
     def kind(self, space: str) -> str | None:
         """ "polygon", "door" or None for an unknown space."""
@@ -38,48 +35,38 @@ class Definitions:
         cells = len(SpaceIndex(self.topology.engine_spec().res).define(space, polygon, name))
         self.metadata.put_polygon_space(space, name, polygon)
         self._current()
-        await asyncio.gather(
-            *(u.define_space.remote(space, polygon, name) for u in self._user_shards())
-        )
+        # and to the user shards a rebalance under way has started: a new shard read the
+        # definitions when it started, and is sent every one since
+        starting = (pending(self.metadata.client) or {}).get("user_shards", ())
+        await self.shards.users.define_space(space, polygon, name, starting)
         return cells
-
-    def _user_shards(self) -> list:
-        """The committed layout's user shards and those a rebalance under way has started:
-        a new shard read the definitions when it started, and is sent every one since (one
-        not started yet reads them all when it starts)."""
-        handles = self.shards.users()
-        target = pending(self.metadata.client)
-        for name in (target or {}).get("user_shards", ()):
-            if name in self.topology.user_shards:
-                continue
-            try:
-                handles.append(ray.get_actor(name, namespace=self.topology.namespace))
-            except ValueError:  # not started yet
-                pass
-        return handles
 
     async def define_door_space(self, space: str, name: str = "") -> None:
         if self.kind(space) == "polygon":
             raise ValueError(f"{space!r} is a polygon space")
         self.metadata.put_door_space(space, name)
-        await self._doors("define_door_space", space, name)
+        self._current()
+        await self.shards.spaces.define_door_space(space, name)
 
     async def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         self.metadata.door_counter().define_doorway(doorway, inside, outside)
         self.metadata.put_doorway(doorway, inside, outside)
-        await self._doors("define_doorway", doorway, inside, outside)
+        self._current()
+        await self.shards.spaces.define_doorway(doorway, inside, outside)
 
     async def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
         """Refused (ValueError) when new and dated before `now - max_age`: door events that old
         are folded in the space shards, and could not be attributed again."""
         self.metadata.door_counter().install(sensor, doorway, start, positive, self._horizon())
         self.metadata.add_installation(sensor, doorway, start, positive)
-        await self._doors("install", sensor, doorway, start, positive)
+        self._current()
+        await self.shards.spaces.install(sensor, doorway, start, positive)
 
     async def reset(self, space: str, at: int) -> None:
         self.metadata.door_counter().reset(space, at, self._horizon())
         self.metadata.add_reset(space, at)
-        await self._doors("reset", space, at)
+        self._current()
+        await self.shards.spaces.reset(space, at)
 
     def _horizon(self) -> int:
         return int(time.time() * 1000) - self.topology.engine_spec().limits.max_age_ms
@@ -87,8 +74,4 @@ class Definitions:
     def _current(self) -> None:
         """The committed shard layout: a rebalance may have added shards since."""
         self.topology = current(self.topology, self.metadata.client)
-        self.shards.topology = self.topology
-
-    async def _doors(self, method: str, *args) -> None:
-        self._current()
-        await asyncio.gather(*(getattr(s, method).remote(*args) for s in self.shards.spaces()))
+        self.shards.layout.use(self.topology)

@@ -1,11 +1,22 @@
-"""Every `.remote()` call to a shard family goes through here: handles by name, fan-outs."""
+"""Where engine actors run, how they tick, and `clients_for`, which builds the typed clients.
+
+Every call to an engine actor goes through a client of this package: `UserShards`
+(clients/users.py), `CellShards` and `SpaceShards` (clients/views.py), `History`
+(clients/history.py), and the cluster's own actors (clients/cluster.py). Here: the actors'
+calls to themselves.
+"""
 
 import logging
 import threading
 import time
+from typing import NamedTuple
 
 import ray
 
+from clients.family import Layout
+from clients.history import History
+from clients.users import UserShards
+from clients.views import CellShards, SpaceShards
 from state.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -48,65 +59,23 @@ def on_node(nodes: list[str], index: int) -> dict:
     }
 
 
-class ShardNotFound(ValueError):
-    """No actor has a shard's name: it is not started yet (a ValueError, as Ray's own lookup
-    raises)."""
+class Clients(NamedTuple):
+    """The clients of one process, following one layout."""
 
-
-class Shards:
-    """Looks shard actors up by name (cached) and sends them calls.
-
-    Membership updates are fire-and-forget: receivers apply them idempotently by seq, and a
-    restarted receiver rebuilds from the user shards, so a lost update is repaired
-    (`rebuild_again_later` covers the updates lost while the restart was under way).
-    """
-
-    def __init__(self, topology: Topology):
-        self._topology = topology
-        self._handles: dict[str, ray.actor.ActorHandle] = {}
+    users: UserShards
+    cells: CellShards
+    spaces: SpaceShards
+    history: History
 
     @property
-    def topology(self) -> Topology:
-        return self._topology
+    def layout(self) -> Layout:
+        return self.users.layout
 
-    @topology.setter
-    def topology(self, topology: Topology) -> None:
-        """A new layout: handles are looked up again (a shard retired by one rebalance and
-        started again by a later one is another actor)."""
-        if topology.version != self._topology.version:
-            self._handles.clear()
-        self._topology = topology
 
-    def handle(self, name: str) -> ray.actor.ActorHandle:
-        """The actor named `name`; ShardNotFound while no actor has that name (not started
-        yet: an engine starting again after its `occupancy up` was lost)."""
-        h = self._handles.get(name)
-        if h is None:
-            try:
-                h = ray.get_actor(name, namespace=self.topology.namespace)
-            except ValueError as exc:
-                raise ShardNotFound(f"no actor {name} runs (yet); retry") from exc
-            self._handles[name] = h
-        return h
-
-    def send_updates(self, routed: dict[str, list]) -> None:
-        for shard, updates in routed.items():
-            if updates:
-                self.handle(shard).update.remote(updates)
-
-    def send_resync(self, owner: str, shards: tuple[str, ...], routed: dict[str, list]) -> None:
-        """`owner`'s full listing to every shard of a family (empty lists included)."""
-        for shard in shards:
-            self.handle(shard).resync.remote(owner, routed.get(shard, []))
-
-    def users(self) -> list[ray.actor.ActorHandle]:
-        return [self.handle(n) for n in self.topology.user_shards]
-
-    def cells(self) -> list[ray.actor.ActorHandle]:
-        return [self.handle(n) for n in self.topology.cell_shards]
-
-    def spaces(self) -> list[ray.actor.ActorHandle]:
-        return [self.handle(n) for n in self.topology.space_shards]
+def clients_for(topology: Topology, follow: bool = True) -> Clients:
+    """Clients sharing one `Layout` (see clients/family.py for `follow`)."""
+    layout = Layout(topology, follow)
+    return Clients(UserShards(layout), CellShards(layout), SpaceShards(layout), History(layout))
 
 
 REBUILD_AGAIN_S = (3.0, 15.0)

@@ -7,9 +7,7 @@ of its kind measures now (its resident memory), and the total must fit in HEADRO
 memory the alive nodes have available.
 """
 
-import psutil
-import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from clients import cluster as nodes
 
 HEADROOM = 0.8  # of the nodes' available memory that new actors may take
 
@@ -34,18 +32,6 @@ def check(adding: dict[str, tuple[int, int]], available: int) -> None:
     )
 
 
-@ray.remote(num_cpus=0)
-def _available_here() -> int:
-    return psutil.virtual_memory().available
-
-
 def available_bytes() -> int:
     """The memory available on every alive node, summed (one small task per node)."""
-    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-    tasks = [
-        _available_here.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-        ).remote()
-        for node in nodes
-    ]
-    return sum(ray.get(tasks, timeout=30))
+    return nodes.available_bytes()

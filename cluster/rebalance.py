@@ -16,18 +16,23 @@ One rebalance runs at a time (`Lock`); each step is reported to a `progress` obj
 begins (cluster/progress.py records them in Redis for `GET /v1/admin/status`).
 """
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
-
-import ray
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from actors.cell_shard import CellShard
 from actors.ingest import start_handler
 from actors.user_shard import UserShard
-from clients.refs import Shards, alive_nodes, on_node
+from clients import cluster
+from clients.errors import StateUnavailable, Unavailable
+from clients.family import blocking
+from clients.refs import alive_nodes, clients_for, on_node
 from cluster import fit
+from cluster.plan import plan_of, price
 from state import layout as layouts
 from state import redis_client
 from state.topology import Topology
@@ -156,37 +161,45 @@ def run(client, topology: Topology, user_shards: int | None, cell_shards: int | 
     progress.step("store target")
     layouts.set_pending(client, goal)
     target = layouts.with_layout(topology, goal)
-    ns = topology.namespace
+    todo = plan_of(now, goal)
+    c = clients_for(target, follow=False)
 
     archiving = any(client.exists(Wal(client, n).archived_key) for n in now.user_shards)
-    for name in goal["user_shards"]:
-        if name not in now.user_shards and archiving:
+    for name in todo.start_users:
+        if archiving:
             Wal(client, name).start_archive()  # history gets the new log from its first entry
     nodes = alive_nodes()
     # placed as `occupancy up` places them: users, then cells, round-robin over the nodes
     index = {n: i for i, n in enumerate([*goal["user_shards"], *goal["cell_shards"]])}
-    for family, cls in (("cell_shards", CellShard), ("user_shards", UserShard)):
-        progress.step(f"start {family.replace('_', ' ')}")
-        started_actors = [
-            cls.options(
-                name=name,
-                namespace=ns,
-                get_if_exists=True,
-                lifetime="detached",
-                **on_node(nodes, index[name]),
-            ).remote(name, target)
-            for name in goal[family]
-            if name not in getattr(now, family)
-        ]
-        ray.get([a.pid.remote() for a in started_actors])
+    for family, cls, names in (
+        ("cell shards", CellShard, todo.start_cells),
+        ("user shards", UserShard, todo.start_users),
+    ):
+        progress.step(f"start {family}")
+        cluster.ready(
+            [
+                cls.options(
+                    name=name,
+                    namespace=topology.namespace,
+                    get_if_exists=True,
+                    lifetime="detached",
+                    **on_node(nodes, index[name]),
+                ).remote(name, target)
+                for name in names
+            ]
+        )
     step("start shards")
 
-    def handle(name: str):
-        return ray.get_actor(name, namespace=ns)
+    def views_take_the_ring() -> None:
+        _each(
+            {
+                **{n: partial(c.cells.set_layout, n, goal) for n in todo.view_cells},
+                **{n: partial(c.spaces.set_layout, n, goal) for n in todo.view_spaces},
+            }
+        )
 
-    views = [*{*now.cell_shards, *goal["cell_shards"]}, *goal["space_shards"]]
     progress.step("views take the ring")
-    _each(views, lambda n: handle(n).set_layout.remote(goal))
+    views_take_the_ring()
     step("views take the ring")
     progress.step("handoff")
     moved: dict[str, dict] = {}
@@ -195,23 +208,24 @@ def run(client, topology: Topology, user_shards: int | None, cell_shards: int | 
         moved[report["shard"]] = report["moved"]
         progress.handed_off(report["shard"], report["moved"])
 
-    _each(now.user_shards, lambda n: handle(n).handoff.remote(goal), handed_off)
+    _each({n: partial(c.users.handoff, n, goal) for n in todo.hand_off}, handed_off)
     progress.step("commit")
     layouts.commit(client, goal)
     step("hand off and commit")  # the time batches wait
 
     progress.step("list and checkpoint")
-    _each(views, lambda n: handle(n).set_layout.remote(goal))  # any view restarted meanwhile
-    _each(goal["user_shards"], lambda n: handle(n).relist.remote())
-    retired_users = [n for n in now.user_shards if n not in goal["user_shards"]]
-    _each([*goal["user_shards"], *retired_users], lambda n: handle(n).checkpoint.remote())
+    views_take_the_ring()  # any view restarted meanwhile
+    _each({n: partial(c.users.relist, n) for n in todo.relist})
+    _each({n: partial(c.users.checkpoint, n) for n in todo.checkpoint})
     step("list and checkpoint")
-    retired = [*retired_users, *(n for n in now.cell_shards if n not in goal["cell_shards"])]
+    retired = list(todo.retired)
     progress.step("retire shards")
     if retired:
         time.sleep(QUERY_GRACE_S)
-        for name in retired:
-            ray.kill(handle(name), no_restart=True)
+        for name in todo.retire_users:
+            c.users.kill(name)
+        for name in todo.retire_cells:
+            c.cells.kill(name)
         step("retire shards")
     seconds = round(time.monotonic() - started, 2)
     log.info("layout %d: %s in %.2f s, moved %s", goal["version"], _counts(goal), seconds, moved)
@@ -230,28 +244,34 @@ def _counts(layout: dict) -> dict:
     return {f: len(layout[f]) for f in ("user_shards", "cell_shards")}
 
 
-def _each(names, call, each_done=None) -> list:
-    """`call(name)` (an ObjectRef) for every shard at once; the calls of shards that are
-    restarting are sent again until RETRY_S has passed. `each_done(name, result)` is called
-    as each shard's result arrives."""
+def _each(calls: dict[str, Callable[[], Awaitable]], each_done=None) -> None:
+    """Every shard's call at once; the calls of shards that are restarting are sent again
+    until RETRY_S has passed. `each_done(name, result)` is called as each shard's result
+    arrives."""
     deadline = time.monotonic() + RETRY_S
-    results: dict[str, object] = {}
-    todo = list(names)
-    while todo:
-        refs = {name: call(name) for name in todo}
-        todo = []
-        for name, ref in refs.items():
+
+    async def attempt(names: list[str]) -> list[str]:
+        tasks = {name: asyncio.ensure_future(calls[name]()) for name in names}
+        again = []
+        for name, task in tasks.items():
             try:
-                results[name] = ray.get(ref)
-                if each_done is not None:
-                    each_done(name, results[name])
-            except ray.exceptions.RayActorError as exc:
+                result = await task
+            except StateUnavailable:
+                raise
+            except Unavailable as exc:
                 if time.monotonic() > deadline:
                     raise RebalanceError(f"{name} did not answer: {exc}") from exc
-                todo.append(name)
+                again.append(name)
+                continue
+            if each_done is not None:
+                each_done(name, result)
+        return again
+
+    todo = list(calls)
+    while todo:
+        todo = blocking(attempt(todo))
         if todo:
             time.sleep(0.5)
-    return [results[n] for n in names]
 
 
 def check_scale(
@@ -263,33 +283,11 @@ def check_scale(
     """Raises fit.DoesNotFit when the actors a scale would start (each priced at the largest
     resident memory of its kind now) do not fit in the nodes' available memory."""
     now = layouts.current(topology, redis_client.connect(topology.redis_url))
-    shards = Shards(now)
-    ns = topology.namespace
-    adding: dict[str, tuple[int, int]] = {}
-    for kind, wanted, handles in (
-        ("user shards", user_shards, shards.users()),
-        ("cell shards", cell_shards, shards.cells()),
-    ):
-        if wanted is not None and wanted > len(handles):
-            stats = ray.get([h.stats.remote() for h in handles], timeout=30)
-            adding[kind] = (wanted - len(handles), max(s["rss_bytes"] for s in stats))
-    names = _handler_names(ns) if ingest_handlers is not None else []
-    if names and ingest_handlers > len(names):
-        sizes = ray.get([ray.get_actor(n, namespace=ns).rss.remote() for n in names], timeout=30)
-        adding["ingest handlers"] = (ingest_handlers - len(names), max(sizes))
+    c = clients_for(now, follow=False)
+    handlers = cluster.IngestHandlers(topology.namespace)
+    adding = price(c.users, c.cells, handlers, user_shards, cell_shards, ingest_handlers)
     if adding:
         fit.check(adding, fit.available_bytes())
-
-
-def _handler_names(ns: str) -> list[str]:
-    return sorted(
-        (
-            a["name"]
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == ns and a["name"].startswith("ingest-")
-        ),
-        key=lambda n: int(n.split("-")[1]),
-    )
 
 
 def scale_ingest(topology: Topology, handlers: int) -> dict:
@@ -297,16 +295,14 @@ def scale_ingest(topology: Topology, handlers: int) -> dict:
     them). Handlers stopped here let their calls finish first."""
     if handlers < 1:
         raise ValueError("at least one ingest handler")
-    ns = topology.namespace
-    names = _handler_names(ns)
+    running = cluster.IngestHandlers(topology.namespace)
+    names = running.names()
     if not names:
         raise RebalanceError("no ingest handler runs")
-    options = ray.get(ray.get_actor(names[0], namespace=ns).options.remote())
+    options = running.options(names[0])
     port = options.pop("port")
     for i in range(len(names), handlers):
         start_handler(topology, i, port, detached=True, **options)
     for name in names[handlers:]:
-        h = ray.get_actor(name, namespace=ns)
-        ray.get(h.stop.remote())
-        ray.kill(h, no_restart=True)
+        running.stop(name)
     return {"ingest_handlers": handlers, "port": port}

@@ -162,11 +162,9 @@ def _haproxy_binary() -> str:
 def replica_targets(app: str = "api") -> list[dict]:
     """The HTTP endpoints serving `app` now ([{"app", "ip", "port", ...}]): the replicas under
     direct ingress, else the proxies. From a driver connected to the cluster."""
-    import ray
-    from ray.serve.context import _get_global_client
+    from clients.cluster import serve_instance_details
 
-    controller = _get_global_client()._controller
-    details = ray.get(controller.get_serve_instance_details.remote())
+    details = serve_instance_details()
     out = []
     for group in details.get("target_groups", []):
         if group["protocol"].lower() == "http" and group.get("app_name") in (app, ""):

@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from actors.history import History, HistoryConfig
 from actors.ingest import start_handler
 from actors.space_shard import SpaceShard
 from actors.user_shard import UserShard
+from clients import cluster
 from clients.definitions import Definitions
 from clients.history import NAME as HISTORY
 from clients.refs import alive_nodes, on_node
@@ -66,9 +66,7 @@ def _stop_remains(ns: str) -> None:
     of its devices). The history actor is the sign: `occupancy up` starts it, so a namespace
     with named actors and no history holds only such remains. An engine that runs (history
     answers to its name) is left alone, as before."""
-    names = [
-        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns
-    ]
+    names = cluster.named(ns)
     if not names or HISTORY in names:
         return
     log.warning(
@@ -76,19 +74,8 @@ def _stop_remains(ns: str) -> None:
         "starts again from Redis",
         ", ".join(sorted(names)),
     )
-    for name in names:
-        with contextlib.suppress(ValueError):  # gone meanwhile
-            ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
-    deadline = time.monotonic() + REMAINS_STOP_S
-    for name in names:  # a name is free once its actor is gone
-        while True:
-            try:
-                ray.get_actor(name, namespace=ns)
-            except ValueError:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not stop within {REMAINS_STOP_S:.0f} s")
-            time.sleep(0.1)
+    cluster.stop(ns, names)
+    cluster.wait_gone(ns, names, REMAINS_STOP_S)
 
 
 def _history_placement(s: Settings) -> dict:
@@ -213,7 +200,7 @@ class Engine:
                 cls.options(name=name, namespace=ns, get_if_exists=True, **options).remote(name, t)
             )
         # every shard is up (its __init__ done) before history and ingest open
-        ray.get([a.pid.remote() for a in self._actors])
+        cluster.ready(self._actors)
         config = HistoryConfig(
             clickhouse_url=s.clickhouse_url,
             data_dir=str(s.data_dir.resolve()),
@@ -227,7 +214,7 @@ class Engine:
             name=HISTORY, namespace=ns, get_if_exists=True, **_history_placement(s)
         ).remote(t, config)
         self._actors.append(history)
-        ray.get(history.pid.remote())
+        cluster.ready([history])
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
         port = s.grpc_port
         for i in range(max(1, s.ingest_handlers)):
@@ -275,21 +262,17 @@ class Engine:
             with contextlib.suppress(Exception):
                 serve.shutdown()
             self._serve = False
-        named = []
-        if ray.is_initialized() and self.topology is not None:
-            # shards and handlers a rebalance or a scale-out started are detached: stop them too
-            with contextlib.suppress(Exception):
-                named = [
-                    ray.get_actor(a["name"], namespace=a["namespace"])
-                    for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["namespace"] == self.topology.namespace
-                ]
-        for actor in [*self._actors, *named]:
+        for actor in self._actors:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # already gone
                 pass
         self._actors.clear()
+        if ray.is_initialized() and self.topology is not None:
+            # shards and handlers a rebalance or a scale-out started are detached: stop them too
+            ns = self.topology.namespace
+            with contextlib.suppress(Exception):
+                cluster.stop(ns, cluster.named(ns))
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         if self._redis is not None:

@@ -2,18 +2,13 @@
 
 import os
 
-import ray
-import redis
 from ray import serve
 
 from access import keyring
 from access.auth import Authenticator
 from clients.definitions import Definitions
-from clients.errors import StateUnavailable, Unavailable
-from clients.history import NAME as HISTORY
-from clients.history import HistoryTimeout, HistoryUnavailable
 from clients.queries import LiveQueries
-from clients.refs import Shards
+from clients.refs import clients_for
 from cluster import scale_job
 from observability import telemetry, tracing
 from observability.audit import AuditWriter
@@ -46,14 +41,15 @@ class QueryApi:
         client = redis_client.connect(topology.redis_url)
         # keys are checked here; a revocation reaches the replica within a second
         auth = Authenticator(client, keyring.process_secret())
-        history, users = engine_clients(topology)
+        # one layout shared by every family's client, followed from Redis within a second
+        engine = clients_for(topology)
         self.api = ApiContext(
             topology=topology,
             spec=topology.engine_spec(),
             k_min=k_min,
-            queries=LiveQueries(topology),
-            history=history,
-            users=users,
+            queries=LiveQueries(topology, engine),
+            history=engine.history,
+            users=engine.users,
             definitions=Definitions(topology),
             redis=client,
             auth=auth,
@@ -86,82 +82,15 @@ def build(topology: Topology, k_min: int = 0):
 
 
 class Scaler:
-    """cluster/scale_job for the scale route; a shard that does not answer the pricing (a Ray
-    error) is `Unavailable`."""
+    """cluster/scale_job for the scale route (a shard that does not answer the pricing raises
+    `clients.errors.Unavailable`)."""
 
     def __init__(self, topology: Topology):
         self.topology = topology
 
     def begin(self, user_shards, cell_shards, ingest_handlers) -> scale_job.Job:
-        try:
-            return scale_job.begin(self.topology, user_shards, cell_shards, ingest_handlers)
-        except ray.exceptions.RayError as exc:
-            raise Unavailable(f"{type(exc).__name__}: a shard is restarting; retry") from exc
+        return scale_job.begin(self.topology, user_shards, cell_shards, ingest_handlers)
 
     @staticmethod
     def run(job: scale_job.Job) -> None:
         scale_job.run(job)
-
-
-def engine_clients(topology: Topology) -> tuple:
-    """The clients of the history actor and of the user shards (`clients.history.History`,
-    `clients.shards.UserShards`); the actor adapters below until those exist."""
-    try:
-        from clients.history import History  # noqa: I001 (both or neither)
-        from clients.shards import UserShards
-    except ImportError:
-        return _ActorHistory(topology), _ActorUserShards(topology)
-    return History(topology), UserShards(topology)
-
-
-# -- TEMPORARY: actor adapters standing in for clients.history.History and
-# clients.shards.UserShards (same method names and arguments); removed once those exist --------
-
-
-async def _translated(call):
-    """An actor call's answer, Ray's errors as the engine's (clients/errors.py)."""
-    try:
-        return await call
-    except (HistoryUnavailable, HistoryTimeout):
-        raise
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, redis.RedisError):
-            raise StateUnavailable(str(exc.cause)) from exc
-        raise
-    except ray.exceptions.RayActorError as exc:
-        raise Unavailable(f"{type(exc).__name__}: restarting") from exc
-
-
-class _ActorHistory:
-    """TEMPORARY: `await history.heatmap(...)` calls the history actor's `heatmap`."""
-
-    def __init__(self, topology: Topology):
-        self._topology = topology
-        self._actor = None
-
-    def _handle(self):
-        if self._actor is None:
-            try:
-                self._actor = ray.get_actor(HISTORY, namespace=self._topology.namespace)
-            except ValueError as exc:  # not started yet
-                raise Unavailable(str(exc)) from exc
-        return self._actor
-
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
-
-        async def call(*args):
-            return await _translated(getattr(self._handle(), method).remote(*args))
-
-        return call
-
-
-class _ActorUserShards:
-    """TEMPORARY: the user shards' `forget`."""
-
-    def __init__(self, topology: Topology):
-        self._shards = Shards(topology)
-
-    async def forget(self, shard: str, old: int, fresh: int) -> None:
-        await _translated(self._shards.handle(shard).forget.remote(old, fresh))

@@ -9,7 +9,6 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
-from ray.exceptions import RayActorError, RayTaskError
 from starlette.exceptions import HTTPException
 
 from clients.errors import StateUnavailable, Unavailable
@@ -96,12 +95,10 @@ async def _http_error(request: Request, exc: HTTPException) -> ORJSONResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> ORJSONResponse:
     """A bug, not the client's mistake: logged, and answered with the envelope all the same.
-    An engine error that came back from an actor (its cause) is answered as the error is."""
-    cause = exc.cause if isinstance(exc, RayTaskError) else exc
-    if isinstance(exc, RayActorError):  # a live query's shard is dead or restarting
-        cause = Unavailable(str(exc))
-    if (error := engine_error(cause)) is not None:
-        log.warning("%s %s: %s", request.method, request.url.path, cause)
+    An engine error (the clients raise them in place of Ray's, clients/errors.py) is answered
+    as the error is."""
+    if (error := engine_error(exc)) is not None:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
         return envelope(error.status, error.code, error.message)
     log.exception("%s %s failed", request.method, request.url.path)
     return envelope(500, "internal", f"{type(exc).__name__}: the engine failed to answer")

@@ -171,7 +171,7 @@ def test_store_outage_loses_and_doubles_nothing(live, history):
         assert r.status_code == 503 and r.json()["error"]["code"] == "history_unavailable"
         assert int(r.headers["Retry-After"]) > 0
         # user shards checkpoint meanwhile: the log keeps what history has not archived
-        for user in live.queries.shards.users():
+        for user in map(live.queries.users.handle, live.queries.users.names()):
             ray.get(user.checkpoint.remote())
         backlog = ray.get(history.status.remote())["wal_backlog"]
         assert sum(backlog[name] for name in live.engine.topology.user_shards) > 0

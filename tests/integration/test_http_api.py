@@ -650,7 +650,7 @@ def test_raw_ids_live_only_in_the_id_directory_and_forget_removes_them(api):
     now = int(time.time() * 1000)
     api.send([pb.Ping(device_id=raw, ts_ms=now, lat=52.66, lng=-8.63)])
     for shard in api.engine.topology.user_shards:
-        api.queries.shards.handle(shard).checkpoint.remote()
+        api.queries.users.handle(shard).checkpoint.remote()
     time.sleep(1.0)
     client = redis.Redis.from_url(api.engine.redis_url)
     assert _holding(client, raw.encode()) == ["occ:ids", "occ:ids:raw"]

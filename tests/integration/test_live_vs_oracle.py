@@ -52,7 +52,7 @@ def test_sigkilled_shard_comes_back_with_every_acked_ping(spaces, family):
     rng = random.Random(7 if family == "user" else 8)
     now = int(time.time() * 1000)
     pings = random_pings(rng, f"kill-{family}", 600, now)
-    victim = live.queries.shards.handle(f"{family}-0")
+    victim = {"user": live.queries.users, "cell": live.queries.cells}[family].handle(f"{family}-0")
     before = ray.get(victim.pid.remote())
     killed = []
 
@@ -81,7 +81,7 @@ def test_a_restarted_cell_shard_lists_again_and_repairs_an_update_lost_meanwhile
     now = int(time.time() * 1000)
     send_in_batches(live, random.Random(9), random_pings(random.Random(9), "relist", 200, now))
     converge(live)
-    victim = live.queries.shards.handle("cell-1")
+    victim = live.queries.cells.handle("cell-1")
     before = _kill(victim)
     deadline = time.monotonic() + 30
     while True:
@@ -117,7 +117,7 @@ def test_devices_that_left_leave_memory_and_every_answer_stays_exact(spaces):
     first = [
         pb.Ping(device_id=d, ts_ms=now - 300_000 + i, lat=lat, lng=lng) for i, d in enumerate(gone)
     ]
-    shards = live.queries.shards.users()
+    shards = [live.queries.users.handle(n) for n in live.queries.users.names()]
 
     def watermarks() -> int:
         return sum(ray.get(s.stats.remote())["watermarks"] for s in shards)

@@ -5,7 +5,6 @@ import asyncio
 
 import pytest
 import redis
-from ray.exceptions import RayActorError
 
 from clients.errors import StateUnavailable, Unavailable
 from clients.history import HistoryTimeout, HistoryUnavailable
@@ -390,7 +389,6 @@ def test_a_history_error_is_answered_with_its_status(error, status, envelope):
         (Unavailable("a cell shard is restarting"), 503, RESTARTING),
         (StateUnavailable("Redis refused"), 503, REDIS_ERROR),
         (redis.ConnectionError("refused"), 503, REDIS_ERROR),
-        (RayActorError(), 503, RESTARTING),  # a live query's shard, not translated yet
     ],
 )
 def test_a_live_query_error_is_answered_with_its_status(error, status, envelope):
