@@ -4,8 +4,9 @@ Each process (ingest handler, shard, history, query replica) records with the Op
 SDK. Every `EXPORT_S` its reader hands the cumulative values to `RedisExporter`, which keeps
 them under `occ:metrics:<process>` (expiring when the process stops reporting); the query API's
 `GET /metrics` renders every process's values through `prometheus_client`'s exposition, each
-series labelled with its `process`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the same readings also go to an
-OTLP collector.
+series labelled with its `process`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the same readings
+also go to an OTLP collector, under the service `OTEL_SERVICE_NAME` names ("occupancy" unless
+set).
 """
 
 import logging
