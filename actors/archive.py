@@ -352,6 +352,7 @@ _KINDS = {
     "presence": _presence,
     "audit": _audit,
 }
+ARCHIVED_KINDS = tuple(_KINDS)
 
 
 def _device(row) -> int | None:

@@ -12,6 +12,7 @@ import ray
 import redis
 
 from actors.archive import (
+    ARCHIVED_KINDS,
     Archiver,
     DeadLetter,
     door_rows,
@@ -136,6 +137,10 @@ class History(HistoryQueries):
             "occupancy_deadletter_total",
             description="Rows history refused, kept in the dead-letter stream, by kind",
         )
+        # reported from the start at 0, so that an alert's increase() sees the first one
+        self._redis_lost.add(0, {"shard": "history"})
+        for kind in ARCHIVED_KINDS:
+            self._dead.add(0, {"kind": kind})
 
         def lag(_):
             return [
@@ -161,18 +166,29 @@ class History(HistoryQueries):
                 [Observation(unfinished["version"], {"state": "pending"})] if unfinished else []
             )
 
+        def shards(_):
+            now = current(self.topology, self.redis)
+            return [Observation(1, {"shard": s, "family": "user"}) for s in now.user_shards] + [
+                Observation(1, {"shard": s, "family": "cell"}) for s in now.cell_shards
+            ]
+
+        m.create_observable_gauge(
+            "occupancy_layout_shard_info",
+            callbacks=[shards],
+            description="1 for each shard of the committed layout that reports metrics",
+        )
         m.create_observable_gauge(
             "occupancy_layout_version",
             callbacks=[layout],
             description="The shard layout's version; a pending one means a rebalance is unfinished",
         )
         m.create_observable_gauge(
-            "occupancy_snapshot_backlog",
+            "occupancy_snapshot_backlog_entries",
             callbacks=[backlog],
             description="Log entries waiting for history or a checkpoint, per shard",
         )
         m.create_observable_gauge(
-            "occupancy_audit_backlog",
+            "occupancy_audit_backlog_records",
             callbacks=[lambda _: [Observation(int(self.redis.xlen(AUDIT_STREAM)))]],
             description=f"Audit records waiting in Redis for history (the oldest are dropped "
             f"beyond {AUDIT_KEEP:,})",

@@ -13,10 +13,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors.ingest_core import AuthError, IngestCore
-from actors.ingest_rpc import SERVICE, IngestRpcs, OpenStream
+from actors.ingest_rpc import SERVICE, IngestRpcs, OpenStream, call_counter
 from clients.cluster import IngestHandlers
 from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
-from observability import tracing
+from observability import telemetry, tracing
 from observability.audit import AuditWriter
 from observability.telemetry import rss_bytes
 from state import redis_client
@@ -76,6 +76,7 @@ class IngestServer(IngestRpcs):
         name = ray.get_runtime_context().get_actor_name() or "ingest"
         self.core = IngestCore(topology, process=name)
         self.audit = AuditWriter(topology.redis_url, topology.audit_window_s)
+        self.calls = call_counter(telemetry.meter(name, topology.redis_url))
         self.tracer = tracing.tracer(name, topology.redis_url)
         self._server: grpc.aio.Server | None = None
         self._streams: set[OpenStream] = set()

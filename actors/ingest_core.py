@@ -107,7 +107,7 @@ class IngestCore:
             "occupancy_rejections_total", description="Rejected pings and door events by reason"
         )
         self._batch_size = m.create_histogram(
-            "occupancy_ingest_batch_size",
+            "occupancy_ingest_batch_pings",
             description="Valid pings per ingest call",
             explicit_bucket_boundaries_advisory=[1, 10, 100, 1_000, 5_000, 20_000, 50_000],
         )

@@ -1,5 +1,5 @@
-"""The RPCs of `occupancy.v1.Ingest`: decoding, limits, acks and audit counts of each call, and
-the buffered reader of a ping stream."""
+"""The RPCs of `occupancy.v1.Ingest`: decoding, limits, acks, audit counts and the call counter
+of each call, and the buffered reader of a ping stream."""
 
 import asyncio
 import math
@@ -9,6 +9,7 @@ import grpc
 import redis
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
+from opentelemetry.metrics import Counter, Meter
 
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
 from observability import tracing
@@ -20,14 +21,23 @@ STREAM_BUFFER_BYTES = 1 << 20  # what a stream's reader holds before it waits fo
 STREAM_BATCH = 2_000
 STREAM_LINGER_S = 0.02
 ACK_EVERY_S = 0.05  # cumulative acks at most this far apart while pings flow (contract: 1 s)
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def call_counter(meter: Meter) -> Counter:
+    """gRPC calls ended, by `method` and status `code` (`OK`, `UNAVAILABLE`, ...)."""
+    return meter.create_counter(
+        "occupancy_grpc_calls_total", description="gRPC ingest calls ended, by method and code"
+    )
 
 
 class IngestRpcs:
     """Mixed into the `IngestServer` actor, which holds the ingest core, the audit writer, the
-    tracer, the open streams and the limits these read."""
+    call counter, the tracer, the open streams and the limits these read."""
 
     core: IngestCore
     audit: AuditWriter
+    calls: Counter
     tracer: trace.Tracer
     max_batch: int
     max_in_flight: int
@@ -50,7 +60,8 @@ class IngestRpcs:
         await self._audited(call, context, self._stream(context, call))
 
     async def _audited(self, call: "_Counted", context, serving):
-        """Await `serving`, then count the call for the audit log with its status code."""
+        """Await `serving`, then count the call, with its status code, for the audit log and in
+        the call counter."""
         try:
             result = await serving
         except BaseException as exc:
@@ -69,6 +80,7 @@ class IngestRpcs:
         if ended:
             elapsed = (time.perf_counter() - call.started) * 1000
             self.audit.count(key, elapsed, **figures)
+            self.calls.add(1, {"method": call.method, "code": CODE_NAMES.get(status, str(status))})
         else:
             self.audit.count(key, calls=0, **figures)
 

@@ -122,13 +122,14 @@ class UserShard:
             description="Times a shard found Redis emptied (flushed, or started without its "
             "files) and wrote its state again from memory",
         )
+        self._redis_lost.add(0, labels)  # from the start, so that increase() sees the first one
         m.create_observable_gauge(
             "occupancy_shard_devices",
             callbacks=[lambda _: [Observation(len(self.engine), labels)]],
             description="Devices a shard holds",
         )
         m.create_observable_gauge(
-            "occupancy_wal_length",
+            "occupancy_wal_entries",
             callbacks=[lambda _: [Observation(self.wal.length(), labels)]],
             description="Entries in a shard's write-ahead log (not yet checkpointed and archived)",
         )

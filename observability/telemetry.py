@@ -3,14 +3,17 @@
 Each process (ingest handler, shard, history, query replica) records with the OpenTelemetry
 SDK. Every `EXPORT_S` its reader hands the cumulative values to `RedisExporter`, which keeps
 them under `occ:metrics:<process>` (expiring when the process stops reporting); the query API's
-`GET /metrics` renders every process's values in Prometheus's text format, each series labelled
-with its `process`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the same readings also go to an
-OTLP collector.
+`GET /metrics` renders every process's values through `prometheus_client`'s exposition, each
+series labelled with its `process`. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the same readings
+also go to an OTLP collector, under the service `OTEL_SERVICE_NAME` names ("occupancy" unless
+set).
 """
 
 import logging
+import math
 import os
 import threading
+from collections.abc import Iterator
 
 import msgpack
 import psutil
@@ -26,8 +29,12 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
     Sum,
 )
-from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
+from observability.service import resource
 from state import redis_client
 
 log = logging.getLogger(__name__)
@@ -125,65 +132,67 @@ def meter(process: str, redis_url: str) -> Meter:
                 )
 
                 readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-            resource = Resource.create(
-                {"service.name": "occupancy", "service.instance.id": process}
-            )
             provider = _providers[process] = MeterProvider(
-                resource=resource, metric_readers=readers
+                resource=resource(process), metric_readers=readers
             )
         return provider.get_meter("occupancy")
 
 
-def prometheus_text(client: redis.Redis) -> str:
+def prometheus_text(client: redis.Redis) -> bytes:
     """Every process's latest readings in Prometheus's text exposition format."""
-    families: dict[str, dict] = {}
-    for key in client.scan_iter(match=PREFIX + "*", count=200):
-        raw = client.get(key)
-        if raw is None:
-            continue
-        process = key.decode()[len(PREFIX) :]
-        for metric in msgpack.unpackb(raw):
-            family = families.setdefault(
-                metric["name"], {"kind": metric["kind"], "help": metric["help"], "lines": []}
-            )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisReadings(client))
+    return generate_latest(registry)
+
+
+class RedisReadings(Collector):
+    """The readings every process keeps under `occ:metrics:<process>`, as metric families for
+    `prometheus_client`'s exposition; each series gets a `process` label. A family reported
+    with different kinds by different processes keeps the first kind seen."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        stored = []
+        for key in self.client.scan_iter(match=PREFIX + "*", count=200):
+            raw = self.client.get(key)
+            if raw is not None:
+                stored.append((key.decode()[len(PREFIX) :], msgpack.unpackb(raw)))
+        yield from families(stored)
+
+
+def families(stored: list[tuple[str, list[dict]]]) -> list[Metric]:
+    """Metric families from (process, readings) pairs, sorted by name."""
+    out: dict[str, Metric] = {}
+    for process, metrics in sorted(stored, key=lambda pair: pair[0]):
+        for metric in metrics:
+            name, kind = metric["name"], metric["kind"]
+            base = name.removesuffix("_total") if kind == "counter" else name
+            family = out.get(name)
+            if family is None:
+                family = out[name] = Metric(base, metric["help"] or name, kind)
+            elif family.type != kind:
+                continue
             for p in metric["points"]:
                 labels = {**p["labels"], "process": process}
-                family["lines"] += _sample_lines(metric["name"], metric["kind"], labels, p)
-    out = []
-    for name in sorted(families):
-        f = families[name]
-        out.append(f"# HELP {name} {f['help'] or name}")
-        out.append(f"# TYPE {name} {f['kind']}")
-        out += f["lines"]
-    return "\n".join(out) + "\n"
+                _add_samples(family, labels, p)
+    return [out[name] for name in sorted(out)]
 
 
-def _sample_lines(name: str, kind: str, labels: dict, p: dict) -> list[str]:
-    if kind != "histogram":
-        return [f"{name}{_labels(labels)} {_num(p['value'])}"]
-    lines, total = [], 0
-    for bound, n in zip([*p["bounds"], float("inf")], p["buckets"], strict=True):
-        total += n
-        le = "+Inf" if bound == float("inf") else _num(bound)
-        lines.append(f"{name}_bucket{_labels({**labels, 'le': le})} {total}")
-    lines.append(f"{name}_sum{_labels(labels)} {_num(p['sum'])}")
-    lines.append(f"{name}_count{_labels(labels)} {p['count']}")
-    return lines
-
-
-def _labels(labels: dict) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items())) + "}"
-
-
-def _escape(value) -> str:
-    """A label value as Prometheus's text format quotes it."""
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _num(v: float) -> str:
-    return repr(float(v)) if isinstance(v, float) else str(v)
+def _add_samples(family: Metric, labels: dict[str, str], p: dict) -> None:
+    name = family.name
+    if family.type == "counter":
+        family.add_sample(name + "_total", labels, p["value"])
+    elif family.type != "histogram":
+        family.add_sample(name, labels, p["value"])
+    else:  # OpenTelemetry counts per bucket; Prometheus's buckets are cumulative
+        total = 0
+        for bound, n in zip([*p["bounds"], math.inf], p["buckets"], strict=True):
+            total += n
+            family.add_sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, total)
+        family.add_sample(name + "_sum", labels, p["sum"])
+        family.add_sample(name + "_count", labels, p["count"])
 
 
 def rss_bytes() -> int:

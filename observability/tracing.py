@@ -17,12 +17,12 @@ import orjson
 import redis
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from observability.service import resource
 from state import redis_client
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ def tracer(process: str, redis_url: str) -> trace.Tracer:
         if provider is None:
             ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG") or 0.0)
             provider = TracerProvider(
-                resource=Resource.create(
-                    {"service.name": "occupancy", "service.instance.id": process}
-                ),
+                resource=resource(process),
                 sampler=ParentBased(TraceIdRatioBased(ratio)),
             )
             exporter = RedisSpanExporter(redis_client.connect(redis_url), process)

@@ -6,6 +6,7 @@ import time
 import redis
 from fastapi import APIRouter
 from fastapi.responses import ORJSONResponse, Response
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from observability import telemetry
 from serve_apps.context import Api
@@ -56,4 +57,4 @@ async def metrics(api: Api) -> Response:
     """Every engine process's metrics in Prometheus's text format (no per-device data, so
     no key: scrape it from inside the cluster's network)."""
     text = await asyncio.to_thread(telemetry.prometheus_text, api.redis)
-    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -6,11 +6,13 @@ import socket
 import time
 from urllib.parse import quote
 
+import grpc
 import pytest
 import ray
 import redis
 import requests
 from h3.api import basic_int as h3i
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients.history import NAME as HISTORY
 from engine.cells import cell_of, parent, to_str
@@ -18,6 +20,7 @@ from engine.privacy import area_pairs, released, released_by_levels
 from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
 from observability import tracing
 from protos import occupancy_pb2 as pb
+from tests.metric_names import lacks_unit
 from tests.workload import BBOX_C0, POINTS, POLYGON_SPACES
 
 pytestmark = pytest.mark.integration
@@ -487,17 +490,15 @@ def test_admin_status_lists_every_shard_and_the_snapshotter(api):
 
 
 def _scrape(api) -> dict[str, list[tuple[dict, float]]]:
-    """/metrics parsed: name -> [(labels, value)]."""
+    """/metrics parsed by prometheus_client: sample name -> [(labels, value)]; every family's
+    name says its unit."""
     out: dict[str, list[tuple[dict, float]]] = {}
     text = requests.get(api.http + "/metrics", timeout=10).text
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, value = line.rsplit(" ", 1)
-        name, _, rest = head.partition("{")
-        labels = dict(kv.split("=", 1) for kv in rest.rstrip("}").split(",")) if rest else {}
-        labels = {k: v.strip('"') for k, v in labels.items()}
-        out.setdefault(name, []).append((labels, float(value)))
+    for family in text_string_to_metric_families(text):
+        exposed = family.name + "_total" if family.type == "counter" else family.name
+        assert not lacks_unit(exposed, family.type), exposed
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
     return out
 
 
@@ -505,18 +506,22 @@ def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
     now = int(time.time() * 1000)
     bad = [pb.Ping(device_id="metrics-nan", ts_ms=now, lat=float("nan"), lng=1.0)]
     api.stub.SendPings(pb.PingBatch(pings=bad), metadata=api.auth, timeout=30)
+    with pytest.raises(grpc.RpcError):  # no credential: a failed call
+        api.stub.SendPings(pb.PingBatch(pings=bad), timeout=30)
     get(api, "/v1/top", api.admin, n=3)
     wanted = {
         "occupancy_pings_total",
         "occupancy_rejections_total",
-        "occupancy_ingest_batch_size_count",
+        "occupancy_ingest_batch_pings_count",
         "occupancy_shard_devices",
-        "occupancy_wal_length",
+        "occupancy_wal_entries",
         "occupancy_checkpoint_age_seconds",
         "occupancy_archive_lag_seconds",
         "occupancy_snapshot_seconds_count",
         "occupancy_query_seconds_count",
         "occupancy_layout_version",
+        "occupancy_layout_shard_info",
+        "occupancy_grpc_calls_total",
     }
     deadline = time.monotonic() + 30
     while True:
@@ -531,7 +536,12 @@ def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
             for lab, v in metrics.get("occupancy_query_seconds_count", [])
             if lab.get("endpoint") == "/v1/top"
         ]
-        if wanted <= set(metrics) and rejected and queried:
+        refused = [
+            v
+            for lab, v in metrics.get("occupancy_grpc_calls_total", [])
+            if (lab.get("method"), lab.get("code")) == ("SendPings", "UNAUTHENTICATED")
+        ]
+        if wanted <= set(metrics) and rejected and queried and refused:
             break
         assert time.monotonic() < deadline, sorted(wanted - set(metrics))
         time.sleep(1)
@@ -547,6 +557,8 @@ def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
     assert all(v >= 0 for _, v in metrics["occupancy_checkpoint_age_seconds"])
     assert all(0 <= v < 600 for _, v in metrics["occupancy_archive_lag_seconds"])
     assert sum(v for _, v in metrics["occupancy_snapshot_seconds_count"]) >= 1
+    shards = {lab["shard"] for lab, _ in metrics["occupancy_layout_shard_info"]}
+    assert shards == {*t.user_shards, *t.cell_shards}
     layouts = {lab["state"]: v for lab, v in metrics["occupancy_layout_version"]}
     assert layouts == {"committed": t.version}  # no rebalance under way
     buckets = [v for lab, v in metrics["occupancy_query_seconds_bucket"] if lab["le"] == "+Inf"]
