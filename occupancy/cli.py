@@ -65,9 +65,9 @@ def up(api: bool, tls_self_signed: bool, **flags) -> None:
     anything starts, and one out of range stops it with exit code 2. The secret comes only
     from OCC_SECRET or OCC_SECRET_FILE (flags show in `ps`), else it is generated in the data
     dir; a placeholder or a secret shorter than 32 bytes is refused (exit code 2)."""
+    settings = _settings(**flags)  # checked before anything starts (or is imported)
     from occupancy.foreground import run_until_stopped, running_engine
 
-    settings = _settings(**flags)
     if tls_self_signed:
         from occupancy.tls import self_signed
 

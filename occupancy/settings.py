@@ -9,7 +9,6 @@ from annotated_types import Ge, Gt, Le
 from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
 
 from engine.spec import EngineSpec
 from engine.validation import Limits
@@ -142,9 +141,11 @@ class _Environment(EnvSettingsSource):
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self.environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
+        return {
+            (k if self.case_sensitive else k.lower()): v
+            for k, v in self.environ.items()
+            if not (self.env_ignore_empty and v == "")
+        }
 
 
 def env_name(field: str) -> str:

@@ -57,7 +57,8 @@ class Group(click.Group):
         except Exception as exc:
             if ctx.meta.get(DEBUG):
                 raise
-            raise Failure(f"{type(exc).__name__}: {one_line(exc)} (--debug shows the traceback)") from exc
+            what = f"{type(exc).__name__}: {one_line(exc)}"
+            raise Failure(f"{what} (--debug shows the traceback)") from exc
 
 
 def one_line(exc: BaseException) -> str:
