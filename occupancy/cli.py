@@ -3,20 +3,24 @@
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from occupancy.credentials_cli import exits_2_on_bad_secret, keys, token
+from occupancy import terminal
+from occupancy.credentials_cli import keys, token
 from occupancy.settings import Settings
+from occupancy.settings_cli import settings_options
 
-console = Console(soft_wrap=True)  # URLs and keys stay on one line, copyable
+console = terminal.console(soft_wrap=True)  # URLs and keys stay on one line, copyable
 
 
 def _settings(**overrides) -> Settings:
     return Settings.from_env(**overrides)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.group(cls=terminal.Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="occupancy", message="occupancy %(version)s")
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Real-time occupancy engine: live and historical device counts per H3 cell and space.
 
     \b
@@ -28,16 +32,18 @@ def main() -> None:
     Plan:         estimate
 
     Settings come from OCC_* environment variables (OCC_DATA_DIR, OCC_REDIS_URL, OCC_GRPC_PORT,
-    OCC_HTTP_PORT, OCC_H3_RES, ...); RAY_ADDRESS joins an existing Ray cluster. Query commands
-    call the HTTP API with the data dir's admin key unless --key or OCC_API_KEY says otherwise.
+    OCC_HTTP_PORT, OCC_H3_RES, ...; `occupancy up --help` lists them all, with their ranges);
+    RAY_ADDRESS joins an existing Ray cluster. Query commands call the HTTP API with the data
+    dir's admin key unless --key or OCC_API_KEY says otherwise.
+
+    \b
+    Exit codes: 0 done, 1 failed (one line on stderr; --debug shows the traceback),
+    2 a bad flag or setting (nothing was started). NO_COLOR turns colours off.
     """
+    ctx.meta[terminal.DEBUG] = debug
 
 
 @main.command(short_help="Run the engine in the foreground: Ray, Redis, gRPC, HTTP.")
-@click.option("--grpc-port", type=int, default=None, help="Ingest port (OCC_GRPC_PORT, 50051).")
-@click.option("--http-port", type=int, default=None, help="HTTP API port (OCC_HTTP_PORT, 8000).")
-@click.option("--user-shards", type=int, default=None, help="User shard actors.")
-@click.option("--cell-shards", type=int, default=None, help="Cell shard actors.")
 @click.option(
     "--api/--no-api",
     default=True,
@@ -48,35 +54,26 @@ def main() -> None:
     "--tls-self-signed",
     is_flag=True,
     help="TLS on gRPC and HTTP with a CA and certificate made in <data dir>/tls (to try TLS; "
-    "clients trust tls/ca.pem). OCC_TLS_CERT and OCC_TLS_KEY name real ones.",
+    "clients trust tls/ca.pem). --tls-cert and --tls-key name real ones.",
 )
-@exits_2_on_bad_secret
-def up(
-    grpc_port: int | None,
-    http_port: int | None,
-    user_shards: int | None,
-    cell_shards: int | None,
-    api: bool,
-    tls_self_signed: bool,
-) -> None:
+@settings_options
+def up(api: bool, tls_self_signed: bool, **flags) -> None:
     """Run the engine in the foreground: Ray, Redis, shard actors, gRPC ingest, HTTP API,
     history snapshots. Prints the ports and a bootstrap admin key; Ctrl-C stops it.
 
-    The secret comes from OCC_SECRET or OCC_SECRET_FILE, else it is generated in the data dir;
-    a placeholder or a secret shorter than 32 bytes is refused (exit code 2)."""
+    Each setting is a flag or its OCC_* variable (a flag wins); every value is checked before
+    anything starts, and one out of range stops it with exit code 2. The secret comes only
+    from OCC_SECRET or OCC_SECRET_FILE (flags show in `ps`), else it is generated in the data
+    dir; a placeholder or a secret shorter than 32 bytes is refused (exit code 2)."""
+    settings = _settings(**flags)  # checked before anything starts (or is imported)
     from occupancy.foreground import run_until_stopped, running_engine
 
-    settings = _settings(
-        grpc_port=grpc_port, http_port=http_port, user_shards=user_shards, cell_shards=cell_shards
-    )
     if tls_self_signed:
         from occupancy.tls import self_signed
 
         tls, ca = self_signed(settings.data_dir)
-        settings = _settings(
-            grpc_port=grpc_port, http_port=http_port, user_shards=user_shards,
-            cell_shards=cell_shards, tls_cert=tls.cert, tls_key=tls.key, tls_ca=str(ca),
-        )  # fmt: skip
+        made = {"tls_cert": tls.cert, "tls_key": tls.key, "tls_ca": str(ca)}
+        settings = _settings(**flags | made)
     with running_engine(settings, console, serve_api=api) as (engine, _):
         console.print("Ctrl-C stops it.")
         run_until_stopped(engine, settings)
@@ -86,7 +83,6 @@ def up(
 @click.argument("device_id")
 @click.option("--url", default=None, help="API base URL (default: local OCC_HTTP_PORT).")
 @click.option("--key", envvar="OCC_API_KEY", default=None, help="Admin key (default: data dir's).")
-@exits_2_on_bad_secret
 def forget(device_id: str, url: str | None, key: str | None) -> None:
     """Forget DEVICE_ID (a raw id or a pseudonym) for good: the id directory drops it, live
     state drops it, its raw pings are deleted from history and its presence is kept under a
@@ -221,7 +217,6 @@ def simulate(
 @main.command(short_help="Run the engine with a simulated city and the live page.")
 @fleet_options
 @click.option("--open", "open_browser", is_flag=True, help="Open the live page in a browser.")
-@exits_2_on_bad_secret
 def demo(
     devices: int,
     interval: float,
@@ -298,7 +293,6 @@ def estimate(
     help="What FILE holds (auto: door events if it has a `sensor` column).",
 )
 @click.option("--until", default=None, help="Engine time at the end (default: last receive).")
-@exits_2_on_bad_secret
 def replay(file: Path, kind: str, until: str | None) -> None:
     """Run an archived raw file (Parquet, CSV or Arrow: an `occupancy export` of pings or
     doors, or your own with device_id, ts, received, lat, lng) through the engine code and

@@ -2,36 +2,18 @@
 written to the deployment's Redis directly (OCC_REDIS_URL, or the data dir's embedded one).
 Each command that writes leaves a record in the audit log (source "cli", the OS user)."""
 
-import functools
 import json
 import re
 import time
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from access.keyring import BadSecret
+from occupancy import terminal
 from occupancy.settings import Settings
-from occupancy.tls import BadTls
 
-console = Console(soft_wrap=True)
+console = terminal.console(soft_wrap=True)
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400, "y": 365 * 86_400}
-
-
-def exits_2_on_bad_secret(command):
-    """A refused secret (placeholder, too short, missing file) or TLS files that do not load:
-    one line and exit code 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (BadSecret, BadTls) as exc:
-            click.echo(f"occupancy: {exc}", err=True)
-            raise SystemExit(2) from None
-
-    return wrapper
 
 
 def parse_ttl(text: str) -> float:
@@ -138,7 +120,6 @@ def keys_revoke(key: str | None, key_id: str | None) -> None:
 
 
 @keys.command("rotate-signing", short_help="Sign device tokens with a new key from now on.")
-@exits_2_on_bad_secret
 def keys_rotate_signing() -> None:
     """Start signing device tokens with a new key; tokens signed before keep working until
     they expire (or their key is retired). Prints the new key's id."""
@@ -219,7 +200,6 @@ def token() -> None:
     show_default=True,
     help="Lifetime: a number with a unit (s, m, h, d, w, y), at most 5 years.",
 )
-@exits_2_on_bad_secret
 def token_issue(device_id: str, ttl: str) -> None:
     """Print a device token bound to DEVICE_ID, for `authorization: Bearer <token>`; its id
     and expiry go to stderr."""
@@ -248,7 +228,6 @@ def token_issue(device_id: str, ttl: str) -> None:
 @token.command("revoke", short_help="Revoke a token by its id, or every token of a device.")
 @click.argument("what")
 @click.option("--device", is_flag=True, help="WHAT is a device id, whatever it looks like.")
-@exits_2_on_bad_secret
 def token_revoke(what: str, device: bool) -> None:
     """Revoke the token with id WHAT (`tok_...`, or the token itself), or every token issued
     so far to the device WHAT. Ingest refuses them within a second; open streams end."""

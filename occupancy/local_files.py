@@ -45,7 +45,7 @@ def secret(settings: Settings) -> bytes:
     if settings.secret and settings.secret_file:
         raise BadSecret("set OCC_SECRET or OCC_SECRET_FILE, not both")
     if settings.secret:
-        return check_secret(settings.secret.encode(), "OCC_SECRET")
+        return check_secret(settings.secret.get_secret_value().encode(), "OCC_SECRET")
     if settings.secret_file:
         path = Path(settings.secret_file)
         return check_secret(read_secret_file(path), f"OCC_SECRET_FILE ({path})")

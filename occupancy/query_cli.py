@@ -5,9 +5,9 @@ import json
 import time
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from occupancy import terminal
 from occupancy.api_client import ApiClient
 from occupancy.settings import Settings
 
@@ -33,7 +33,7 @@ def show(body: dict, as_json: bool, title: str, columns: list[str], rows: list[l
         table.add_column(c, justify="right" if c in ("count", "seconds") else "left")
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    Console().print(table)
+    terminal.console().print(table)
 
 
 @click.command()

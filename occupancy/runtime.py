@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -132,8 +132,8 @@ class Engine:
         s = self.settings
         keyring.use(local_files.secret(s))  # first: a placeholder or a short secret starts nothing
         tls = check_tls(s.tls())  # files that do not load start nothing either
-        self.settings = s = replace(
-            s, tls_cert=tls.cert, tls_key=tls.key, tls_client_ca=tls.client_ca
+        self.settings = s = s.model_copy(
+            update={"tls_cert": tls.cert, "tls_key": tls.key, "tls_client_ca": tls.client_ca}
         )
         private_dir(s.data_dir)
         record_trust(s.data_dir, tls, s.tls_ca)  # how this data dir's CLI reaches the engine
@@ -143,7 +143,8 @@ class Engine:
         if s.durability not in DURABILITY:
             raise ValueError(f"OCC_DURABILITY must be one of {', '.join(DURABILITY)}")
         actor_env = local_files.secret_for_actors(s)
-        if s.secret and os.environ.get(keyring.SECRET_ENV) != s.secret:
+        secret = s.secret.get_secret_value()
+        if secret and os.environ.get(keyring.SECRET_ENV) != secret:
             raise keyring.BadSecret(
                 "a secret given in the settings must be OCC_SECRET in the environment too: "
                 "the actors read it from there"

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from occupancy import terminal
 from occupancy.api_client import ApiClient
 from occupancy.query_cli import api_options, scale_step
 from occupancy.settings import Settings
@@ -53,7 +54,7 @@ def scale(user_shards, cell_shards, ingest_handlers, no_wait, url, key, as_json)
         return
     if not as_json:
         click.echo(_target(accepted))
-    console = Console()
+    console = terminal.console()
     show = _Quiet() if as_json else (_Bar(console) if console.is_terminal else _Lines())
     try:
         record = wait(api, accepted["id"], show)

@@ -5,8 +5,6 @@ settings, so it lives here and `serve_apps` never imports `occupancy`).
 start commands) creates the shard actors and `serve deploy` places the API next to them.
 """
 
-from pathlib import Path
-
 from occupancy.local_files import running_redis_url
 from occupancy.runtime import topology_for
 from occupancy.settings import Settings
@@ -16,7 +14,6 @@ from serve_apps.api import build
 def app_builder(args: dict):
     """`args` are Settings field names (data_dir, redis_url, k_min, ...); OCC_* variables fill
     in the rest. Without a Redis URL, the embedded server of the data dir must be running."""
-    overrides = {k: (Path(v) if k == "data_dir" else v) for k, v in (args or {}).items()}
-    settings = Settings.from_env(**overrides)
+    settings = Settings.from_env(**(args or {}))
     redis_url = settings.redis_url or running_redis_url(settings)
     return build(topology_for(settings, redis_url), settings.k_min)

@@ -1,67 +1,120 @@
-"""Deployment settings from `OCC_*` environment variables, in one frozen object."""
+"""Deployment settings from `OCC_*` environment variables, in one frozen, range-checked object."""
 
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
+
+from annotated_types import Ge, Gt, Le
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from engine.spec import EngineSpec
 from engine.validation import Limits
+from occupancy.http_ingress import MODES
+from state.redis_client import redact
+from state.redis_server import DURABILITY
+
+PREFIX = "OCC_"
+MAX_RES = 15  # H3's finest resolution
+# cells are placed on shards by their parent at this resolution, so the base is no coarser
+MIN_RES = EngineSpec.__dataclass_fields__["placement_res"].default
+URL_FIELDS = ("redis_url", "clickhouse_url")  # may carry a password: redacted in a repr
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Every knob of a deployment; `from_env` reads `OCC_<NAME>` for each field."""
+class BadSettings(ValueError):
+    """Settings that cannot work, said in one line naming each setting and what it may be."""
 
-    data_dir: Path = Path(".occupancy")
-    redis_url: str = ""  # empty: an embedded redis-server in the data dir
-    durability: str = "everysec"  # everysec | always: when an acked ping is fsynced
-    clickhouse_url: str = ""  # empty: embedded ClickHouse (chDB) in the data dir
-    grpc_port: int = 50051
-    http_port: int = 8000
-    http_ingress: str = "haproxy"  # haproxy | direct | proxy (occupancy/http_ingress.py)
-    h3_res: int = 9
-    presence_ttl_s: float = 120.0
-    max_skew_s: float = 30.0
-    max_ping_age_s: float = 7 * 86_400.0  # older pings and door events are ts_too_old
-    live_minutes: int = 2  # minute aggregates kept live; devices that left stay this long
-    device_rate_limit: float = 10.0  # pings a second per device token (a minute's burst); 0: off
-    key_rate_limit: float = 0.0  # pings a second per ingest key; 0: off
-    snapshot_interval_s: float = 10.0
-    raw_retention_days: int = 60
-    aggregate_retention_days: int = 2557  # 7 years
-    audit_retention_days: int = 400
-    audit_window_s: float = 60.0  # refused requests and gRPC calls are counted per window
-    archive_backlog_max_mb: float = 256.0  # Redis's share for history; beyond it, spill files
-    checkpoint_interval_s: float = 5.0
-    user_shards: int = 2
-    cell_shards: int = 2
-    space_shards: int = 1
-    ingest_handlers: int = 2
-    ingest_nice: int = 0  # >0 lowers ingest handlers' CPU priority below the query path
-    # empty (and no secret_file): generated once and kept in the data dir; never in a repr
-    secret: str = field(default="", repr=False)
-    secret_file: str = ""  # a file holding the secret (0600), instead of OCC_SECRET
-    k_min: int = 0
-    # TLS for gRPC ingest and HTTP (occupancy/tls.py): PEM files; a client CA asks gRPC clients
-    # for certificates (mutual TLS)
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
-    tls_ca: str = (
-        ""  # the CA clients of this deployment (CLI, simulator) trust; empty: the system's
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. `Settings(...)` reads `OCC_<NAME>` for each field it is not
+    given (pydantic-settings); `from_env` does the same from any environment and reports bad
+    values as BadSettings. Values are checked on construction, so a bad one stops a command
+    before it starts anything. A repr shows neither the secret nor a URL's password."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, frozen=True)
+
+    data_dir: Path = Field(Path(".occupancy"), description="Where the deployment keeps its state.")
+    redis_url: str = Field(
+        "", description="An external Redis (empty: an embedded redis-server in the data dir)."
     )
+    durability: Literal[DURABILITY] = Field(
+        "everysec", description="When an acked ping is fsynced (always: before the ack)."
+    )
+    clickhouse_url: str = Field(
+        "", description="An external ClickHouse (empty: embedded chDB in the data dir)."
+    )
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC ingest port (0: any free).")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP API port.")
+    http_ingress: Literal[MODES] = Field(
+        "haproxy", description="How HTTP reaches the API replicas (occupancy/http_ingress.py)."
+    )
+    h3_res: int = Field(9, ge=MIN_RES, le=MAX_RES, description="The engine's base H3 resolution.")
+    presence_ttl_s: float = Field(
+        120.0, ge=0.001, description="Seconds a device stays present after its last ping."
+    )
+    max_skew_s: float = Field(30.0, ge=0, description="How far in the future a ping may be.")
+    max_ping_age_s: float = Field(
+        7 * 86_400.0, ge=0.001, description="Older pings and door events are ts_too_old."
+    )
+    live_minutes: int = Field(
+        2, ge=1, description="Minute aggregates kept live; devices that left stay this long."
+    )
+    device_rate_limit: float = Field(
+        10.0, ge=0, description="Pings a second per device token (a minute's burst); 0: off."
+    )
+    key_rate_limit: float = Field(0.0, ge=0, description="Pings a second per ingest key; 0: off.")
+    snapshot_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between history's snapshots of live state."
+    )
+    raw_retention_days: int = Field(60, ge=1, description="Days raw pings are kept.")
+    aggregate_retention_days: int = Field(2557, ge=1, description="Days aggregates are kept.")
+    audit_retention_days: int = Field(400, ge=1, description="Days the audit log is kept.")
+    audit_window_s: float = Field(
+        60.0, gt=0, description="Refused requests and gRPC calls are counted per window."
+    )
+    archive_backlog_max_mb: float = Field(
+        256.0, ge=0, description="Redis's share for history's backlog; beyond it, spill files."
+    )
+    checkpoint_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between the shards' checkpoints."
+    )
+    user_shards: int = Field(2, ge=1, description="User shard actors.")
+    cell_shards: int = Field(2, ge=1, description="Cell shard actors.")
+    space_shards: int = Field(1, ge=1, description="Space shard actors.")
+    ingest_handlers: int = Field(
+        2, ge=1, description="gRPC ingest handler actors (sharing the port)."
+    )
+    ingest_nice: int = Field(
+        0, ge=0, le=19, description="Above 0 lowers the handlers' CPU priority below queries."
+    )
+    # empty (and no secret_file): generated once and kept in the data dir
+    secret: SecretStr = Field(
+        SecretStr(""), description="At least 32 bytes; only from the environment."
+    )
+    secret_file: str = Field("", description="A file holding the secret (0600).")
+    k_min: int = Field(0, ge=0, description="Privacy floor for viewer keys; 0: off.")
+    tls_cert: str = Field("", description="PEM certificate for gRPC and HTTP.")
+    tls_key: str = Field("", description="PEM key of the certificate.")
+    tls_client_ca: str = Field("", description="CA of gRPC client certificates (mutual TLS).")
+    tls_ca: str = Field("", description="The CA the CLI and simulator trust (empty: the system's).")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
-        """Defaults, then `OCC_*` variables, then explicit overrides (CLI flags)."""
-        env = os.environ if env is None else env
-        values = {}
-        for f in fields(cls):
-            raw = env.get(f"OCC_{f.name.upper()}")
-            if raw is not None and raw != "":
-                values[f.name] = _convert(f.name, f.type, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then `OCC_*` variables of `env` (the process's environment if None), then
+        the overrides that are not None (CLI flags, serve config args). BadSettings names each
+        value that is out of range or of the wrong kind."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        from_environment = _Environment(cls, os.environ if env is None else env)()
+        try:
+            return cls.model_validate(from_environment | given)
+        except ValidationError as exc:
+            raise BadSettings(explain(exc, given)) from None
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name in URL_FIELDS else value
 
     def tls(self):
         from occupancy.tls import Tls
@@ -80,14 +133,64 @@ class Settings:
         )
 
 
-def _convert(name: str, kind, raw: str):
-    try:
-        if kind in (int, "int"):
-            return int(raw)
-        if kind in (float, "float"):
-            return float(raw)
-        if kind in (Path, "Path"):
-            return Path(raw)
-        return raw
-    except ValueError:
-        raise ValueError(f"OCC_{name.upper()}={raw!r} is not a valid {kind}") from None
+class _Environment(EnvSettingsSource):
+    """The `OCC_*` variables of a given mapping rather than of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self.environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            (k if self.case_sensitive else k.lower()): v
+            for k, v in self.environ.items()
+            if not (self.env_ignore_empty and v == "")
+        }
+
+
+def env_name(field: str) -> str:
+    return f"{PREFIX}{field.upper()}"
+
+
+def bounds(field: FieldInfo) -> tuple:
+    """A number's (at least, above, at most); None where there is no such bound."""
+    low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+    above = next((m.gt for m in field.metadata if isinstance(m, Gt)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+    return low, above, high
+
+
+def allowed(field: FieldInfo) -> str:
+    """What a field may be, in words: `a whole number from 6 to 15`, `one of a, b`."""
+    if field.annotation is SecretStr:
+        return "text"
+    choices = getattr(field.annotation, "__args__", None)
+    if choices and all(isinstance(c, str) for c in choices):
+        return "one of " + ", ".join(choices)
+    kind = {int: "a whole number", float: "a number"}.get(field.annotation)
+    if kind is None:
+        return "text" if field.annotation is str else "a path"
+    low, above, high = bounds(field)
+    if low is not None and high is not None:
+        return f"{kind} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{kind} of at least {low:g}"
+    if above is not None:
+        return f"{kind} above {above:g}"
+    return kind
+
+
+def explain(exc: ValidationError, given: Mapping[str, object] = {}) -> str:
+    """One line naming each bad value (by its variable, or by its field name when it was given
+    explicitly) and what it may be."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        info = Settings.model_fields.get(field)
+        if info is None:  # not a setting at all
+            parts.append(f"{field}: {error['msg']}")
+            continue
+        name = field if field in given else env_name(field)
+        value = "***" if info.annotation is SecretStr else error["input"]
+        parts.append(f"{name}={value}: must be {allowed(info)}")
+    return "; ".join(parts)
