@@ -111,6 +111,11 @@ def install(api: ApiContext) -> None:
     _installed[:] = [api]
 
 
+def installed() -> ApiContext | None:
+    """The process's context, if one is installed."""
+    return _installed[0] if _installed else None
+
+
 async def context() -> ApiContext:
     """The FastAPI dependency every route takes its replica's state from (async: no thread)."""
     if not _installed:

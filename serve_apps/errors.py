@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from clients.errors import StateUnavailable, Unavailable
 from clients.history import HistoryTimeout, HistoryUnavailable
@@ -29,9 +30,10 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def envelope(status: int, code: str, message: str) -> ORJSONResponse:
+def envelope(status: int, code: str, message: str, headers=None) -> ORJSONResponse:
     """`{"error": {"code", "message"}}`; a 503 says when to retry."""
-    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    if status == 503:
+        headers = {**(headers or {}), "Retry-After": RETRY_AFTER_S}
     body = {"error": {"code": code, "message": message}}
     return ORJSONResponse(body, status_code=status, headers=headers)
 
@@ -90,7 +92,20 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> OR
 
 async def _http_error(request: Request, exc: HTTPException) -> ORJSONResponse:
     code = HTTP_CODES.get(exc.status_code, "http_error")
-    return envelope(exc.status_code, code, str(exc.detail))
+    headers = exc.headers
+    if exc.status_code == 405:  # Starlette names the methods of one route of the path
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+    return envelope(exc.status_code, code, str(exc.detail), headers)
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods of every route of the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _internal_error(request: Request, exc: Exception) -> ORJSONResponse:

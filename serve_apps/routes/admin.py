@@ -4,11 +4,12 @@ forgetting a device, API keys and device tokens, and scaling the shards."""
 import asyncio
 import logging
 from contextlib import suppress
+from typing import Annotated
 
 import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import ORJSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from access.tokens import DeviceTokens
 from actors.archive import DeadLetter
@@ -21,7 +22,18 @@ from engine.pseudonym import new_pseudonym, pseudonym_str
 from engine.timeutil import DAY_MS, parse_time
 from serve_apps.context import Api, ApiContext
 from serve_apps.errors import HISTORY_TIMEOUT_S, ApiError, bad
-from serve_apps.params import note_params, now
+from serve_apps.models import (
+    AuditLog,
+    DeadLetters,
+    Forgotten,
+    HistoryStatus,
+    Keys,
+    Revoked,
+    ScaleAccepted,
+    Status,
+    ok,
+)
+from serve_apps.params import DeviceId, json_int, note_params, now, time_query
 from serve_apps.policy import ADMIN
 from state import forgetting
 from state.layout import layout_of
@@ -34,18 +46,31 @@ MAX_SHARDS = 64
 router = APIRouter()
 
 
+Shards = Annotated[int, Field(ge=1, le=MAX_SHARDS), BeforeValidator(json_int)]
+
+
+def one_of(*fields: str, kind: str) -> ConfigDict:
+    """A body that must give at least one of `fields` (not null), as its schema says too."""
+    given = [{"required": [f], "properties": {f: {"type": kind}}} for f in fields]
+    return ConfigDict(json_schema_extra={"anyOf": given})
+
+
 class ScaleBody(BaseModel):
-    user_shards: int | None = Field(None, ge=1, le=MAX_SHARDS)
-    cell_shards: int | None = Field(None, ge=1, le=MAX_SHARDS)
-    ingest_handlers: int | None = Field(None, ge=1, le=MAX_SHARDS)
+    model_config = one_of("user_shards", "cell_shards", "ingest_handlers", kind="integer")
+
+    user_shards: Shards | None = None
+    cell_shards: Shards | None = None
+    ingest_handlers: Shards | None = None
 
 
 class ArchiveControl(BaseModel):
-    paused: bool | None = None  # stop (True) or resume (False) writing to ClickHouse
-    outage_drill: bool | None = None  # the store refuses every call until False
+    model_config = one_of("paused", "outage_drill", kind="boolean")
+
+    paused: StrictBool | None = None  # stop (True) or resume (False) writing to ClickHouse
+    outage_drill: StrictBool | None = None  # the store refuses every call until False
 
 
-@router.get("/v1/admin/status")
+@router.get("/v1/admin/status", responses=ok(Status))
 async def status(request: Request, api: Api) -> ORJSONResponse:
     """For operators (admin): every shard's figures, the history snapshotter's state and
     the last scale's progress (`rebalance`: running, done, failed or interrupted)."""
@@ -60,7 +85,7 @@ async def status(request: Request, api: Api) -> ORJSONResponse:
     return ORJSONResponse({**body, "rebalance": scaling, "history": history})
 
 
-@router.post("/v1/admin/archive")
+@router.post("/v1/admin/archive", responses=ok(HistoryStatus))
 async def archive(request: Request, api: Api, body: ArchiveControl) -> ORJSONResponse:
     """For operators (admin): pause writes to ClickHouse for a maintenance (`paused`), or
     rehearse an outage (`outage_drill`: every store call refused, as a ClickHouse that is
@@ -77,7 +102,7 @@ async def archive(request: Request, api: Api, body: ArchiveControl) -> ORJSONRes
     return ORJSONResponse(await api.history_status())
 
 
-@router.get("/v1/admin/deadletter")
+@router.get("/v1/admin/deadletter", responses=ok(DeadLetters))
 async def deadletter(
     request: Request,
     api: Api,
@@ -91,12 +116,12 @@ async def deadletter(
     return ORJSONResponse({"total": len(dead), "entries": entries})
 
 
-@router.get("/v1/admin/audit")
+@router.get("/v1/admin/audit", responses=ok(AuditLog, 504))
 async def audit(
     request: Request,
     api: Api,
-    from_: str | None = Query(None, alias="from"),
-    to: str | None = None,
+    from_: str | None = time_query(None, alias="from", description="a day before `to` unless told"),
+    to: str | None = time_query(None, description="now unless told"),
     key: str | None = Query(None, max_length=64),
     route: str | None = Query(None, max_length=200),
     limit: int = Query(100, ge=1, le=10_000),
@@ -117,8 +142,8 @@ async def audit(
     return ORJSONResponse({"from": t0, "to": t1, "entries": entries})
 
 
-@router.delete("/v1/admin/devices/{device_id}")
-async def forget(request: Request, api: Api, device_id: str) -> ORJSONResponse:
+@router.delete("/v1/admin/devices/{device_id}", responses=ok(Forgotten, 404))
+async def forget(request: Request, api: Api, device_id: DeviceId) -> ORJSONResponse:
     """For operators (admin): forget a device, named by its raw id or pseudonym
     (state/forgetting.py). Its id leaves the directory, it leaves live state as if its
     presence ended now, its raw pings are deleted from history and its presence re-keyed
@@ -149,7 +174,7 @@ async def forget(request: Request, api: Api, device_id: str) -> ORJSONResponse:
     return ORJSONResponse({"device_id": device_id, "live": live, "history": history})
 
 
-@router.get("/v1/admin/keys")
+@router.get("/v1/admin/keys", responses=ok(Keys))
 async def list_keys(request: Request, api: Api) -> ORJSONResponse:
     """For operators (admin): every API key's id, role, label, creation and last use (ms
     since the epoch; the last use to within a minute, null if never seen)."""
@@ -157,7 +182,7 @@ async def list_keys(request: Request, api: Api) -> ORJSONResponse:
     return ORJSONResponse({"keys": await asyncio.to_thread(api.auth.keys.list)})
 
 
-@router.delete("/v1/admin/keys/{key_id}")
+@router.delete("/v1/admin/keys/{key_id}", responses=ok(Revoked, 404))
 async def revoke_key(request: Request, api: Api, key_id: str) -> ORJSONResponse:
     """For operators (admin): revoke a key by its id. Every replica and ingest handler
     refuses it within a second; its open ingest streams end with UNAUTHENTICATED."""
@@ -167,7 +192,7 @@ async def revoke_key(request: Request, api: Api, key_id: str) -> ORJSONResponse:
     return ORJSONResponse({"revoked": "key", "id": key_id})
 
 
-@router.delete("/v1/admin/tokens/{token_id}")
+@router.delete("/v1/admin/tokens/{token_id}", responses=ok(Revoked))
 async def revoke_token(
     request: Request, api: Api, token_id: str, device: bool = False
 ) -> ORJSONResponse:
@@ -183,7 +208,7 @@ async def revoke_token(
     return ORJSONResponse({"revoked": kind, "id": what})
 
 
-@router.post("/v1/admin/scale", status_code=202)
+@router.post("/v1/admin/scale", status_code=202, responses=ok(ScaleAccepted, 409, status=202))
 async def scale(request: Request, api: Api, body: ScaleBody):
     """For operators (admin): change the user and cell shard counts while ingest goes on
     (devices move over the hash ring; nothing is lost or counted twice), and the number

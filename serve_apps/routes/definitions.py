@@ -4,12 +4,13 @@ stored and sent to the shards by `Definitions`. Each is idempotent."""
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from engine.timeutil import parse_time
 from serve_apps.context import Api
 from serve_apps.errors import bad
-from serve_apps.params import check_id, note_params
+from serve_apps.models import DoorwayDefined, Installed, ResetDone, SpaceDefined, ok
+from serve_apps.params import BodyTime, IdPath, check_id, note_params
 from serve_apps.policy import ADMIN
 
 router = APIRouter()
@@ -17,7 +18,7 @@ router = APIRouter()
 
 class PolygonSpaceBody(BaseModel):
     name: str = Field("", max_length=200)
-    polygon: dict | None = None
+    polygon: dict | None = Field(None, description="a GeoJSON Polygon; none: a door space")
 
 
 class DoorwayBody(BaseModel):
@@ -27,17 +28,18 @@ class DoorwayBody(BaseModel):
 
 class InstallationBody(BaseModel):
     sensor_id: str = Field(min_length=1, max_length=128)
-    from_: str | int = Field(alias="from")
+    from_: BodyTime = Field(alias="from")
     positive: Literal["in", "out"] = "in"
-    doorway_removed: bool = False
+    doorway_removed: StrictBool = False
 
 
 class ResetBody(BaseModel):
-    at: str | int
+    at: BodyTime
 
 
-@router.put("/v1/spaces/{space_id}")
-async def put_space(request: Request, api: Api, space_id: str, body: PolygonSpaceBody):
+@router.put("/v1/spaces/{space_id}", responses=ok(SpaceDefined))
+async def put_space(request: Request, api: Api, space_id: IdPath, body: PolygonSpaceBody):
+    """Define a polygon space (with `polygon`) or a door space (without)."""
     api.role(request, ADMIN)
     check_id(space_id)
     note_params(request, name=body.name, kind="door" if body.polygon is None else "polygon")
@@ -49,8 +51,9 @@ async def put_space(request: Request, api: Api, space_id: str, body: PolygonSpac
     return {"space": space_id, "kind": "door", "name": body.name}
 
 
-@router.put("/v1/doorways/{doorway_id}")
-async def put_doorway(request: Request, api: Api, doorway_id: str, body: DoorwayBody):
+@router.put("/v1/doorways/{doorway_id}", responses=ok(DoorwayDefined))
+async def put_doorway(request: Request, api: Api, doorway_id: IdPath, body: DoorwayBody):
+    """Define a doorway between two door spaces (`outside` null: the world)."""
     api.role(request, ADMIN)
     check_id(doorway_id)
     note_params(request, inside=body.inside, outside=body.outside)
@@ -59,8 +62,11 @@ async def put_doorway(request: Request, api: Api, doorway_id: str, body: Doorway
     return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
 
 
-@router.post("/v1/doorways/{doorway_id}/installations", status_code=201)
-async def install(request: Request, api: Api, doorway_id: str, body: InstallationBody):
+@router.post(
+    "/v1/doorways/{doorway_id}/installations", status_code=201, responses=ok(Installed, status=201)
+)
+async def install(request: Request, api: Api, doorway_id: IdPath, body: InstallationBody):
+    """A door sensor counts at this doorway from `from` (or, `doorway_removed`, nowhere)."""
     api.role(request, ADMIN)
     note_params(
         request,
@@ -82,8 +88,9 @@ async def install(request: Request, api: Api, doorway_id: str, body: Installatio
     }
 
 
-@router.post("/v1/spaces/{space_id}/resets", status_code=201)
-async def reset(request: Request, api: Api, space_id: str, body: ResetBody):
+@router.post("/v1/spaces/{space_id}/resets", status_code=201, responses=ok(ResetDone, status=201))
+async def reset(request: Request, api: Api, space_id: IdPath, body: ResetBody):
+    """A door space's count is 0 at `at` (a count corrected by hand)."""
     api.role(request, ADMIN)
     note_params(request, at=body.at)
     with bad("bad_time"):

@@ -15,13 +15,33 @@ from engine.timeutil import parse_day
 from serve_apps import params
 from serve_apps.context import Api
 from serve_apps.errors import ApiError, bad
+from serve_apps.models import DevicePath, Devices, Distance, Dwell, errors, ok
+from serve_apps.params import DeviceId, bbox_query, day_query, time_query
 from serve_apps.policy import ADMIN, READ_ROLES, per_device
 
 router = APIRouter()
 
+FROM = time_query(
+    alias="from", description="the period's start (included)", example="2026-01-01T00:00:00Z"
+)
+TO = time_query(
+    description="the period's end (excluded), after `from`", example="2026-01-02T00:00:00Z"
+)
+EXPORT = {
+    200: {
+        "description": "The rows as a file",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for _, media in EXPORT_FORMATS.values()
+        },
+    },
+    **errors(504),
+}
 
-@router.get("/v1/users/{device_id}/dwell")
-async def dwell(request: Request, api: Api, device_id: str, day: str):
+
+@router.get("/v1/users/{device_id}/dwell", responses=ok(Dwell, 404, 504))
+async def dwell(request: Request, api: Api, device_id: DeviceId, day: str = day_query()):
+    """Seconds a device spent per cell and per space in a UTC day."""
     api.role(request, ADMIN)
     with bad("bad_day"):
         d = parse_day(day)
@@ -49,14 +69,18 @@ async def dwell(request: Request, api: Api, device_id: str, day: str):
     )
 
 
-@router.get("/v1/history/devices")
+@router.get("/v1/history/devices", responses=ok(Devices, 504))
 async def history_devices(
     request: Request,
     api: Api,
-    from_: str = Query(alias="from"),
-    to: str = Query(),
-    bbox: str | None = None,
-    polygon: str | None = None,
+    from_: str = FROM,
+    to: str = TO,
+    bbox: str | None = bbox_query(None),
+    polygon: str | None = Query(
+        None,
+        description="a GeoJSON Polygon, in place of bbox",
+        json_schema_extra=params.POLYGON_SCHEMA,
+    ),
     limit: int = Query(1000, ge=1, le=100_000),
     timeout_s: float = Query(30.0, gt=0, le=300),
 ):
@@ -81,14 +105,15 @@ async def history_devices(
     return ORJSONResponse({"devices": devices, "truncated": truncated})
 
 
-@router.get("/v1/history/path/{device_id}")
+@router.get("/v1/history/path/{device_id}", responses=ok(DevicePath, 404, 504))
 async def history_path(
     request: Request,
     api: Api,
-    device_id: str,
-    from_: str = Query(alias="from"),
-    to: str = Query(),
+    device_id: DeviceId,
+    from_: str = FROM,
+    to: str = TO,
 ):
+    """A device's applied pings in [from, to)."""
     api.role(request, ADMIN)
     t0, t1 = params.period(from_, to)
     key = api.device(request, device_id)
@@ -101,13 +126,13 @@ async def history_path(
     )
 
 
-@router.get("/v1/history/distance")
+@router.get("/v1/history/distance", responses=ok(Distance, 404, 504))
 async def history_distance(
     request: Request,
     api: Api,
-    from_: str = Query(alias="from"),
-    to: str = Query(),
-    device_id: str | None = None,
+    from_: str = FROM,
+    to: str = TO,
+    device_id: str | None = Query(None, json_schema_extra={"minLength": 1, "maxLength": 128}),
     timeout_s: float = Query(30.0, gt=0, le=300),
 ):
     """Metres between consecutive applied pings in [from, to) per device (admins) and their
@@ -134,13 +159,13 @@ async def history_distance(
     return ORJSONResponse(body)
 
 
-@router.get("/v1/export")
+@router.get("/v1/export", responses=EXPORT, response_class=Response)
 async def export(
     request: Request,
     api: Api,
     what: Literal["pings", "cells", "spaces", "dwell", "doors"],
-    from_: str = Query(alias="from"),
-    to: str = Query(),
+    from_: str = FROM,
+    to: str = TO,
     format: Literal["csv", "json", "parquet", "arrow"] = "csv",
 ):
     """A download of history rows with their time in [from, to); devices as pseudonyms."""

@@ -12,23 +12,46 @@ from engine.geo import BBox
 from serve_apps import params
 from serve_apps.context import Api, ApiContext
 from serve_apps.errors import ApiError, bad, within
+from serve_apps.models import (
+    CellAnswer,
+    Cells,
+    SpaceCount,
+    SpaceList,
+    errors,
+    ok,
+)
+from serve_apps.params import CellPath, bbox_query, time_query
 from serve_apps.policy import READ_ROLES
 
 MAX_TOP = 1_000
 MAX_HEATMAP_CELLS = 50_000
+GEOJSON = "application/geo+json"
+RES = Query(None, description="H3 resolution, 0 to the engine's (its own by default)")
+AT = time_query(None, description="a past minute (from history) instead of live counts")
 
 router = APIRouter()
 
 
-@router.get("/v1/heatmap")
+HEATMAP = {
+    200: {
+        "model": Cells,
+        "description": "Cells with their counts, or GeoJSON (`format=geojson`)",
+        "content": {GEOJSON: {"schema": {"$ref": "#/components/schemas/FeatureCollection"}}},
+    },
+    **errors(504),
+}
+
+
+@router.get("/v1/heatmap", responses=HEATMAP)
 async def heatmap(
     request: Request,
     api: Api,
-    bbox: str,
-    res: int | None = None,
+    bbox: str = bbox_query(),
+    res: int | None = RES,
     format: Literal["cells", "geojson"] = "cells",
-    at: str | None = None,
+    at: str | None = AT,
 ):
+    """Counts of every occupied cell in a bbox: live, or `at=` a past minute."""
     role = api.role(request, READ_ROLES)
     box, r = params.bbox(bbox), params.res(res, api.spec)
     t, k = params.at(at), api.floor.k(role)
@@ -38,7 +61,8 @@ async def heatmap(
         else:
             call = api.history.heatmap(r, t, BBox.to_tuple(box))
         counts = await api.from_history(request, call)
-        return params.json_bytes(_heatmap_body(api, counts, t, r, format, role))
+        body = _heatmap_body(api, counts, t, r, format, role)
+        return params.json_bytes(body, GEOJSON if format == "geojson" else "application/json")
 
     async def make() -> bytes:
         now = params.now()
@@ -49,7 +73,7 @@ async def heatmap(
         return _heatmap_body(api, counts, now, r, format, role)
 
     body = await api.cache.shared(("heatmap", r, bbox, format, role == "admin"), make)
-    return params.json_bytes(body)
+    return params.json_bytes(body, GEOJSON if format == "geojson" else "application/json")
 
 
 def _heatmap_body(api: ApiContext, counts: dict, now: int, r: int, format: str, role: str):
@@ -76,15 +100,16 @@ def _heatmap_body(api: ApiContext, counts: dict, now: int, r: int, format: str, 
     return orjson.dumps({"res": r, "as_of": now, "cells": cells})
 
 
-@router.get("/v1/top")
+@router.get("/v1/top", responses=ok(Cells, 504))
 async def top(
     request: Request,
     api: Api,
     n: int = Query(10, ge=1, le=MAX_TOP),
-    res: int | None = None,
-    bbox: str | None = None,
-    at: str | None = None,
+    res: int | None = RES,
+    bbox: str | None = bbox_query(None),
+    at: str | None = AT,
 ):
+    """The `n` cells with the most devices, most first."""
     role = api.role(request, READ_ROLES)
     box, r = params.bbox(bbox), params.res(res, api.spec)
     t, k = params.at(at), api.floor.k(role)
@@ -108,8 +133,9 @@ async def top(
     return params.json_bytes(body)
 
 
-@router.get("/v1/cells/{cell}")
-async def cell(request: Request, api: Api, cell: str, at: str | None = None):
+@router.get("/v1/cells/{cell}", responses=ok(CellAnswer, 504))
+async def cell(request: Request, api: Api, cell: CellPath, at: str | None = AT):
+    """One cell's count."""
     role = api.role(request, READ_ROLES)
     with bad("bad_cell"):
         c = parse_cell(cell)
@@ -131,11 +157,11 @@ async def cell(request: Request, api: Api, cell: str, at: str | None = None):
     )
 
 
-@router.get("/v1/spaces")
+@router.get("/v1/spaces", responses=ok(SpaceList, 504))
 async def spaces(
     request: Request,
     api: Api,
-    at: str | None = None,
+    at: str | None = AT,
     geometry: bool = False,
 ):
     """Every space with its count (live, or `at=` as `GET /v1/spaces/{id}` answers it),
@@ -161,8 +187,9 @@ async def spaces(
     return ORJSONResponse({"as_of": t if t is not None else params.now(), "spaces": out})
 
 
-@router.get("/v1/spaces/{space_id}")
-async def space(request: Request, api: Api, space_id: str, at: str | None = None):
+@router.get("/v1/spaces/{space_id}", responses=ok(SpaceCount, 404, 504))
+async def space(request: Request, api: Api, space_id: str, at: str | None = AT):
+    """One space's count."""
     role = api.role(request, READ_ROLES)
     kind = api.definitions.kind(space_id)
     if kind is None:

@@ -284,7 +284,7 @@ class Job:
     target: dict = field(default_factory=lambda: {"target_version": 2})
 
     def accepted(self):
-        return {"status": "accepted", **self.target}
+        return {"id": "scale-1", "state": "running", **self.target}
 
 
 class Scaler:

@@ -1,0 +1,261 @@
+"""The API's answers as OpenAPI documents them: models of the bodies the routes write.
+
+They describe, they do not serialize: routes keep writing their bodies themselves (the live
+heatmap and top-N ones are bytes shared between requests), and a route names its model in
+`responses=` (`ok`) so FastAPI never validates or re-encodes an answer."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Ms = int  # milliseconds since the epoch
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable: `bad_bbox`, `unauthenticated`, ...")
+    message: str = Field(description="for people")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API, whatever its status."""
+
+    error: ErrorDetail
+
+
+ERRORS = {
+    400: "A malformed parameter or body (`error.code` names which rule it broke)",
+    401: "No API key, or one that is unknown or revoked (`Authorization: Bearer <key>`)",
+    403: "The key's role may not ask this",
+    404: "No such resource",
+    409: "Refused in the engine's current state",
+    413: "The request body is larger than 1 MiB",
+    500: "A bug: the engine failed to answer",
+    503: "A dependency (Redis, a shard, history) is unavailable; `Retry-After` says when to retry",
+    504: "A history query took longer than its time",
+}
+RETRY_AFTER = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries of error answers: each the envelope."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {"model": ErrorBody, "description": ERRORS[status]}
+        if status == 503:
+            out[status]["headers"] = RETRY_AFTER
+    return out
+
+
+def ok(model: type[BaseModel], *error_statuses: int, status: int = 200) -> dict:
+    """`responses=` of a route: its answer, and the errors of its own (`errors`)."""
+    return {status: {"model": model}, **errors(*error_statuses)}
+
+
+class Loose(BaseModel):
+    """An object with the fields named and perhaps others (figures that grow with the engine)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# -- counts ------------------------------------------------------------------------------------
+
+
+class CellCount(BaseModel):
+    cell: str = Field(description="H3 cell id (hex)")
+    count: int
+
+
+class Cells(BaseModel):
+    """Cells with their counts; viewers' answers leave out those the privacy floor hides."""
+
+    res: int
+    as_of: Ms
+    cells: list[CellCount]
+
+
+class Polygon(BaseModel):
+    type: Literal["Polygon"]
+    coordinates: list[list[list[float]]] = Field(description="rings of [lng, lat]")
+
+
+class Feature(BaseModel):
+    type: Literal["Feature"]
+    geometry: Polygon
+    properties: CellCount
+
+
+class FeatureCollection(BaseModel):
+    """The heatmap as GeoJSON (`format=geojson`), one hexagon per cell."""
+
+    type: Literal["FeatureCollection"]
+    res: int
+    as_of: Ms
+    features: list[Feature]
+
+
+class CellAnswer(BaseModel):
+    cell: str
+    count: int
+    as_of: Ms
+
+
+class SpaceItem(BaseModel):
+    space: str
+    name: str
+    kind: Literal["polygon", "door"]
+    count: int
+    polygon: dict[str, Any] | None = Field(
+        None, description="the GeoJSON polygon of a polygon space (`geometry=true`)"
+    )
+
+
+class SpaceList(BaseModel):
+    as_of: Ms
+    spaces: list[SpaceItem]
+
+
+class SpaceCount(BaseModel):
+    space: str
+    kind: Literal["polygon", "door"]
+    count: int
+    as_of: Ms
+
+
+# -- devices and history -----------------------------------------------------------------------
+
+
+class CellSeconds(BaseModel):
+    cell: str
+    seconds: float
+
+
+class SpaceSeconds(BaseModel):
+    space: str
+    seconds: float
+
+
+class Dwell(BaseModel):
+    device_id: str
+    day: str
+    cells: list[CellSeconds]
+    spaces: list[SpaceSeconds]
+
+
+class DeviceSeen(BaseModel):
+    device_id: str = Field(description="raw id for admins where known, else its pseudonym")
+    first_seen: Ms
+    last_seen: Ms
+
+
+class Devices(BaseModel):
+    devices: list[DeviceSeen]
+    truncated: bool
+
+
+class PathPoint(BaseModel):
+    ts: Ms
+    lat: float
+    lng: float
+
+
+class DevicePath(BaseModel):
+    device_id: str
+    points: list[PathPoint]
+
+
+class DeviceMeters(BaseModel):
+    device_id: str
+    meters: float
+
+
+class Distance(BaseModel):
+    average_meters: float
+    device_count: int
+    devices: list[DeviceMeters] | None = Field(None, description="per device, for admins")
+
+
+# -- definitions -------------------------------------------------------------------------------
+
+
+class SpaceDefined(BaseModel):
+    space: str
+    kind: Literal["polygon", "door"]
+    name: str
+    cells: int | None = Field(None, description="the cells a polygon space covers")
+
+
+class DoorwayDefined(BaseModel):
+    doorway: str
+    inside: str
+    outside: str | None
+
+
+class Installed(BaseModel):
+    doorway: str
+    sensor_id: str
+    from_: Ms = Field(alias="from")
+    positive: Literal["in", "out"]
+
+
+class ResetDone(BaseModel):
+    space: str
+    at: Ms
+
+
+# -- operations --------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str] = Field(description="per dependency: ok, catching up, or the error")
+    as_of: Ms
+    archive_lag_s: float
+
+
+class HistoryStatus(Loose):
+    """The history snapshotter's state, or `{"error"}` when it does not answer."""
+
+
+class Status(Loose):
+    as_of: Ms
+    layout: dict[str, Any]
+    shards: list[dict[str, Any]]
+    pending_layout: dict[str, Any] | None = None
+    rebalance: dict[str, Any] | None
+    history: dict[str, Any]
+
+
+class DeadLetters(BaseModel):
+    total: int
+    entries: list[dict[str, Any]]
+
+
+class AuditLog(BaseModel):
+    from_: Ms = Field(alias="from")
+    to: Ms
+    entries: list[dict[str, Any]]
+
+
+class Forgotten(BaseModel):
+    device_id: str
+    live: Literal["done", "pending"]
+    history: str = Field(description="done, or the step history still has to take")
+
+
+class KeyInfo(Loose):
+    id: str
+    role: str
+
+
+class Keys(BaseModel):
+    keys: list[KeyInfo]
+
+
+class Revoked(BaseModel):
+    revoked: Literal["key", "token", "device"]
+    id: str
+
+
+class ScaleAccepted(Loose):
+    id: str
+    state: Literal["running"]
