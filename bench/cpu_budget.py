@@ -6,6 +6,9 @@ time from /proc before and after each phase:
 
 - idle: nothing sent, for `--idle-seconds`; its CPU a second, per kind, is what each phase's
   figures have subtracted (idle × the phase's length);
+Ping times are relative to each phase's start (`--round-s` apart, ending `--round-s` before
+it), so no device's presence expires during the bench.
+
 - warm-up: every device's first ping, batched (`SendPings`, 1,000 pre-serialized pings a call,
   4 calls in flight): new devices, new pseudonyms;
 - steady state: `--rounds` more pings a device, batched, the devices known and a fraction
@@ -140,9 +143,9 @@ def batches_of(pings: list[pb.Ping], size: int = 1_000) -> list[bytes]:
     ]
 
 
-def stream_node(target: str, token: str, pings: list[pb.Ping], streams: int) -> int:
-    """The pings over `streams` StreamPings streams from Node.js senders, as fast as acked;
-    the pings acked."""
+def stream_node(target: str, token: str, pings: list[pb.Ping], streams: int, start) -> int:
+    """The pings over `streams` StreamPings streams from Node.js senders, as fast as acked
+    (`start()` called once they are written out); the pings acked."""
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for k in range(streams):
@@ -152,6 +155,7 @@ def stream_node(target: str, token: str, pings: list[pb.Ping], streams: int) -> 
                     m = p.SerializeToString()
                     f.write(len(m).to_bytes(4, "little") + m)
             files.append(path)
+        start()
         start_at = int(time.time() * 1000) + 1_000 + 300 * streams
         command = ["nice", "-n", "15", "node", str(NODE_CLIENT / "client.js"), target, token]
         tail = ["600", "0", str(start_at), "2000"]
@@ -163,9 +167,15 @@ def stream_node(target: str, token: str, pings: list[pb.Ping], streams: int) -> 
 
 
 def measured(send, idle_rate: dict[str, float]) -> dict:
-    """CPU by kind from `send()`'s first ping until history has archived the last, less idle."""
-    before, t0 = cpu_by_kind(), time.monotonic()
-    pings = send()
+    """CPU by kind from `send(start)`'s first ping (it calls `start()` once its messages are
+    built) until history has archived the last, less idle."""
+    marks = {}
+
+    def start() -> None:
+        marks["cpu"], marks["t"] = cpu_by_kind(), time.monotonic()
+
+    pings = send(start)
+    before, t0 = marks["cpu"], marks["t"]
     wait_for_history()
     after, elapsed = cpu_by_kind(), time.monotonic() - t0
     cpu = {k: after[k] - before[k] - idle_rate[k] * elapsed for k in KINDS}
@@ -194,20 +204,23 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=4, help="steady-state pings a device")
     ap.add_argument("--move", type=float, default=0.1, help="pings in another cell, a fraction")
-    ap.add_argument("--round-s", type=int, default=10, help="seconds between a device's pings")
+    ap.add_argument("--round-s", type=int, default=5, help="seconds between a device's pings")
     ap.add_argument("--idle-seconds", type=float, default=20.0)
     ap.add_argument("--in-flight", type=int, default=4)
     ap.add_argument("--streams", type=int, default=4)
     args = ap.parse_args()
 
     where = positions(args.devices, args.rounds + 2, args.move)
-    base = int(time.time() * 1000) - (args.rounds + 3) * args.round_s * 1000
-    ts = [base + r * args.round_s * 1000 for r in range(args.rounds + 2)]
-    warm = batches_of(round_pings(where[0], ts[0]))
-    steady = [
-        b for r in range(1, args.rounds + 1) for b in batches_of(round_pings(where[r], ts[r]))
-    ]
-    stream = round_pings(where[-1], ts[-1])
+    gap = args.round_s * 1000
+
+    def pings_of(rounds: range) -> list[pb.Ping]:
+        """The rounds' pings, their times ending `round_s` before now and `round_s` apart:
+        relative to each phase's start, so no device's presence expires during the bench."""
+        end = int(time.time() * 1000) - gap
+        last = len(rounds) - 1
+        return [
+            p for k, r in enumerate(rounds) for p in round_pings(where[r], end - (last - k) * gap)
+        ]
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), grpc_port=0, http_port=free_port())
@@ -225,8 +238,10 @@ def main() -> None:
             after, idle_s = cpu_by_kind(), time.monotonic() - t0
             idle_rate = {k: (after[k] - before[k]) / idle_s for k in KINDS}
 
-            def batched(batches):
-                def send():
+            def batched(rounds: range):
+                def send(start):
+                    batches = batches_of(pings_of(rounds))
+                    start()
                     r = bench_batched(channel, auth, batches, 3_600.0, args.in_flight)
                     assert not r["errors"], r
                     return r["accepted"] + r["late"]
@@ -234,12 +249,19 @@ def main() -> None:
                 return send
 
             phases = {
-                "warm-up (new devices)": measured(batched(warm), idle_rate),
-                "steady state, SendPings": measured(batched(steady), idle_rate),
+                "warm-up (new devices)": measured(batched(range(1)), idle_rate),
+                "steady state, SendPings": measured(batched(range(1, args.rounds + 1)), idle_rate),
             }
             if node_client_ready():
                 phases["steady state, StreamPings"] = measured(
-                    lambda: stream_node(target, auth[0][1], stream, args.streams), idle_rate
+                    lambda start: stream_node(
+                        target,
+                        auth[0][1],
+                        pings_of(range(args.rounds + 1, args.rounds + 2)),
+                        args.streams,
+                        start,
+                    ),
+                    idle_rate,
                 )
         finally:
             engine.stop()
