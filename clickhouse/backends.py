@@ -11,8 +11,6 @@ from typing import Protocol
 
 import orjson
 
-from clickhouse.arrow_block import arrow_block, arrow_type
-
 DATABASE = "occupancy"
 _TOKEN = re.compile(r"^[\w:.\-]{1,200}$")
 
@@ -55,10 +53,8 @@ class ChdbBackend:
         self.session = session.Session(str(path))
         self.session.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         self.session.query(f"USE {DATABASE}")
-        self._types: dict[str, dict[str, object]] = {}  # table -> column -> Arrow type
 
     def execute(self, sql: str, params: dict | None = None) -> None:
-        self._types.clear()  # a migration may have changed a table
         self.session.query(sql, "Null", params=params or {})
 
     def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
@@ -84,28 +80,11 @@ class ChdbBackend:
         settings = ""
         if token:
             settings = f" SETTINGS insert_deduplication_token = '{_check_token(token)}'"
-        head = f"INSERT INTO {table} ({', '.join(columns)}){settings}"
-        types = self._column_types(table)
-        block = arrow_block(columns, data, [types.get(c) for c in columns])
-        if block is not None:
-            # Arrow columns: ClickHouse reads them as they are, with no text to parse (about
-            # half the CPU of the JSON below for raw pings); chDB finds `block` by its name
-            self.session.query(f"{head} SELECT * FROM Python(block)")
-            return
         # one JSON array per column: ~3x the rows/s of a JSON array per row (orjson does it in C)
-        text = orjson.dumps(list(data)).decode()
-        self.session.query(f"{head} FORMAT JSONCompactColumns\n{text}")
-
-    def _column_types(self, table: str) -> dict:
-        found = self._types.get(table)
-        if found is None:
-            rows = self.rows(
-                "SELECT name, type FROM system.columns"
-                " WHERE database = currentDatabase() AND table = {t:String}",
-                {"t": table},
-            )
-            found = self._types[table] = {name: arrow_type(kind) for name, kind in rows}
-        return found
+        self.session.query(
+            f"INSERT INTO {table} ({', '.join(columns)}){settings} FORMAT JSONCompactColumns\n"
+            + orjson.dumps(list(data)).decode()
+        )
 
     def raw(self, sql: str, params: dict, fmt: str) -> bytes:
         return self.session.query(sql, fmt, params=params).bytes()
