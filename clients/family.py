@@ -142,3 +142,19 @@ class Family:
             call(self.handle(name))
         except Exception as exc:
             _raise_mapped(exc)
+
+
+class Shards(Family):
+    """A shard family of the layout: what every shard answers (its figures, its pid)."""
+
+    def names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    async def stats(self, shard: str) -> dict:
+        return await self._one(shard, lambda s: s.stats.remote())
+
+    async def stats_all(self) -> list[dict]:
+        return await self._each(self.names(), lambda s: s.stats.remote())
+
+    async def pids(self) -> list[int]:
+        return await self._each(self.names(), lambda s: s.pid.remote())

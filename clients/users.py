@@ -5,11 +5,11 @@ errors mapped as `clients.family` says."""
 
 from collections.abc import Iterable
 
-from clients.family import Family
+from clients.family import Shards
 from engine.record import PingRecord
 
 
-class UserShards(Family):
+class UserShards(Shards):
     """The user shards of the layout followed; calls to one shard take its name."""
 
     def names(self) -> tuple[str, ...]:
@@ -78,12 +78,3 @@ class UserShards(Family):
 
     async def minute_counts(self, since: int) -> list[dict]:
         return await self._each(self.names(), lambda u: u.minute_counts.remote(since))
-
-    async def stats(self, shard: str) -> dict:
-        return await self._one(shard, lambda u: u.stats.remote())
-
-    async def stats_all(self) -> list[dict]:
-        return await self._each(self.names(), lambda u: u.stats.remote())
-
-    async def pids(self) -> list[int]:
-        return await self._each(self.names(), lambda u: u.pid.remote())

@@ -6,14 +6,11 @@ receivers apply them idempotently by seq, and a restarted receiver rebuilds from
 shards, so a lost update is repaired.
 """
 
-from clients.family import Family
+from clients.family import Shards
 
 
-class ViewShards(Family):
+class ViewShards(Shards):
     """What cell and space shards both answer: updates, listings, layout, figures."""
-
-    def names(self) -> tuple[str, ...]:
-        raise NotImplementedError
 
     def send_updates(self, routed: dict[str, list]) -> None:
         for shard, updates in routed.items():
@@ -30,15 +27,6 @@ class ViewShards(Family):
 
     async def rebuild(self, shard: str) -> int:
         return await self._one(shard, lambda v: v.rebuild.remote())
-
-    async def stats(self, shard: str) -> dict:
-        return await self._one(shard, lambda v: v.stats.remote())
-
-    async def stats_all(self) -> list[dict]:
-        return await self._each(self.names(), lambda v: v.stats.remote())
-
-    async def pids(self) -> list[int]:
-        return await self._each(self.names(), lambda v: v.pid.remote())
 
 
 class CellShards(ViewShards):

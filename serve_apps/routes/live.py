@@ -62,17 +62,17 @@ async def heatmap(
             call = api.history.heatmap(r, t, BBox.to_tuple(box))
         counts = await api.from_history(request, call)
         body = _heatmap_body(api, counts, t, r, format, role)
-        return params.json_bytes(body, GEOJSON if format == "geojson" else "application/json")
+    else:
 
-    async def make() -> bytes:
-        now = params.now()
-        if k:
-            counts = await api.queries.floored_heatmap(r, box, k)
-        else:
-            counts = await api.queries.heatmap(r, box)
-        return _heatmap_body(api, counts, now, r, format, role)
+        async def make() -> bytes:
+            now = params.now()
+            if k:
+                counts = await api.queries.floored_heatmap(r, box, k)
+            else:
+                counts = await api.queries.heatmap(r, box)
+            return _heatmap_body(api, counts, now, r, format, role)
 
-    body = await api.cache.shared(("heatmap", r, bbox, format, role == "admin"), make)
+        body = await api.cache.shared(("heatmap", r, bbox, format, role == "admin"), make)
     return params.json_bytes(body, GEOJSON if format == "geojson" else "application/json")
 
 
