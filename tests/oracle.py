@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import threading
 
 from h3.api import basic_int as h3i
 
@@ -46,6 +47,7 @@ class Oracle:
         self.resets: list[tuple[str, int]] = []
         self._space_cells: dict[str, set[int]] = {}
         self._cut: dict[str, int] = {}  # forgotten devices' past, by its new name: forgotten at
+        self._log_lock = threading.Lock()
 
     # -- the log --------------------------------------------------------------------------------
 
@@ -61,9 +63,11 @@ class Oracle:
         )
         if not valid:
             return "rejected"
-        earlier = [p[2] for p in self._of.get(device, [])]
-        self.pings.append((recv_ms, device, ts_ms, lat, lng))
-        self._of.setdefault(device, []).append(self.pings[-1])
+        ping = (recv_ms, device, ts_ms, lat, lng)
+        with self._log_lock:  # senders on several threads log into one oracle
+            earlier = [p[2] for p in self._of.get(device, [])]
+            self.pings.append(ping)
+            self._of.setdefault(device, []).append(ping)
         return "applied" if all(ts_ms > t for t in earlier) else "late"
 
     def door_event(self, recv_ms: int, sensor: str, ts_ms: int, direction: int) -> str:
@@ -82,16 +86,17 @@ class Oracle:
         """The device is forgotten at `now`: its past goes on under a new name nobody asks
         about, its presence ending at `now` at the latest; the id itself starts afresh (its
         next ping is a new device's first). The new name, or None if the device sent nothing."""
-        pings = self._of.pop(device, None)
-        if not pings:
-            return None
-        name = f"forgotten-{len(self._cut)}"
-        self._cut[name] = now
-        self.pings = [
-            (r, name if d == device else d, ts, lat, lng) for r, d, ts, lat, lng in self.pings
-        ]
-        self._of[name] = [(r, name, ts, lat, lng) for r, _, ts, lat, lng in pings]
-        return name
+        with self._log_lock:
+            pings = self._of.pop(device, None)
+            if not pings:
+                return None
+            name = f"forgotten-{len(self._cut)}"
+            self._cut[name] = now
+            self.pings = [
+                (r, name if d == device else d, ts, lat, lng) for r, d, ts, lat, lng in self.pings
+            ]
+            self._of[name] = [(r, name, ts, lat, lng) for r, _, ts, lat, lng in pings]
+            return name
 
     def forgotten(self, name: str) -> bool:
         """Whether `name` is the past of a forgotten device (no raw id names it any more)."""
