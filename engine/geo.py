@@ -2,7 +2,10 @@
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 EARTH_RADIUS_M = 6_371_008.8
 
@@ -13,6 +16,17 @@ def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     dp, dl = p2 - p1, math.radians(lng2 - lng1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def haversine_many(
+    lat1: Sequence[float], lng1: Sequence[float], lat2: Sequence[float], lng2: Sequence[float]
+) -> list[float]:
+    """`haversine_m` of each position's four values, for a whole batch at once (the same
+    formula in numpy: equal to it but for the last bits)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(np.subtract(lng2, lng1))
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return (2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))).tolist()
 
 
 @dataclass(frozen=True, slots=True)

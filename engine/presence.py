@@ -5,7 +5,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from engine.geo import haversine_m
+from engine.geo import haversine_many
 
 NOWHERE = 0  # no H3 cell has id 0
 
@@ -81,7 +81,8 @@ class PresenceTracker:
     [ts_i, min(ts_{i+1}, ts_i + ttl)). The tracker emits, into outboxes the caller drains:
     `Move`s when a present cell changes (at a ping, when a future-dated ping comes due, or at
     expiry); `Interval`s once they are settled (successor known and end <= now), each exactly
-    once; `Segment`s between consecutive applied pings. Calls must come with a non-decreasing
+    once; `Segment`s between consecutive applied pings (`drain_segments`, measured a batch at a
+    time). Calls must come with a non-decreasing
     `now`. `advance(now)` is idempotent.
 
     A device whose presence has expired can be evicted (`evict`): it leaves a 48-byte watermark
@@ -89,6 +90,8 @@ class PresenceTracker:
     continues its move seq; a ping brings it back (`revived` tells the caller). Watermarks go
     once no ping they could judge can arrive any more (`drop_watermarks`).
     """
+
+    shortcut = True  # False: every ping the general way (tests compare the two)
 
     def __init__(self, ttl_ms: int):
         self.ttl_ms = ttl_ms
@@ -102,7 +105,9 @@ class PresenceTracker:
         self.expired: set[int] = set()  # held devices whose presence ended (no ping since)
         self.moves: list[Move] = []
         self.settled: list[Interval] = []
-        self.segments: list[Segment] = []
+        # steps between consecutive applied pings, (device, t0, t1, lat0, lng0, lat1, lng1):
+        # `drain_segments` measures them all at once
+        self._steps: list[tuple[int, int, int, float, float, float, float]] = []
         self.revived: list[Interval] = []  # evicted devices back: the last stay they had
 
     def __len__(self) -> int:
@@ -130,13 +135,21 @@ class PresenceTracker:
             return False
         else:
             self.expired.discard(device)
-        if d.chain:
-            meters = haversine_m(d.last_lat, d.last_lng, lat, lng)
-            self.segments.append(Segment(device, d.last_ts, ts, meters))
+        chain = d.chain
+        if chain:
+            self._steps.append((device, d.last_ts, ts, d.last_lat, d.last_lng, lat, lng))
         d.last_ts, d.last_lat, d.last_lng = ts, lat, lng
-        if not d.chain:
+        if self.shortcut and len(chain) == 1 and cell == d.cell:
+            # the common case, a present device pinging again in its cell before its TTL ran
+            # out: the ping continues the stay and changes nothing else (what `_update` would
+            # do: settle nothing, move nowhere, keep the wake-up, which is no later)
+            start, ttl = chain[0][0], self.ttl_ms
+            if ts <= now < ts + ttl and ts <= start + ttl and 0 <= d.deadline <= ts + ttl:
+                chain[0] = [ts, cell]
+                return True
+        if not chain:
             d.stay = ts
-        d.chain.append([ts, cell])
+        chain.append([ts, cell])
         self._update(device, d, now)
         return True
 
@@ -347,8 +360,17 @@ class PresenceTracker:
                 del self._wheel[d.deadline // 1000]
 
     def _check_drained(self, what: str) -> None:
-        if self.moves or self.settled or self.segments or self.revived:
+        if self.moves or self.settled or self._steps or self.revived:
             raise RuntimeError(f"drain the outboxes before {what}")
+
+    def drain_segments(self) -> list[Segment]:
+        """The `Segment`s since the last drain, in the order their pings were applied."""
+        steps, self._steps = self._steps, []
+        if not steps:
+            return []
+        devices, t0, t1, lat0, lng0, lat1, lng1 = zip(*steps, strict=True)
+        meters = haversine_many(lat0, lng0, lat1, lng1)
+        return list(map(Segment, devices, t0, t1, meters))
 
     # -- snapshot and handoff -------------------------------------------------------------------
 

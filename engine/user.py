@@ -258,9 +258,8 @@ class UserEngine:
             self.ledger.add_interval(device, self._dwell_places(cell), start, end)
             self.history.settled(device, self._dwell_places(cell), start, end)
         tracker.settled.clear()
-        for segment in tracker.segments:
+        for segment in tracker.drain_segments():
             self.ledger.add_segment(*segment)
-        tracker.segments.clear()
         spaces_of = self.spaces.spaces_of
         for move in tracker.moves:
             self.cell_moves.append(move)

@@ -237,7 +237,7 @@ def test_handed_off_devices_answer_as_if_they_had_always_lived_there(case):
 def drained(tracker: PresenceTracker) -> PresenceTracker:
     tracker.moves.clear()
     tracker.settled.clear()
-    tracker.segments.clear()
+    tracker.drain_segments()
     return tracker
 
 

@@ -11,7 +11,7 @@ T = 1_700_000_000_000
 
 def drain(tr: PresenceTracker):
     out = (list(tr.moves), list(tr.settled))
-    tr.moves.clear(), tr.settled.clear(), tr.segments.clear()
+    tr.moves.clear(), tr.settled.clear(), tr.drain_segments()
     return out
 
 
