@@ -11,6 +11,7 @@ import redis.asyncio
 from access import keyring
 from access.auth import Authenticator
 from access.tokens import Refused
+from actors.ingest_batch import read_batch
 from clients.errors import NotStarted, StateUnavailable, Unavailable
 from clients.family import Layout
 from clients.users import UserShards
@@ -20,7 +21,7 @@ from engine.ratelimit import RateLimiter
 from engine.recent import RecentCache
 from engine.record import PingRecord
 from engine.routing import door_shard, group_by_user_shard
-from engine.validation import Reason, check_door_event, check_message
+from engine.validation import Reason, check_door_event
 from observability import telemetry
 from protos import occupancy_pb2 as pb
 from state import id_directory, redis_client
@@ -75,13 +76,6 @@ class AuthError(Exception):
     def __init__(self, message: str, denied: bool = False):
         super().__init__(message)
         self.denied = denied  # True: authenticated but not allowed; False: not authenticated
-
-
-class _Batch(NamedTuple):
-    """One call's valid pings (their cells still to be indexed) and its rejections."""
-
-    pings: PingRecord
-    rejections: list
 
 
 class IngestCore:
@@ -160,10 +154,11 @@ class IngestCore:
             self._drop_forgotten(await self._forgets.forgotten())
         if self.instance.due() and self.instance.lost():
             self._restore_directory()
-        b, missing = self._validate(pings, device, base)
+        now = self.clock()
+        b = read_batch(pings, device, base, now, self.spec.limits, self._keys.get)
         ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
         self._count_rejections("ping", b.rejections)
-        pings = b.pings
+        pings, missing = b.pings, b.missing
         if not pings.ts:
             return ack
         if missing:  # ids this handler has not seen lately: the id directory names them
@@ -309,37 +304,3 @@ class IngestCore:
         differ = id_directory.restore(self.redis, held)
         if differ:
             self._keys.drop_values({k for raw, k in held if raw in differ})
-
-    def _validate(self, pings, device: str | None, base: int) -> tuple[_Batch, dict]:
-        """The valid pings as columns; their keys where the cache has them, else 0 with
-        their positions in `missing` (raw id -> positions). An optional attribute is read from
-        the message field of its name, for the pings that carry it."""
-        now = self.clock()
-        limits = self.spec.limits
-        b, missing = _Batch(PingRecord(), []), {}
-        keys, ts, lats, lngs = b.pings.dev, b.pings.ts, b.pings.lat, b.pings.lng
-        optional = [(c.name, getattr(b.pings, c.name), type(c.default)) for c in b.pings.optional()]
-        cached = self._keys.get
-        for i, p in enumerate(pings):
-            if p is None:
-                reason = "malformed"
-            else:
-                reason = check_message(p, now, limits)
-                if reason is None and device is not None and p.device_id != device:
-                    reason = Reason.NOT_AUTHORIZED_FOR_DEVICE
-            if reason:
-                b.rejections.append(pb.Rejection(index=base + i, reason=str(reason)))
-                continue
-            at = len(keys)
-            for name, values, cast in optional:
-                if value := getattr(p, name):
-                    values[at] = cast(value)
-            key = cached(p.device_id, now)
-            if key is None:
-                missing.setdefault(p.device_id, []).append(at)
-                key = 0
-            keys.append(key)
-            ts.append(p.ts_ms)
-            lats.append(p.lat)
-            lngs.append(p.lng)
-        return b, missing

@@ -1,9 +1,11 @@
 """Ping and door-event validation: every rejection has a reason."""
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import numpy as np
 
 
 class Reason(StrEnum):
@@ -90,6 +92,35 @@ def check_ping(
     if attributes:
         return _attributes_reason(attributes, limits)
     return None
+
+
+def valid_columns(
+    device_ids: Sequence[str],
+    ts_ms: Sequence[int],
+    lats: Sequence[float],
+    lngs: Sequence[float],
+    accuracy_m: Sequence[float],
+    now_ms: int,
+    limits: Limits,
+) -> np.ndarray:
+    """Whether each ping of a batch passes `check_ping`'s checks of its id, position, time and
+    accuracy, all at once; a ping found invalid is given its reason by `check_ping`. Region and
+    attributes are not looked at: check the pings that carry them with `check_ping`."""
+    lat = np.asarray(lats, dtype=np.float64)
+    lng = np.asarray(lngs, dtype=np.float64)
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    accuracy = np.asarray(accuracy_m, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # NaN compares false: invalid, as it must be
+        ok = (lat >= -90.0) & (lat <= 90.0) & (lng >= -180.0) & (lng <= 180.0)
+        ok &= (ts > 0) & (ts <= now_ms + limits.max_skew_ms) & (ts >= now_ms - limits.max_age_ms)
+        ok &= np.isfinite(accuracy) & (accuracy >= 0)
+    most = limits.max_id_bytes
+    ok &= np.fromiter(
+        (0 < len(d) <= most and (d.isascii() or len(d.encode()) <= most) for d in device_ids),
+        dtype=bool,
+        count=len(device_ids),
+    )
+    return ok
 
 
 def check_message(ping, now_ms: int, limits: Limits) -> Reason | None:
