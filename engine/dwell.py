@@ -2,6 +2,7 @@
 
 from collections.abc import Container, Iterable
 
+from engine.distance import DistanceBook
 from engine.timeutil import day_of, split_by_day
 
 Place = int | str  # a base-resolution cell or a polygon space id
@@ -15,7 +16,7 @@ class DwellLedger:
 
     def __init__(self) -> None:
         self._dwell: dict[int, dict[tuple[int, Place], int]] = {}
-        self._distance: dict[int, dict[int, float]] = {}
+        self._distance = DistanceBook()
         self.horizon = 0  # the first day kept
 
     def add_interval(self, device: int, places: Iterable[Place], start: int, end: int) -> None:
@@ -32,12 +33,11 @@ class DwellLedger:
         """A step counts for a day when both of its pings lie in that day."""
         day = day_of(t0)
         if day_of(t1) == day and meters and day >= self.horizon:
-            book = self._distance.setdefault(device, {})
-            book[day] = book.get(day, 0.0) + meters
+            self._distance.add(device, day, meters)
 
     def forget(self, device: int) -> None:
         self._dwell.pop(device, None)
-        self._distance.pop(device, None)
+        self._distance.pop(device)
 
     def dwell(
         self,
@@ -55,7 +55,7 @@ class DwellLedger:
         return out
 
     def distance(self, device: int, day: int) -> float:
-        return self._distance.get(device, {}).get(day, 0.0)
+        return self._distance.get(device, day)
 
     def days(self) -> set[int]:
         return {d for book in self._dwell.values() for d, _ in book}
@@ -71,16 +71,16 @@ class DwellLedger:
         if day <= self.horizon:
             return
         self.horizon = day
-        for ledgers in (self._dwell, self._distance):
-            for device in list(ledgers):
-                book = ledgers[device]
-                for key in [k for k in book if (k[0] if isinstance(k, tuple) else k) < day]:
-                    del book[key]
-                if not book:
-                    del ledgers[device]
+        for device in list(self._dwell):
+            book = self._dwell[device]
+            for key in [k for k in book if k[0] < day]:
+                del book[key]
+            if not book:
+                del self._dwell[device]
+        self._distance.evict_before(day)
 
     def snapshot(self) -> dict:
-        return {**_rows(self._dwell, self._distance), "horizon": self.horizon}
+        return {**_rows(self._dwell, self._distance.rows()), "horizon": self.horizon}
 
     @classmethod
     def restore(cls, state: dict) -> "DwellLedger":
@@ -91,12 +91,12 @@ class DwellLedger:
 
     def extract(self, devices: Iterable[int]) -> dict:
         """Remove the devices' dwell and distance and return them, rows as in `snapshot`."""
-        dwell, distance = {}, {}
+        dwell, distance = {}, []
         for dev in devices:
             if (book := self._dwell.pop(dev, None)) is not None:
                 dwell[dev] = book
-            if (days := self._distance.pop(dev, None)) is not None:
-                distance[dev] = days
+            if (days := self._distance.pop(dev)) is not None:
+                distance += [[dev, d, m] for d, m in days.items()]
         return _rows(dwell, distance)
 
     def absorb(self, state: dict, devices: Container[int] | None = None) -> None:
@@ -104,20 +104,18 @@ class DwellLedger:
         ledger has no data for, so absorbing the same state twice changes nothing."""
         if devices is None:
             incoming = {r[0] for r in state["dwell"]} | {r[0] for r in state["distance"]}
-            devices = incoming - self._dwell.keys() - self._distance.keys()
+            devices = {d for d in incoming - self._dwell.keys() if d not in self._distance}
         for dev, day, place, ms in state["dwell"]:
             if dev in devices:
                 self._dwell.setdefault(dev, {})[(day, place)] = ms
         for dev, day, meters in state["distance"]:
             if dev in devices:
-                self._distance.setdefault(dev, {})[day] = meters
+                self._distance.put(dev, day, meters)
 
 
-def _rows(
-    dwell: dict[int, dict[tuple[int, Place], int]], distance: dict[int, dict[int, float]]
-) -> dict:
+def _rows(dwell: dict[int, dict[tuple[int, Place], int]], distance: list[list]) -> dict:
     """The plain state of some devices' books (snapshot and handoff)."""
     return {
         "dwell": [[dev, d, p, ms] for dev, b in dwell.items() for (d, p), ms in b.items()],
-        "distance": [[dev, d, m] for dev, b in distance.items() for d, m in b.items()],
+        "distance": distance,
     }
