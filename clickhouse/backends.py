@@ -43,12 +43,22 @@ def _check_token(token: str) -> str:
     return token
 
 
+class NoChdb(ImportError):
+    """Embedded ClickHouse asked for where chdb is not installed."""
+
+
 class ChdbBackend:
-    """The ClickHouse engine in this process, on a data dir that only this process may open."""
+    """The ClickHouse engine in this process, on a data dir that only this process may open.
+    chdb comes with the `embedded` extra and is imported only here (NoChdb without it)."""
 
     def __init__(self, path: Path):
-        from chdb import session
-
+        try:
+            from chdb import session
+        except ImportError as exc:
+            raise NoChdb(
+                "the embedded ClickHouse needs chdb, which is not installed: pip install "
+                "'occupancy[embedded]', or set OCC_CLICKHOUSE_URL to a server of your own"
+            ) from exc
         path.mkdir(parents=True, exist_ok=True)
         self.session = session.Session(str(path))
         self.session.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
