@@ -29,8 +29,13 @@ HERE_SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 QUIET = ["--quiet", "--disable-pip-version-check", "--no-input"]
 
 
+# none of this process's PYTHONPATH (the checkout: pip would take its egg-info for an installed
+# occupancy) or OCC_* settings
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("OCC_")}
+
+
 def _run(*args, **kwargs) -> subprocess.CompletedProcess:
-    kwargs = {"check": True, "text": True} | kwargs
+    kwargs = {"check": True, "text": True, "env": CLEAN_ENV} | kwargs
     return subprocess.run(args, capture_output=True, timeout=120, **kwargs)
 
 
@@ -59,14 +64,15 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     _run(*pip_install, "--no-deps", "--no-index", str(wheel), cwd=tmp)
     purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     site = Path(_run(str(python), "-c", purelib).stdout.strip())
+    assert (site / "occupancy" / "cli.py").is_file()  # installed, not taken as already there
     (site / "here-dependencies.pth").write_text(f"{HERE_SITE_PACKAGES}\n")
     return wheel, venv
 
 
 def _in_venv(venv: Path, tmp_path: Path, *args: str, refuse_embedded: bool = False, **env: str):
     """A command of the venv (`occupancy ...`, `python ...`) run from a folder that is not the
-    checkout, with none of this process's PYTHONPATH or OCC_* settings."""
-    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("OCC_")}
+    checkout, in the clean environment plus `env`."""
+    base = dict(CLEAN_ENV)
     if refuse_embedded:
         base["PYTHONPATH"] = str(sitecustomize(tmp_path / "refuse-embedded"))
     cwd = tmp_path / "elsewhere"
