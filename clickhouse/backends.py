@@ -46,17 +46,28 @@ def _check_token(token: str) -> str:
     return token
 
 
+class NoChdb(ImportError):
+    """Embedded ClickHouse asked for where chdb is not installed."""
+
+
 class ChdbBackend:
     """The ClickHouse engine in this process, on a data dir that only this process may open.
 
     One query at a time: a chDB session is not safe to share between threads. Two queries at
     once lose each other's parameters ("Substitution `x` is not set"), and an insert that reads
     an Arrow block back from Python waits for the GIL while a query in another thread holds it
-    waiting for chDB, for good. Every call goes through `_query`, under one lock."""
+    waiting for chDB, for good. Every call goes through `_query`, under one lock.
+
+    chdb comes with the `embedded` extra and is imported only here (NoChdb without it)."""
 
     def __init__(self, path: Path):
-        from chdb import session
-
+        try:
+            from chdb import session
+        except ImportError as exc:
+            raise NoChdb(
+                "the embedded ClickHouse needs chdb, which is not installed: pip install "
+                "'occupancy[embedded]', or set OCC_CLICKHOUSE_URL to a server of your own"
+            ) from exc
         path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.session = session.Session(str(path))

@@ -314,6 +314,7 @@ def replay(file: Path, kind: str, until: str | None) -> None:
     from state.metadata import Metadata
 
     settings = _settings()
+    settings.check_embedded()  # it writes history itself, on the embedded defaults or servers
     try:
         table = read_table(file)
         end = parse_time(until) if until else None

