@@ -28,6 +28,23 @@ def ready(handles: list) -> None:
     _get([h.pid.remote() for h in handles])
 
 
+def answers(namespace: str, name: str, timeout_s: float) -> bool:
+    """Whether the named actor is alive: it answers within `timeout_s`, or is restarting (an
+    actor whose owner died is dead, not restarting). False when no actor has the name or the
+    one that has it died."""
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    try:
+        ray.get(handle.pid.remote(), timeout=timeout_s)
+    except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+        return True  # restarting: Ray brings it back for the owner it still has
+    except ray.exceptions.RayActorError:  # died
+        return False
+    return True
+
+
 def named(namespace: str) -> list[str]:
     """The names of the namespace's named actors."""
     return [

@@ -8,6 +8,7 @@ from occupancy import terminal
 from occupancy.credentials_cli import keys, token
 from occupancy.settings import Settings
 from occupancy.settings_cli import settings_options
+from occupancy.supervisor import supervise
 
 console = terminal.console(soft_wrap=True)  # URLs and keys stay on one line, copyable
 
@@ -24,7 +25,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Real-time occupancy engine: live and historical device counts per H3 cell and space.
 
     \b
-    Run:          up, demo
+    Run:          up, demo, supervise
     Send:         simulate, replay
     Query:        top, heatmap, space, dwell, export
     Operate:      status, scale, deadletter, archive, audit
@@ -418,6 +419,7 @@ def _add_query_commands() -> None:
 _add_query_commands()
 main.add_command(keys)
 main.add_command(token)
+main.add_command(supervise)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def running_engine(
     with console.status("starting Ray, Redis, ClickHouse and the shard actors…"):
         engine.start()
     try:
-        admin = local_files.bootstrap_key(settings, engine.client(), "admin")
+        store = local_files.key_store(settings, "admin")
+        admin = local_files.bootstrap_key(settings, engine.client(), "admin", store)
         console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
         s = engine.settings  # TLS file paths resolved
         tls = " over TLS" + (", mutual" if s.tls_client_ca else "") if s.tls_cert else ""
@@ -44,9 +45,9 @@ def running_engine(
             f"{len(engine.topology.cell_shards)} cell, "
             f"{len(engine.topology.space_shards)} space"
         )
-        # the key stays in its file: this output often goes to a log (`nohup ... > up.log`)
-        key_file = settings.data_dir / "admin.key"
-        console.print(f"  admin key     in {key_file} (0600; `cat` it)")
+        # the key stays where it is kept: this output goes to logs (`nohup ... > up.log`, a
+        # Ray job's driver log)
+        console.print(f"  admin key     in {store.where()}")
         if serve_api:
             targets = settings.data_dir / "targets.json"
             console.print(

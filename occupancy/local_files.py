@@ -65,19 +65,50 @@ def secret_for_actors(settings: Settings) -> dict[str, str]:
     return {SECRET_FILE_ENV: str((settings.data_dir / SECRET_FILE).resolve())}
 
 
-def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin") -> str:
-    """A key with `role` kept in the data dir (`<role>.key`, 0600): the admin key printed by
-    `occupancy up`, the viewer key of the demo's page. Made once, and again if revoked."""
-    path: Path = settings.data_dir / f"{role}.key"
+class KeyFile:
+    """A key kept in a file only its owner reads (0600)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def where(self) -> str:
+        return f"{self.path} (0600; `cat` it)"
+
+    def read(self) -> str | None:
+        return self.path.read_text().strip() if self.path.exists() else None
+
+    def write(self, key: str) -> None:
+        write_private(self.path, key + "\n")
+
+
+def key_store(settings: Settings, role: str = "admin"):
+    """Where the bootstrap key of `role` is kept: the Kubernetes Secret OCC_ADMIN_KEY_SECRET
+    names for the admin key, else `<data dir>/<role>.key`. Either has `where`, `read` and
+    `write`; never a log or the output."""
+    if role == "admin" and settings.admin_key_secret:
+        from occupancy.kube_secret import KubeSecret
+
+        return KubeSecret(settings.admin_key_secret)
+    return KeyFile(settings.data_dir / f"{role}.key")
+
+
+def bootstrap_key(settings: Settings, client: redis.Redis, role: str = "admin", store=None) -> str:
+    """A key with `role` kept in `store` (key_store's by default): the admin key `occupancy up`
+    says where to find, the viewer key of the demo's page. Made once, and again if revoked; a
+    key that could not be stored is revoked at once (nobody could use it)."""
+    store = store or key_store(settings, role)
     keys = KeyStore(client)
-    if path.exists():
-        key = path.read_text().strip()
-        if keys.role(key) == role:
-            return key
+    key = store.read()
+    if key and keys.role(key) == role:
+        return key
     with recorded(client, "keys create", role=role, label="bootstrap") as params:
         key = keys.create(role, "bootstrap")
         params["id"] = key_id(key_hash(key))
-    write_private(path, key + "\n")
+    try:
+        store.write(key)
+    except BaseException:
+        keys.revoke(key)
+        raise
     return key
 
 

@@ -37,6 +37,11 @@ from state.topology import Topology
 log = logging.getLogger(__name__)
 
 REMAINS_STOP_S = 120.0  # how long the remains of a lost engine may take to stop
+RUNNING_CHECK_S = 30.0  # how long a running engine's history may take to answer
+
+
+class EngineRunning(RuntimeError):
+    """An engine already runs in the Ray namespace, owned by another `occupancy up`."""
 
 
 def topology_for(s: Settings, redis_url: str) -> Topology:
@@ -54,6 +59,18 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
     )
 
 
+def _refuse_a_second(ns: str) -> None:
+    """Another `occupancy up` joining a running engine would take its actors (they are named)
+    and, when it stopped, stop them all: the engine's owner is the first, whose actors die with
+    it. A supervisor that starts `up` again after a failure relies on this: the engine is
+    started once, whoever asks. Its history actor answering (or restarting) is the sign."""
+    if cluster.answers(ns, HISTORY, RUNNING_CHECK_S):
+        raise EngineRunning(
+            f"an engine already runs in Ray namespace {ns!r} (its history actor answers): "
+            "not starting another; stop that one first"
+        )
+
+
 def _stop_remains(ns: str) -> None:
     """Stops what is left of an engine whose `occupancy up` is gone, so that every actor starts
     again from Redis together.
@@ -64,8 +81,8 @@ def _stop_remains(ns: str) -> None:
     that are gone for good (a handler would send every batch to a user shard that no longer
     exists, a user shard its updates to a cell shard that another replaced, which never hears
     of its devices). The history actor is the sign: `occupancy up` starts it, so a namespace
-    with named actors and no history holds only such remains. An engine that runs (history
-    answers to its name) is left alone, as before."""
+    with named actors and no history holds only such remains. An engine that runs was refused
+    before this (`_refuse_a_second`)."""
     names = cluster.named(ns)
     if not names or HISTORY in names:
         return
@@ -119,6 +136,7 @@ class Engine:
     _redis: EmbeddedRedis | None = None
     _actors: list = field(default_factory=list)
     _owns_ray: bool = False
+    _owns_namespace: bool = False  # False until no other engine was found running in it
 
     def start(self) -> "Engine":
         try:
@@ -186,9 +204,11 @@ class Engine:
                     runtime_env={"env_vars": actor_env} if actor_env else None,
                 )
             self._owns_ray = True
-        SigningKeys(self.client()).current()  # there is a key to sign device tokens with
         t = self.topology
         ns = t.namespace
+        _refuse_a_second(ns)
+        self._owns_namespace = True
+        SigningKeys(self.client()).current()  # there is a key to sign device tokens with
         _stop_remains(ns)
         nodes = alive_nodes()
         shards = [
@@ -270,7 +290,7 @@ class Engine:
             except Exception:  # already gone
                 pass
         self._actors.clear()
-        if ray.is_initialized() and self.topology is not None:
+        if ray.is_initialized() and self.topology is not None and self._owns_namespace:
             # shards and handlers a rebalance or a scale-out started are detached: stop them too
             ns = self.topology.namespace
             with contextlib.suppress(Exception):

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         SecretStr(""), description="At least 32 bytes; only from the environment."
     )
     secret_file: str = Field("", description="A file holding the secret (0600).")
+    admin_key_secret: str = Field(
+        "",
+        pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$",
+        description="A Kubernetes Secret to keep the admin key in (empty: <data dir>/admin.key).",
+        json_schema_extra={"allowed": "a Kubernetes object's name (a-z, 0-9, - and .)"},
+    )
     k_min: int = Field(0, ge=0, description="Privacy floor for viewer keys; 0: off.")
     tls_cert: str = Field("", description="PEM certificate for gRPC and HTTP.")
     tls_key: str = Field("", description="PEM key of the certificate.")
@@ -195,6 +201,8 @@ def allowed(field: FieldInfo) -> str:
     """What a field may be, in words: `a whole number from 6 to 15`, `one of a, b`."""
     if field.annotation is SecretStr:
         return "text"
+    if isinstance(field.json_schema_extra, dict) and "allowed" in field.json_schema_extra:
+        return str(field.json_schema_extra["allowed"])
     choices = getattr(field.annotation, "__args__", None)
     if choices and all(isinstance(c, str) for c in choices):
         return "one of " + ", ".join(choices)

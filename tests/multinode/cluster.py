@@ -102,6 +102,7 @@ class LocalRayCluster:
         workers: tuple[str, ...] = ("node_a", "node_b"),
         gcs_redis: str = "",
         gcs_redis_password: str = "",
+        dashboard: bool = False,
     ):
         # short: a node's unix sockets live under it, and their paths may be at most 107 bytes
         self.root = Path(tempfile.mkdtemp(prefix="occ-mn-", dir="/tmp"))
@@ -121,6 +122,9 @@ class LocalRayCluster:
         self.workers = [Node(name, self.root / name) for name in workers]
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # the head's dashboard and its job API (`occupancy supervise`), on loopback
+        self.dashboard_port = free_port() if dashboard else None
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}" if dashboard else ""
 
     @property
     def nodes(self) -> list[Node]:
@@ -142,7 +146,12 @@ class LocalRayCluster:
         return self
 
     def _start_head(self) -> None:
-        head = ["--head", "--port", str(self.port), "--include-dashboard", "false"]
+        head = ["--head", "--port", str(self.port)]
+        if self.dashboard_port:
+            head += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1"]
+            head += ["--dashboard-port", str(self.dashboard_port)]
+        else:
+            head += ["--include-dashboard", "false"]
         if self.gcs_redis_password:  # on the command line: this is a test's throwaway Redis
             head += ["--redis-password", self.gcs_redis_password]
         self._start(self.head, [*head, "--ray-client-server-port", str(free_port())])

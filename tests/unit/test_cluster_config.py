@@ -39,8 +39,18 @@ def test_cluster_launcher_configs_ship_no_secret_and_give_every_node_the_file(pa
         assert starts and all("source ~/secret.env" in c for c in starts), commands
 
 
+def _kubernetes(kind: str) -> dict:
+    """The one object of `kind` in deploy/rayservice.yaml."""
+    [found] = [
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+        if d["kind"] == kind
+    ]
+    return found
+
+
 def test_rayservice_takes_the_secret_from_a_kubernetes_secret():
-    rayservice, *_ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    rayservice = _kubernetes("RayService")
     cluster = rayservice["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for pod in pods:
@@ -66,8 +76,9 @@ def test_a_broken_config_is_refused():
         validate_config(prepare_config(config))
 
 
-def test_rayservice_serves_the_serve_config_and_starts_the_engine():
-    rayservice, service, *_ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+def test_rayservice_serves_the_serve_config_and_the_job_starts_the_engine():
+    """The schemas, the ingest Service's reach and the supervised driver: test_manifests.py."""
+    rayservice, service = _kubernetes("RayService"), _kubernetes("Service")
     assert rayservice["apiVersion"] == "ray.io/v1" and rayservice["kind"] == "RayService"
     serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     assert serve_config == yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())
@@ -76,8 +87,9 @@ def test_rayservice_serves_the_serve_config_and_starts_the_engine():
     assert cluster["rayVersion"] == __import__("ray").__version__
     assert cluster["gcsFaultToleranceOptions"]["redisAddress"]
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
-    start = " ".join(head["lifecycle"]["postStart"]["exec"]["command"])
-    assert "occupancy up --no-api" in start
+    assert "lifecycle" not in head  # no hook starts the driver with nothing to restart it
+    job = _kubernetes("Job")["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"][:2] == ["occupancy", "supervise"]  # which runs `occupancy up --no-api`
     env = {e["name"] for e in head["env"]}
     assert {"OCC_REDIS_URL", "OCC_CLICKHOUSE_URL", "OCC_SECRET"} <= env
     [workers] = cluster["workerGroupSpecs"]
@@ -120,10 +132,11 @@ def test_the_image_leaves_a_local_data_dir_and_its_secrets_out():
 
 
 def test_only_ingest_and_http_face_everyone_on_kubernetes():
-    _, _, policy = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
-    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    policy = _kubernetes("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # the pods it selects are the Ray pods (test_manifests.py checks the labels' reach)
     selector = policy["spec"]["podSelector"]["matchLabels"]
-    assert selector == {"ray.io/originated-from-cr-name": "occupancy"}
+    assert selector == {"app.kubernetes.io/part-of": "occupancy", "ray.io/is-ray-node": "yes"}
     open_to_all = [r for r in policy["spec"]["ingress"] if "from" not in r]
     assert [sorted(p["port"] for p in r["ports"]) for r in open_to_all] == [[8000, 50051]]
     dashboard = [
@@ -142,7 +155,7 @@ def test_the_cluster_configs_keep_the_dashboard_and_credentials_to_themselves():
 
 
 def test_every_ray_pod_serves_ingest_with_the_mounted_tls_secret():
-    rayservice, *_ = yaml.safe_load_all((ROOT / "deploy" / "rayservice.yaml").read_text())
+    rayservice = _kubernetes("RayService")
     cluster = rayservice["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"]["template"]["spec"]]
     pods += [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
