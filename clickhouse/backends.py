@@ -145,10 +145,13 @@ class ServerBackend:
     def __init__(self, url: str):
         import clickhouse_connect
 
-        self.client = clickhouse_connect.get_client(dsn=url)
+        # no server session: history's threads query at once, and ClickHouse refuses a second
+        # query in a session that runs one (nothing here needs session state)
+        options = {"autogenerate_session_id": False}
+        self.client = clickhouse_connect.get_client(dsn=url, **options)
         if not self.client.database or self.client.database == "default":
             self.client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-            self.client = clickhouse_connect.get_client(dsn=url, database=DATABASE)
+            self.client = clickhouse_connect.get_client(dsn=url, database=DATABASE, **options)
 
     def execute(self, sql: str, params: dict | None = None) -> None:
         self.client.command(sql, parameters=params)
