@@ -1,4 +1,4 @@
-"""The gRPC ingest front end: an actor serving `occupancy.v1.Ingest` on a stable port."""
+"""The gRPC ingest front end: an actor serving `occupancy.v1.IngestService` on a stable port."""
 
 import asyncio
 import logging
@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors.ingest_core import AuthError, IngestCore
-from actors.ingest_rpc import SERVICE, IngestRpcs, OpenStream, call_counter
+from actors.ingest_rpc import SERVICES, IngestRpcs, OpenStream, call_counter
 from clients.cluster import IngestHandlers
 from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
 from observability import telemetry, tracing
@@ -46,7 +46,9 @@ HEALTH_EVERY_S = 0.5  # how often the gRPC health status follows Redis
 
 @ray.remote(**ACTOR_OPTIONS)
 class IngestServer(IngestRpcs):
-    """Serves `occupancy.v1.Ingest` (with health and reflection) on a stable port.
+    """Serves `occupancy.v1.IngestService`, and the same RPCs under the deprecated name
+    `occupancy.v1.Ingest` (same messages on the wire), with health and reflection, on a stable
+    port.
 
     An ack means every accepted ping is in its user shard's WAL. Bad items are rejected with a
     reason and never stop their batch; malformed requests get INVALID_ARGUMENT; when more than
@@ -89,27 +91,16 @@ class IngestServer(IngestRpcs):
             return self.port
         server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CALLS)
         server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    SERVICE,
-                    {
-                        "SendPings": grpc.unary_unary_rpc_method_handler(self.send_pings),
-                        "SendDoorEvents": grpc.unary_unary_rpc_method_handler(
-                            self.send_door_events
-                        ),
-                        "StreamPings": grpc.stream_stream_rpc_method_handler(self.stream_pings),
-                    },
-                ),
-            )
+            [grpc.method_handlers_generic_handler(name, self.handlers(name)) for name in SERVICES]
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self.port = _listen(server, self.port, self.core.topology.tls)
         await server.start()
-        for name in ("", SERVICE):
+        for name in ("", *SERVICES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._health_task = asyncio.ensure_future(self._follow_redis(health_servicer))
         revocations = redis_client.connect_async(self.core.topology.redis_url)
@@ -140,13 +131,32 @@ class IngestServer(IngestRpcs):
                 if up
                 else health_pb2.HealthCheckResponse.NOT_SERVING
             )
-            for name in ("", SERVICE):
+            for name in ("", *SERVICES):
                 await health_servicer.set(name, status)
             log.warning(
                 "Redis %s: health %s",
                 "is back" if up else "unreachable",
                 "SERVING" if up else "NOT_SERVING",
             )
+
+    def handlers(self, service: str) -> dict[str, grpc.RpcMethodHandler]:
+        """The RPCs of `service` (either name: the messages are the same on the wire), which
+        count their calls under its name."""
+
+        async def send_pings(request, context):
+            return await self.send_pings(request, context, service)
+
+        async def send_door_events(request, context):
+            return await self.send_door_events(request, context, service)
+
+        async def stream_pings(requests, context):
+            await self.stream_pings(requests, context, service)
+
+        return {
+            "SendPings": grpc.unary_unary_rpc_method_handler(send_pings),
+            "SendDoorEvents": grpc.unary_unary_rpc_method_handler(send_door_events),
+            "StreamPings": grpc.stream_stream_rpc_method_handler(stream_pings),
+        }
 
     async def _end_revoked_streams(self) -> None:
         """Credentials changed (access/revocation.py): every open stream whose credential no
