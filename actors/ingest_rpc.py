@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import Counter, Meter
 
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
+from actors.ingest_health import IngestHealth
 from observability import tracing
 from observability.audit import AuditWriter
 from protos.occupancy.v1 import occupancy_pb2 as pb
@@ -40,11 +41,12 @@ def call_counter(meter: Meter) -> Counter:
 
 class IngestRpcs:
     """Mixed into the `IngestServer` actor, which holds the ingest core, the audit writer, the
-    call counter, the tracer, the open streams and the limits these read. Each RPC
+    call counter, the tracer, the health, the open streams and the limits these read. Each RPC
     takes the service name it was called under; requests of either name are decoded as
     IngestService's messages (the deprecated ones are the same on the wire)."""
 
     core: IngestCore
+    health: IngestHealth
     audit: AuditWriter
     calls: Counter
     tracer: trace.Tracer
@@ -127,6 +129,7 @@ class IngestRpcs:
                 traced = {"trace": tracing.carrier_of(span)} if field == "pings" else {}
                 ack = await ingest(items, device, **traced)
             except (ShardUnavailable, redis.RedisError) as exc:
+                self.health.suspect()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
             if span.is_recording():
                 span.set_attributes(
@@ -164,6 +167,7 @@ class IngestRpcs:
                     try:
                         ack = await self.core.ingest_pings(pings, device, index)
                     except (ShardUnavailable, redis.RedisError) as exc:
+                        self.health.suspect()
                         await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
                     index += len(raw)
                     unacked += len(raw)
@@ -207,6 +211,7 @@ class IngestRpcs:
         try:
             return self.core.authenticate(_authorization(context))
         except redis.RedisError as exc:
+            self.health.suspect()
             await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
         except AuthError as exc:
             code = (

@@ -1,6 +1,8 @@
 """Bad input gets the documented error and loses nothing else; streams ack at least every second."""
 
 import math
+import os
+import signal
 import threading
 import time
 
@@ -329,6 +331,81 @@ def test_old_and_new_clients_are_served_alike(live):
             break
         assert time.monotonic() < deadline, grown
         time.sleep(1)
+
+
+def _statuses(channel: grpc.Channel) -> set[int]:
+    """The health status of the server and of both ingest service names."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    return {
+        stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+        for name in ("", "occupancy.v1.IngestService", "occupancy.v1.Ingest")
+    }
+
+
+def test_grpc_health_follows_a_user_shard_that_stops_answering(live):
+    """A user shard's process stopped (SIGSTOP: alive, answering nothing) makes every handler
+    NOT_SERVING on every name; resumed, SERVING again, and pings are acked."""
+    t = live.engine.topology
+    victim = live.q(live.queries.users.pids())[0]
+    assert _statuses(live.channel) == {health_pb2.HealthCheckResponse.SERVING}
+    os.kill(victim, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        while _statuses(live.channel) != {health_pb2.HealthCheckResponse.NOT_SERVING}:
+            assert time.monotonic() - stopped < 20, "gRPC health never said NOT_SERVING"
+            time.sleep(0.2)
+        # a handler on another connection (another handler, maybe) says the same
+        with grpc.insecure_channel(f"127.0.0.1:{live.engine.grpc_port}") as other:
+            assert _statuses(other) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    resumed = time.monotonic()
+    while _statuses(live.channel) != {health_pb2.HealthCheckResponse.SERVING}:
+        assert time.monotonic() - resumed < 20, "gRPC health stayed NOT_SERVING"
+        time.sleep(0.2)
+    now = int(time.time() * 1000)
+    pings = [
+        pb.Ping(device_id=f"health-{i}", ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1])
+        for i in range(len(t.user_shards) * 4)
+    ]
+    assert live.send(pings).accepted == len(pings)
+
+
+def test_a_stopping_handler_says_not_serving_before_it_closes(live):
+    import ray
+
+    from actors.ingest import IngestServer
+
+    handler = IngestServer.options(
+        name="ingest-draining", namespace=live.engine.topology.namespace
+    ).remote(live.engine.topology, 0)
+    try:
+        port = ray.get(handler.bound_port.remote())
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        assert _statuses(channel) == {health_pb2.HealthCheckResponse.SERVING}
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="occupancy.v1.IngestService"), timeout=60
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = handler.stop.remote()
+        # watchers hear it at once; checks answer it while the handler still takes calls
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert _statuses(channel) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+        now = int(time.time() * 1000)
+        ping = pb.Ping(device_id="draining", ts_ms=now, lat=SYDNEY[0], lng=SYDNEY[1])
+        ack = pb_grpc.IngestServiceStub(channel).SendPings(
+            pb.SendPingsRequest(pings=[ping]), metadata=live.auth, timeout=10
+        )
+        feed_accepted(live, [ping], ack, now)
+        assert ack.accepted == 1
+        ready, _ = ray.wait([stopping], timeout=0)
+        assert not ready, "the handler closed before its health said NOT_SERVING for long"
+        ray.get(stopping, timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            _statuses(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        ray.kill(handler, no_restart=True)
 
 
 def test_overload_gets_resource_exhausted_not_a_queue(live):

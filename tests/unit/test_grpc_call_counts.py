@@ -47,6 +47,16 @@ class Audit:
         self.routes.append(key[4])
 
 
+class Health:
+    """Counts the calls that told the handler's health to check at once."""
+
+    def __init__(self):
+        self.suspected = 0
+
+    def suspect(self) -> None:
+        self.suspected += 1
+
+
 class Context:
     """What a handler reads of grpc.aio's call context, and the code it ends the call with."""
 
@@ -72,6 +82,7 @@ class Handler(IngestRpcs):
     def __init__(self, meter):
         self.core = Core()
         self.audit = Audit()
+        self.health = Health()
         self.calls = call_counter(meter)
         self.tracer = trace.NoOpTracer()
         self.max_batch = 100
@@ -117,8 +128,10 @@ def test_calls_are_counted_by_method_and_code_failed_ones_too(handler, reader, s
     _send(handler, good, Context(metadata=()), service)  # no credential
     _send(handler, b"\xff\xff not a message", Context(), service)
     _send(handler, b"\x0a\x05ab", Context(), service)  # truncated
+    assert handler.health.suspected == 0
     handler.core.fail = True
     _send(handler, good, Context(), service)
+    assert handler.health.suspected == 1  # a lost shard: the health checks at once
     assert _counts(reader) == {
         ("SendPings", service, "OK"): 2,
         ("SendPings", service, "UNAUTHENTICATED"): 1,
