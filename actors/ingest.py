@@ -1,4 +1,4 @@
-"""The gRPC ingest front end: an actor serving `occupancy.v1.Ingest` on a stable port."""
+"""The gRPC ingest front end: an actor serving `occupancy.v1.IngestService` on a stable port."""
 
 import asyncio
 import logging
@@ -9,11 +9,12 @@ from pathlib import Path
 import grpc
 import ray
 import redis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from actors.ingest_core import AuthError, IngestCore
-from actors.ingest_rpc import SERVICE, IngestRpcs, OpenStream, call_counter
+from actors.ingest_health import IngestHealth
+from actors.ingest_rpc import SERVICES, IngestRpcs, OpenStream, call_counter
 from clients.cluster import IngestHandlers
 from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
 from observability import telemetry, tracing
@@ -41,12 +42,14 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 3),
 ]
-HEALTH_EVERY_S = 0.5  # how often the gRPC health status follows Redis
+DRAIN_S = 2.0  # a stopping handler answers NOT_SERVING this long before it closes
 
 
 @ray.remote(**ACTOR_OPTIONS)
 class IngestServer(IngestRpcs):
-    """Serves `occupancy.v1.Ingest` (with health and reflection) on a stable port.
+    """Serves `occupancy.v1.IngestService`, and the same RPCs under the deprecated name
+    `occupancy.v1.Ingest` (same messages on the wire), with health and reflection, on a stable
+    port. Its health follows whether it can take pings (actors/ingest_health.py).
 
     An ack means every accepted ping is in its user shard's WAL. Bad items are rejected with a
     reason and never stop their batch; malformed requests get INVALID_ARGUMENT; when more than
@@ -78,6 +81,7 @@ class IngestServer(IngestRpcs):
         self.audit = AuditWriter(topology.redis_url, topology.audit_window_s)
         self.calls = call_counter(telemetry.meter(name, topology.redis_url))
         self.tracer = tracing.tracer(name, topology.redis_url)
+        self.health = IngestHealth(topology, SERVICES)
         self._server: grpc.aio.Server | None = None
         self._streams: set[OpenStream] = set()
         self._bound = threading.Event()
@@ -89,29 +93,16 @@ class IngestServer(IngestRpcs):
             return self.port
         server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=MAX_CALLS)
         server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    SERVICE,
-                    {
-                        "SendPings": grpc.unary_unary_rpc_method_handler(self.send_pings),
-                        "SendDoorEvents": grpc.unary_unary_rpc_method_handler(
-                            self.send_door_events
-                        ),
-                        "StreamPings": grpc.stream_stream_rpc_method_handler(self.stream_pings),
-                    },
-                ),
-            )
+            [grpc.method_handlers_generic_handler(name, self.handlers(name)) for name in SERVICES]
         )
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self.port = _listen(server, self.port, self.core.topology.tls)
+        await self.health.check()  # the status it starts with (a handler restarted meanwhile)
         await server.start()
-        for name in ("", SERVICE):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._health_task = asyncio.ensure_future(self._follow_redis(health_servicer))
+        self._health_task = asyncio.ensure_future(self.health.follow())
         revocations = redis_client.connect_async(self.core.topology.redis_url)
         self._auth_task = asyncio.ensure_future(
             self.core.auth.follow(revocations, self._end_revoked_streams)
@@ -121,32 +112,24 @@ class IngestServer(IngestRpcs):
         log.info("ingest listening on port %d", self.port)
         return self.port
 
-    async def _follow_redis(self, health_servicer) -> None:
-        """NOT_SERVING while Redis (every acked ping's log) is unreachable, SERVING again once
-        it answers: load balancers and clients checking health send elsewhere or wait."""
-        client = redis_client.connect_async(self.core.topology.redis_url, timeout_s=1.0)
-        serving = True
-        while True:
-            await asyncio.sleep(HEALTH_EVERY_S)
-            try:
-                up = bool(await client.ping())
-            except redis.RedisError:
-                up = False
-            if up == serving:
-                continue
-            serving = up
-            status = (
-                health_pb2.HealthCheckResponse.SERVING
-                if up
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
-            for name in ("", SERVICE):
-                await health_servicer.set(name, status)
-            log.warning(
-                "Redis %s: health %s",
-                "is back" if up else "unreachable",
-                "SERVING" if up else "NOT_SERVING",
-            )
+    def handlers(self, service: str) -> dict[str, grpc.RpcMethodHandler]:
+        """The RPCs of `service` (either name: the messages are the same on the wire), which
+        count their calls under its name."""
+
+        async def send_pings(request, context):
+            return await self.send_pings(request, context, service)
+
+        async def send_door_events(request, context):
+            return await self.send_door_events(request, context, service)
+
+        async def stream_pings(requests, context):
+            await self.stream_pings(requests, context, service)
+
+        return {
+            "SendPings": grpc.unary_unary_rpc_method_handler(send_pings),
+            "SendDoorEvents": grpc.unary_unary_rpc_method_handler(send_door_events),
+            "StreamPings": grpc.stream_stream_rpc_method_handler(stream_pings),
+        }
 
     async def _end_revoked_streams(self) -> None:
         """Credentials changed (access/revocation.py): every open stream whose credential no
@@ -180,8 +163,13 @@ class IngestServer(IngestRpcs):
             "max_in_flight": self.max_in_flight,
         }
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = DRAIN_S) -> None:
+        """Health NOT_SERVING for `drain_s` (new calls are still taken meanwhile), then the
+        listener closes and open calls get 2 s to finish."""
         if self._server is not None:
+            await self.health.drain()
+            self._health_task.cancel()
+            await asyncio.sleep(drain_s)
             await self._server.stop(grace=2)
             self._server = None
         await self.audit.close()

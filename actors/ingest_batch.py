@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.record import PingRecord
 from engine.validation import Limits, Reason, check_message, valid_columns
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 _REQUIRED = attrgetter("device_id", "ts_ms", "lat", "lng", "accuracy_m")
 _CHECKED = {"accuracy_m"}  # the optional attributes `valid_columns` checks

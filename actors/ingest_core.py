@@ -23,7 +23,7 @@ from engine.record import PingRecord
 from engine.routing import door_shard, group_by_user_shard
 from engine.validation import Reason, check_door_event
 from observability import telemetry
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from state import id_directory, redis_client
 from state.forgetting import ForgetWatch
 from state.instance import InstanceWatch
@@ -146,17 +146,18 @@ class IngestCore:
 
     async def ingest_pings(
         self, pings, device: str | None, base: int = 0, trace: dict | None = None
-    ) -> pb.IngestAck:
-        """`pings` may hold None for messages that did not parse ("malformed"); rejection
-        indexes are `base` + the position in `pings`. `trace`: the caller's span context, for
-        a traced batch (it travels to the shards and into their logs)."""
+    ) -> pb.SendPingsResponse:
+        """`pings` (Ping or StreamPingsRequest messages) may hold None for messages that did
+        not parse ("malformed"); rejection indexes are `base` + the position in `pings`.
+        `trace`: the caller's span context, for a traced batch (it travels to the shards and
+        into their logs)."""
         if self._forgets.due():
             self._drop_forgotten(await self._forgets.forgotten())
         if self.instance.due() and self.instance.lost():
             self._restore_directory()
         now = self.clock()
         b = read_batch(pings, device, base, now, self.spec.limits, self._keys.get)
-        ack = pb.IngestAck(rejected=len(b.rejections), rejections=b.rejections)
+        ack = pb.SendPingsResponse(rejected=len(b.rejections), rejections=b.rejections)
         self._count_rejections("ping", b.rejections)
         pings, missing = b.pings, b.missing
         if not pings.ts:
@@ -250,9 +251,9 @@ class IngestCore:
         for reason, n in Counter(r.reason for r in rejections).items():
             self._rejections.add(n, {"kind": kind, "reason": reason})
 
-    async def ingest_doors(self, events, device: str | None) -> pb.IngestAck:
+    async def ingest_doors(self, events, device: str | None) -> pb.SendDoorEventsResponse:
         now = self.clock()
-        ack = pb.IngestAck()
+        ack = pb.SendDoorEventsResponse()
         groups: dict[str, dict] = {}
         for i, e in enumerate(events):
             reason = check_door_event(e.sensor_id, e.ts_ms, e.direction, now, self.spec.limits)

@@ -1,5 +1,6 @@
-"""The RPCs of `occupancy.v1.Ingest`: decoding, limits, acks, audit counts and the call counter
-of each call, and the buffered reader of a ping stream."""
+"""The RPCs of `occupancy.v1.IngestService` (and of its deprecated name `occupancy.v1.Ingest`):
+decoding, limits, acks, audit counts and the call counter of each call, and the buffered reader
+of a ping stream."""
 
 import asyncio
 import math
@@ -12,11 +13,15 @@ from opentelemetry import trace
 from opentelemetry.metrics import Counter, Meter
 
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
+from actors.ingest_health import IngestHealth
 from observability import tracing
 from observability.audit import AuditWriter
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
-SERVICE = pb.DESCRIPTOR.services_by_name["Ingest"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["IngestService"].full_name
+# served beside SERVICE until the next minor version: the same RPCs and, on the wire, messages
+DEPRECATED = pb.DESCRIPTOR.services_by_name["Ingest"].full_name
+SERVICES = (SERVICE, DEPRECATED)
 STREAM_BUFFER_BYTES = 1 << 20  # what a stream's reader holds before it waits for the shards
 STREAM_BATCH = 2_000
 STREAM_LINGER_S = 0.02
@@ -25,17 +30,23 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def call_counter(meter: Meter) -> Counter:
-    """gRPC calls ended, by `method` and status `code` (`OK`, `UNAVAILABLE`, ...)."""
+    """gRPC calls ended, by `method` (`SendPings`, ..., whichever service name it was called
+    under), `service` (the name called: the deprecated one shows who still uses it) and status
+    `code` (`OK`, `UNAVAILABLE`, ...)."""
     return meter.create_counter(
-        "occupancy_grpc_calls_total", description="gRPC ingest calls ended, by method and code"
+        "occupancy_grpc_calls_total",
+        description="gRPC ingest calls ended, by method, service name and code",
     )
 
 
 class IngestRpcs:
     """Mixed into the `IngestServer` actor, which holds the ingest core, the audit writer, the
-    call counter, the tracer, the open streams and the limits these read."""
+    call counter, the tracer, the health, the open streams and the limits these read. Each RPC
+    takes the service name it was called under; requests of either name are decoded as
+    IngestService's messages (the deprecated ones are the same on the wire)."""
 
     core: IngestCore
+    health: IngestHealth
     audit: AuditWriter
     calls: Counter
     tracer: trace.Tracer
@@ -43,20 +54,26 @@ class IngestRpcs:
     max_in_flight: int
     _streams: set["OpenStream"]
 
-    async def send_pings(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        call = _Counted("SendPings")
+    async def send_pings(
+        self, request: bytes, context: grpc.aio.ServicerContext, service: str = SERVICE
+    ) -> bytes:
+        call = _Counted("SendPings", service)
         return await self._audited(
-            call, context, self._unary(request, context, pb.PingBatch, "pings", call)
+            call, context, self._unary(request, context, pb.SendPingsRequest, "pings", call)
         )
 
-    async def send_door_events(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        call = _Counted("SendDoorEvents")
+    async def send_door_events(
+        self, request: bytes, context: grpc.aio.ServicerContext, service: str = SERVICE
+    ) -> bytes:
+        call = _Counted("SendDoorEvents", service)
         return await self._audited(
-            call, context, self._unary(request, context, pb.DoorEventBatch, "events", call)
+            call, context, self._unary(request, context, pb.SendDoorEventsRequest, "events", call)
         )
 
-    async def stream_pings(self, requests, context: grpc.aio.ServicerContext) -> None:
-        call = _Counted("StreamPings")
+    async def stream_pings(
+        self, requests, context: grpc.aio.ServicerContext, service: str = SERVICE
+    ) -> None:
+        call = _Counted("StreamPings", service)
         await self._audited(call, context, self._stream(context, call))
 
     async def _audited(self, call: "_Counted", context, serving):
@@ -75,12 +92,13 @@ class IngestRpcs:
         once it has `ended`."""
         who = call.caller
         key_id, role = (who.key_id, who.role) if who is not None else ("", "")
-        key = ("grpc", key_id, role, "", f"/{SERVICE}/{call.method}", status, ())
+        key = ("grpc", key_id, role, "", f"/{call.service}/{call.method}", status, ())
         figures, call.figures = call.figures, {}
         if ended:
             elapsed = (time.perf_counter() - call.started) * 1000
             self.audit.count(key, elapsed, **figures)
-            self.calls.add(1, {"method": call.method, "code": CODE_NAMES.get(status, str(status))})
+            code = CODE_NAMES.get(status, str(status))
+            self.calls.add(1, {"method": call.method, "service": call.service, "code": code})
         else:
             self.audit.count(key, calls=0, **figures)
 
@@ -111,6 +129,7 @@ class IngestRpcs:
                 traced = {"trace": tracing.carrier_of(span)} if field == "pings" else {}
                 ack = await ingest(items, device, **traced)
             except (ShardUnavailable, redis.RedisError) as exc:
+                self.health.suspect()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
             if span.is_recording():
                 span.set_attributes(
@@ -126,7 +145,7 @@ class IngestRpcs:
         stream = OpenStream(_authorization(context), inbox)
         self._streams.add(stream)
         reader = asyncio.ensure_future(inbox.fill(context))
-        totals = pb.IngestAck()
+        totals = pb.StreamPingsResponse()
         pending: list[pb.Rejection] = []
         index, last_ack, unacked = 0, time.monotonic(), 0
         try:
@@ -142,12 +161,13 @@ class IngestRpcs:
                     pings = []
                     for item in raw:
                         try:
-                            pings.append(pb.Ping.FromString(item))
+                            pings.append(pb.StreamPingsRequest.FromString(item))
                         except DecodeError:
                             pings.append(None)  # rejected as "malformed", the stream goes on
                     try:
                         ack = await self.core.ingest_pings(pings, device, index)
                     except (ShardUnavailable, redis.RedisError) as exc:
+                        self.health.suspect()
                         await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
                     index += len(raw)
                     unacked += len(raw)
@@ -159,7 +179,7 @@ class IngestRpcs:
                     totals.rejected += ack.rejected
                     pending.extend(ack.rejections)
                 if done or (unacked and time.monotonic() - last_ack >= ACK_EVERY_S):
-                    out = pb.IngestAck(
+                    out = pb.StreamPingsResponse(
                         accepted=totals.accepted,
                         late=totals.late,
                         rejected=totals.rejected,
@@ -191,6 +211,7 @@ class IngestRpcs:
         try:
             return self.core.authenticate(_authorization(context))
         except redis.RedisError as exc:
+            self.health.suspect()
             await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
         except AuthError as exc:
             code = (
@@ -200,20 +221,23 @@ class IngestRpcs:
 
 
 class _Counted:
-    """One call's part in the audit counts: its method, who (once known) and the figures not
-    counted yet."""
+    """One call's part in the audit counts: its method and the service name it was called
+    under, who (once known) and the figures not counted yet."""
 
-    __slots__ = ("caller", "figures", "method", "started")
+    __slots__ = ("caller", "figures", "method", "service", "started")
 
-    def __init__(self, method: str):
+    def __init__(self, method: str, service: str):
         self.method = method
+        self.service = service
         self.caller: Caller | None = None
         self.figures: dict[str, int] = {}
         self.started = time.perf_counter()
 
 
-def _figures(ack: pb.IngestAck) -> dict[str, int]:
-    return {"accepted": ack.accepted, "late": ack.late, "rejected": ack.rejected}
+def _figures(ack: pb.SendPingsResponse | pb.SendDoorEventsResponse) -> dict[str, int]:
+    """An ack's figures for the audit log (door events are never late)."""
+    late = ack.late if isinstance(ack, pb.SendPingsResponse) else 0
+    return {"accepted": ack.accepted, "late": late, "rejected": ack.rejected}
 
 
 def _status(context, exc: BaseException) -> int:

@@ -135,7 +135,7 @@ async def http_and_grpc(url: str, n: int, rounds: int = 5) -> None:
     one = client.xrange(audit.STREAM, count=1)[0][1][b"r"]
     print(f"a record in the stream                 {len(one):7d} B packed")
 
-    key = ("grpc", "a1b2c3d4e5f6", "ingest", "", "/occupancy.v1.Ingest/SendPings", 0, ())
+    key = ("grpc", "a1b2c3d4e5f6", "ingest", "", "/occupancy.v1.IngestService/SendPings", 0, ())
     t = time.process_time()
     for _ in range(n * 5):
         writer.count(key, 1.0, items=1, accepted=1, late=0, rejected=0)
@@ -167,7 +167,7 @@ def _records(n: int, rng: random.Random) -> list[dict]:
                                duration_ms=rng.uniform(5, 200), bytes_out=rng.randint(100, 90_000),
                                rows=rng.randint(0, 2_000))  # fmt: skip
         else:
-            r = records.record(ts - ts % 60_000, "grpc", "/occupancy.v1.Ingest/SendPings",
+            r = records.record(ts - ts % 60_000, "grpc", "/occupancy.v1.IngestService/SendPings",
                                key_id="0e58f99e9cf2", role="ingest", status=0,
                                calls=rng.randint(100, 6_000), duration_ms=rng.uniform(1e3, 9e4),
                                params={"items": 50_000, "accepted": 49_990, "late": 10,

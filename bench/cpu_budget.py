@@ -41,7 +41,7 @@ from measure import free_port
 
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 KINDS = (
     "ingest",
@@ -138,7 +138,7 @@ def round_pings(where: np.ndarray, ts: int) -> list[pb.Ping]:
 
 def batches_of(pings: list[pb.Ping], size: int = 1_000) -> list[bytes]:
     return [
-        pb.PingBatch(pings=pings[k : k + size]).SerializeToString()
+        pb.SendPingsRequest(pings=pings[k : k + size]).SerializeToString()
         for k in range(0, len(pings), size)
     ]
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generators live in tests/
 
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from tests import hostile
 from tests.engine_process import EngineProcess
 
@@ -106,10 +106,10 @@ def report(engine: EngineProcess, examples: int, grpc_examples: int, timeout: fl
     grpc_s = time.monotonic() - started
 
     healthy = engine.healthy()
-    stub = pbg.IngestStub(channel)
+    stub = pbg.IngestServiceStub(channel)
     ping = pb.Ping(device_id="fuzz-after", ts_ms=int(time.time() * 1000), lat=52.66, lng=-8.63)
     auth = [("authorization", f"Bearer {engine.keys['ingest']}")]
-    counted = stub.SendPings(pb.PingBatch(pings=[ping]), metadata=auth, timeout=30).accepted
+    counted = stub.SendPings(pb.SendPingsRequest(pings=[ping]), metadata=auth, timeout=30).accepted
     print(f"machine: {platform.node()} · {platform.processor() or platform.machine()}")
     print(f"date: {time.strftime('%Y-%m-%d')}")
     http = f"{sum(statuses.values()):,} requests in {http_s:.0f} s"

@@ -36,7 +36,7 @@ from measure import free_port, percentile
 from clients.history import NAME as HISTORY
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from state.topology import NAMESPACE
 
 
@@ -58,13 +58,14 @@ def make_batches(
                 )
                 for i in range(start, min(devices, start + size))
             ]
-            out.append(pb.PingBatch(pings=pings).SerializeToString())
+            out.append(pb.SendPingsRequest(pings=pings).SerializeToString())
     return out
 
 
 def bench_batched(channel, auth, batches: list[bytes], seconds: float, in_flight: int) -> dict:
     call = channel.unary_unary(
-        "/occupancy.v1.Ingest/SendPings", response_deserializer=pb.IngestAck.FromString
+        "/occupancy.v1.IngestService/SendPings",
+        response_deserializer=pb.SendPingsResponse.FromString,
     )
     lock = threading.Lock()
     latencies: list[float] = []
@@ -117,7 +118,7 @@ def stream_messages(
         d = (i * streams + k) % devices
         r = (i * streams + k) // devices
         out.append(
-            pb.Ping(
+            pb.StreamPingsRequest(
                 device_id=f"stream-{d}",
                 ts_ms=base_ts + r * 1_000 + k,
                 lat=52.60 + (d % 997) * 1.5e-4,
@@ -146,7 +147,8 @@ def _stream_client(
     os.nice(15)
     channel = grpc.insecure_channel(target)
     call = channel.stream_stream(
-        "/occupancy.v1.Ingest/StreamPings", response_deserializer=pb.IngestAck.FromString
+        "/occupancy.v1.IngestService/StreamPings",
+        response_deserializer=pb.StreamPingsResponse.FromString,
     )
     # messages are serialized before the clock starts: the load generator shares the cores with
     # the engine, and building protobufs is the client's cost, not the engine's

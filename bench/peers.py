@@ -8,7 +8,7 @@ stream of ping batches, top-N and heatmap queries, and the floor of this machine
   from each device's latest ping within the TTL.
 - `floor_counts`: decode the batches, H3-index them, count them with numpy: no state, no network.
 
-Each takes the same serialized `PingBatch`es the engine's gRPC API takes.
+Each takes the same serialized `SendPingsRequest`s the engine's gRPC API takes.
 """
 
 import time
@@ -18,7 +18,7 @@ import numpy as np
 import redis
 
 from engine.cells import index_batch
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 RES = 9
 TTL_MS = 120_000
@@ -61,8 +61,8 @@ return #gone
 
 
 def decode(batch: bytes) -> tuple[list[str], list[int], list[float], list[float], list[int]]:
-    """ids, timestamps, lats, lngs and H3 cells of a serialized PingBatch."""
-    pings = pb.PingBatch.FromString(batch).pings
+    """ids, timestamps, lats, lngs and H3 cells of a serialized SendPingsRequest."""
+    pings = pb.SendPingsRequest.FromString(batch).pings
     ids = [p.device_id for p in pings]
     ts = [p.ts_ms for p in pings]
     lats = [p.lat for p in pings]
@@ -156,7 +156,7 @@ def floor_counts(batches: list[bytes]) -> tuple[int, dict[int, int]]:
     total = 0
     cells_all = []
     for batch in batches:
-        pings = pb.PingBatch.FromString(batch).pings
+        pings = pb.SendPingsRequest.FromString(batch).pings
         lats = np.fromiter((p.lat for p in pings), float, len(pings))
         lngs = np.fromiter((p.lng for p in pings), float, len(pings))
         cells_all.append(index_batch(lats, lngs, RES))

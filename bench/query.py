@@ -45,9 +45,9 @@ def ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float
     os.nice(19)
     import grpc
 
-    from protos import occupancy_pb2 as pb
+    from protos.occupancy.v1 import occupancy_pb2 as pb
 
-    call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.Ingest/SendPings")
+    call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.IngestService/SendPings")
     auth = [("authorization", f"Bearer {key}")]
     positions = [position(i) for i in range(devices)]
     sent, start, i = 0, time.monotonic(), 0
@@ -62,7 +62,7 @@ def ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float
             pings.append(pb.Ping(device_id=f"q-{i % devices}", ts_ms=now, lat=lat, lng=lng))
             i += 1
         try:
-            call(pb.PingBatch(pings=pings).SerializeToString(), metadata=auth, timeout=30)
+            call(pb.SendPingsRequest(pings=pings).SerializeToString(), metadata=auth, timeout=30)
         except grpc.RpcError:
             pass
         sent += 1_000
@@ -88,9 +88,9 @@ def freshness(base: str, headers: dict, target: str, key: str, probes: int) -> l
     import requests
 
     from engine.cells import cell_of, to_str
-    from protos import occupancy_pb2 as pb
+    from protos.occupancy.v1 import occupancy_pb2 as pb
 
-    call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.Ingest/SendPings")
+    call = grpc.insecure_channel(target).unary_unary("/occupancy.v1.IngestService/SendPings")
     auth = [("authorization", f"Bearer {key}")]
     out = []
     for p in range(probes):
@@ -99,7 +99,7 @@ def freshness(base: str, headers: dict, target: str, key: str, probes: int) -> l
         box = f"{lng - 0.01},{lat - 0.01},{lng + 0.01},{lat + 0.01}"
         ping = pb.Ping(device_id=f"probe-{p}", ts_ms=int(time.time() * 1000), lat=lat, lng=lng)
         t = time.perf_counter()
-        call(pb.PingBatch(pings=[ping]).SerializeToString(), metadata=auth, timeout=30)
+        call(pb.SendPingsRequest(pings=[ping]).SerializeToString(), metadata=auth, timeout=30)
         while time.perf_counter() - t < 10:
             body = requests.get(
                 base + "/v1/top", params={"n": 1, "bbox": box}, headers=headers, timeout=10

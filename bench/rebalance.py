@@ -24,7 +24,7 @@ from measure import free_port, percentile
 from cluster.rebalance import rebalance
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from state.layout import current
 
 
@@ -33,7 +33,8 @@ class Sender:
 
     def __init__(self, channel, auth, devices: int, rate: float, seconds: float):
         self.call = channel.unary_unary(
-            "/occupancy.v1.Ingest/SendPings", response_deserializer=pb.IngestAck.FromString
+            "/occupancy.v1.IngestService/SendPings",
+            response_deserializer=pb.SendPingsResponse.FromString,
         )
         self.auth = auth
         rounds = int(rate * seconds / devices) + 1
@@ -93,7 +94,7 @@ def main() -> None:
             auth = [("authorization", f"Bearer {engine.create_key('ingest', 'bench')}")]
             channel = grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}")
             sender = Sender(channel, auth, args.devices, args.rate, seconds=40)
-            loader = channel.unary_unary("/occupancy.v1.Ingest/SendPings")
+            loader = channel.unary_unary("/occupancy.v1.IngestService/SendPings")
             for batch in make_batches(args.devices, 5_000, int(time.time() * 1000), 1):
                 loader(batch, metadata=auth, timeout=60)
             thread = threading.Thread(target=sender.run, daemon=True)

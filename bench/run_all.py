@@ -46,7 +46,7 @@ QUERY_RATE = 50.0
 def make_batches(devices: int, rounds: int, base_ts: int) -> list[bytes]:
     """Every device once a round, moving a little each round; the rounds' times span at most
     55 s from `base_ts` (the engine refuses pings more than 30 s in its future)."""
-    from protos import occupancy_pb2 as pb
+    from protos.occupancy.v1 import occupancy_pb2 as pb
 
     step = min(1_000, 55_000 // rounds)
     out = []
@@ -57,7 +57,7 @@ def make_batches(devices: int, rounds: int, base_ts: int) -> list[bytes]:
                 lat, lng = position(i)
                 ts = base_ts + r * step
                 pings.append(pb.Ping(device_id=f"d-{i}", ts_ms=ts, lat=lat, lng=lng + r * 1e-5))
-            out.append(pb.PingBatch(pings=pings).SerializeToString())
+            out.append(pb.SendPingsRequest(pings=pings).SerializeToString())
     return out
 
 
@@ -207,12 +207,12 @@ def run_redis(args) -> dict:
 
 def _probe_batch(k: int) -> bytes:
     """One ping at a new cell far from the fleet (the engine's freshness probes' places)."""
-    from protos import occupancy_pb2 as pb
+    from protos.occupancy.v1 import occupancy_pb2 as pb
 
     ping = pb.Ping(
         device_id=f"probe-{k}", ts_ms=int(time.time() * 1000), lat=-40.0 - k * 0.05, lng=150.0
     )
-    return pb.PingBatch(pings=[ping]).SerializeToString()
+    return pb.SendPingsRequest(pings=[ping]).SerializeToString()
 
 
 def run_clickhouse(args) -> dict:

@@ -36,8 +36,8 @@ from measure import free_port
 from clients.history import NAME as HISTORY
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 
 CENTRE = (52.6638, -8.6267)  # Limerick
 FAMILIES = (
@@ -121,10 +121,12 @@ def drive(fleet: Fleet, stub, key: str, stop: threading.Event) -> None:
         pings = fleet.pings(0.5 / fleet.interval_s)
         try:
             for i in range(0, len(pings), 5_000):
-                stub.SendPings(pb.PingBatch(pings=pings[i : i + 5_000]), metadata=auth, timeout=30)
+                stub.SendPings(
+                    pb.SendPingsRequest(pings=pings[i : i + 5_000]), metadata=auth, timeout=30
+                )
             if tick % 2 == 0:
                 stub.SendDoorEvents(
-                    pb.DoorEventBatch(events=fleet.door_events()), metadata=auth, timeout=30
+                    pb.SendDoorEventsRequest(events=fleet.door_events()), metadata=auth, timeout=30
                 )
         except grpc.RpcError as exc:
             print(f"  ingest: {exc.code().name} {exc.details()}", flush=True)
@@ -249,7 +251,7 @@ def run(engine: Engine, args) -> None:
     redis_pid = engine._redis.proc.pid if engine._redis and engine._redis.proc else None
     kinds = processes(engine, redis_pid)
     fleet = Fleet(args.devices, args.interval)
-    stub = pbg.IngestStub(grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}"))
+    stub = pbg.IngestServiceStub(grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}"))
     stop = threading.Event()
     threading.Thread(target=drive, args=(fleet, stub, key, stop), daemon=True).start()
     print(f"machine: {platform.node()} · {os.cpu_count()} cores · {platform.python_version()}")

@@ -22,7 +22,7 @@ import grpc
 import requests
 from measure import percentile
 
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from tests.engine_process import EngineProcess
 
 
@@ -42,11 +42,11 @@ def http_latency(url: str, key: str, verify, n: int, fresh: bool) -> list[float]
 
 
 def ingest(channel: grpc.Channel, key: str, seconds: float, in_flight: int) -> tuple[float, float]:
-    call = channel.unary_unary("/occupancy.v1.Ingest/SendPings")
+    call = channel.unary_unary("/occupancy.v1.IngestService/SendPings")
     auth = [("authorization", f"Bearer {key}")]
     base = int(time.time() * 1000) - 60_000
     batches = [
-        pb.PingBatch(
+        pb.SendPingsRequest(
             pings=[
                 pb.Ping(
                     device_id=f"t-{b}-{i}", ts_ms=base + b, lat=52.6 + i * 1e-4, lng=-8.7 + b * 1e-5

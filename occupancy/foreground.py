@@ -28,7 +28,9 @@ def running_engine(
         console.print(f"[bold green]occupancy engine up[/] · data dir {settings.data_dir}")
         s = engine.settings  # TLS file paths resolved
         tls = " over TLS" + (", mutual" if s.tls_client_ca else "") if s.tls_cert else ""
-        console.print(f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.Ingest{tls})")
+        console.print(
+            f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.IngestService{tls})"
+        )
         if serve_api:
             scheme = "https" if s.tls_cert else "http"
             console.print(

@@ -11,8 +11,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from occupancy.simulator import FLEET_OF, Building, Fleet
 from occupancy.tls import grpc_credentials
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 
 DOOR_SENSORS = Building.SENSORS
 BATCH = 5_000
@@ -53,7 +53,7 @@ class Simulation:
             self.channel = grpc.insecure_channel(target)
         else:
             self.channel = grpc.secure_channel(target, grpc_credentials(tls_ca))
-        self.stub = pbg.IngestStub(self.channel)
+        self.stub = pbg.IngestServiceStub(self.channel)
         self.auth = [("authorization", f"Bearer {key}")]
         self.fleet = Fleet(devices=devices, interval_s=interval_s, seed=seed)
         self.door_rate = door_rate
@@ -74,7 +74,7 @@ class Simulation:
         ]
         for i in range(0, len(pings), BATCH):
             ack = self.stub.SendPings(
-                pb.PingBatch(pings=pings[i : i + BATCH]), metadata=self.auth, timeout=30
+                pb.SendPingsRequest(pings=pings[i : i + BATCH]), metadata=self.auth, timeout=30
             )
             self.totals.accepted += ack.accepted
             self.totals.late += ack.late
@@ -86,7 +86,7 @@ class Simulation:
         ]
         if events:
             ack = self.stub.SendDoorEvents(
-                pb.DoorEventBatch(events=events), metadata=self.auth, timeout=30
+                pb.SendDoorEventsRequest(events=events), metadata=self.auth, timeout=30
             )
             self.totals.doors += ack.accepted
 

@@ -8,6 +8,7 @@ restarted by Ray with their creation arguments) take the committed layout when i
 import dataclasses
 
 import redis
+import redis.asyncio
 
 from state import redis_client
 from state.topology import Topology
@@ -33,6 +34,12 @@ def with_layout(topology: Topology, layout: dict) -> Topology:
 
 def committed(client: redis.Redis) -> dict | None:
     raw = client.get(COMMITTED)
+    return unpack(raw) if raw is not None else None
+
+
+async def committed_async(client: redis.asyncio.Redis) -> dict | None:
+    """`committed`, from an event loop."""
+    raw = await client.get(COMMITTED)
     return unpack(raw) if raw is not None else None
 
 

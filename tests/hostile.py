@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 from hypothesis import strategies as st
 
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 # every route of the API; `POST /v1/admin/scale` is left out (it starts and stops actors)
 ROUTES = [
@@ -210,7 +210,7 @@ def problem(request: Request, status: int, body: bytes) -> str | None:
 
 # -- gRPC ---------------------------------------------------------------------------------------
 
-INGEST = "/occupancy.v1.Ingest/"
+INGEST = "/occupancy.v1.IngestService/"
 OK_CODES = {
     grpc.StatusCode.OK,
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -248,7 +248,7 @@ def _ping(now: int) -> st.SearchStrategy:
 def grpc_calls(now: int) -> st.SearchStrategy[tuple[str, bytes]]:
     """(method, request bytes): structured batches with extreme values, their bytes mutated, and
     random bytes."""
-    pings = st.lists(_ping(now), max_size=20).map(lambda p: pb.PingBatch(pings=p))
+    pings = st.lists(_ping(now), max_size=20).map(lambda p: pb.SendPingsRequest(pings=p))
     doors = st.lists(
         st.builds(
             lambda s, ts, d: pb.DoorEvent(sensor_id=s, ts_ms=ts, direction=d),
@@ -257,7 +257,7 @@ def grpc_calls(now: int) -> st.SearchStrategy[tuple[str, bytes]]:
             st.integers(-(2**31), 2**31 - 1),
         ),
         max_size=20,
-    ).map(lambda e: pb.DoorEventBatch(events=e))
+    ).map(lambda e: pb.SendDoorEventsRequest(events=e))
     message = st.one_of(
         st.tuples(st.just("SendPings"), pings), st.tuples(st.just("SendDoorEvents"), doors)
     ).map(lambda mm: (mm[0], mm[1].SerializeToString()))

@@ -3,7 +3,8 @@
 //
 //   node client.js TARGET AUTH MESSAGES_FILE SECONDS RATE_PER_S START_AT_MS WINDOW
 //
-// MESSAGES_FILE holds serialized occupancy.v1.Ping messages, each after its length (uint32 LE).
+// MESSAGES_FILE holds serialized occupancy.v1.StreamPingsRequest messages (a Ping's bytes are
+// one), each after its length (uint32 LE).
 // RATE_PER_S 0 sends as fast as the server acks: at most WINDOW messages unacked, as a device
 // with a bounded buffer would. Prints one JSON line:
 // {"acked": n, "elapsed_s": s, "latencies_ms": [...]}, a latency per acked message.
@@ -20,7 +21,7 @@ for (let off = 0; off < data.length;) {
   off += 4 + n;
 }
 
-// the cumulative counts of an IngestAck (fields 1-3, varints); rejections are skipped
+// the cumulative counts of a StreamPingsResponse (fields 1-3, varints); rejections are skipped
 function ackTotal(buf) {
   let i = 0, total = 0;
   const varint = () => {
@@ -48,7 +49,7 @@ function run() {
   const t0 = performance.now();
   const stopAt = t0 + Number(seconds) * 1000;
   const call = client.makeBidiStreamRequest(
-    '/occupancy.v1.Ingest/StreamPings', x => x, x => x, metadata, {});
+    '/occupancy.v1.IngestService/StreamPings', x => x, x => x, metadata, {});
   call.on('data', (ack) => {
     const now = performance.now();
     acked = ackTotal(ack);

@@ -10,8 +10,8 @@ from collections import Counter
 import grpc
 
 from engine.timeutil import DAY_MS
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from tests.oracle import Oracle
 from tests.workload import POINTS
 
@@ -31,7 +31,7 @@ class Fleet(threading.Thread):
         # its own on the shared port
         options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
-        self.stub = pbg.IngestStub(self.channel)
+        self.stub = pbg.IngestServiceStub(self.channel)
         self.auth = [("authorization", f"Bearer {key}")]
         self.devices = [f"chaos-{seed}-{i}" for i in range(devices)]
         self.batch, self.period_s = batch, period_s
@@ -69,7 +69,9 @@ class Fleet(threading.Thread):
             for p in pings:
                 self.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
             try:
-                ack = self.stub.SendPings(pb.PingBatch(pings=pings), metadata=self.auth, timeout=20)
+                ack = self.stub.SendPings(
+                    pb.SendPingsRequest(pings=pings), metadata=self.auth, timeout=20
+                )
             except grpc.RpcError as exc:
                 self.codes[exc.code().name] += 1
                 self.failed_at.append(time.monotonic())

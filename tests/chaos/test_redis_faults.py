@@ -60,16 +60,22 @@ def _agrees_with_oracle(engine: EngineProcess, fleet: Fleet, timeout_s: float = 
 
 
 def _grpc_health(engine: EngineProcess) -> int | None:
-    """The gRPC health status; None when the check itself got no answer in time (a handler
-    whose event loop waits on a stalled Redis for up to its command timeout)."""
+    """The gRPC health status of the server and of both ingest service names, when they agree
+    (they are set together); None when the check itself got no answer in time (a handler whose
+    event loop waits on a stalled Redis for up to its command timeout)."""
     with grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+            statuses = {
+                stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+                for name in ("", "occupancy.v1.IngestService", "occupancy.v1.Ingest")
+            }
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise
             return None
+    assert len(statuses) == 1, statuses
+    return statuses.pop()
 
 
 def test_redis_killed_under_a_fleet_comes_back_by_itself_with_every_acked_ping(engine):

@@ -8,8 +8,8 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from tests import hostile
 from tests.engine_process import EngineProcess
 
@@ -63,18 +63,18 @@ def test_hostile_grpc_calls_get_a_clear_status_and_the_engine_keeps_counting(eng
 
     run()
     # a stream of broken and good messages: the broken ones are rejected, the good ones count
-    stub = pbg.IngestStub(channel)
+    stub = pbg.IngestServiceStub(channel)
     good = pb.Ping(device_id="after-fuzz", ts_ms=int(time.time() * 1000), lat=52.66, lng=-8.63)
     stream = channel.stream_stream(
-        "/occupancy.v1.Ingest/StreamPings",
+        "/occupancy.v1.IngestService/StreamPings",
         request_serializer=lambda b: b,
-        response_deserializer=pb.IngestAck.FromString,
+        response_deserializer=pb.StreamPingsResponse.FromString,
     )
     messages = [b"\xff\xff\xff", good.SerializeToString(), b"\x0a\x85", b""]
     acks = list(stream(iter(messages), metadata=[("authorization", f"Bearer {engine.admin}")]))
     assert acks[-1].accepted == 1 and acks[-1].rejected == 3
     ack = stub.SendPings(
-        pb.PingBatch(pings=[good]), metadata=[("authorization", f"Bearer {engine.admin}")]
+        pb.SendPingsRequest(pings=[good]), metadata=[("authorization", f"Bearer {engine.admin}")]
     )
     assert ack.late == 1  # the same ping again: it was applied the first time
     assert engine.healthy()

@@ -10,8 +10,8 @@ import grpc
 import pytest
 import requests
 
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from tests.engine_process import ROOT, EngineProcess, engine_env
 from tests.tls_certs import client_pair, make_ca
 
@@ -25,11 +25,11 @@ def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def _send(channel: grpc.Channel, key: str) -> pb.IngestAck:
+def _send(channel: grpc.Channel, key: str) -> pb.SendPingsResponse:
     ping = pb.Ping(device_id="tls-phone", ts_ms=time.time_ns() // 1_000_000, lat=52.66, lng=-8.63)
-    stub = pbg.IngestStub(channel)
+    stub = pbg.IngestServiceStub(channel)
     return stub.SendPings(
-        pb.PingBatch(pings=[ping]), metadata=[("authorization", f"Bearer {key}")], timeout=20
+        pb.SendPingsRequest(pings=[ping]), metadata=[("authorization", f"Bearer {key}")], timeout=20
     )
 
 

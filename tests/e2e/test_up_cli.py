@@ -12,8 +12,8 @@ import grpc
 import pytest
 import requests
 
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from tests.engine_process import ROOT, engine_env, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -141,13 +141,13 @@ def _credential_lifecycle(env: dict, port: int, http_port: int) -> None:
     token = issued.stdout.strip()
     token_id = re.search(r"token id (tok_\w+)", issued.stderr).group(1)
     assert "expires" in issued.stderr
-    stub = pbg.IngestStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    stub = pbg.IngestServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 
     def send() -> grpc.StatusCode:
         ping = pb.Ping(device_id="phone-43", ts_ms=int(time.time() * 1000), lat=52.66, lng=-8.62)
         try:
             stub.SendPings(
-                pb.PingBatch(pings=[ping]), metadata=[("authorization", f"Bearer {token}")]
+                pb.SendPingsRequest(pings=[ping]), metadata=[("authorization", f"Bearer {token}")]
             )
         except grpc.RpcError as exc:
             return exc.code()

@@ -6,7 +6,7 @@ import time
 from engine.cells import resolution
 from engine.geo import BBox
 from engine.timeutil import MINUTE_MS, day_of, minute_of
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from tests.workload import BBOX_C0, DOOR_SPACES, POINTS, POLYGON_SPACES
 
 TTL = 120_000

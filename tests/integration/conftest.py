@@ -9,8 +9,8 @@ import pytest
 from clients.queries import LiveQueries
 from occupancy.runtime import Engine
 from occupancy.settings import Settings
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from state.id_directory import IdDirectory
 from tests.oracle import Oracle
 from tests.workload import DOOR_SPACES, POLYGON_SPACES
@@ -28,7 +28,7 @@ class Live:
         self.viewer = engine.create_key("viewer", "tests")
         self.http = f"http://127.0.0.1:{engine.http_port}"
         self.channel = grpc.insecure_channel(f"127.0.0.1:{engine.grpc_port}")
-        self.stub = pbg.IngestStub(self.channel)
+        self.stub = pbg.IngestServiceStub(self.channel)
         self.queries = LiveQueries(engine.topology)
         spec = engine.topology.engine_spec()
         self.oracle = Oracle(
@@ -42,7 +42,7 @@ class Live:
     def auth(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.key}")]
 
-    def send(self, pings: list[pb.Ping], retries: int = 50, stub=None) -> pb.IngestAck:
+    def send(self, pings: list[pb.Ping], retries: int = 50, stub=None) -> pb.SendPingsResponse:
         """SendPings until it is acked (a restarting shard answers UNAVAILABLE); the oracle
         sees every attempt, as the engine may have logged part of a failed one. `stub`: a
         client on another connection than the shared one."""
@@ -52,7 +52,9 @@ class Live:
             for p in pings:
                 self.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
             try:
-                return stub.SendPings(pb.PingBatch(pings=pings), metadata=self.auth, timeout=30)
+                return stub.SendPings(
+                    pb.SendPingsRequest(pings=pings), metadata=self.auth, timeout=30
+                )
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -60,9 +62,9 @@ class Live:
                 time.sleep(0.2)
         raise AssertionError(f"the engine did not come back: {last}")
 
-    def doors(self, events: list[pb.DoorEvent]) -> pb.IngestAck:
+    def doors(self, events: list[pb.DoorEvent]) -> pb.SendDoorEventsResponse:
         ack = self.stub.SendDoorEvents(
-            pb.DoorEventBatch(events=events), metadata=self.auth, timeout=30
+            pb.SendDoorEventsRequest(events=events), metadata=self.auth, timeout=30
         )
         now = int(time.time() * 1000)
         rejected = {r.index for r in ack.rejections}

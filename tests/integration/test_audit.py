@@ -18,7 +18,7 @@ from engine.cells import cell_of, to_str
 from engine.pseudonym import pseudonym_str
 from observability.audit import STREAM
 from occupancy.cli import main
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_requests_reach_the_audit_log_with_key_ids_and_pseudonyms(live):
     # sent with this test's own key; the shared oracle, which other tests compare with, sees it
     live.oracle.ping(int(time.time() * 1000), ping.device_id, ping.ts_ms, ping.lat, ping.lng)
     ack = live.stub.SendPings(
-        pb.PingBatch(pings=[ping]),
+        pb.SendPingsRequest(pings=[ping]),
         metadata=[("authorization", f"Bearer {ingest_key}")],
         timeout=30,
     )
@@ -90,14 +90,16 @@ def test_requests_reach_the_audit_log_with_key_ids_and_pseudonyms(live):
     assert _get(live, "/v1/top", "occ_admin_" + "n" * 32).status_code == 401
     with pytest.raises(grpc.RpcError) as refused:
         live.stub.SendPings(
-            pb.PingBatch(pings=[pb.Ping(device_id=PERSON, ts_ms=now, lat=HERE[0], lng=HERE[1])]),
+            pb.SendPingsRequest(
+                pings=[pb.Ping(device_id=PERSON, ts_ms=now, lat=HERE[0], lng=HERE[1])]
+            ),
             metadata=[("authorization", "Bearer occ_ingest_" + "n" * 32)],
             timeout=30,
         )
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     route = "/v1/history/path/{device_id}"
-    grpc_route = "/occupancy.v1.Ingest/SendPings"
+    grpc_route = "/occupancy.v1.IngestService/SendPings"
 
     def complete(entries):
         return (

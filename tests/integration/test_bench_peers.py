@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.cells import cell_of
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from state.redis_server import EmbeddedRedis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -30,7 +30,7 @@ def _batches() -> tuple[list[bytes], dict[int, int], int]:
                 pb.Ping(device_id=f"p-{i}", ts_ms=now - 30_000 + r * 1_000, lat=lat, lng=lng)
             )
             latest[f"p-{i}"] = cell_of(lat, lng, RES)
-        batches.append(pb.PingBatch(pings=pings).SerializeToString())
+        batches.append(pb.SendPingsRequest(pings=pings).SerializeToString())
     expected: dict[int, int] = {}
     for cell in latest.values():
         expected[cell] = expected.get(cell, 0) + 1

@@ -21,7 +21,7 @@ from access.auth import KeyStore
 from access.tokens import SigningKeys, parse
 from actors.history import HistoryConfig
 from occupancy import local_files
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def _send(live, credential: str, device: str) -> grpc.StatusCode:
     ping = _ping(device)
     try:
         ack = live.stub.SendPings(
-            pb.PingBatch(pings=[ping]),
+            pb.SendPingsRequest(pings=[ping]),
             metadata=[("authorization", f"Bearer {credential}")],
             timeout=30,
         )
@@ -205,7 +205,7 @@ def test_device_tokens_expire(live):
         time.sleep(0.05)
     with pytest.raises(grpc.RpcError) as err:
         live.stub.SendPings(
-            pb.PingBatch(pings=[_ping("expiring-1")]),
+            pb.SendPingsRequest(pings=[_ping("expiring-1")]),
             metadata=[("authorization", f"Bearer {token}")],
             timeout=30,
         )

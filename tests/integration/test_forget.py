@@ -20,8 +20,8 @@ from clients.history import NAME as HISTORY
 from engine.cells import cell_of, parent, to_str
 from engine.pseudonym import pseudonym_str
 from engine.timeutil import MINUTE_MS, day_of, minute_of
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from state import forgetting, id_directory, redis_client
 from tests.integration.checks import assert_live_equals_oracle
 
@@ -109,7 +109,7 @@ def test_forgetting_a_device_leaves_no_trace_and_keeps_the_past_counts(spaces):
     # over several connections: both ingest handlers may hold the id in their caches
     for ping in pings:
         with grpc.insecure_channel(f"127.0.0.1:{live.engine.grpc_port}") as channel:
-            live.send([ping], stub=pbg.IngestStub(channel))
+            live.send([ping], stub=pbg.IngestServiceStub(channel))
     old = live.pseudonym(PERSON)
     assert old is not None and live.pseudonym(NEIGHBOUR) not in (None, old)
     _settled(live)
@@ -184,7 +184,7 @@ def test_forgetting_a_device_leaves_no_trace_and_keeps_the_past_counts(spaces):
         with grpc.insecure_channel(f"127.0.0.1:{live.engine.grpc_port}") as channel:
             ack = live.send(
                 [pb.Ping(device_id=PERSON, ts_ms=later + i, lat=A[0], lng=A[1])],
-                stub=pbg.IngestStub(channel),
+                stub=pbg.IngestServiceStub(channel),
             )
         assert (ack.accepted, ack.late) == (1, 0)
     renewed = live.pseudonym(PERSON)

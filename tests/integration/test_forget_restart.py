@@ -20,8 +20,8 @@ from clickhouse.store import HistoryStore
 from engine.cells import cell_of, to_str
 from engine.pseudonym import pseudonym_str
 from engine.timeutil import minute_of
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from state import forgetting
 from state.id_directory import IdDirectory
 from state.redis_server import EmbeddedRedis
@@ -51,11 +51,11 @@ def _call(e: EngineProcess, method: str, path: str, **params) -> requests.Respon
     )
 
 
-def _send(e: EngineProcess, device: str, ts: list[int]) -> pb.IngestAck:
+def _send(e: EngineProcess, device: str, ts: list[int]) -> pb.SendPingsResponse:
     with grpc.insecure_channel(f"127.0.0.1:{e.grpc_port}") as channel:
         pings = [pb.Ping(device_id=device, ts_ms=t, lat=HERE[0], lng=HERE[1]) for t in ts]
-        return pbg.IngestStub(channel).SendPings(
-            pb.PingBatch(pings=pings),
+        return pbg.IngestServiceStub(channel).SendPings(
+            pb.SendPingsRequest(pings=pings),
             metadata=[("authorization", f"Bearer {e.keys['ingest']}")],
             timeout=60,
         )

@@ -19,7 +19,7 @@ from clients.history import NAME as HISTORY
 from engine.cells import resolution, to_str
 from engine.pseudonym import pseudonym_str
 from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from tests.workload import POINTS, POLYGON_SPACES
 
 pytestmark = pytest.mark.integration

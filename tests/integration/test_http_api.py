@@ -19,7 +19,7 @@ from engine.cells import cell_of, parent, to_str
 from engine.privacy import area_pairs, released, released_by_levels
 from engine.timeutil import DAY_MS, MINUTE_MS, day_of, minute_of
 from observability import tracing
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from tests.metric_names import lacks_unit
 from tests.workload import BBOX_C0, POINTS, POLYGON_SPACES
 
@@ -505,9 +505,9 @@ def _scrape(api) -> dict[str, list[tuple[dict, float]]]:
 def test_metrics_endpoint_shows_every_process_with_plausible_values(api):
     now = int(time.time() * 1000)
     bad = [pb.Ping(device_id="metrics-nan", ts_ms=now, lat=float("nan"), lng=1.0)]
-    api.stub.SendPings(pb.PingBatch(pings=bad), metadata=api.auth, timeout=30)
+    api.stub.SendPings(pb.SendPingsRequest(pings=bad), metadata=api.auth, timeout=30)
     with pytest.raises(grpc.RpcError):  # no credential: a failed call
-        api.stub.SendPings(pb.PingBatch(pings=bad), timeout=30)
+        api.stub.SendPings(pb.SendPingsRequest(pings=bad), timeout=30)
     get(api, "/v1/top", api.admin, n=3)
     wanted = {
         "occupancy_pings_total",
@@ -571,7 +571,9 @@ def test_a_traced_batch_has_spans_from_ingest_through_its_shard_to_the_snapshot(
     now = int(time.time() * 1000)
     pings = [pb.Ping(device_id=f"traced-{i}", ts_ms=now, lat=52.66, lng=-8.63) for i in range(5)]
     ack = api.stub.SendPings(
-        pb.PingBatch(pings=pings), metadata=[*api.auth, ("traceparent", traceparent)], timeout=30
+        pb.SendPingsRequest(pings=pings),
+        metadata=[*api.auth, ("traceparent", traceparent)],
+        timeout=30,
     )
     assert ack.accepted == 5
     for p in pings:

@@ -9,7 +9,7 @@ import pytest
 import ray
 
 from engine.timeutil import day_of
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from tests.integration.checks import (
     assert_live_equals_oracle,
     converge,

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from cluster import fit
 from cluster.rebalance import STEPS, Quiet, RebalanceError, check_scale, rebalance
 from occupancy.cli import main
-from protos import occupancy_pb2 as pb
-from protos import occupancy_pb2_grpc as pbg
+from protos.occupancy.v1 import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 from state import layout as layouts
 from state.layout import committed
 from tests.integration.checks import agree, assert_live_equals_oracle, random_pings
@@ -57,7 +57,7 @@ class Fleet:
     def _run(self, seed: int) -> None:
         rng = random.Random(seed)
         channel = grpc.insecure_channel(f"127.0.0.1:{self.live.engine.grpc_port}")
-        stub = pbg.IngestStub(channel)  # a connection of its own: to any handler
+        stub = pbg.IngestServiceStub(channel)  # a connection of its own: to any handler
         try:
             while not self._stop.is_set():
                 now = int(time.time() * 1000)

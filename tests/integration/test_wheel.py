@@ -86,9 +86,10 @@ def test_the_wheel_holds_every_package_the_stubs_the_package_data_and_py_typed(b
     names = set(zipfile.ZipFile(wheel).namelist())
     folders = [p.replace(".", "/") for p in PACKAGES]
     expected = {f"{folder}/{name}" for folder in folders for name in ("__init__.py", "py.typed")}
-    expected |= _committed("protos/occupancy_pb2*", "protos/occupancy.proto")
+    expected |= _committed("protos/occupancy/v1/occupancy_pb2*", "protos/occupancy/v1/*.proto")
     expected |= _committed("serve_apps/web", "occupancy/data", "clickhouse/migrations/*.sql")
-    assert {"protos/occupancy_pb2.py", "protos/occupancy_pb2_grpc.py"} <= expected
+    stubs = {"protos/occupancy/v1/occupancy_pb2.py", "protos/occupancy/v1/occupancy_pb2_grpc.py"}
+    assert stubs <= expected
     assert any(n.startswith("serve_apps/web/") for n in expected)
     assert any(n.startswith("clickhouse/migrations/") for n in expected)
     assert not expected - names, sorted(expected - names)

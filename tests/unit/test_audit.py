@@ -74,7 +74,7 @@ def test_a_record_has_every_field_and_nothing_else():
 def test_counts_are_handed_out_once_their_window_has_ended():
     w = audit.WindowCounts(60_000)
     refused = ("http", "", "", "GET", "/v1/top", 401, (("reason", "unknown"),))
-    sent = ("grpc", "a1b2c3d4e5f6", "ingest", "", "/occupancy.v1.Ingest/SendPings", 0, ())
+    sent = ("grpc", "a1b2c3d4e5f6", "ingest", "", "/occupancy.v1.IngestService/SendPings", 0, ())
     for t in (60_000, 60_500, 119_999):
         w.add(t, refused, 2.0)
     w.add(61_000, sent, 1.5, items=10, accepted=9, late=1)
@@ -84,7 +84,7 @@ def test_counts_are_handed_out_once_their_window_has_ended():
     first = {r["route"]: r for r in w.closed(120_000)}
     assert first["/v1/top"]["calls"] == 3 and first["/v1/top"]["duration_ms"] == 6.0
     assert first["/v1/top"]["params"] == {"reason": "unknown"} and first["/v1/top"]["ts"] == 60_000
-    ingest = first["/occupancy.v1.Ingest/SendPings"]
+    ingest = first["/occupancy.v1.IngestService/SendPings"]
     assert ingest["calls"] == 1 and ingest["params"] == {"items": 15, "accepted": 14, "late": 1}
     assert (ingest["key_id"], ingest["role"], ingest["status"]) == ("a1b2c3d4e5f6", "ingest", 0)
     assert w.closed(10**9) != [] and w.everything() == []

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from actors.ingest_batch import read_batch
 from engine.validation import Limits, check_message, check_ping, valid_columns
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 NOW = 1_710_000_000_000
 LIMITS = Limits()

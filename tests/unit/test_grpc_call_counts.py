@@ -1,5 +1,6 @@
-"""Every gRPC ingest call ends in the call counter by method and status code, failed calls too
-(no Ray, no gRPC server: the RPCs over a stand-in core and call context)."""
+"""Every gRPC ingest call ends in the call counter by method, service name and status code, failed
+calls too, under either service name alike (no Ray, no gRPC server: the RPCs over a stand-in
+core and call context)."""
 
 import asyncio
 
@@ -10,8 +11,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from actors.ingest_core import AuthError, Caller, ShardUnavailable
-from actors.ingest_rpc import IngestRpcs, call_counter
-from protos import occupancy_pb2 as pb
+from actors.ingest_rpc import DEPRECATED, SERVICE, IngestRpcs, call_counter
+from protos.occupancy.v1 import occupancy_pb2 as pb
 
 GOOD = (("authorization", "Bearer good"),)
 
@@ -32,15 +33,28 @@ class Core:
     def admit(self, caller: Caller, items: int) -> float:
         return 0.0
 
-    async def ingest_pings(self, pings, device, base: int = 0, trace=None) -> pb.IngestAck:
+    async def ingest_pings(self, pings, device, base: int = 0, trace=None) -> pb.SendPingsResponse:
         if self.fail:
             raise ShardUnavailable("user-0 is restarting")
-        return pb.IngestAck(accepted=len(pings))
+        return pb.SendPingsResponse(accepted=len(pings))
 
 
 class Audit:
+    def __init__(self):
+        self.routes: list[str] = []
+
     def count(self, key, duration_ms: float = 0.0, **counts) -> None:
-        pass
+        self.routes.append(key[4])
+
+
+class Health:
+    """Counts the calls that told the handler's health to check at once."""
+
+    def __init__(self):
+        self.suspected = 0
+
+    def suspect(self) -> None:
+        self.suspected += 1
 
 
 class Context:
@@ -68,6 +82,7 @@ class Handler(IngestRpcs):
     def __init__(self, meter):
         self.core = Core()
         self.audit = Audit()
+        self.health = Health()
         self.calls = call_counter(meter)
         self.tracer = trace.NoOpTracer()
         self.max_batch = 100
@@ -85,39 +100,54 @@ def handler(reader) -> Handler:
     return Handler(MeterProvider(metric_readers=[reader]).get_meter("test"))
 
 
-def _counts(reader: InMemoryMetricReader) -> dict[tuple[str, str], int]:
+def _counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
     out = {}
     for rm in reader.get_metrics_data().resource_metrics:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
                 if metric.name == "occupancy_grpc_calls_total":
                     for p in metric.data.data_points:
-                        out[(p.attributes["method"], p.attributes["code"])] = p.value
+                        a = p.attributes
+                        out[(a["method"], a["service"], a["code"])] = p.value
     return out
 
 
-def _send(handler: Handler, request: bytes, context: Context) -> None:
+def _send(handler: Handler, request: bytes, context: Context, service: str = SERVICE) -> None:
     try:
-        asyncio.run(handler.send_pings(request, context))
+        asyncio.run(handler.send_pings(request, context, service))
     except grpc.aio.AbortError:
         pass
 
 
-def test_calls_are_counted_by_method_and_code_failed_ones_too(handler, reader):
-    batch = pb.PingBatch(pings=[pb.Ping(device_id="d-1", ts_ms=1, lat=1.0, lng=1.0)])
+@pytest.mark.parametrize("service", [SERVICE, DEPRECATED])
+def test_calls_are_counted_by_method_and_code_failed_ones_too(handler, reader, service):
+    batch = pb.SendPingsRequest(pings=[pb.Ping(device_id="d-1", ts_ms=1, lat=1.0, lng=1.0)])
     good = batch.SerializeToString()
-    _send(handler, good, Context())
-    _send(handler, good, Context())
-    _send(handler, good, Context(metadata=()))  # no credential
-    _send(handler, b"\xff\xff not a message", Context())
-    _send(handler, b"\x0a\x05ab", Context())  # truncated
+    _send(handler, good, Context(), service)
+    _send(handler, good, Context(), service)
+    _send(handler, good, Context(metadata=()), service)  # no credential
+    _send(handler, b"\xff\xff not a message", Context(), service)
+    _send(handler, b"\x0a\x05ab", Context(), service)  # truncated
+    assert handler.health.suspected == 0
     handler.core.fail = True
-    _send(handler, good, Context())
+    _send(handler, good, Context(), service)
+    assert handler.health.suspected == 1  # a lost shard: the health checks at once
     assert _counts(reader) == {
-        ("SendPings", "OK"): 2,
-        ("SendPings", "UNAUTHENTICATED"): 1,
-        ("SendPings", "INVALID_ARGUMENT"): 2,
-        ("SendPings", "UNAVAILABLE"): 1,
+        ("SendPings", service, "OK"): 2,
+        ("SendPings", service, "UNAUTHENTICATED"): 1,
+        ("SendPings", service, "INVALID_ARGUMENT"): 2,
+        ("SendPings", service, "UNAVAILABLE"): 1,
+    }
+    assert set(handler.audit.routes) == {f"/{service}/SendPings"}
+
+
+def test_both_names_count_in_one_method_apart_by_service(handler, reader):
+    good = pb.PingBatch(pings=[pb.Ping(device_id="d-1", ts_ms=1, lat=1.0, lng=1.0)])
+    _send(handler, good.SerializeToString(), Context(), DEPRECATED)  # an old client's bytes
+    _send(handler, good.SerializeToString(), Context(), SERVICE)
+    assert _counts(reader) == {
+        ("SendPings", "occupancy.v1.Ingest", "OK"): 1,
+        ("SendPings", "occupancy.v1.IngestService", "OK"): 1,
     }
 
 
@@ -127,5 +157,5 @@ def test_a_call_that_raises_unexpectedly_is_counted_as_unknown(handler, reader):
 
     handler.core.ingest_pings = broken
     with pytest.raises(RuntimeError):
-        asyncio.run(handler.send_pings(pb.PingBatch().SerializeToString(), Context()))
-    assert _counts(reader) == {("SendPings", "UNKNOWN"): 1}
+        asyncio.run(handler.send_pings(pb.SendPingsRequest().SerializeToString(), Context()))
+    assert _counts(reader) == {("SendPings", SERVICE, "UNKNOWN"): 1}

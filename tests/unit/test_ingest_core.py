@@ -14,7 +14,7 @@ from actors.ingest_core import IngestCore, ShardUnavailable
 from engine.record import PingRecord
 from engine.routing import door_shard
 from observability import telemetry
-from protos import occupancy_pb2 as pb
+from protos.occupancy.v1 import occupancy_pb2 as pb
 from state import redis_client
 from state.layout import StaleLayout, layout_of, target
 from state.topology import Topology

@@ -1,0 +1,1 @@
+"""The protobuf package occupancy.* (its versions as subpackages)."""

@@ -1,0 +1,1 @@
+"""The occupancy.v1 contract (occupancy.proto) and its generated stubs."""
