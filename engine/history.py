@@ -74,15 +74,26 @@ class PresenceHistory:
                 rows += self._tombstones(device, start, end)
         self._export += 1
         self._sent = {}
+        books, confirmed = self._open, self._confirmed
         for device, places, start, end in unsettled:
-            if self._confirmed.get((device, start)) == (places, end):
-                continue
-            rows += pieces(device, places, start, end)
-            rows += self._tombstones(device, start, end)
-            book = self._open.setdefault(device, {})
-            old = book.get(start)
-            book[start] = (places, max(end, old[1]) if old else end)
-            if now is not None and end < now:  # it ended; one still growing is sent each time
+            ended = now is not None and end < now  # else it still grows: sent each time
+            if (ended or now is None) and confirmed.get((device, start)) == (places, end):
+                continue  # only an interval that ended can be confirmed as it stands
+            book = books.get(device)
+            old = book.get(start) if book is not None else None
+            day = start - start % DAY_MS
+            if start < end <= day + DAY_MS:  # one day (most): its pieces at once
+                rows += [(device, day, place, start, start, end) for place in places]
+            else:
+                rows += pieces(device, places, start, end)
+            if old is None:
+                if book is None:
+                    book = books[device] = {}
+                book[start] = (places, end)
+            else:
+                rows += self._tombstones(device, start, end)
+                book[start] = (places, max(end, old[1]))
+            if ended:
                 self._sent[(device, start)] = (places, end)
         self._exported = len(self._pending)
         return (self._exported, self._export), rows

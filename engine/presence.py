@@ -276,8 +276,16 @@ class PresenceTracker:
     def open_stays(self, now: int) -> Iterator[Interval]:
         """Every device's unsettled intervals up to `now`, with contiguous ones in the same cell
         joined as settlement will join them: each starts where its settled form will."""
+        ttl = self.ttl_ms
         for device, d in self._devices.items():
-            yield from self._joined(device, d, now)
+            chain = d.chain
+            if len(chain) == 1:  # most devices: `_joined` of their one interval
+                ts, cell = chain[0]
+                end = min(ts + ttl, now)
+                if end > d.stay:
+                    yield Interval(device, cell, d.stay, end)
+            else:
+                yield from self._joined(device, d, now)
 
     def open_stays_of(self, device: int, now: int) -> list[Interval]:
         """`open_stays` of one device (none if it is not held)."""

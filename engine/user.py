@@ -60,7 +60,8 @@ class UserEngine:
             self.spaces = SpaceIndex.restore(state["spaces"])
             self._space_seq = state["space_seq"]
         self._coarser = tuple(r for r in spec.minute_res if r < spec.res)
-        self._places: dict[int, tuple] = {}
+        self._places: dict[int, tuple] = {}  # cell -> its minute places (`_minute_places`)
+        self._dwelt: dict[int, tuple] = {}  # cell -> its dwell places (`_dwell_places`)
         self.cell_moves: list[Move] = []
         self.space_moves: list[SpaceMove] = []
 
@@ -246,7 +247,12 @@ class UserEngine:
         return places
 
     def _dwell_places(self, cell: int) -> tuple:
-        return (cell, *self.spaces.spaces_of(cell))
+        places = self._dwelt.get(cell)
+        if places is None:
+            if len(self._dwelt) >= MAX_CACHED_PLACES:
+                self._dwelt.clear()
+            places = self._dwelt[cell] = (cell, *self.spaces.spaces_of(cell))
+        return places
 
     def _drain(self) -> None:
         tracker = self.tracker
@@ -276,6 +282,7 @@ class UserEngine:
 
     def _respace(self, before: dict[int, tuple[str, ...]]) -> None:
         self._places.clear()
+        self._dwelt.clear()
         after = self._present_spaces()
         for device in before.keys() | after.keys():
             old, new = before.get(device, ()), after.get(device, ())
