@@ -5,7 +5,9 @@ input never becomes SQL text. Table and column names come from this package only
 """
 
 import re
+import threading
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -44,24 +46,39 @@ def _check_token(token: str) -> str:
 
 
 class ChdbBackend:
-    """The ClickHouse engine in this process, on a data dir that only this process may open."""
+    """The ClickHouse engine in this process, on a data dir that only this process may open.
+
+    Safe to call from several threads: chDB runs one query of a session at a time anyway."""
 
     def __init__(self, path: Path):
         from chdb import session
 
         path.mkdir(parents=True, exist_ok=True)
         self.session = session.Session(str(path))
-        self.session.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-        self.session.query(f"USE {DATABASE}")
+        self._lock = threading.Lock()
+        self._query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+        self._query(f"USE {DATABASE}")
+
+    def _query(self, sql: str, fmt: str = "CSV", params: dict | None = None):
+        """One query on the session. chDB (4.4) keeps what a query that fails while it runs
+        (out of time, `throwIf`, out of memory) had written and hands it to the session's next
+        query ahead of that query's own result: a JSON answer that cannot be parsed, a CSV or
+        Parquet export with a stranger's rows in front. So a failure is followed by a query that
+        takes what was left, under a lock that lets no other query in between."""
+        with self._lock:
+            try:
+                return self.session.query(sql, fmt, params=params or {})
+            except Exception:
+                with suppress(Exception):
+                    self.session.query("SELECT 1", "Null")
+                raise
 
     def execute(self, sql: str, params: dict | None = None) -> None:
-        self.session.query(sql, "Null", params=params or {})
+        self._query(sql, "Null", params)
 
     def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
-        result = self.session.query(
-            sql + " SETTINGS output_format_json_quote_64bit_integers = 0",
-            "JSONCompact",
-            params=params or {},
+        result = self._query(
+            sql + " SETTINGS output_format_json_quote_64bit_integers = 0", "JSONCompact", params
         )
         data = result.bytes()
         return [tuple(r) for r in orjson.loads(data)["data"]] if data else []
@@ -81,13 +98,13 @@ class ChdbBackend:
         if token:
             settings = f" SETTINGS insert_deduplication_token = '{_check_token(token)}'"
         # one JSON array per column: ~3x the rows/s of a JSON array per row (orjson does it in C)
-        self.session.query(
+        self._query(
             f"INSERT INTO {table} ({', '.join(columns)}){settings} FORMAT JSONCompactColumns\n"
             + orjson.dumps(list(data)).decode()
         )
 
     def raw(self, sql: str, params: dict, fmt: str) -> bytes:
-        return self.session.query(sql, fmt, params=params).bytes()
+        return self._query(sql, fmt, params).bytes()
 
     def close(self) -> None:
         self.session.close()

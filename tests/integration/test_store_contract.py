@@ -320,6 +320,37 @@ def test_audit_records_are_written_once_per_token_and_read_newest_first(store):
     assert len(store.audit_entries(0, NOW + 1)) == 3  # the oldest is past the 400 days
 
 
+# queries that fail while they run, each after writing part of its answer, and their error
+FAILING = {
+    "timeout": (
+        "SELECT count() FROM numbers(100000000000) SETTINGS max_execution_time = 0.001",
+        "TIMEOUT_EXCEEDED",
+    ),
+    "throw": ("SELECT number, throwIf(number = 200000) FROM numbers(300000)", "throwIf"),
+}
+
+
+@pytest.mark.parametrize("failing", FAILING)
+@pytest.mark.parametrize("fmt", ["JSONCompact", "CSVWithNames", "Parquet"])
+def test_a_query_that_fails_midway_leaves_nothing_to_the_next(store, failing, fmt):
+    """chDB handed what a failed query had written to the session's next query, ahead of its
+    own answer: a search past its `timeout_s` (a 504) made the next one unreadable (a 503)."""
+    sql, error = FAILING[failing]
+    t = NOW - 10 * MINUTE_MS
+    store.write_pings(_columns([_ping(7, t, 52.66, -8.62, t, 0)]), "user-0:a:b")
+    store.write_audit([_audit_row(t, "aaaaaaaaaaaa", "/v1/top")], "audit:1-0:1-0")
+    answers = [
+        lambda: store.devices_in_area(t, t + 1, None) == ([(7, t, t)], False),
+        lambda: store.distance(t, t + 1) == {7: 0.0},
+        lambda: [e["ts"] for e in store.audit_entries(t, t + 1)] == [t],
+        lambda: store.export("pings", t, t + 1, "csv").decode().startswith('"device","ts"'),
+    ]
+    for answer in answers:
+        with pytest.raises(Exception, match=error):
+            store.backend.raw(sql, {}, fmt)
+        assert answer()
+
+
 def test_query_audit_rows_move_into_the_audit_table(tmp_path):
     """A store made before the audit table: its history-query audit is copied over with each
     endpoint's route template, and the old table goes."""
