@@ -45,6 +45,18 @@ def _check_token(token: str) -> str:
     return token
 
 
+def _escaped(params: dict | None) -> dict:
+    """Query parameters as chDB takes them: it reads each value as ClickHouse's escaped text (a
+    server reads them so too, and clickhouse-connect escapes them), so a tab or a newline in a
+    string would end it (an error) and a backslash start an escape sequence (another value)."""
+    return {
+        name: value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        if isinstance(value, str)
+        else value
+        for name, value in (params or {}).items()
+    }
+
+
 class ChdbBackend:
     """The ClickHouse engine in this process, on a data dir that only this process may open.
 
@@ -67,7 +79,7 @@ class ChdbBackend:
         takes what was left, under a lock that lets no other query in between."""
         with self._lock:
             try:
-                return self.session.query(sql, fmt, params=params or {})
+                return self.session.query(sql, fmt, params=_escaped(params))
             except Exception:
                 with suppress(Exception):
                     self.session.query("SELECT 1", "Null")

@@ -220,6 +220,25 @@ def test_parameters_carry_user_input_as_values_only(store):
     assert store.backend.rows("SELECT count() FROM raw_pings")[0][0] == 0
 
 
+# strings a query parameter carries as they are: escaped text would end one at a tab or a
+# newline, read `\N` as empty, `\x41` as "A", and refuse a trailing backslash
+AWKWARD = ["a\tb", "a\nb", "a\\b", "\\N", "\\x41", "a\\", "\x16\u009b\U000e661a"]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_string_parameters_match_exactly_what_was_written(store, text):
+    t = NOW - 10 * MINUTE_MS
+    rows = [_ping(7, t, 52.66, -8.62, t, 0, {text: text}), _ping(8, t, 52.66, -8.62, t, 1)]
+    store.write_pings(_columns(rows), "user-0:a:b")
+    store.write_audit([_audit_row(t, "aaaaaaaaaaaa", text)], "audit:1-0:1-0")
+    assert set(store.distance(t, t + 1, {text: text})) == {7}
+    assert store.distance(t, t + 1, {text: text + "x"}) == {}
+    assert store.attribute_masks(t, t + 1, {text: text}) == {(0,): 1, (1,): 1}
+    assert [e["route"] for e in store.audit_entries(t, t + 1, route=text)] == [text]
+    assert store.audit_entries(t, t + 1, route=text[:-1] + "?") == []
+    assert store.space_count(text, t) == 0
+
+
 def _months_back(n: int) -> list[int]:
     """One time in each of the `n` months before now's (30.5 days apart, mid-month)."""
     return [NOW - k * 30 * DAY_MS - k * DAY_MS // 2 for k in range(1, n + 1)]
