@@ -17,7 +17,7 @@ from engine.audit import FIELDS, record
 from engine.cells import cell_of, parent
 from engine.geo import BBox, haversine_m
 from engine.history import pieces
-from engine.timeutil import DAY_MS, MINUTE_MS, day_of
+from engine.timeutil import DAY_MS, EARLIEST_MS, LATEST_MS, MINUTE_MS, day_of
 
 pytestmark = pytest.mark.integration
 
@@ -368,6 +368,26 @@ def test_a_query_that_fails_midway_leaves_nothing_to_the_next(store, failing, fm
         with pytest.raises(Exception, match=error):
             store.backend.raw(sql, {}, fmt)
         assert answer()
+
+
+def test_raw_searches_answer_over_every_span_the_api_accepts(store):
+    """From the year 1 to 9999 (engine.timeutil), whatever the partitions' DateTime can hold:
+    the same answers as over the day that holds the rows."""
+    t = NOW - 10 * MINUTE_MS
+    rows = [_ping(7, t, 52.66, -8.62, t, 0), _ping(7, t + 60_000, 52.67, -8.60, t + 60_000, 0)]
+    store.write_pings(_columns(rows), "user-0:a:b")
+    store.write_audit([_audit_row(t, "aaaaaaaaaaaa", "/v1/top")], "audit:1-0:1-0")
+    box = BBox(-9, 52, -8, 53)
+    day = (t - DAY_MS, t + DAY_MS)
+    spans = [(EARLIEST_MS, LATEST_MS), (EARLIEST_MS, t + 60_001), (t, LATEST_MS)]
+    for start, end in [*spans, (-(10**13), 10**13)]:
+        assert store.devices_in_area(start, end, box) == store.devices_in_area(*day, box)
+        assert store.distance(start, end) == store.distance(*day) != {}
+        assert store.path(7, start, end) == store.path(7, *day)
+        assert store.attribute_masks(start, end, {}) == {(0,): 1}
+        assert [e["ts"] for e in store.audit_entries(start, end)] == [t]
+    assert store.devices_in_area(EARLIEST_MS, t, box) == ([], False)
+    assert store.distance(t + 60_001, LATEST_MS) == {}
 
 
 def test_query_audit_rows_move_into_the_audit_table(tmp_path):
