@@ -93,11 +93,4 @@ def config(key: str) -> SchemathesisConfig:
 def load(schema):
     """The schema with the hook above."""
     schema.hook("filter_case")(in_order)
-    schema.hook("filter_case")(_debug)
     return schema
-
-
-def _debug(context, case):
-    if case.path == "/v1/history/devices":
-        print("FILTER", case.meta.phase.name if case.meta else None, case.query)
-    return True
