@@ -7,6 +7,7 @@ input never becomes SQL text. Table and column names come from this package only
 import re
 import threading
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -50,13 +51,26 @@ class NoChdb(ImportError):
     """Embedded ClickHouse asked for where chdb is not installed."""
 
 
+def _escaped(params: dict | None) -> dict:
+    """Query parameters as chDB takes them: it reads each value as ClickHouse's escaped text (a
+    server reads them so too, and clickhouse-connect escapes them), so a tab or a newline in a
+    string would end it (an error) and a backslash start an escape sequence (another value)."""
+    return {
+        name: value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        if isinstance(value, str)
+        else value
+        for name, value in (params or {}).items()
+    }
+
+
 class ChdbBackend:
     """The ClickHouse engine in this process, on a data dir that only this process may open.
 
     One query at a time: a chDB session is not safe to share between threads. Two queries at
     once lose each other's parameters ("Substitution `x` is not set"), and an insert that reads
     an Arrow block back from Python waits for the GIL while a query in another thread holds it
-    waiting for chDB, for good. Every call goes through `_query`, under one lock.
+    waiting for chDB, for good. Every call goes through `_query`, under one lock, and so
+    does `_failed`, which clears what a failed query left (see `_query`).
 
     chdb comes with the `embedded` extra and is imported only here (NoChdb without it)."""
 
@@ -76,8 +90,21 @@ class ChdbBackend:
         self._types: dict[str, dict[str, object]] = {}  # table -> column -> Arrow type
 
     def _query(self, sql: str, fmt: str = "CSV", params: dict | None = None):
+        """One query on the session. chDB (4.4) keeps what a query that fails while it runs
+        (out of time, `throwIf`, out of memory) had written and hands it to the session's next
+        query ahead of that query's own result: a JSON answer that cannot be parsed, a CSV or
+        Parquet export with a stranger's rows in front. So a failure is followed by a query that
+        takes what was left, under the lock that lets no other query in between."""
         with self._lock:
-            return self.session.query(sql, fmt, params=params or {})
+            try:
+                return self.session.query(sql, fmt, params=_escaped(params))
+            except Exception:
+                self._failed()
+                raise
+
+    def _failed(self) -> None:
+        with suppress(Exception):
+            self.session.query("SELECT 1", "Null")
 
     def execute(self, sql: str, params: dict | None = None) -> None:
         self._types.clear()  # a migration may have changed a table
@@ -85,9 +112,7 @@ class ChdbBackend:
 
     def rows(self, sql: str, params: dict | None = None) -> list[tuple]:
         result = self._query(
-            sql + " SETTINGS output_format_json_quote_64bit_integers = 0",
-            "JSONCompact",
-            params=params or {},
+            sql + " SETTINGS output_format_json_quote_64bit_integers = 0", "JSONCompact", params
         )
         data = result.bytes()
         return [tuple(r) for r in orjson.loads(data)["data"]] if data else []
@@ -113,7 +138,11 @@ class ChdbBackend:
             # Arrow columns: ClickHouse reads them as they are, with no text to parse (about
             # half the CPU of the JSON below for raw pings)
             with self._lock:  # chDB reads `block` by its name from this frame
-                self.session.query(f"{head} SELECT * FROM Python(block)")
+                try:
+                    self.session.query(f"{head} SELECT * FROM Python(block)")
+                except Exception:
+                    self._failed()
+                    raise
             return
         # one JSON array per column: ~3x the rows/s of a JSON array per row (orjson does it in C)
         text = orjson.dumps(list(data)).decode()

@@ -62,10 +62,12 @@ class ApiContext:
     def role(self, request: Request, allowed: tuple[str, ...]) -> str:
         return role_of(request, allowed, self.credential)
 
-    async def from_history(self, request: Request, call, timeout_s: float = HISTORY_TIMEOUT_S):
-        """A history answer (504 past `timeout_s`); the rows it gave go to the request's audit
-        record."""
-        result = await within(call, timeout_s)
+    async def from_history(
+        self, request: Request, call, timeout_s: float = HISTORY_TIMEOUT_S, grace_s: float = 0.0
+    ):
+        """A history answer (504 past `timeout_s`, `within`); the rows it gave go to the
+        request's audit record."""
+        result = await within(call, timeout_s, grace_s)
         note(request)["rows"] = _rows(result)
         return result
 

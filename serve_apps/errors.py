@@ -19,6 +19,9 @@ from serve_apps.guard import REDIS_DOWN, RETRY_AFTER_S
 log = logging.getLogger(__name__)
 
 HISTORY_TIMEOUT_S = 60.0  # a history answer that takes longer gets 504
+# a query ClickHouse stops at its own `timeout_s` is awaited this much longer (it may wait
+# behind another query for the store) before the API gives up on it
+STORE_GRACE_S = 10.0
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
@@ -63,11 +66,12 @@ def engine_error(exc: BaseException, timeout_s: float = HISTORY_TIMEOUT_S) -> Ap
     return None
 
 
-async def within(call: Awaitable, timeout_s: float = HISTORY_TIMEOUT_S):
-    """Await a history answer: 504 past `timeout_s` or when ClickHouse stops the query at its
-    own limit (the other engine errors reach the handlers below)."""
+async def within(call: Awaitable, timeout_s: float = HISTORY_TIMEOUT_S, grace_s: float = 0.0):
+    """Await a history answer: a 504 naming `timeout_s` when ClickHouse stops the query at its
+    own limit or when none came within `timeout_s` + `grace_s` (the grace for a query that
+    ClickHouse stops at `timeout_s` itself). The other engine errors reach the handlers below."""
     try:
-        return await asyncio.wait_for(call, timeout_s)
+        return await asyncio.wait_for(call, timeout_s + grace_s)
     except (HistoryTimeout, TimeoutError) as exc:
         raise engine_error(exc, timeout_s) from exc
 

@@ -23,13 +23,11 @@ _LNG = r"-?(180(\.0*)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]*)?)"
 _LAT = r"-?(90(\.0*)?|[1-8]?[0-9](\.[0-9]*)?)"
 BBOX_PATTERN = f"^{_LNG},{_LAT},{_LNG},{_LAT}$"
 _BBOX = re.compile(BBOX_PATTERN)
-# ms since the epoch (13 digits: within the years 1653 to 2286), or an ISO 8601 time
+_ISO_TIMES = [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]
+# a time in a query: ms since the epoch (digits), or an RFC 3339 time or day; every one of them
+# is accepted, at any UTC offset (engine.timeutil.parse_time)
 TIME_SCHEMA = {
-    "anyOf": [
-        {"type": "string", "pattern": "^-?[0-9]{1,13}$"},
-        {"type": "string", "format": "date-time"},
-        {"type": "string", "format": "date"},
-    ]
+    "anyOf": [{"type": "integer", "minimum": EARLIEST_MS, "maximum": LATEST_MS}, *_ISO_TIMES]
 }
 BBOX_SCHEMA = {
     "pattern": BBOX_PATTERN,
@@ -59,10 +57,7 @@ BodyTime = Annotated[
     Field(
         description="ms since the epoch, or ISO 8601 (UTC if naive)",
         json_schema_extra={
-            "anyOf": [
-                *TIME_SCHEMA["anyOf"],
-                {"type": "integer", "minimum": EARLIEST_MS, "maximum": LATEST_MS},
-            ]
+            "anyOf": [*TIME_SCHEMA["anyOf"], {"type": "string", "pattern": "^-?[0-9]{1,13}$"}]
         },
     ),
 ]
@@ -76,13 +71,18 @@ def bbox_query(default=...):
     )
 
 
+def _time_schema(schema: dict) -> None:
+    schema.pop("type", None)  # a string in the query, though its ms form is an integer
+    schema.update(TIME_SCHEMA)
+
+
 def time_query(default=..., alias: str | None = None, description: str = "", example=None):
     return Query(
         default,
         alias=alias,
         examples=None if example is None else [example],
         description=f"{description}: ms since the epoch, or ISO 8601 (UTC if naive)".lstrip(": "),
-        json_schema_extra=TIME_SCHEMA,
+        json_schema_extra=_time_schema,
     )
 
 

@@ -8,7 +8,7 @@ from fastapi import Request
 
 from engine.cells import to_str
 from engine.privacy import filter_released, subset_counts
-from serve_apps.errors import ApiError, within
+from serve_apps.errors import STORE_GRACE_S, ApiError, within
 
 READ_ROLES = ("viewer", "admin")
 ADMIN = ("admin",)
@@ -76,6 +76,7 @@ class Floor:
             return False
         if not attrs or self.k_min <= 1:
             return True
-        masks = await within(history.attribute_masks(t0, t1, attrs, timeout_s), timeout_s + 10)
+        call = history.attribute_masks(t0, t1, attrs, timeout_s)
+        masks = await within(call, timeout_s, STORE_GRACE_S)
         full = (1 << len(attrs)) - 1
         return filter_released(subset_counts(masks, len(attrs)), full, self.k_min)

@@ -14,7 +14,7 @@ from engine.history import dwell_of
 from engine.timeutil import parse_day
 from serve_apps import params
 from serve_apps.context import Api
-from serve_apps.errors import ApiError, bad
+from serve_apps.errors import STORE_GRACE_S, ApiError, bad
 from serve_apps.models import DevicePath, Devices, Distance, Dwell, errors, ok
 from serve_apps.params import DeviceId, bbox_query, day_query, time_query
 from serve_apps.policy import ADMIN, READ_ROLES, per_device
@@ -99,7 +99,7 @@ async def history_devices(
         box = params.bbox(bbox)
     attrs = params.attrs(request)
     call = api.history.devices_in_area(t0, t1, BBox.to_tuple(box), shape, attrs, limit, timeout_s)
-    found, truncated = await api.from_history(request, call, timeout_s + 10)
+    found, truncated = await api.from_history(request, call, timeout_s, STORE_GRACE_S)
     names = api.device_ids([d for d, _, _ in found], role)
     devices = [{"device_id": names[d], "first_seen": a, "last_seen": b} for d, a, b in found]
     return ORJSONResponse({"devices": devices, "truncated": truncated})
@@ -146,7 +146,7 @@ async def history_distance(
         per_device(role)
         key = api.device(request, device_id)
     call = api.history.distance(t0, t1, attrs, key, timeout_s)
-    meters = await api.from_history(request, call, timeout_s + 10)
+    meters = await api.from_history(request, call, timeout_s, STORE_GRACE_S)
     average = sum(meters.values()) / len(meters) if meters else 0.0
     body: dict = {"average_meters": average, "device_count": len(meters)}
     if role == "admin":

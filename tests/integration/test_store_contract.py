@@ -17,7 +17,7 @@ from engine.audit import FIELDS, record
 from engine.cells import cell_of, parent
 from engine.geo import BBox, haversine_m
 from engine.history import pieces
-from engine.timeutil import DAY_MS, MINUTE_MS, day_of
+from engine.timeutil import DAY_MS, EARLIEST_MS, LATEST_MS, MINUTE_MS, day_of
 
 pytestmark = pytest.mark.integration
 
@@ -220,6 +220,25 @@ def test_parameters_carry_user_input_as_values_only(store):
     assert store.backend.rows("SELECT count() FROM raw_pings")[0][0] == 0
 
 
+# strings a query parameter carries as they are: escaped text would end one at a tab or a
+# newline, read `\N` as empty, `\x41` as "A", and refuse a trailing backslash
+AWKWARD = ["a\tb", "a\nb", "a\\b", "\\N", "\\x41", "a\\", "\x16\u009b\U000e661a"]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_string_parameters_match_exactly_what_was_written(store, text):
+    t = NOW - 10 * MINUTE_MS
+    rows = [_ping(7, t, 52.66, -8.62, t, 0, {text: text}), _ping(8, t, 52.66, -8.62, t, 1)]
+    store.write_pings(_columns(rows), "user-0:a:b")
+    store.write_audit([_audit_row(t, "aaaaaaaaaaaa", text)], "audit:1-0:1-0")
+    assert set(store.distance(t, t + 1, {text: text})) == {7}
+    assert store.distance(t, t + 1, {text: text + "x"}) == {}
+    assert store.attribute_masks(t, t + 1, {text: text}) == {(0,): 1, (1,): 1}
+    assert [e["route"] for e in store.audit_entries(t, t + 1, route=text)] == [text]
+    assert store.audit_entries(t, t + 1, route=text[:-1] + "?") == []
+    assert store.space_count(text, t) == 0
+
+
 def _months_back(n: int) -> list[int]:
     """One time in each of the `n` months before now's (30.5 days apart, mid-month)."""
     return [NOW - k * 30 * DAY_MS - k * DAY_MS // 2 for k in range(1, n + 1)]
@@ -318,6 +337,57 @@ def test_audit_records_are_written_once_per_token_and_read_newest_first(store):
     history = store.audit_entries(NOW - DAY_MS, NOW + 1, route="/v1/history/")
     assert {e["key_id"] for e in history} == {"aaaaaaaaaaaa", "bbbbbbbbbbbb"}
     assert len(store.audit_entries(0, NOW + 1)) == 3  # the oldest is past the 400 days
+
+
+# queries that fail while they run, each after writing part of its answer, and their error
+FAILING = {
+    "timeout": (
+        "SELECT count() FROM numbers(100000000000) SETTINGS max_execution_time = 0.001",
+        "TIMEOUT_EXCEEDED",
+    ),
+    "throw": ("SELECT number, throwIf(number = 200000) FROM numbers(300000)", "throwIf"),
+}
+
+
+@pytest.mark.parametrize("failing", FAILING)
+@pytest.mark.parametrize("fmt", ["JSONCompact", "CSVWithNames", "Parquet"])
+def test_a_query_that_fails_midway_leaves_nothing_to_the_next(store, failing, fmt):
+    """chDB handed what a failed query had written to the session's next query, ahead of its
+    own answer: a search past its `timeout_s` (a 504) made the next one unreadable (a 503)."""
+    sql, error = FAILING[failing]
+    t = NOW - 10 * MINUTE_MS
+    store.write_pings(_columns([_ping(7, t, 52.66, -8.62, t, 0)]), "user-0:a:b")
+    store.write_audit([_audit_row(t, "aaaaaaaaaaaa", "/v1/top")], "audit:1-0:1-0")
+    answers = [
+        lambda: store.devices_in_area(t, t + 1, None) == ([(7, t, t)], False),
+        lambda: store.distance(t, t + 1) == {7: 0.0},
+        lambda: [e["ts"] for e in store.audit_entries(t, t + 1)] == [t],
+        lambda: store.export("pings", t, t + 1, "csv").decode().startswith('"device","ts"'),
+    ]
+    for answer in answers:
+        with pytest.raises(Exception, match=error):
+            store.backend.raw(sql, {}, fmt)
+        assert answer()
+
+
+def test_raw_searches_answer_over_every_span_the_api_accepts(store):
+    """From the year 1 to 9999 (engine.timeutil), whatever the partitions' DateTime can hold:
+    the same answers as over the day that holds the rows."""
+    t = NOW - 10 * MINUTE_MS
+    rows = [_ping(7, t, 52.66, -8.62, t, 0), _ping(7, t + 60_000, 52.67, -8.60, t + 60_000, 0)]
+    store.write_pings(_columns(rows), "user-0:a:b")
+    store.write_audit([_audit_row(t, "aaaaaaaaaaaa", "/v1/top")], "audit:1-0:1-0")
+    box = BBox(-9, 52, -8, 53)
+    day = (t - DAY_MS, t + DAY_MS)
+    spans = [(EARLIEST_MS, LATEST_MS), (EARLIEST_MS, t + 60_001), (t, LATEST_MS)]
+    for start, end in [*spans, (-(10**13), 10**13)]:
+        assert store.devices_in_area(start, end, box) == store.devices_in_area(*day, box)
+        assert store.distance(start, end) == store.distance(*day) != {}
+        assert store.path(7, start, end) == store.path(7, *day)
+        assert store.attribute_masks(start, end, {}) == {(0,): 1}
+        assert [e["ts"] for e in store.audit_entries(start, end)] == [t]
+    assert store.devices_in_area(EARLIEST_MS, t, box) == ([], False)
+    assert store.distance(t + 60_001, LATEST_MS) == {}
 
 
 def test_query_audit_rows_move_into_the_audit_table(tmp_path):

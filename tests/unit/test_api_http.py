@@ -12,6 +12,7 @@ from cluster.fit import DoesNotFit
 from cluster.rebalance import RebalanceError
 from engine.cells import to_str
 from engine.geo import BBox
+from engine.timeutil import EARLIEST_MS, LATEST_MS
 from serve_apps.context import ApiContext, context, install
 from serve_apps.errors import ApiError, within
 from serve_apps.guard import REDIS_DOWN, Guard
@@ -355,6 +356,57 @@ def test_viewers_filter_on_at_most_max_floored_attrs():
     r = api.get("/v1/history/distance", "viewer-key", **params)
     assert r.status == 400 and r.error[0] == "bad_attribute"
     assert api.get("/v1/history/distance", "admin-key", **params).status == 200
+
+
+# the raw-history searches, with the parameters each needs beside its period, and their time
+SEARCHES = [
+    ("/v1/history/devices", {"bbox": EVERYWHERE, "timeout_s": 0.5}, "devices_in_area"),
+    ("/v1/history/distance", {"timeout_s": 0.5}, "distance"),
+    ("/v1/admin/audit", {}, "audit_entries"),
+]
+WIDEST = [
+    (str(EARLIEST_MS), str(LATEST_MS)),
+    ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999999-23:59"),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "method"), SEARCHES)
+@pytest.mark.parametrize(("start", "end"), WIDEST)
+def test_a_search_over_every_year_it_accepts_reaches_history(path, params, method, start, end):
+    api = client()
+    r = api.get(path, "admin-key", **params, **{"from": start, "to": end})
+    assert r.status == 200, r.body
+    assert [c[1:3] for c in api.api.history.calls if c[0] == method] == [(EARLIEST_MS, LATEST_MS)]
+
+
+@pytest.mark.parametrize(("path", "params", "method"), SEARCHES)
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": str(EARLIEST_MS - 1), "to": "0"},
+        {"from": "0", "to": str(LATEST_MS + 1)},
+        {"from": "0000-12-31", "to": "0"},
+        {"from": "0", "to": "10000-01-01"},
+        {"from": "5", "to": "5"},
+    ],
+)
+def test_a_period_outside_the_years_1_to_9999_or_empty_is_400(path, params, method, period):
+    api = client()
+    r = api.get(path, "admin-key", **params, **period)
+    assert r.status == 400 and r.error[0] == "bad_time", r.body
+    assert not api.api.history.calls
+
+
+@pytest.mark.parametrize(("path", "params", "method"), SEARCHES)
+def test_a_search_past_its_time_is_504_whatever_its_span(path, params, method):
+    api = client()
+    api.api.history.fail = HistoryTimeout("Code: 159. TIMEOUT_EXCEEDED")
+    r = api.get(path, "admin-key", **params, **{"from": str(EARLIEST_MS), "to": str(LATEST_MS)})
+    took = f"{params.get('timeout_s', 60):g} s"  # the time the query was given, not the wait's
+    assert (r.status, r.error) == (
+        504,
+        ("history_timeout", f"the history query took longer than {took}"),
+    )
 
 
 # -- the engine's errors as HTTP ---------------------------------------------------------------

@@ -135,8 +135,27 @@ def test_parse_time_and_day():
         with pytest.raises(ValueError):
             parse_time(bad)
     assert parse_time("9999-12-31T23:59:59.999Z") == 253_402_300_799_999
-    with pytest.raises(ValueError):
-        parse_time("253402300800000")  # the first ms of the year 10000
+    for bad in [" 1710115200000", "١٢٣", "1_000", "+5"]:  # ASCII digits only, as documented
+        with pytest.raises(ValueError, match="neither ms since the epoch nor"):
+            parse_time(bad)
     for bad in ["2024-02-30", "11/03/2024", "2024-03-11T00:00"]:
         with pytest.raises(ValueError):
             parse_day(bad)
+
+
+def test_every_time_rfc_3339_can_write_is_accepted_to_the_millisecond():
+    """The years 1 to 9999 at any offset (what the OpenAPI document promises, and what a fuzzer
+    sends at the edges), in whole ms: a float's ms were one off, and its rounding took the last
+    microsecond of 9999 into the year 10000."""
+    from engine.timeutil import EARLIEST_MS, LATEST_MS, parse_time
+
+    assert parse_time("0001-01-01T00:00:00+23:59") == EARLIEST_MS
+    assert parse_time("9999-12-31T23:59:59.999999-23:59") == LATEST_MS
+    assert parse_time(str(EARLIEST_MS)) == EARLIEST_MS and parse_time(str(LATEST_MS)) == LATEST_MS
+    assert parse_time("9999-12-31T23:59:59.999999Z") == 253_402_300_799_999
+    assert parse_time("0001-01-01") == -62_135_596_800_000
+    assert parse_time("6335-06-25T08:45:13.994Z") == 137_761_202_713_994
+    assert parse_time("1969-12-31T23:59:59.9995Z") == -1  # the ms that holds it
+    for outside in [str(EARLIEST_MS - 1), str(LATEST_MS + 1), "999999999999999"]:
+        with pytest.raises(ValueError, match="outside the years 1 to 9999"):
+            parse_time(outside)

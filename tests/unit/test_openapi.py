@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import schemathesis
 
+from engine.timeutil import EARLIEST_MS, LATEST_MS
 from serve_apps.app import make_app
 from serve_apps.context import _installed, install
 from serve_apps.guard import Guard
@@ -75,6 +76,15 @@ def test_parameters_carry_their_constraints(document):
     assert params["bbox"]["format"] == "bbox" and params["bbox"]["pattern"]
     assert params["res"] == {**params["res"], "type": "integer", "minimum": 0, "maximum": 15}
     assert {"type": "null"} not in params["at"]["anyOf"]
+    # every time it documents is accepted, and only those: ms between the years 1 and 9999
+    # (at any offset), as RFC 3339 times and days
+    search = document["paths"]["/v1/history/devices"]["get"]["parameters"]
+    start = next(p["schema"] for p in search if p["name"] == "from")
+    assert "type" not in start and start["anyOf"] == [
+        {"type": "integer", "minimum": EARLIEST_MS, "maximum": LATEST_MS},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "date"},
+    ]
 
 
 def test_the_document_bounds_res_by_the_engines_resolution():
