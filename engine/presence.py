@@ -105,8 +105,7 @@ class PresenceTracker:
         self.expired: set[int] = set()  # held devices whose presence ended (no ping since)
         self.moves: list[Move] = []
         self.settled: list[Interval] = []
-        # steps between consecutive applied pings, (device, t0, t1, lat0, lng0, lat1, lng1):
-        # `drain_segments` measures them all at once
+        # steps between applied pings (device, t0, t1, lat0, lng0, lat1, lng1): drain_segments
         self._steps: list[tuple[int, int, int, float, float, float, float]] = []
         self.revived: list[Interval] = []  # evicted devices back: the last stay they had
 
