@@ -1,7 +1,5 @@
 """Distance per device per UTC day, in little memory: most devices travel on one day only."""
 
-from collections.abc import Iterable, Iterator
-
 
 class DistanceBook:
     """Metres per device and day. A device's latest day is one (day, metres) pair (~80 bytes
@@ -46,9 +44,6 @@ class DistanceBook:
     def __contains__(self, device: int) -> bool:
         return device in self._latest  # a device with earlier days has a latest one
 
-    def devices(self) -> Iterator[int]:
-        return iter(self._latest)
-
     def pop(self, device: int) -> dict[int, float] | None:
         """Remove the device and return its {day: metres} (None: nothing was kept)."""
         if device not in self._latest:
@@ -70,7 +65,6 @@ class DistanceBook:
         for d in [d for d in self._days if d < day]:
             del self._days[d]
 
-    def rows(self, devices: Iterable[int] | None = None) -> list[list]:
-        """[device, day, metres] rows, of every device by default."""
-        chosen = self._latest if devices is None else devices
-        return [[dev, d, m] for dev in chosen for d, m in self.of(dev).items()]
+    def rows(self) -> list[list]:
+        """[device, day, metres] rows of every device."""
+        return [[dev, d, m] for dev in self._latest for d, m in self.of(dev).items()]
