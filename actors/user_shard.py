@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 
 FREEZE_EVERY_S = 2.0
+# devices a history export walks between two turns of the event loop (~3 µs each): ingest waits
+# for one part, not for the whole walk
+EXPORT_PART = 2_000
 
 
 def _spec(topology: Topology, state: dict | None) -> EngineSpec:
@@ -81,6 +84,7 @@ class UserShard:
             self._use_layout(state["layout"])
         self.clock = Clock()
         self._handing_off = False
+        self._exporting = asyncio.Lock()
         # forgotten pseudonyms -> until when their pings in flight are dropped (memory only)
         self._forgotten: dict[int, int] = {}
         replayed = 0
@@ -397,7 +401,11 @@ class UserShard:
         """(mark, pieces): presence pieces owed to history (`UserEngine.history_export`). The
         mark names this incarnation: a restarted shard owes another list (from its checkpoint
         and log)."""
-        mark, rows = self.engine.history_export(self.clock())
+        async with self._exporting:  # one at a time: a retried call waits for the first
+            for done in self.engine.history_export_parts(self.clock(), EXPORT_PART):
+                if done is None:
+                    await asyncio.sleep(0)
+        mark, rows = done
         return (self.epoch, mark), rows
 
     async def history_confirm(self, mark: tuple) -> None:

@@ -66,6 +66,16 @@ class PresenceHistory:
         before `confirm(mark)` sends the same pieces (or newer ones): history keeps the latest.
         An open interval that ended before `now` (its device's presence expired) is not sent
         again once confirmed, until it changes."""
+        mark, rows = self.begin_export()
+        self.export_open(unsettled, now, rows)
+        return mark, rows
+
+    def begin_export(self) -> tuple[tuple[int, int], list[Piece]]:
+        """`export` in steps: (mark, pieces of the pending settled intervals), then
+        `export_open` with the open intervals, in as many parts as wanted, adding to the same
+        pieces. The mark counts the intervals pending now, whatever settles in between; a
+        device the open parts do not reach (it came, or left, meanwhile) is exported next time.
+        """
         rows: list[Piece] = []
         for entry in self._pending:
             if entry is not None:
@@ -74,6 +84,13 @@ class PresenceHistory:
                 rows += self._tombstones(device, start, end)
         self._export += 1
         self._sent = {}
+        self._exported = len(self._pending)
+        return (self._exported, self._export), rows
+
+    def export_open(
+        self, unsettled: Iterable[tuple[int, tuple, int, int]], now: int | None, rows: list[Piece]
+    ) -> None:
+        """Add the pieces of open intervals to an export's `rows` (`begin_export`)."""
         books, confirmed = self._open, self._confirmed
         for device, places, start, end in unsettled:
             ended = now is not None and end < now  # else it still grows: sent each time
@@ -95,8 +112,6 @@ class PresenceHistory:
                 book[start] = (places, max(end, old[1]))
             if ended:
                 self._sent[(device, start)] = (places, end)
-        self._exported = len(self._pending)
-        return (self._exported, self._export), rows
 
     def confirm(self, mark: tuple[int, int]) -> None:
         """What the export that handed out `mark` sent is in history: its first pending

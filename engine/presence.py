@@ -228,6 +228,10 @@ class PresenceTracker:
 
     # -- queries --------------------------------------------------------------------------------
 
+    def held(self) -> list[int]:
+        """The devices whose presence is held (not evicted)."""
+        return list(self._devices)
+
     def devices(self) -> Iterator[int]:
         """The devices this tracker knows, held or evicted (do not extract while iterating)."""
         return itertools.chain(self._devices, self._gone)
@@ -272,11 +276,12 @@ class PresenceTracker:
         for device, d in self._devices.items():
             yield from self._unsettled(device, d, now)
 
-    def open_stays(self, now: int) -> Iterator[Interval]:
-        """Every device's unsettled intervals up to `now`, with contiguous ones in the same cell
-        joined as settlement will join them: each starts where its settled form will."""
-        ttl = self.ttl_ms
-        for device, d in self._devices.items():
+    def open_stays(self, now: int, devices: Iterable[int] | None = None) -> Iterator[Interval]:
+        """Unsettled intervals up to `now` of every device held (or of those of `devices`),
+        contiguous ones in one cell joined: each starts where its settled form will."""
+        ttl, held = self.ttl_ms, self._devices
+        pairs = held.items() if devices is None else ((k, held[k]) for k in devices if k in held)
+        for device, d in pairs:
             chain = d.chain
             if len(chain) == 1:  # most devices: `_joined` of their one interval
                 ts, cell = chain[0]
@@ -285,11 +290,6 @@ class PresenceTracker:
                     yield Interval(device, cell, d.stay, end)
             else:
                 yield from self._joined(device, d, now)
-
-    def open_stays_of(self, device: int, now: int) -> list[Interval]:
-        """`open_stays` of one device (none if it is not held)."""
-        d = self._devices.get(device)
-        return list(self._joined(device, d, now)) if d else []
 
     def _joined(self, device: int, d: _Device, now: int) -> Iterator[Interval]:
         joined: Interval | None = None

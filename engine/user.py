@@ -171,7 +171,7 @@ class UserEngine:
         (`PresenceHistory.owed`); none for a device not held."""
         stays = [
             (device, self._dwell_places(i.cell), i.start, i.end)
-            for i in self.tracker.open_stays_of(device, now)
+            for i in self.tracker.open_stays(now, (device,))
         ]
         return self.history.owed(device, day, stays)
 
@@ -201,16 +201,27 @@ class UserEngine:
         )
         return self.minutes.counts(open_, minute_of(since))
 
-    def history_export(self, now: int) -> tuple[int, list]:
+    def history_export(self, now: int) -> tuple[tuple, list]:
         """(mark, pieces) for the history store (`PresenceHistory.export`): settled intervals
         not yet confirmed and the open ones up to `now`, per place (base cell and spaces)."""
-        return self.history.export(
-            (
-                (i.device, self._dwell_places(i.cell), i.start, i.end)
-                for i in self.tracker.open_stays(now)
-            ),
-            now,
-        )
+        return self.history.export(self._open_places(now), now)
+
+    def history_export_parts(self, now: int, part: int) -> Iterator[tuple[tuple, list] | None]:
+        """`history_export` in parts of `part` devices, for a caller that lets other work run
+        in between (ingest, say): None after each part but the last, then (mark, pieces). The
+        devices held at the start are walked, those gone by their turn skipped; one that came
+        in between is exported next time (`PresenceHistory.begin_export`)."""
+        mark, rows = self.history.begin_export()
+        held = self.tracker.held()
+        for start in range(0, len(held), part):
+            if start:
+                yield None
+            self.history.export_open(self._open_places(now, held[start : start + part]), now, rows)
+        yield mark, rows
+
+    def _open_places(self, now: int, devices: Iterable[int] | None = None) -> Iterator[tuple]:
+        for i in self.tracker.open_stays(now, devices):
+            yield i.device, self._dwell_places(i.cell), i.start, i.end
 
     def history_confirm(self, mark: int) -> None:
         self.history.confirm(mark)

@@ -72,13 +72,21 @@ class Runner:
         # what a history store holds: the latest (lo, hi) of each presence piece
         self.pieces: dict[tuple, tuple[int, int]] = {}
         self.exports = 0
+        # an export in parts, as a user shard walks it, with the ops after it run in between:
+        # [(user engine, its parts, whether to confirm it)]
+        self.in_parts: list = []
+        self.step_parts = True  # False: the ops run between two parts of it
 
     def run(self, workload: list[Op]) -> None:
-        for op in workload:
+        for i, op in enumerate(workload):
             if op.dt or op.kind not in ("ping", "dup", "delayed"):
                 self.flush()
             self.now += op.dt
             getattr(self, f"op_{op.kind}")(*op.args)
+            if self.in_parts and i % 2 and self.step_parts:  # the ticker runs in between too
+                self.flush()
+                self.cluster.advance(self.now)
+                self.export_part()
         self.flush()
         self.cluster.advance(self.now)
 
@@ -135,14 +143,39 @@ class Runner:
     def op_tick(self) -> None:
         self.cluster.advance(self.now)
         self.cluster.fold_doors(self.now)
-        self.export()
+        self.export(in_parts=self.exports % 4 < 2)
 
-    def export(self) -> None:
+    def export(self, in_parts: bool = False, confirm: bool | None = None) -> None:
         """Export presence pieces to `pieces`; every other export is left unconfirmed, as when
         a write fails, so the next one sends those pieces again. Confirmed ones let live state
-        evict what history holds."""
+        evict what history holds. `in_parts`: one device a part, a part after every other op
+        that follows."""
+        self.export_part(until_done=True)
         self.exports += 1
-        self.cluster.export_history(self.now, self.write, confirm=bool(self.exports % 2))
+        confirm = bool(self.exports % 2) if confirm is None else confirm
+        if not in_parts:
+            self.cluster.export_history(self.now, self.write, confirm)
+            return
+        for user in self.cluster.users.values():
+            parts = user.history_export_parts(self.now, 1)
+            next(parts)  # what the export owes is decided here, before any op in between
+            self.in_parts.append((user, parts, confirm))
+
+    def export_part(self, until_done: bool = False) -> None:
+        """The next part of the export in parts (all of them, `until_done`)."""
+        left = []
+        for user, parts, confirm in self.in_parts:
+            for done in parts:
+                if done is not None:
+                    self.write(done[1])
+                    if confirm:
+                        user.history_confirm(done[0])
+                        user.evict(self.now)
+                    break
+                if not until_done:
+                    left.append((user, parts, confirm))
+                    break
+        self.in_parts = left
 
     def write(self, rows: list) -> None:
         for device, day, place, start, lo, hi in rows:
@@ -174,6 +207,7 @@ class Runner:
         return out
 
     def op_snapshot(self) -> None:
+        self.in_parts = []  # a restarted shard answers no export it had begun
         state = msgpack.unpackb(msgpack.packb(self.cluster.snapshot()), strict_map_key=False)
         self.cluster = new_cluster()
         self.cluster.restore(state)
