@@ -397,16 +397,19 @@ class UserShard:
     async def distance(self, device: int, day: int) -> float | None:
         return self.engine.distance(device, day)
 
-    async def history_export(self) -> tuple[tuple, dict]:
-        """(mark, pieces): presence pieces owed to history (`UserEngine.history_export`). The
+    async def history_export(self) -> tuple[tuple, list[bytes]]:
+        """(mark, pieces in msgpack parts): presence pieces owed to history
+        (`UserEngine.history_export`). The
         mark names this incarnation: a restarted shard owes another list (from its checkpoint
         and log)."""
         async with self._exporting:  # one at a time: a retried call waits for the first
-            for done in self.engine.history_export_parts(self.clock(), EXPORT_PART):
-                if done is None:
-                    await asyncio.sleep(0)
-        mark, rows = done
-        return (self.epoch, mark), rows
+            mark, parts = self.engine.history_export_parts(self.clock(), EXPORT_PART)
+            packed = []
+            for rows in parts:  # packed here, part by part: a list of tuples would be
+                if rows:  # pickled in one go, holding the interpreter for the whole of it
+                    packed.append(pack(rows))
+                await asyncio.sleep(0)
+        return (self.epoch, mark), packed
 
     async def history_confirm(self, mark: tuple) -> None:
         """History holds what the export of `mark` sent: what it holds leaves memory."""

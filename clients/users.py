@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from clients.family import Shards
 from engine.record import PingRecord
+from state.wal import unpack
 
 
 class UserShards(Shards):
@@ -61,9 +62,10 @@ class UserShards(Shards):
     async def space_listings(self, space_shard: str) -> list[list]:
         return await self._each(self.names(), lambda u: u.space_listing.remote(space_shard))
 
-    async def history_exports(self) -> list[tuple[tuple, dict]]:
+    async def history_exports(self) -> list[tuple[tuple, list]]:
         """Every shard's (mark, pieces) owed to history, in `names()` order."""
-        return await self._each(self.names(), lambda u: u.history_export.remote())
+        exports = await self._each(self.names(), lambda u: u.history_export.remote())
+        return [(mark, [r for part in parts for r in unpack(part)]) for mark, parts in exports]
 
     async def history_confirm(self, shard: str, mark: tuple) -> None:
         await self._one(shard, lambda u: u.history_confirm.remote(mark))

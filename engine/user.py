@@ -206,18 +206,25 @@ class UserEngine:
         not yet confirmed and the open ones up to `now`, per place (base cell and spaces)."""
         return self.history.export(self._open_places(now), now)
 
-    def history_export_parts(self, now: int, part: int) -> Iterator[tuple[tuple, list] | None]:
-        """`history_export` in parts of `part` devices, for a caller that lets other work run
-        in between (ingest, say): None after each part but the last, then (mark, pieces). The
-        devices held at the start are walked, those gone by their turn skipped; one that came
-        in between is exported next time (`PresenceHistory.begin_export`)."""
-        mark, rows = self.history.begin_export()
+    def history_export_parts(self, now: int, part: int) -> tuple[tuple, Iterator[list]]:
+        """`history_export` for a caller that lets other work run in between (ingest, say):
+        the mark at once, then the pieces lazily, those of the settled intervals first, then
+        those of `part` devices at a time. The devices held at the start are walked, those gone
+        by their turn skipped; one that came in between is exported next time
+        (`PresenceHistory.begin_export`)."""
+        mark, settled = self.history.begin_export()
         held = self.tracker.held()
-        for start in range(0, len(held), part):
-            if start:
-                yield None
-            self.history.export_open(self._open_places(now, held[start : start + part]), now, rows)
-        yield mark, rows
+
+        def parts() -> Iterator[list]:
+            yield settled
+            for start in range(0, len(held), part):
+                rows: list = []
+                self.history.export_open(
+                    self._open_places(now, held[start : start + part]), now, rows
+                )
+                yield rows
+
+        return mark, parts()
 
     def _open_places(self, now: int, devices: Iterable[int] | None = None) -> Iterator[tuple]:
         for i in self.tracker.open_stays(now, devices):

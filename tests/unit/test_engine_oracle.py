@@ -157,24 +157,24 @@ class Runner:
             self.cluster.export_history(self.now, self.write, confirm)
             return
         for user in self.cluster.users.values():
-            parts = user.history_export_parts(self.now, 1)
-            next(parts)  # what the export owes is decided here, before any op in between
-            self.in_parts.append((user, parts, confirm))
+            mark, parts = user.history_export_parts(self.now, 1)
+            rows = next(parts)  # what the export owes is decided here, before any op in between
+            self.in_parts.append((user, mark, rows, parts, confirm))
 
     def export_part(self, until_done: bool = False) -> None:
         """The next part of the export in parts (all of them, `until_done`)."""
         left = []
-        for user, parts, confirm in self.in_parts:
-            for done in parts:
-                if done is not None:
-                    self.write(done[1])
-                    if confirm:
-                        user.history_confirm(done[0])
-                        user.evict(self.now)
-                    break
+        for user, mark, rows, parts, confirm in self.in_parts:
+            for part in parts:
+                rows += part
                 if not until_done:
-                    left.append((user, parts, confirm))
+                    left.append((user, mark, rows, parts, confirm))
                     break
+            else:
+                self.write(rows)
+                if confirm:
+                    user.history_confirm(mark)
+                    user.evict(self.now)
         self.in_parts = left
 
     def write(self, rows: list) -> None:
