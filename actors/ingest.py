@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from actors.ingest_core import AuthError, IngestCore
 from actors.ingest_health import IngestHealth
-from actors.ingest_rpc import SERVICES, IngestRpcs, OpenStream, call_counter
+from actors.ingest_rpc import SERVICE, SERVICES, IngestRpcs, OpenStream, call_counter
 from clients.cluster import IngestHandlers
 from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
 from observability import telemetry, tracing
@@ -125,11 +125,14 @@ class IngestServer(IngestRpcs):
         async def stream_pings(requests, context):
             await self.stream_pings(requests, context, service)
 
-        return {
+        rpcs = {
             "SendPings": grpc.unary_unary_rpc_method_handler(send_pings),
             "SendDoorEvents": grpc.unary_unary_rpc_method_handler(send_door_events),
             "StreamPings": grpc.stream_stream_rpc_method_handler(stream_pings),
         }
+        if service == SERVICE:  # added after the former name was deprecated
+            rpcs["SendPingColumns"] = grpc.unary_unary_rpc_method_handler(self.send_ping_columns)
+        return rpcs
 
     async def _end_revoked_streams(self) -> None:
         """Credentials changed (access/revocation.py): every open stream whose credential no

@@ -11,7 +11,7 @@ import redis.asyncio
 from access import keyring
 from access.auth import Authenticator
 from access.tokens import Refused
-from actors.ingest_batch import read_batch
+from actors.ingest_batch import Batch, read_batch, read_columns
 from clients.errors import NotStarted, StateUnavailable, Unavailable
 from clients.family import Layout
 from clients.users import UserShards
@@ -151,13 +151,28 @@ class IngestCore:
         not parse ("malformed"); rejection indexes are `base` + the position in `pings`.
         `trace`: the caller's span context, for a traced batch (it travels to the shards and
         into their logs)."""
+        now = await self._read_clock()
+        b = read_batch(pings, device, base, now, self.spec.limits, self._keys.get)
+        return await self._ingest(b, pb.SendPingsResponse, trace)
+
+    async def ingest_columns(
+        self, request: pb.SendPingColumnsRequest, device: str | None, trace: dict | None = None
+    ) -> pb.SendPingColumnsResponse:
+        """`ingest_pings` of pings sent as columns (ValueError: columns of different lengths)."""
+        now = await self._read_clock()
+        b = read_columns(request, device, now, self.spec.limits, self._keys.get)
+        return await self._ingest(b, pb.SendPingColumnsResponse, trace)
+
+    async def _read_clock(self) -> int:
+        """The time to check pings by, once forgotten ids and a lost directory are dealt with."""
         if self._forgets.due():
             self._drop_forgotten(await self._forgets.forgotten())
         if self.instance.due() and self.instance.lost():
             self._restore_directory()
-        now = self.clock()
-        b = read_batch(pings, device, base, now, self.spec.limits, self._keys.get)
-        ack = pb.SendPingsResponse(rejected=len(b.rejections), rejections=b.rejections)
+        return self.clock()
+
+    async def _ingest(self, b: Batch, response, trace: dict | None):
+        ack = response(rejected=len(b.rejections), rejections=b.rejections)
         self._count_rejections("ping", b.rejections)
         pings, missing = b.pings, b.missing
         if not pings.ts:

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 from opentelemetry.metrics import Counter, Meter
 
+from actors.ingest_batch import column_lengths
 from actors.ingest_core import AuthError, Caller, IngestCore, ShardUnavailable
 from actors.ingest_health import IngestHealth
 from observability import tracing
@@ -70,6 +71,13 @@ class IngestRpcs:
             call, context, self._unary(request, context, pb.SendDoorEventsRequest, "events", call)
         )
 
+    async def send_ping_columns(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        call = _Counted("SendPingColumns", SERVICE)
+        message = pb.SendPingColumnsRequest
+        return await self._audited(
+            call, context, self._unary(request, context, message, "device_ids", call)
+        )
+
     async def stream_pings(
         self, requests, context: grpc.aio.ServicerContext, service: str = SERVICE
     ) -> None:
@@ -104,7 +112,6 @@ class IngestRpcs:
 
     async def _unary(self, request: bytes, context, message, field: str, call) -> bytes:
         caller = call.caller = await self._authenticate(context)
-        ingest = self.core.ingest_pings if field == "pings" else self.core.ingest_doors
         device = caller.device
         try:
             batch = message.FromString(request)
@@ -119,15 +126,23 @@ class IngestRpcs:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch of {len(items)} {field}; at most {self.max_batch} per call",
             )
+        if field == "device_ids" and (problem := column_lengths(batch)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         await self._admit(context, caller, len(items))
         if self.core.in_flight >= self.max_in_flight:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "ingest overloaded; retry")
         parent = tracing.extract(dict(context.invocation_metadata() or ()))
-        with self.tracer.start_as_current_span(f"ingest {field}", context=parent) as span:
+        name = "pings" if field == "device_ids" else field
+        with self.tracer.start_as_current_span(f"ingest {name}", context=parent) as span:
             try:
                 # a traced ping batch carries its context on to the shards (door events stop here)
-                traced = {"trace": tracing.carrier_of(span)} if field == "pings" else {}
-                ack = await ingest(items, device, **traced)
+                traced = {"trace": tracing.carrier_of(span)} if field != "events" else {}
+                if field == "device_ids":
+                    ack = await self.core.ingest_columns(batch, device, **traced)
+                elif field == "pings":
+                    ack = await self.core.ingest_pings(items, device, **traced)
+                else:
+                    ack = await self.core.ingest_doors(items, device)
             except (ShardUnavailable, redis.RedisError) as exc:
                 self.health.suspect()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, _retry_message(exc))
@@ -234,9 +249,9 @@ class _Counted:
         self.started = time.perf_counter()
 
 
-def _figures(ack: pb.SendPingsResponse | pb.SendDoorEventsResponse) -> dict[str, int]:
+def _figures(ack) -> dict[str, int]:
     """An ack's figures for the audit log (door events are never late)."""
-    late = ack.late if isinstance(ack, pb.SendPingsResponse) else 0
+    late = 0 if isinstance(ack, pb.SendDoorEventsResponse) else ack.late
     return {"accepted": ack.accepted, "late": late, "rejected": ack.rejected}
 
 

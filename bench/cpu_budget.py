@@ -12,7 +12,8 @@ it), so no device's presence expires during the bench.
 - warm-up: every device's first ping, batched (`SendPings`, 1,000 pre-serialized pings a call,
   4 calls in flight): new devices, new pseudonyms;
 - steady state: `--rounds` more pings a device, batched, the devices known and a fraction
-  (`--move`) of each round's pings in another cell than the device's previous one;
+  (`--move`) of each round's pings in another cell than the device's previous one; then as many
+  again as columns (`SendPingColumns`, the same 1,000 pings a call);
 - streaming: one more round over `StreamPings`, one ping a message, from Node.js senders (4
   streams) where node exists.
 
@@ -143,6 +144,20 @@ def batches_of(pings: list[pb.Ping], size: int = 1_000) -> list[bytes]:
     ]
 
 
+def column_batches_of(pings: list[pb.Ping], size: int = 1_000) -> list[bytes]:
+    out = []
+    for k in range(0, len(pings), size):
+        part = pings[k : k + size]
+        request = pb.SendPingColumnsRequest(
+            device_ids=[p.device_id for p in part],
+            ts_ms=[p.ts_ms for p in part],
+            lat=[p.lat for p in part],
+            lng=[p.lng for p in part],
+        )
+        out.append(request.SerializeToString())
+    return out
+
+
 def stream_node(target: str, token: str, pings: list[pb.Ping], streams: int, start) -> int:
     """The pings over `streams` StreamPings streams from Node.js senders, as fast as acked
     (`start()` called once they are written out); the pings acked."""
@@ -210,7 +225,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=4)
     args = ap.parse_args()
 
-    where = positions(args.devices, args.rounds + 2, args.move)
+    where = positions(args.devices, 2 * args.rounds + 2, args.move)
     gap = args.round_s * 1000
 
     def pings_of(rounds: range) -> list[pb.Ping]:
@@ -238,26 +253,34 @@ def main() -> None:
             after, idle_s = cpu_by_kind(), time.monotonic() - t0
             idle_rate = {k: (after[k] - before[k]) / idle_s for k in KINDS}
 
-            def batched(rounds: range):
+            def batched(rounds: range, method: str = "SendPings"):
                 def send(start):
-                    batches = batches_of(pings_of(rounds))
+                    pings = pings_of(rounds)
+                    if method == "SendPings":
+                        batches = batches_of(pings)
+                    else:
+                        batches = column_batches_of(pings)
                     start()
-                    r = bench_batched(channel, auth, batches, 3_600.0, args.in_flight)
+                    r = bench_batched(channel, auth, batches, 3_600.0, args.in_flight, method)
                     assert not r["errors"], r
                     return r["accepted"] + r["late"]
 
                 return send
 
+            rounds = args.rounds
             phases = {
                 "warm-up (new devices)": measured(batched(range(1)), idle_rate),
-                "steady state, SendPings": measured(batched(range(1, args.rounds + 1)), idle_rate),
+                "steady state, SendPings": measured(batched(range(1, rounds + 1)), idle_rate),
+                "steady state, SendPingColumns": measured(
+                    batched(range(rounds + 1, 2 * rounds + 1), "SendPingColumns"), idle_rate
+                ),
             }
             if node_client_ready():
                 phases["steady state, StreamPings"] = measured(
                     lambda start: stream_node(
                         target,
                         auth[0][1],
-                        pings_of(range(args.rounds + 1, args.rounds + 2)),
+                        pings_of(range(2 * rounds + 1, 2 * rounds + 2)),
                         args.streams,
                         start,
                     ),

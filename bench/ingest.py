@@ -62,10 +62,13 @@ def make_batches(
     return out
 
 
-def bench_batched(channel, auth, batches: list[bytes], seconds: float, in_flight: int) -> dict:
+def bench_batched(
+    channel, auth, batches: list[bytes], seconds: float, in_flight: int, method: str = "SendPings"
+) -> dict:
+    """`batches`: serialized requests of `method` (`SendPings` or `SendPingColumns`)."""
     call = channel.unary_unary(
-        "/occupancy.v1.IngestService/SendPings",
-        response_deserializer=pb.SendPingsResponse.FromString,
+        f"/occupancy.v1.IngestService/{method}",
+        response_deserializer=pb.SendPingsResponse.FromString,  # the same on the wire
     )
     lock = threading.Lock()
     latencies: list[float] = []

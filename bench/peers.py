@@ -2,10 +2,11 @@
 stream of ping batches, top-N and heatmap queries, and the floor of this machine.
 
 - `RedisCounts`: pipelined GEOADD plus per-cell counters (a hash) and a sorted set for top-N,
-  one Lua script per batch; a device's previous cell is kept so a move decrements it; a second
-  script, run every second, expires devices silent for the TTL.
+  one Lua script per batch; a device's previous cell is kept so a move decrements it, and the
+  time since its previous ping (capped at the TTL) is added to its dwell in that cell (a hash a
+  device); a second script, run every second, expires devices silent for the TTL.
 - `ChdbCounts`: raw pings inserted into ClickHouse (chDB, in process); counts computed with SQL
-  from each device's latest ping within the TTL.
+  from each device's latest ping within the TTL, dwell from each ping to the device's next.
 - `floor_counts`: decode the batches, H3-index them, count them with numpy: no state, no network.
 
 Each takes the same serialized `SendPingsRequest`s the engine's gRPC API takes.
@@ -23,12 +24,17 @@ from protos.occupancy.v1 import occupancy_pb2 as pb
 RES = 9
 TTL_MS = 120_000
 
-INGEST = """
+INGEST = f"""
+local TTL = {TTL_MS}
 local now = tonumber(ARGV[1])
 for i = 2, #ARGV, 5 do
   local dev, ts, cell = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   redis.call('GEOADD', 'peer:pos', ARGV[i + 4], ARGV[i + 3], dev)
   local old = redis.call('HGET', 'peer:devcell', dev)
+  local last = redis.call('ZSCORE', 'peer:seen', dev)
+  if old and last and ts > tonumber(last) then  -- dwell: the time since its last ping, capped
+    redis.call('HINCRBY', 'peer:dwell:' .. dev, old, math.min(ts - tonumber(last), TTL))
+  end
   if old ~= cell then
     if old then
       redis.call('HINCRBY', 'peer:cells', old, -1)
@@ -96,6 +102,10 @@ class RedisCounts:
     def count(self, cell: int) -> int:
         return int(self.client.hget("peer:cells", str(cell)) or 0)
 
+    def dwell(self, device: str) -> dict[int, int]:
+        """Milliseconds per cell (every day together: the peer keeps no days)."""
+        return {int(c): int(ms) for c, ms in self.client.hgetall(f"peer:dwell:{device}").items()}
+
 
 class ChdbCounts:
     """One process owns the chDB data dir: loading and queries share it."""
@@ -138,6 +148,17 @@ class ChdbCounts:
             f"SELECT c, count() FROM ({self._latest()}) GROUP BY c", {"since": since}
         )
         return {int(c): int(k) for c, k in rows}
+
+    def dwell(self, device: str) -> dict[int, int]:
+        """Milliseconds per cell: each ping to the device's next (at most the TTL)."""
+        rows = self.db.rows(
+            "SELECT cell, sum(if(next > ts, least(next - ts, {ttl:Int64}), 0)) AS ms FROM ("
+            "SELECT cell, ts, leadInFrame(ts) OVER (ORDER BY ts ROWS BETWEEN CURRENT ROW AND "
+            "1 FOLLOWING) AS next FROM peer_pings WHERE device = {device:String}) GROUP BY cell "
+            "HAVING ms > 0",
+            {"device": device, "ttl": TTL_MS},
+        )
+        return {int(c): int(ms) for c, ms in rows}
 
     def count(self, cell: int) -> int:
         since = int(time.time() * 1000) - TTL_MS

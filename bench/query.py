@@ -68,8 +68,9 @@ def ingest_load(target: str, key: str, devices: int, rate: float, stop_at: float
         sent += 1_000
 
 
-def timed_requests(url: str, headers: dict, params: dict, rate: float, seconds: float):
-    """Open-loop GETs: latencies of the 200s, and how many answered otherwise."""
+def timed_requests(url, headers: dict, params: dict, rate: float, seconds: float):
+    """Open-loop GETs: latencies of the 200s, and how many answered otherwise. `url`: a string,
+    or a function giving each request's."""
     import requests
 
     session_local = threading.local()
@@ -77,7 +78,8 @@ def timed_requests(url: str, headers: dict, params: dict, rate: float, seconds: 
     def one() -> int:
         s = getattr(session_local, "s", None) or requests.Session()
         session_local.s = s
-        return s.get(url, params=params, headers=headers, timeout=30).status_code
+        at = url() if callable(url) else url
+        return s.get(at, params=params, headers=headers, timeout=30).status_code
 
     results = open_loop(one, rate, seconds)
     return [dt for dt, code in results if code == 200], sum(code != 200 for _, code in results)

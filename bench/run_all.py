@@ -11,7 +11,9 @@ the same seed) for the same duration, each in a fresh process per run:
 - floor: `peers.floor_counts`, decode + H3 + numpy counts in one loop.
 
 Per contender: the ingest rate (as fast as it goes), then with ingest paced at half that rate,
-freshness (a ping at a new cell until a query shows it) and top-N/heatmap p50/p99 at 50 req/s.
+freshness (a ping at a new cell until a query shows it) and top-N/heatmap/dwell p50/p99 at 50
+req/s (dwell: a random device of the fleet each request, today by the engine, since the start
+by the peers, which keep no days).
 History: minute aggregates over raw pings in SQL vs from the engine's presence pieces, on one
 store built once, each query run `--repeat` times. Each other figure is the median of `--runs`
 runs with [min–max]. `--write` puts the table in
@@ -26,6 +28,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -59,6 +62,13 @@ def make_batches(devices: int, rounds: int, base_ts: int) -> list[bytes]:
                 pings.append(pb.Ping(device_id=f"d-{i}", ts_ms=ts, lat=lat, lng=lng + r * 1e-5))
             out.append(pb.SendPingsRequest(pings=pings).SerializeToString())
     return out
+
+
+def _devices(devices: int):
+    """The fleet's device ids in a random order, over and over: whose dwell each query asks."""
+    rng = random.Random(3)
+    while True:
+        yield f"d-{rng.randrange(devices)}"
 
 
 def _open_loop(fn, rate: float, seconds: float) -> list[float]:
@@ -105,13 +115,16 @@ def run_engine(args) -> dict:
             try:
                 time.sleep(2)
                 bbox = ",".join(map(str, AREA))
+                day = time.strftime("%Y-%m-%d", time.gmtime())
+                devices = _devices(args.devices)
                 queries = {
-                    "top": ("/v1/top", {"n": 10, "res": 9}),
-                    "heatmap": ("/v1/heatmap", {"bbox": bbox, "res": 9}),
+                    "top": (http + "/v1/top", {"n": 10, "res": 9}),
+                    "heatmap": (http + "/v1/heatmap", {"bbox": bbox, "res": 9}),
+                    "dwell": (lambda: f"{http}/v1/users/{next(devices)}/dwell", {"day": day}),
                 }
-                for name, (path, params) in queries.items():
-                    timed_requests(http + path, headers, params, QUERY_RATE, 1.0)  # warm-up
-                    lat, _ = timed_requests(http + path, headers, params, QUERY_RATE, args.seconds)
+                for name, (url, params) in queries.items():
+                    timed_requests(url, headers, params, QUERY_RATE, 1.0)  # warm-up
+                    lat, _ = timed_requests(url, headers, params, QUERY_RATE, args.seconds)
                     out[name] = _ms(lat)
                 out["freshness"] = _ms(freshness(http, headers, target, key, args.probes))
             finally:
@@ -185,6 +198,9 @@ def run_redis(args) -> dict:
                 _open_loop(lambda: peer.top(10), QUERY_RATE, 1.0)  # warm-up, as for the engine
                 out["top"] = _ms(_open_loop(lambda: peer.top(10), QUERY_RATE, args.seconds))
                 out["heatmap"] = _ms(_open_loop(peer.heatmap, QUERY_RATE, args.seconds))
+                devices = _devices(args.devices)
+                dwell = lambda: peer.dwell(next(devices))  # noqa: E731
+                out["dwell"] = _ms(_open_loop(dwell, QUERY_RATE, args.seconds))
                 fresh = []
                 for k in range(args.probes):
                     probe = _probe_batch(k)
@@ -254,6 +270,9 @@ def run_clickhouse(args) -> dict:
             _open_loop(locked(lambda: peer.top(10)), QUERY_RATE, 1.0)  # warm-up
             out["top"] = _ms(_open_loop(locked(lambda: peer.top(10)), QUERY_RATE, args.seconds))
             out["heatmap"] = _ms(_open_loop(locked(peer.heatmap), QUERY_RATE, args.seconds))
+            devices = _devices(args.devices)
+            dwell = locked(lambda: peer.dwell(next(devices)))
+            out["dwell"] = _ms(_open_loop(dwell, QUERY_RATE, args.seconds))
             fresh = []
             for k in range(args.probes):
                 probe = _probe_batch(k)
@@ -382,6 +401,7 @@ def table(results: dict[str, list[dict]], history: list[dict], args) -> str:
         ("freshness p99", "freshness.p99_ms", "ms", False),
         ("top-10 p99 at 50 req/s", "top.p99_ms", "ms", False),
         ("heatmap (~5k cells) p99 at 50 req/s", "heatmap.p99_ms", "ms", False),
+        ("dwell of one device p99 at 50 req/s", "dwell.p99_ms", "ms", False),
     ]
     lines = [
         "| figure | engine | redis | clickhouse (chDB) | floor | engine ÷ redis | "

@@ -12,9 +12,23 @@ from protos.occupancy.v1 import occupancy_pb2 as pb
 from state.redis_server import EmbeddedRedis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from peers import RES, ChdbCounts, RedisCounts, floor_counts
+from peers import RES, TTL_MS, ChdbCounts, RedisCounts, floor_counts
 
 pytestmark = pytest.mark.integration
+
+
+def _dwell(batches: list[bytes]) -> dict[str, dict[int, int]]:
+    """Each device's dwell as both peers define it: each ping to its next, per cell."""
+    pings = [p for b in batches for p in pb.SendPingsRequest.FromString(b).pings]
+    out: dict[str, dict[int, int]] = {}
+    last: dict[str, tuple[int, int]] = {}
+    for p in pings:
+        if p.device_id in last:
+            ts, cell = last[p.device_id]
+            cells = out.setdefault(p.device_id, {})
+            cells[cell] = cells.get(cell, 0) + min(p.ts_ms - ts, TTL_MS)
+        last[p.device_id] = (p.ts_ms, cell_of(p.lat, p.lng, RES))
+    return out
 
 
 def _batches() -> tuple[list[bytes], dict[int, int], int]:
@@ -49,6 +63,8 @@ def test_redis_peer_counts_each_device_in_its_latest_cell(tmp_path):
         assert [n for _, n in top] == sorted(expected.values(), reverse=True)[:3]
         assert all(expected[c] == n for c, n in top)
         assert peer.expire() == 0  # nobody has been silent for the TTL yet
+        for device, cells in _dwell(batches).items():
+            assert peer.dwell(device) == cells, device
     finally:
         server.stop()
 
@@ -63,6 +79,8 @@ def test_clickhouse_peer_counts_each_device_in_its_latest_cell(tmp_path):
         cell, n = peer.top(1)[0]
         assert n == max(expected.values()) and expected[cell] == n
         assert all(peer.count(c) == k for c, k in expected.items())
+        for device, cells in _dwell(batches).items():
+            assert peer.dwell(device) == cells, device
     finally:
         peer.db.close()
 

@@ -6,7 +6,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.ingest_batch import read_batch
+from actors.ingest_batch import column_lengths, read_batch, read_columns
 from engine.validation import Limits, check_message, check_ping, valid_columns
 from protos.occupancy.v1 import occupancy_pb2 as pb
 
@@ -112,3 +112,59 @@ def test_a_nan_and_an_infinity_are_refused_with_their_reasons():
         (1, "lng_not_finite"),
     ]
     assert b.pings.lat == [1.0] and b.missing == {"a": [0]}
+
+
+def _columns(pings: list[pb.Ping], accuracy: bool, region: bool) -> pb.SendPingColumnsRequest:
+    request = pb.SendPingColumnsRequest(
+        device_ids=[p.device_id for p in pings],
+        ts_ms=[p.ts_ms for p in pings],
+        lat=[p.lat for p in pings],
+        lng=[p.lng for p in pings],
+    )
+    if accuracy:
+        request.accuracy_m.extend(p.accuracy_m for p in pings)
+    if region:
+        request.region.extend(p.region for p in pings)
+    return request
+
+
+def _read(b) -> tuple:
+    r = b.pings
+    rows = (r.dev, r.ts, r.lat, r.lng, r.accuracy_m, r.region, r.attributes)
+    return [(x.index, x.reason) for x in b.rejections], rows, b.missing
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(messages(), max_size=30),
+    st.sampled_from([None, "a", "é" * 64]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_pings_sent_as_columns_are_read_as_the_same_pings_sent_as_messages(
+    pings, device, accuracy, region
+):
+    for p in pings:
+        p.ClearField("attributes")  # columns carry none
+        if not accuracy:
+            p.accuracy_m = 0.0
+        if not region:
+            p.region = ""
+    cached = lambda raw, now: KNOWN.get(raw)  # noqa: E731
+    request = pb.SendPingColumnsRequest.FromString(
+        _columns(pings, accuracy, region).SerializeToString()  # as it comes off the wire
+    )
+    as_columns = read_columns(request, device, NOW, LIMITS, cached)
+    assert _read(as_columns) == _read(read_batch(pings, device, 0, NOW, LIMITS, cached))
+
+
+@given(st.lists(messages(), min_size=1, max_size=5), st.sampled_from(["ts_ms", "lat", "lng"]))
+def test_columns_of_different_lengths_are_refused_whole(pings, short):
+    request = _columns(pings, True, True)
+    del getattr(request, short)[-1]
+    assert f"{len(pings) - 1} {short} for {len(pings)} device_ids" in column_lengths(request)
+    for optional in ("accuracy_m", "region"):
+        request = _columns(pings, True, True)
+        getattr(request, optional).append(getattr(request, optional)[0])
+        assert column_lengths(request).startswith(f"{len(pings) + 1} {optional}")
+        assert column_lengths(_columns(pings, False, False)) is None

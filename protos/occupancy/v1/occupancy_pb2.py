@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/occupancy/v1/occupancy.proto\x12\x0coccupancy.v1\"\xd1\x01\n\x04Ping\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05ts_ms\x18\x02 \x01(\x03\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lng\x18\x04 \x01(\x01\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x12\n\naccuracy_m\x18\x06 \x01(\x02\x12\x36\n\nattributes\x18\x07 \x03(\x0b\x32\".occupancy.v1.Ping.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\tDoorEvent\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\r\n\x05ts_ms\x18\x02 \x01(\x03\x12\x11\n\tdirection\x18\x03 \x01(\x11\"*\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xed\x01\n\x12StreamPingsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05ts_ms\x18\x02 \x01(\x03\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lng\x18\x04 \x01(\x01\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x12\n\naccuracy_m\x18\x06 \x01(\x02\x12\x44\n\nattributes\x18\x07 \x03(\x0b\x32\x30.occupancy.v1.StreamPingsRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\x13StreamPingsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection\"5\n\x10SendPingsRequest\x12!\n\x05pings\x18\x01 \x03(\x0b\x32\x12.occupancy.v1.Ping\"r\n\x11SendPingsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection\"@\n\x15SendDoorEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.occupancy.v1.DoorEvent\"u\n\x16SendDoorEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.RejectionJ\x04\x08\x02\x10\x03R\x04late\"2\n\tPingBatch\x12!\n\x05pings\x18\x01 \x03(\x0b\x32\x12.occupancy.v1.Ping:\x02\x18\x01\"=\n\x0e\x44oorEventBatch\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.occupancy.v1.DoorEvent:\x02\x18\x01\"n\n\tIngestAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection:\x02\x18\x01\x32\x92\x02\n\rIngestService\x12V\n\x0bStreamPings\x12 .occupancy.v1.StreamPingsRequest\x1a!.occupancy.v1.StreamPingsResponse(\x01\x30\x01\x12L\n\tSendPings\x12\x1e.occupancy.v1.SendPingsRequest\x1a\x1f.occupancy.v1.SendPingsResponse\x12[\n\x0eSendDoorEvents\x12#.occupancy.v1.SendDoorEventsRequest\x1a$.occupancy.v1.SendDoorEventsResponse2\xe4\x01\n\x06Ingest\x12\x43\n\x0bStreamPings\x12\x12.occupancy.v1.Ping\x1a\x17.occupancy.v1.IngestAck\"\x03\x88\x02\x01(\x01\x30\x01\x12\x42\n\tSendPings\x12\x17.occupancy.v1.PingBatch\x1a\x17.occupancy.v1.IngestAck\"\x03\x88\x02\x01\x12L\n\x0eSendDoorEvents\x12\x1c.occupancy.v1.DoorEventBatch\x1a\x17.occupancy.v1.IngestAck\"\x03\x88\x02\x01\x1a\x03\x88\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/occupancy/v1/occupancy.proto\x12\x0coccupancy.v1\"\xd1\x01\n\x04Ping\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05ts_ms\x18\x02 \x01(\x03\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lng\x18\x04 \x01(\x01\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x12\n\naccuracy_m\x18\x06 \x01(\x02\x12\x36\n\nattributes\x18\x07 \x03(\x0b\x32\".occupancy.v1.Ping.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\tDoorEvent\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\r\n\x05ts_ms\x18\x02 \x01(\x03\x12\x11\n\tdirection\x18\x03 \x01(\x11\"*\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xed\x01\n\x12StreamPingsRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05ts_ms\x18\x02 \x01(\x03\x12\x0b\n\x03lat\x18\x03 \x01(\x01\x12\x0b\n\x03lng\x18\x04 \x01(\x01\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x12\n\naccuracy_m\x18\x06 \x01(\x02\x12\x44\n\nattributes\x18\x07 \x03(\x0b\x32\x30.occupancy.v1.StreamPingsRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\x13StreamPingsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection\"5\n\x10SendPingsRequest\x12!\n\x05pings\x18\x01 \x03(\x0b\x32\x12.occupancy.v1.Ping\"r\n\x11SendPingsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection\"y\n\x16SendPingColumnsRequest\x12\x12\n\ndevice_ids\x18\x01 \x03(\t\x12\r\n\x05ts_ms\x18\x02 \x03(\x03\x12\x0b\n\x03lat\x18\x03 \x03(\x01\x12\x0b\n\x03lng\x18\x04 \x03(\x01\x12\x12\n\naccuracy_m\x18\x05 \x03(\x02\x12\x0e\n\x06region\x18\x06 \x03(\t\"x\n\x17SendPingColumnsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection\"@\n\x15SendDoorEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.occupancy.v1.DoorEvent\"u\n\x16SendDoorEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.RejectionJ\x04\x08\x02\x10\x03R\x04late\"2\n\tPingBatch\x12!\n\x05pings\x18\x01 \x03(\x0b\x32\x12.occupancy.v1.Ping:\x02\x18\x01\"=\n\x0e\x44oorEventBatch\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.occupancy.v1.DoorEvent:\x02\x18\x01\"n\n\tIngestAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0c\n\x04late\x18\x02 \x01(\x04\x12\x10\n\x08rejected\x18\x03 \x01(\x04\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.occupancy.v1.Rejection:\x02\x18\x01\x32\xf2\x02\n\rIngestService\x12V\n\x0bStreamPings\x12 .occupancy.v1.StreamPingsRequest\x1a!.occupancy.v1.StreamPingsResponse(\x01\x30\x01\x12L\n\tSendPings\x12\x1e.occupancy.v1.SendPingsRequest\x1a\x1f.occupancy.v1.SendPingsResponse\x12[\n\x0eSendDoorEvents\x12#.occupancy.v1.SendDoorEventsRequest\x1a$.occupancy.v1.SendDoorEventsResponse\x12^\n\x0fSendPingColumns\x12$.occupancy.v1.SendPingColumnsRequest\x1a%.occupancy.v1.SendPingColumnsResponse2\xe4\x01\n\x06Ingest\x12\x43\n\x0bStreamPings\x12\x12.occupancy.v1.Ping\x1a\x17.occupancy.v1.IngestAck\"\x03\x88\x02\x01(\x01\x30\x01\x12\x42\n\tSendPings\x12\x17.occupancy.v1.PingBatch\x1a\x17.occupancy.v1.IngestAck\"\x03\x88\x02\x01\x12L\n\x0eSendDoorEvents\x12\x1c.occupancy.v1.DoorEventBatch\x1a\x17.occupancy.v1.IngestAck\"\x03\x88\x02\x01\x1a\x03\x88\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,18 +67,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDPINGSREQUEST']._serialized_end=786
   _globals['_SENDPINGSRESPONSE']._serialized_start=788
   _globals['_SENDPINGSRESPONSE']._serialized_end=902
-  _globals['_SENDDOOREVENTSREQUEST']._serialized_start=904
-  _globals['_SENDDOOREVENTSREQUEST']._serialized_end=968
-  _globals['_SENDDOOREVENTSRESPONSE']._serialized_start=970
-  _globals['_SENDDOOREVENTSRESPONSE']._serialized_end=1087
-  _globals['_PINGBATCH']._serialized_start=1089
-  _globals['_PINGBATCH']._serialized_end=1139
-  _globals['_DOOREVENTBATCH']._serialized_start=1141
-  _globals['_DOOREVENTBATCH']._serialized_end=1202
-  _globals['_INGESTACK']._serialized_start=1204
-  _globals['_INGESTACK']._serialized_end=1314
-  _globals['_INGESTSERVICE']._serialized_start=1317
-  _globals['_INGESTSERVICE']._serialized_end=1591
-  _globals['_INGEST']._serialized_start=1594
-  _globals['_INGEST']._serialized_end=1822
+  _globals['_SENDPINGCOLUMNSREQUEST']._serialized_start=904
+  _globals['_SENDPINGCOLUMNSREQUEST']._serialized_end=1025
+  _globals['_SENDPINGCOLUMNSRESPONSE']._serialized_start=1027
+  _globals['_SENDPINGCOLUMNSRESPONSE']._serialized_end=1147
+  _globals['_SENDDOOREVENTSREQUEST']._serialized_start=1149
+  _globals['_SENDDOOREVENTSREQUEST']._serialized_end=1213
+  _globals['_SENDDOOREVENTSRESPONSE']._serialized_start=1215
+  _globals['_SENDDOOREVENTSRESPONSE']._serialized_end=1332
+  _globals['_PINGBATCH']._serialized_start=1334
+  _globals['_PINGBATCH']._serialized_end=1384
+  _globals['_DOOREVENTBATCH']._serialized_start=1386
+  _globals['_DOOREVENTBATCH']._serialized_end=1447
+  _globals['_INGESTACK']._serialized_start=1449
+  _globals['_INGESTACK']._serialized_end=1559
+  _globals['_INGESTSERVICE']._serialized_start=1562
+  _globals['_INGESTSERVICE']._serialized_end=1932
+  _globals['_INGEST']._serialized_start=1935
+  _globals['_INGEST']._serialized_end=2163
 # @@protoc_insertion_point(module_scope)

@@ -104,6 +104,34 @@ class SendPingsResponse(_message.Message):
     rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
     def __init__(self, accepted: _Optional[int] = ..., late: _Optional[int] = ..., rejected: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
 
+class SendPingColumnsRequest(_message.Message):
+    __slots__ = ("device_ids", "ts_ms", "lat", "lng", "accuracy_m", "region")
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    LAT_FIELD_NUMBER: _ClassVar[int]
+    LNG_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_M_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    ts_ms: _containers.RepeatedScalarFieldContainer[int]
+    lat: _containers.RepeatedScalarFieldContainer[float]
+    lng: _containers.RepeatedScalarFieldContainer[float]
+    accuracy_m: _containers.RepeatedScalarFieldContainer[float]
+    region: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_ids: _Optional[_Iterable[str]] = ..., ts_ms: _Optional[_Iterable[int]] = ..., lat: _Optional[_Iterable[float]] = ..., lng: _Optional[_Iterable[float]] = ..., accuracy_m: _Optional[_Iterable[float]] = ..., region: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SendPingColumnsResponse(_message.Message):
+    __slots__ = ("accepted", "late", "rejected", "rejections")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    late: int
+    rejected: int
+    rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
+    def __init__(self, accepted: _Optional[int] = ..., late: _Optional[int] = ..., rejected: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+
 class SendDoorEventsRequest(_message.Message):
     __slots__ = ("events",)
     EVENTS_FIELD_NUMBER: _ClassVar[int]
