@@ -37,8 +37,12 @@ def _wire(message) -> dict[int, tuple]:
     return out
 
 
+# RPCs added to IngestService after its former name was deprecated: never served under it
+ADDED = {"SendPingColumns"}
+
+
 def test_the_deprecated_service_has_the_same_methods_and_is_marked_so():
-    assert [m.name for m in OLD.methods] == [m.name for m in NEW.methods]
+    assert [m.name for m in OLD.methods] == [m.name for m in NEW.methods if m.name not in ADDED]
     assert OLD.GetOptions().deprecated and not NEW.GetOptions().deprecated
     assert all(m.GetOptions().deprecated for m in OLD.methods)
     for old in OLD.methods:
@@ -55,7 +59,7 @@ def _reserved(message) -> set[int]:
     return {n for r in proto.reserved_range for n in range(r.start, r.end)}
 
 
-@pytest.mark.parametrize("method", [m.name for m in NEW.methods])
+@pytest.mark.parametrize("method", [m.name for m in NEW.methods if m.name not in ADDED])
 def test_each_new_message_reads_the_old_one_and_back(method):
     old, new = OLD.methods_by_name[method], NEW.methods_by_name[method]
     assert _wire(new.input_type) == _wire(old.input_type)
