@@ -119,6 +119,7 @@ class SpaceList(BaseModel):
 
 class SpaceCount(BaseModel):
     space: str
+    name: str
     kind: Literal["polygon", "door"]
     count: int
     as_of: Ms
@@ -205,6 +206,25 @@ class DoorwayDefined(BaseModel):
     doorway: str
     inside: str
     outside: str | None
+
+
+class SensorAt(BaseModel):
+    sensor_id: str
+    from_: Ms = Field(alias="from")
+    positive: Literal["in", "out"]
+
+
+class DoorwayItem(BaseModel):
+    doorway: str
+    inside: str
+    outside: str | None
+    installations: list[SensorAt] = Field(
+        description="every installation of a sensor on it, by `from` (each ends at the next)"
+    )
+
+
+class DoorwayList(BaseModel):
+    doorways: list[DoorwayItem]
 
 
 class Installed(BaseModel):

@@ -218,6 +218,16 @@ class Metadata:
     def door_spaces(self):
         return {"hall": "Hall", "lobby": "Lobby"}
 
+    def doorways(self):
+        return {"front": ("hall", None), "inner": ("lobby", "hall")}
+
+    def installations(self):
+        return [
+            ("s1", "front", 1_000, "in"),
+            ("s2", "inner", 2_000, "out"),
+            ("s1", None, 3_000, "in"),
+        ]
+
 
 class Definitions:
     """Definitions' interface: a definition named "bad" is refused as the engine would."""
