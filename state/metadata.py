@@ -60,7 +60,7 @@ class Metadata:
         for doorway, sides in self.client.hgetall(DOORWAYS).items():
             counter.define_doorway(doorway.decode(), *unpack(sides))
         for raw in self.client.lrange(INSTALLS, 0, -1):
-            counter.install(*unpack(raw))
+            counter.install(*unpack(raw), exclusive=False)
         for raw in self.client.lrange(RESETS, 0, -1):
             counter.reset(*unpack(raw))
         return counter
