@@ -14,9 +14,13 @@ from grpc_reflection.v1alpha import reflection
 
 from actors.ingest_core import AuthError, IngestCore
 from actors.ingest_health import IngestHealth
+from actors.ingest_http import HttpIngest
 from actors.ingest_rpc import SERVICE, SERVICES, IngestRpcs, OpenStream, call_counter
+from actors.osmand_port import OsmAndPort
 from clients.cluster import IngestHandlers
 from clients.refs import ACTOR_OPTIONS, alive_nodes, on_node
+from engine import audit as records
+from engine.http_ingest import HttpAnswer, HttpRequest
 from observability import telemetry, tracing
 from observability.audit import AuditWriter
 from observability.telemetry import rss_bytes
@@ -42,6 +46,7 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 3),
 ]
+OSMAND_ROUTE = "osmand-port"  # the audit log's route of a request to the OsmAnd port
 DRAIN_S = 2.0  # a stopping handler answers NOT_SERVING this long before it closes
 
 
@@ -67,6 +72,7 @@ class IngestServer(IngestRpcs):
         max_batch: int = 50_000,
         max_in_flight: int = 32,
         nice: int = 0,
+        osmand_port: int = -1,
     ):
         if nice > 0:
             # Ingest is batched and buffered; queries are latency-bound. On busy cores a query's
@@ -82,6 +88,9 @@ class IngestServer(IngestRpcs):
         self.calls = call_counter(telemetry.meter(name, topology.redis_url))
         self.tracer = tracing.tracer(name, topology.redis_url)
         self.health = IngestHealth(topology, SERVICES)
+        self.http = HttpIngest(self.core, max_batch, max_in_flight, self.health.suspect)
+        self.osmand_port = osmand_port  # -1: none; 0: a free one, the same for every handler
+        self._osmand: OsmAndPort | None = None
         self._server: grpc.aio.Server | None = None
         self._streams: set[OpenStream] = set()
         self._bound = threading.Event()
@@ -108,9 +117,24 @@ class IngestServer(IngestRpcs):
             self.core.auth.follow(revocations, self._end_revoked_streams)
         )
         self._server = server
+        if self.osmand_port >= 0:
+            self._osmand = OsmAndPort(self.http.handle, self._count_http, self.core.topology.tls)
+            self.osmand_port = await self._osmand.start(self.osmand_port)
         self._bound.set()
         log.info("ingest listening on port %d", self.port)
         return self.port
+
+    async def http_ingest(self, request: HttpRequest) -> HttpAnswer:
+        """An HTTP ingest request the API received (`POST /v1/pings`, `/v1/door-events`,
+        `/v1/osmand`): answered by the same core as the RPCs; the API counts it for the audit
+        log."""
+        return await self.http.handle(request)
+
+    def _count_http(self, method: str, answer: HttpAnswer, elapsed_ms: float) -> None:
+        """A request to the OsmAnd port, counted for the audit log as gRPC calls are."""
+        key_id, role = answer.caller or ("", "")
+        key = ("http", key_id, role, records.http_method(method), OSMAND_ROUTE, answer.status, ())
+        self.audit.count(key, elapsed_ms, **answer.figures)
 
     def handlers(self, service: str) -> dict[str, grpc.RpcMethodHandler]:
         """The RPCs of `service` (either name: the messages are the same on the wire), which
@@ -151,6 +175,11 @@ class IngestServer(IngestRpcs):
             await asyncio.sleep(0.05)
         return self.port
 
+    async def bound_osmand_port(self) -> int:
+        """The OsmAnd port this handler serves (-1: none), once it serves."""
+        await self.bound_port()
+        return self.osmand_port
+
     async def pid(self) -> int:
         return os.getpid()
 
@@ -164,6 +193,7 @@ class IngestServer(IngestRpcs):
             "nice": self.nice,
             "max_batch": self.max_batch,
             "max_in_flight": self.max_in_flight,
+            "osmand_port": self.osmand_port,
         }
 
     async def stop(self, drain_s: float = DRAIN_S) -> None:
@@ -173,6 +203,8 @@ class IngestServer(IngestRpcs):
             await self.health.drain()
             self._health_task.cancel()
             await asyncio.sleep(drain_s)
+            if self._osmand is not None:
+                await self._osmand.stop()
             await self._server.stop(grace=2)
             self._server = None
         await self.audit.close()

@@ -271,6 +271,9 @@ class IngestCore:
         ack = pb.SendDoorEventsResponse()
         groups: dict[str, dict] = {}
         for i, e in enumerate(events):
+            if e is None:  # an HTTP item that is not a door event (engine/http_ingest.py)
+                ack.rejections.append(pb.Rejection(index=i, reason="malformed"))
+                continue
             reason = check_door_event(e.sensor_id, e.ts_ms, e.direction, now, self.spec.limits)
             if reason is None and device is not None and e.sensor_id != device:
                 reason = Reason.NOT_AUTHORIZED_FOR_DEVICE

@@ -109,6 +109,11 @@ class IngestHandlers:
         return _get(handle.bound_port.remote())
 
     @staticmethod
+    def osmand_port(handle) -> int:
+        """The OsmAnd port a handler just created serves (-1: none)."""
+        return _get(handle.bound_osmand_port.remote())
+
+    @staticmethod
     def serve_in_thread(handle) -> None:
         """A handler's call to its own `serve`, from a thread of its own (its __init__ must
         return before the call runs)."""

@@ -42,6 +42,8 @@ class DoorCounter:
         self._resets: dict[str, list[int]] = {}
         self._events: dict[str, list[tuple[int, int]]] = {}  # sensor -> [(ts, direction)]
         self._derived: dict[str, tuple[list[int], list[int]]] | None = None
+        # doorway -> (starts, sensors) of the installations on it, by start (None: to derive)
+        self._on_doorway: dict[str, tuple[list[int], list[str]]] | None = None
         self.horizon = 0  # events before it are folded into `_base`
         self._base: dict[str, int] = {}  # space -> crossings since its last reset < horizon
 
@@ -81,10 +83,13 @@ class DoorCounter:
         start: int,
         positive: str = "in",
         horizon: int = 0,
+        exclusive: bool = True,
     ) -> None:
-        """Put `sensor` on `doorway` from `start` (replacing an installation at the same start).
-        The same installation again changes nothing; a new one dated before the counter's
-        horizon (or `horizon`, the caller's) is refused."""
+        """Put `sensor` on `doorway` from `start` (replacing an installation at the same start);
+        it ends there whatever sensor was on the doorway (`_ended`). The same installation
+        again changes nothing; a new one dated before the counter's horizon (or `horizon`, the
+        caller's) is refused, and so is one at the start of another sensor's on that doorway
+        (`exclusive`; stored definitions from before the rule load without it)."""
         if doorway is not None and doorway not in self._doorways:
             raise ValueError(f"unknown doorway {doorway!r}")
         if positive not in ("in", "out"):
@@ -94,9 +99,17 @@ class DoorCounter:
         if new in history:
             return
         self._check_horizon(start, "an installation", horizon)
+        if exclusive and doorway is not None:
+            starts, sensors = self._doorway_index().get(doorway, ((), ()))
+            for at, other in zip(starts, sensors, strict=True):
+                if at == start and other != sensor:
+                    raise ValueError(
+                        f"sensor {other!r} is installed on doorway {doorway!r} from {start} "
+                        "already: a doorway holds one sensor at a time"
+                    )
         history[:] = [i for i in history if i.start != start]
         bisect.insort(history, new, key=_start)
-        self._derived = None
+        self._derived = self._on_doorway = None
 
     def installations(self, sensor: str) -> list[Installation]:
         return list(self._installs.get(sensor, ()))
@@ -211,6 +224,32 @@ class DoorCounter:
                 "door events that old are no longer kept one by one to be counted again"
             )
 
+    def _doorway_index(self) -> dict[str, tuple[list[int], list[str]]]:
+        if self._on_doorway is None:
+            pairs = sorted(
+                (i.doorway, i.start, sensor)
+                for sensor, history in self._installs.items()
+                for i in history
+                if i.doorway is not None
+            )
+            self._on_doorway = {}
+            for doorway, start, sensor in pairs:
+                starts, sensors = self._on_doorway.setdefault(doorway, ([], []))
+                starts.append(start)
+                sensors.append(sensor)
+        return self._on_doorway
+
+    def _ended(self, doorway: str, sensor: str, start: int, ts: int) -> bool:
+        """Whether `sensor`'s installation on `doorway` from `start` was ended by `ts`: another
+        sensor was installed there after `start`, at `ts` or before."""
+        starts, sensors = self._doorway_index()[doorway]
+        j = bisect.bisect_right(starts, start)
+        while j < len(starts) and starts[j] <= ts:
+            if sensors[j] != sensor:
+                return True
+            j += 1
+        return False
+
     def _crossings(self, sensor: str, ts: int, direction: int) -> list[tuple[str, int]]:
         history = self._installs.get(sensor)
         if not history:
@@ -219,6 +258,8 @@ class DoorCounter:
         if i < 0 or history[i].doorway is None:
             return []
         inst = history[i]
+        if self._ended(inst.doorway, sensor, inst.start, ts):
+            return []
         inside, outside = self._doorways[inst.doorway]
         signed = direction * inst.sign
         return [(inside, signed)] if outside is None else [(inside, signed), (outside, -signed)]

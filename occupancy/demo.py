@@ -31,19 +31,20 @@ def demo_settings(env: dict[str, str] | None = None) -> Settings:
 
 def define_places(engine: Engine) -> list[str]:
     """The city's districts and the mall's sections as polygon spaces; a building and its
-    meeting room as door spaces with counters at their doors. Idempotent."""
+    meeting room as door spaces with a counter at each door. Idempotent."""
     for space, (name, polygon) in demo_spaces().items():
         engine.define_polygon_space(space, polygon, name)
     engine.define_door_space("hq", "HQ floor (doors)")
     engine.define_door_space("hq-meeting", "HQ meeting room (doors)")
     engine.define_doorway("hq-front", inside="hq", outside=None)
+    engine.define_doorway("hq-back", inside="hq", outside=None)
     engine.define_doorway("hq-meeting-door", inside="hq-meeting", outside="hq")
     # the door sensors are installed when the demo first runs; a rerun finds them in place
     installed = engine.definitions().metadata.door_counter()
     first = int(time.time() * 1000) - 60_000
     for sensor, doorway, positive in (
         ("hq-front-1", "hq-front", "in"),
-        ("hq-front-2", "hq-front", "out"),  # mounted the other way round
+        ("hq-back-1", "hq-back", "out"),  # mounted the other way round
         ("hq-meeting-door", "hq-meeting-door", "in"),
     ):
         if not installed.installations(sensor):

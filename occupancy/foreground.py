@@ -31,8 +31,12 @@ def running_engine(
         console.print(
             f"  gRPC ingest   127.0.0.1:{engine.grpc_port} (occupancy.v1.IngestService{tls})"
         )
+        scheme = "https" if s.tls_cert else "http"
+        if engine.osmand_port >= 0:
+            console.print(
+                f"  OsmAnd ingest {scheme}://127.0.0.1:{engine.osmand_port} (Traccar Client)"
+            )
         if serve_api:
-            scheme = "https" if s.tls_cert else "http"
             console.print(
                 f"  HTTP API      {scheme}://127.0.0.1:{engine.http_port} (OpenAPI at /docs; "
                 f"ingress {settings.http_ingress})"

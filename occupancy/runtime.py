@@ -130,6 +130,7 @@ class Engine:
     serve_api: bool = True  # False: the HTTP API comes from `serve deploy` or a RayService
     topology: Topology | None = None
     grpc_port: int = 0
+    osmand_port: int = -1  # -1: off
     http_port: int = 0
     _serve: bool = False
     redis_url: str = ""
@@ -238,11 +239,12 @@ class Engine:
         self._actors.append(history)
         cluster.ready([history])
         # ingest handlers share one port (SO_REUSEPORT): the kernel spreads connections
-        port = s.grpc_port
+        port, osmand = s.grpc_port, s.osmand_port
         for i in range(max(1, s.ingest_handlers)):
-            handler, port = start_handler(t, i, port, nice=s.ingest_nice)
+            handler, port = start_handler(t, i, port, nice=s.ingest_nice, osmand_port=osmand)
             self._actors.append(handler)
-        self.grpc_port = port
+            osmand = cluster.IngestHandlers.osmand_port(handler)  # a free one is now bound
+        self.grpc_port, self.osmand_port = port, osmand
         if self.serve_api:
             self._start_api()
         return self

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     )
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC ingest port (0: any free).")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP API port.")
+    osmand_port: int = Field(
+        5055,
+        ge=-1,
+        le=65535,
+        description="OsmAnd/Traccar Client HTTP ingest port (0: any free, -1: off).",
+    )
     http_ingress: Literal[MODES] = Field(
         "haproxy", description="How HTTP reaches the API replicas (occupancy/http_ingress.py)."
     )

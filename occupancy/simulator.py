@@ -261,8 +261,9 @@ class Fleet:
 class Building:
     """People crossing the doors of a building with a meeting room, as its counters report them.
 
-    The front doors have two counters: `hq-front-1` counts an entry as +1, `hq-front-2` is
-    mounted the other way round (an entry is -1, as the installation's `positive: out` says).
+    The building has two doors to the street, each with its counter (a doorway holds one
+    sensor at a time): `hq-front-1` counts an entry as +1, `hq-back-1` is mounted the other
+    way round (an entry is -1, as the installation's `positive: out` says).
     The meeting room's door counts an entry into the room as +1. `inside` is everyone in the
     building, `in_meeting` those in the room: the door space of the floor holds the difference
     (walking into the room leaves the floor). People come in while the
@@ -278,7 +279,7 @@ class Building:
     inside: int = 0
     in_meeting: int = 0
 
-    SENSORS = ("hq-front-1", "hq-front-2", "hq-meeting-door")
+    SENSORS = ("hq-front-1", "hq-back-1", "hq-meeting-door")
 
     def events(self, now: int, rate_per_s: float, dt_s: float) -> list[tuple[str, int, int]]:
         """(sensor, ts, direction) of the crossings over the `dt_s` seconds ending at `now`."""
@@ -303,7 +304,7 @@ class Building:
         self.inside += 1 if entering else -1
         if self.rng.random() < 0.5:
             return "hq-front-1", 1 if entering else -1
-        return "hq-front-2", -1 if entering else 1
+        return "hq-back-1", -1 if entering else 1
 
     def _wants_in(self, present: int, usual: int) -> bool:
         p = 0.5 + 0.45 * (usual - present) / usual

@@ -7,6 +7,7 @@ from ray import serve
 from access import keyring
 from access.auth import Authenticator
 from clients.definitions import Definitions
+from clients.ingest import IngestFront
 from clients.queries import LiveQueries
 from clients.refs import clients_for
 from cluster import scale_job
@@ -55,10 +56,11 @@ class QueryApi:
             auth=auth,
             ids=IdDirectory(client),
             scaler=Scaler(topology),
+            ingest=IngestFront(topology.namespace),
             follow=lambda: auth.follow(redis_client.connect_async(topology.redis_url)),
         )
         install(self.api)
-        Guard.use(self.api.credential)
+        Guard.use(self.api.credential, self.api.sender)
         AuditTrail.writer = AuditWriter(topology.redis_url, topology.audit_window_s)
         process = f"api-{os.getpid()}"
         QueryTiming.tracer = tracing.tracer(process, topology.redis_url)

@@ -11,7 +11,7 @@ from serve_apps.audit import AuditTrail
 from serve_apps.guard import Guard
 from serve_apps.models import Health
 from serve_apps.models import errors as error_answers
-from serve_apps.routes import admin, definitions, health, history, live
+from serve_apps.routes import admin, definitions, health, history, ingest, live
 from serve_apps.timing import QueryTiming
 
 # what every route behind a key may answer besides its own
@@ -40,6 +40,7 @@ def make_app(origins: list[str] | None = None) -> FastAPI:
     for routes in (admin, live, history):
         app.include_router(routes.router, responses=KEYED_ERRORS)
     app.include_router(definitions.router, responses={**KEYED_ERRORS, **BODY_ERRORS})
+    app.include_router(ingest.router, responses={**KEYED_ERRORS, **error_answers(503)})
     errors.install(app)
     openapi.install(app, base_res=lambda: (api := context.installed()) and api.spec.res)
     app.add_middleware(Guard)  # inside the timing and the audit: 401s and 413s are counted too

@@ -9,7 +9,7 @@ from starlette.routing import Match
 
 from engine import audit as records
 from observability.audit import AuditWriter, Made
-from serve_apps.guard import CREDENTIAL, REFUSED, checked
+from serve_apps.guard import CREDENTIAL, REFUSED, checked, ingest
 
 NOTE = "occ.audit"  # scope: what a handler adds to its request's record
 
@@ -63,6 +63,12 @@ class AuditTrail:
             self.writer.count(key, elapsed_ms)
             return
         route = getattr(scope.get("route"), "path", "unmatched")
+        if ingest(scope.get("path", "")):
+            # as gRPC ingest calls: too many to record one by one, and their parameters hold
+            # positions and raw device ids; counted per window with their acks' figures
+            key = ("http", *credential, method, route, status, ())
+            self.writer.count(key, elapsed_ms, **scope.get(NOTE, {}).get("figures", {}))
+            return
         answer = (status, elapsed_ms, sent)
         self.writer.add(
             partial(_made, arrived, credential, method, route, scope.get("path_params"),

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from access.tokens import Refused
 from engine.pseudonym import pseudonym_str
 from engine.spec import EngineSpec
 from serve_apps.audit import note
@@ -36,6 +37,7 @@ class ApiContext:
         auth,
         ids,
         scaler=None,
+        ingest=None,
         follow: Callable[[], Coroutine] | None = None,
         cache: AnswerCache | None = None,
     ):
@@ -44,6 +46,7 @@ class ApiContext:
         self.queries, self.history, self.users = queries, history, users
         self.definitions, self.redis, self.auth, self.ids = definitions, redis, auth, ids
         self.scaler = scaler
+        self.ingest = ingest  # the ingest handlers, for the HTTP ingest routes
         self.cache = cache or AnswerCache()
         self.jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
         self._follow = follow
@@ -58,6 +61,18 @@ class ApiContext:
         if self._following is None and self._follow is not None:
             self._following = asyncio.get_running_loop().create_task(self._follow())
         return self.auth.key(key)
+
+    def sender(self, credential: str) -> tuple[str, str] | None:
+        """(id, role) of an ingest route's credential: an API key, or a device token (id "":
+        device tokens are counted together, as gRPC ingest counts them); None when refused.
+        The ingest handler checks the role."""
+        if self._following is None and self._follow is not None:
+            self._following = asyncio.get_running_loop().create_task(self._follow())
+        try:
+            who = self.auth.resolve(credential)
+        except Refused:
+            return None
+        return ("", who.role) if who.device is not None else (who.id, who.role)
 
     def role(self, request: Request, allowed: tuple[str, ...]) -> str:
         return role_of(request, allowed, self.credential)

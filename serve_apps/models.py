@@ -28,7 +28,10 @@ ERRORS = {
     403: "The key's role may not ask this",
     404: "No such resource",
     409: "Refused in the engine's current state",
-    413: "The request body is larger than 1 MiB",
+    413: "The request body is larger than 1 MiB (16 MiB for batches of pings and door events), "
+    "or a batch holds more items than one call takes",
+    415: "The request body is of a media type the route does not read",
+    429: "The credential sent more than its rate; `Retry-After` says when to retry",
     500: "A bug: the engine failed to answer",
     503: "A dependency (Redis, a shard, history) is unavailable; `Retry-After` says when to retry",
     504: "A history query took longer than its time",
@@ -41,7 +44,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         out[status] = {"model": ErrorBody, "description": ERRORS[status]}
-        if status == 503:
+        if status in (429, 503):
             out[status]["headers"] = RETRY_AFTER
     return out
 
@@ -116,9 +119,24 @@ class SpaceList(BaseModel):
 
 class SpaceCount(BaseModel):
     space: str
+    name: str
     kind: Literal["polygon", "door"]
     count: int
     as_of: Ms
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="the item's position in the request")
+    reason: str = Field(description="`lat_out_of_range`, `ts_in_future`, `malformed`, ...")
+
+
+class Ack(BaseModel):
+    """An ingest call's ack: every accepted item is in the write-ahead log."""
+
+    accepted: int
+    late: int = Field(description="pings taken but dated at or before their device's latest")
+    rejected: int
+    rejections: list[Rejection]
 
 
 # -- devices and history -----------------------------------------------------------------------
@@ -188,6 +206,25 @@ class DoorwayDefined(BaseModel):
     doorway: str
     inside: str
     outside: str | None
+
+
+class SensorAt(BaseModel):
+    sensor_id: str
+    from_: Ms = Field(alias="from")
+    positive: Literal["in", "out"]
+
+
+class DoorwayItem(BaseModel):
+    doorway: str
+    inside: str
+    outside: str | None
+    installations: list[SensorAt] = Field(
+        description="every installation of a sensor on it, by `from` (each ends at the next)"
+    )
+
+
+class DoorwayList(BaseModel):
+    doorways: list[DoorwayItem]
 
 
 class Installed(BaseModel):

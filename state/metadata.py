@@ -38,6 +38,14 @@ class Metadata:
     def put_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         self.client.hset(DOORWAYS, doorway, pack([inside, outside]))
 
+    def doorways(self) -> dict[str, tuple[str, str | None]]:
+        """Every doorway: its inside and outside spaces."""
+        return {k.decode(): tuple(unpack(v)) for k, v in self.client.hgetall(DOORWAYS).items()}
+
+    def installations(self) -> list[tuple[str, str | None, int, str]]:
+        """Every installation as stored: (sensor, doorway, from, positive), in the order made."""
+        return [tuple(unpack(raw)) for raw in self.client.lrange(INSTALLS, 0, -1)]
+
     def add_installation(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
         self.client.rpush(INSTALLS, pack([sensor, doorway, start, positive]))
 
@@ -52,7 +60,7 @@ class Metadata:
         for doorway, sides in self.client.hgetall(DOORWAYS).items():
             counter.define_doorway(doorway.decode(), *unpack(sides))
         for raw in self.client.lrange(INSTALLS, 0, -1):
-            counter.install(*unpack(raw))
+            counter.install(*unpack(raw), exclusive=False)
         for raw in self.client.lrange(RESETS, 0, -1):
             counter.reset(*unpack(raw))
         return counter

@@ -69,6 +69,7 @@ def engine_env(tmp_path: Path, **extra: str) -> tuple[dict, int, int]:
         "OCC_DATA_DIR": str(tmp_path / "data"),
         "OCC_GRPC_PORT": str(port),
         "OCC_HTTP_PORT": str(http_port),
+        "OCC_OSMAND_PORT": "0",  # a free one: engines of other test runs may hold 5055
         "COLUMNS": "200",
         "TERM": "dumb",
     }

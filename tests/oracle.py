@@ -124,12 +124,17 @@ class Oracle:
     def install(
         self, sensor: str, doorway: str | None, from_ms: int, positive: str, now: int | None = None
     ) -> bool:
-        """False (refused) for a new installation dated more than max_age before `now` (the
-        same one again is accepted and changes nothing)."""
+        """False (refused) for a new installation dated more than max_age before `now`, or at
+        the `from` of another sensor's on the same doorway (the same one again is accepted and
+        changes nothing)."""
         if (sensor, doorway, from_ms, positive) in self.installs:
             return True
         if now is not None and from_ms < now - self.max_age:
             return False
+        if doorway is not None and any(
+            i[1] == doorway and i[2] == from_ms and i[0] != sensor for i in self.installs
+        ):
+            return False  # a doorway holds one sensor at a time
         self.installs = [i for i in self.installs if not (i[0] == sensor and i[2] == from_ms)]
         self.installs.append((sensor, doorway, from_ms, positive))
         return True
@@ -266,8 +271,13 @@ class Oracle:
             valid = [i for i in self.installs if i[0] == sensor and i[2] <= ts]
             if not valid:
                 continue
-            _, doorway, _, positive = max(valid, key=lambda i: i[2])
+            _, doorway, start, positive = max(valid, key=lambda i: i[2])
             if doorway is None:
+                continue
+            # a doorway holds one sensor at a time: another installed there since ends this one
+            if any(
+                i[1] == doorway and i[0] != sensor and start < i[2] <= ts for i in self.installs
+            ):
                 continue
             inside, outside = self.doorways[doorway]
             signed = direction if positive == "in" else -direction

@@ -17,7 +17,7 @@ POINTS = [(lat + dlat, lng + dlng) for lat, lng in CLUSTERS for dlat, dlng in OF
 
 DEVICES = [f"dev-{i}" for i in range(6)]
 SENSORS = ["s1", "s2", "s3"]
-DOORWAYS = ["d-front", "d-room", None]
+DOORWAYS = ["d-front", "d-room", "d-side", None]
 DOOR_SPACES = ["hall", "room"]
 BBOX_C0 = (-8.64, 52.65, -8.62, 52.67)
 # door event times, installations and resets fall on a grid so that they coincide often
@@ -139,5 +139,5 @@ def initial_installations() -> list[tuple[str, str | None, int, str]]:
     return [
         ("s1", "d-front", T0 - 1_200_000, "in"),
         ("s2", "d-room", T0 - 1_200_000, "out"),
-        ("s3", "d-room", T0 - 1_200_000, "in"),
+        ("s3", "d-side", T0 - 1_200_000, "in"),  # the room's second door
     ]

@@ -9,9 +9,16 @@ from pydantic import BaseModel, Field, StrictBool
 from engine.timeutil import parse_time
 from serve_apps.context import Api
 from serve_apps.errors import bad
-from serve_apps.models import DoorwayDefined, Installed, ResetDone, SpaceDefined, ok
+from serve_apps.models import (
+    DoorwayDefined,
+    DoorwayList,
+    Installed,
+    ResetDone,
+    SpaceDefined,
+    ok,
+)
 from serve_apps.params import BodyTime, IdPath, check_id, note_params
-from serve_apps.policy import ADMIN
+from serve_apps.policy import ADMIN, READ_ROLES
 
 router = APIRouter()
 
@@ -60,6 +67,29 @@ async def put_doorway(request: Request, api: Api, doorway_id: IdPath, body: Door
     with bad("bad_doorway"):
         await api.definitions.define_doorway(doorway_id, body.inside, body.outside)
     return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
+
+
+@router.get("/v1/doorways", responses=ok(DoorwayList))
+async def doorways(request: Request, api: Api):
+    """Every doorway, with the sensors installed on it over time."""
+    api.role(request, READ_ROLES)
+    metadata = api.definitions.metadata
+    on: dict[str, list[dict]] = {}
+    for sensor, doorway, start, positive in metadata.installations():
+        if doorway is not None:
+            on.setdefault(doorway, []).append(
+                {"sensor_id": sensor, "from": start, "positive": positive}
+            )
+    out = [
+        {
+            "doorway": doorway,
+            "inside": inside,
+            "outside": outside,
+            "installations": sorted(on.get(doorway, []), key=lambda i: (i["from"], i["sensor_id"])),
+        }
+        for doorway, (inside, outside) in sorted(metadata.doorways().items())
+    ]
+    return {"doorways": out}
 
 
 @router.post(

@@ -202,8 +202,14 @@ async def space(request: Request, api: Api, space_id: str, at: str | None = AT):
         count = await api.from_history(request, api.history.space_count(space_id, t))
     else:
         count = await within(api.queries.space_count(space_id, t))
+    metadata = api.definitions.metadata
+    if kind == "polygon":
+        name = metadata.polygon_spaces().get(space_id, {}).get("name", "")
+    else:
+        name = metadata.door_spaces().get(space_id, "")
     return {
         "space": space_id,
+        "name": name,
         "kind": kind,
         "count": api.floor.count(count, role),
         "as_of": t if t is not None else params.now(),

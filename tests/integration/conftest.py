@@ -92,6 +92,7 @@ def live(tmp_path_factory):
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("engine"),
         grpc_port=0,
+        osmand_port=0,
         http_port=_free_port(),
         k_min=2,
         user_shards=2,

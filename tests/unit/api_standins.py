@@ -7,6 +7,17 @@ from dataclasses import dataclass, field
 import orjson
 
 from engine.cells import cell_of
+from engine.http_ingest import (
+    BadBody,
+    HttpAnswer,
+    HttpRequest,
+    ack_body,
+    door_item,
+    error_body,
+    ping_item,
+    read_items,
+)
+from engine.osmand import osmand_pings
 from engine.spec import EngineSpec
 from serve_apps.app import make_app
 from serve_apps.context import ApiContext, context
@@ -207,6 +218,16 @@ class Metadata:
     def door_spaces(self):
         return {"hall": "Hall", "lobby": "Lobby"}
 
+    def doorways(self):
+        return {"front": ("hall", None), "inner": ("lobby", "hall")}
+
+    def installations(self):
+        return [
+            ("s1", "front", 1_000, "in"),
+            ("s2", "inner", 2_000, "out"),
+            ("s1", None, 3_000, "in"),
+        ]
+
 
 class Definitions:
     """Definitions' interface: a definition named "bad" is refused as the engine would."""
@@ -240,6 +261,42 @@ class Definitions:
 
     async def reset(self, space, at):
         await self._define("reset", space, at)
+
+
+class Ingest:
+    """The ingest handlers' interface: bodies read by the engine's own readers, every item
+    taken but the malformed; a credential is an API key of role ingest or admin."""
+
+    def __init__(self):
+        self.requests: list[HttpRequest] = []
+
+    async def handle(self, request: HttpRequest) -> HttpAnswer:
+        self.requests.append(request)
+        found = KEYS.get(request.authorization.removeprefix("Bearer "))
+        if found is None:
+            return HttpAnswer(401, error_body("unauthenticated", "unknown credential"))
+        if found[1] not in ("ingest", "admin"):
+            return HttpAnswer(403, error_body("forbidden", "not an ingest key"), caller=found)
+        try:
+            if request.kind == "osmand":
+                items = osmand_pings(request.query, request.body, request.content_type, 1)
+            elif request.kind == "pings":
+                items = read_items(request.body, request.content_type, "pings", ping_item, 100)
+            else:
+                items = read_items(request.body, request.content_type, "events", door_item, 100)
+        except BadBody as exc:
+            return HttpAnswer(exc.status, error_body(exc.code, str(exc)), caller=found)
+
+        class Rejection:
+            reason = "malformed"
+
+            def __init__(self, index):
+                self.index = index
+
+        rejections = [Rejection(i) for i, item in enumerate(items) if item is None]
+        accepted = len(items) - len(rejections)
+        body = ack_body(accepted, 0, len(rejections), rejections)
+        return HttpAnswer(200, body, caller=found, figures={"items": len(items)})
 
 
 class Auth:
@@ -311,6 +368,7 @@ def api_context(k_min: int = 0, **clients) -> ApiContext:
         "auth": Auth(),
         "ids": Ids(),
         "scaler": Scaler(),
+        "ingest": Ingest(),
     }
     parts.update(clients)
     topology = Topology(redis_url="redis://unused")

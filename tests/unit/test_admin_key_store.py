@@ -80,7 +80,7 @@ class StandInEngine:
     def __init__(self, settings, serve_api=True):
         self.settings = settings
         self.serve_api = serve_api
-        self.grpc_port, self.http_port = 50051, 8000
+        self.grpc_port, self.http_port, self.osmand_port = 50051, 8000, 5055
         self.redis_url = "redis://:hunter2@10.0.0.5:6379/0"
         self.topology = SimpleNamespace(user_shards=["u"], cell_shards=["c"], space_shards=["s"])
 

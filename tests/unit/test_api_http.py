@@ -134,12 +134,40 @@ def test_top_cells_and_spaces():
     assert spaces["hall"] == {"space": "hall", "name": "Hall", "kind": "door", "count": 7}
     r = api.get("/v1/spaces/hall", "admin-key")
     assert r.json()["count"] == 7 and r.json()["kind"] == "door"
+    assert r.json()["name"] == "Hall"  # as GET /v1/spaces names it
+
+
+def test_doorways_are_listed_with_their_sensors():
+    r = client().get("/v1/doorways", "viewer-key")
+    assert r.status == 200
+    assert r.json() == {
+        "doorways": [
+            {
+                "doorway": "front",
+                "inside": "hall",
+                "outside": None,
+                "installations": [{"sensor_id": "s1", "from": 1_000, "positive": "in"}],
+            },
+            {
+                "doorway": "inner",
+                "inside": "lobby",
+                "outside": "hall",
+                "installations": [{"sensor_id": "s2", "from": 2_000, "positive": "out"}],
+            },
+        ]
+    }
 
 
 def test_a_polygon_space_at_a_past_minute_comes_from_history():
     api = client()
     r = api.get("/v1/spaces/lab", "admin-key", at=AT)
-    assert r.json() == {"space": "lab", "kind": "polygon", "count": 3, "as_of": AT_MS}
+    assert r.json() == {
+        "space": "lab",
+        "name": "Lab",
+        "kind": "polygon",
+        "count": 3,
+        "as_of": AT_MS,
+    }
     assert api.api.history.calls == [("space_count", "lab", AT_MS)]
 
 

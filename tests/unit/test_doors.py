@@ -56,7 +56,8 @@ def test_moved_sensor_counts_where_it_was():
 
 def test_reset_and_partial_sums():
     a, b = counter(), counter()
-    b.install("s9", "d-front", T, "in")
+    b.define_doorway("d-back", inside="hall", outside=None)
+    b.install("s9", "d-back", T, "in")
     a.add("s1", T + 1, +1)
     a.add("s1", T + 2, +1)
     b.add("s9", T + 3, -1)
@@ -89,3 +90,32 @@ def test_snapshot_round_trip():
             assert c.count(space, t) == d.count(space, t)
     d.add("s2", T + 5, -1)
     assert d.count("room", T + 6) == 2
+
+
+def test_a_doorway_holds_one_sensor_at_a_time():
+    c = counter()
+    c.add("s1", T + 10, +1)
+    c.add("s1", T + 30, +1)  # after s2 took the doorway: counts nowhere
+    c.add("s2", T + 30, +1)
+    c.install("s2", "d-front", T + 20, "in")  # ends s1's installation there at T + 20
+    assert c.count("hall", T + 40) == 2
+    c.install("s1", "d-front", T + 25, "in")  # s1 back: s2's ends in turn
+    assert c.count("hall", T + 40) == 2  # s1's event at T + 30 counts, s2's does not
+    c.add("s2", T + 24, +1)
+    assert c.count("hall", T + 40) == 3
+    try:
+        c.install("s3", "d-front", T + 25, "in")
+    except ValueError as exc:
+        assert "one sensor at a time" in str(exc)
+    else:
+        raise AssertionError("two sensors on one doorway from the same time")
+    c.install("s1", "d-front", T + 25, "in")  # the same installation again: nothing changes
+    # a stored pair from before the rule loads, and both keep counting
+    old = DoorCounter()
+    old.define_space("hall")
+    old.define_doorway("d-front", inside="hall", outside=None)
+    old.install("a", "d-front", T, "in", exclusive=False)
+    old.install("b", "d-front", T, "out", exclusive=False)
+    old.add("a", T + 1, +1)
+    old.add("b", T + 2, -1)
+    assert old.count("hall", T + 3) == 2

@@ -74,9 +74,10 @@ def test_door_counts_equal_the_people_inside_despite_late_reports():
     counter.define_space("hq")
     counter.define_space("hq-meeting")
     counter.define_doorway("front", inside="hq", outside=None)
+    counter.define_doorway("back", inside="hq", outside=None)
     counter.define_doorway("meeting", inside="hq-meeting", outside="hq")
     counter.install("hq-front-1", "front", 0, "in")
-    counter.install("hq-front-2", "front", 0, "out")
+    counter.install("hq-back-1", "back", 0, "out")
     counter.install("hq-meeting-door", "meeting", 0, "in")
     events = []
     for s in range(1, 1_201):
