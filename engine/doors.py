@@ -197,6 +197,7 @@ class DoorCounter:
                 inside, outside = self._doorways[inst.doorway]
                 sign = inst.sign if space == inside else -inst.sign if space == outside else 0
                 end = history[i + 1].start - 1 if i + 1 < len(history) else at
+                end = min(end, self._ended_at(inst.doorway, sensor, inst.start) - 1)
                 lo, hi = max(inst.start, reset, 1), min(end, at)
                 if sign and lo <= hi:
                     out.append((sensor, int(lo), int(hi), sign))
@@ -242,13 +243,16 @@ class DoorCounter:
     def _ended(self, doorway: str, sensor: str, start: int, ts: int) -> bool:
         """Whether `sensor`'s installation on `doorway` from `start` was ended by `ts`: another
         sensor was installed there after `start`, at `ts` or before."""
+        return self._ended_at(doorway, sensor, start) <= ts
+
+    def _ended_at(self, doorway: str, sensor: str, start: int) -> float:
+        """When another sensor's installation on `doorway` ends `sensor`'s from `start` (inf:
+        none has yet)."""
         starts, sensors = self._doorway_index()[doorway]
-        j = bisect.bisect_right(starts, start)
-        while j < len(starts) and starts[j] <= ts:
+        for j in range(bisect.bisect_right(starts, start), len(starts)):
             if sensors[j] != sensor:
-                return True
-            j += 1
-        return False
+                return starts[j]
+        return math.inf
 
     def _crossings(self, sensor: str, ts: int, direction: int) -> list[tuple[str, int]]:
         history = self._installs.get(sensor)

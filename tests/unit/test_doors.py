@@ -119,3 +119,26 @@ def test_a_doorway_holds_one_sensor_at_a_time():
     old.add("a", T + 1, +1)
     old.add("b", T + 2, -1)
     assert old.count("hall", T + 3) == 2
+
+
+def test_history_ranges_end_where_another_sensor_took_the_doorway():
+    """`ranges` (what history sums before the horizon) give every count `count` gives."""
+    c = counter()
+    events = [("s1", T + 10, +1), ("s1", T + 30, +1), ("s2", T + 24, +1), ("s2", T + 30, +1)]
+    for sensor, ts, direction in events:
+        c.add(sensor, ts, direction)
+    c.install("s2", "d-front", T + 20, "in")
+    c.install("s1", "d-front", T + 25, "in")
+    assert c.ranges("hall", T + 40) == [
+        ("s1", T, T + 19, 1),
+        ("s1", T + 25, T + 40, 1),
+        ("s2", T + 20, T + 24, 1),
+    ]
+    for at in range(T, T + 41):
+        summed = sum(
+            d * sign
+            for sensor, lo, hi, sign in c.ranges("hall", at)
+            for s, ts, d in events
+            if s == sensor and lo <= ts <= hi
+        )
+        assert door_count([summed]) == c.count("hall", at), at
