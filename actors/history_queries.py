@@ -115,6 +115,8 @@ class HistoryQueries:
             return store.place_series_by(place, base_res, edges, end, by, since)
         if k and not isinstance(place, str):
             return {None: store.released_cell_series(place, base_res, edges, end, k)}
+        if isinstance(place, str):
+            return {None: store.space_series(place, base_res, edges, end)}
         return {None: store.place_series(place, base_res, edges, end)}
 
     @ray.method(concurrency_group="query")

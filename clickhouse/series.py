@@ -4,7 +4,13 @@ latest applied ping; and a door space's signed crossings. Mixed into `HistorySto
 
 Buckets come as their edges (engine/series.py); SQL turns a time into its bucket with the
 edges' `segments`, whose numbers are the engine's integers. A piece `[lo, hi)` clipped to the
-window counts in every bucket from that of `lo` to that of `hi - 1`."""
+window counts in every bucket from that of `lo` to that of `hi - 1`.
+
+Presence pieces are rewritten at every snapshot while a ping can still change them, so no view
+over them stays exact. Once an hour is final (no ping old enough to change it is accepted any
+more), `roll_up` keeps each polygon space's devices of that hour as an exact distinct-count
+state (migration 0004), and of each whole UTC day; a space's series merges those states for its
+buckets made of whole final hours and reads the pieces only for the rest (the recent days)."""
 
 from collections.abc import Sequence
 
@@ -12,7 +18,10 @@ from clickhouse.backends import Backend
 from engine.cells import resolution
 from engine.privacy import floored, released_by_levels
 from engine.series import bucket_sql, segments
-from engine.timeutil import day_of
+from engine.timeutil import DAY_MS, day_of
+
+HOUR_MS = 3_600_000
+ROLLUP_HOURS = 24  # hours written per round at most (a store catching up takes several)
 
 Place = str | int  # a polygon space's id, or a cell at any resolution up to the base one
 
@@ -108,6 +117,75 @@ class SeriesQueries:
             if 0 <= int(b) < len(edges) - 1:
                 out.setdefault(value, [0] * (len(edges) - 1))[int(b)] = int(n)
         return out
+
+    def space_series(self, space: str, base_res: int, edges: Sequence[int], end: int) -> list[int]:
+        """`place_series` of a polygon space: its leading buckets made of whole UTC hours (or
+        days) that are rolled up already from their states, the rest from the pieces."""
+        upto, n = min(self.rolled_up(), end), len(edges) - 1
+        j = 0
+        while j < n and edges[j] % HOUR_MS == 0 and edges[j + 1] % HOUR_MS == 0:
+            if edges[j + 1] > upto:
+                break
+            j += 1
+        out = [0] * n
+        if j:
+            daily = all(e % DAY_MS == 0 for e in edges[: j + 1])
+            table, column = ("space_days", "day") if daily else ("space_hours", "hour")
+            index = bucket_sql(column, segments(edges[: j + 1]))
+            for b, count in self.backend.rows(
+                f"SELECT {index} AS b, uniqExactMerge(devices) FROM {table} "
+                f"WHERE space = {{space:String}} AND {column} >= {{lo:Int64}} "
+                f"AND {column} < {{hi:Int64}} GROUP BY b",
+                {"space": space, "lo": edges[0], "hi": edges[j]},
+            ):
+                if 0 <= int(b) < j:
+                    out[int(b)] = int(count)
+        if j < n:
+            out[j:] = self.place_series(space, base_res, edges[j:], end)
+        return out
+
+    def rolled_up(self) -> int:
+        """Every hour before this (ms) is in `space_hours` (0: none yet)."""
+        rows = self.backend.rows("SELECT upto FROM series_rollup FINAL WHERE id = 0")
+        return int(rows[0][0]) if rows else 0
+
+    def roll_up(self, final_before: int) -> int:
+        """Keep the hours of every polygon space that end by `final_before` (the whole UTC
+        days among them too), at most ROLLUP_HOURS of them past the mark; the new mark.
+        Safe to repeat: a state written again merges into itself."""
+        limit = final_before - final_before % HOUR_MS
+        start = self.rolled_up()
+        if not start:  # the first hour with a space's piece, or nothing to keep yet
+            rows = self.backend.rows("SELECT min(day) FROM presence WHERE space != ''")
+            first = int(rows[0][0]) if rows and rows[0][0] else 0
+            start = first or limit
+        if start >= limit:
+            if start > self.rolled_up():
+                self._mark(start)
+            return start
+        end = min(limit, start + ROLLUP_HOURS * HOUR_MS)
+        params = {"start": start, "end": end, "d0": day_of(start)}
+        self.backend.execute(
+            "INSERT INTO space_hours SELECT space, h, uniqExactState(device) FROM ("
+            "SELECT space, device, arrayJoin(range(lo - lo % 3600000, hi, 3600000)) AS h "
+            "FROM presence FINAL WHERE space != '' AND hi > lo AND day >= {d0:Int64} "
+            "AND day < {end:Int64} AND lo < {end:Int64} AND hi > {start:Int64}"
+            ") WHERE h >= {start:Int64} AND h < {end:Int64} GROUP BY space, h",
+            params,
+        )
+        days = {"lo": day_of(start), "hi": day_of(end)}
+        if days["hi"] > days["lo"]:  # days whose last hour this round wrote
+            self.backend.execute(
+                "INSERT INTO space_days SELECT space, hour - hour % 86400000 AS d, "
+                "uniqExactMergeState(devices) FROM space_hours "
+                "WHERE hour >= {lo:Int64} AND hour < {hi:Int64} GROUP BY space, d",
+                days,
+            )
+        self._mark(end)
+        return end
+
+    def _mark(self, upto: int) -> None:
+        self.backend.insert("series_rollup", ("id", "upto", "version"), [(0, upto, upto)])
 
     def released_cell_series(
         self, cell: int, base_res: int, edges: Sequence[int], end: int, k: int
