@@ -3,6 +3,7 @@ equal the series from the presence pieces alone, and a brute-force count over th
 before, during and after the roll-up, in UTC and in zones whose buckets are (Dublin) and are
 not (Kathmandu, +05:45) whole UTC hours."""
 
+import itertools
 import random
 
 import pytest
@@ -31,7 +32,7 @@ def store(tmp_path_factory):
 
 def brute(intervals, space, cuts, end) -> list[int]:
     out = []
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         b = min(b, end)
         out.append(len({d for d, s, lo, hi in intervals if s == space and lo < b and hi > a}))
     return out
