@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MIRROR_EVERY_S = 1.0
 SPILL_DIR = "spill"  # under the data dir: log ranges waiting for ClickHouse
+ROLLUP_MARGIN_MS = 120_000  # an hour is final this long after max_age has passed its end
 
 
 @dataclass(frozen=True)
@@ -268,11 +269,16 @@ class History(HistoryQueries):
         out = {"presence": 0, "pings": 0, "door_events": 0, "audit": 0}
         behind = False
         try:
+            exported_ms = int(time.time() * 1000)
             exports = blocking(self.users.history_exports())
             version = time.time_ns()
             for name, (mark, rows) in zip(self.topology.user_shards, exports, strict=True):
                 out["presence"] += archiver.write_presence(name, rows, version)
                 blocking(self.users.history_confirm(name, mark))
+            # hours no ping can change any more (every piece of them is written now) are kept
+            # for series; the clocks of the shards may be ahead of ours by the margin
+            max_age = self.topology.engine_spec().limits.max_age_ms
+            self._connect().roll_up(exported_ms - max_age - ROLLUP_MARGIN_MS)
             for name in list(self._wals):
                 wal = self._wals[name]
                 trace = functools.partial(self._trace, name, time.time_ns())

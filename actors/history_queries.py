@@ -102,6 +102,25 @@ class HistoryQueries:
 
     @ray.method(concurrency_group="query")
     @_answer
+    def door_crossings(self, ranges: list) -> list:
+        return self._reader().door_crossings(ranges)
+
+    @ray.method(concurrency_group="query")
+    @_answer
+    def series(self, place, base_res: int, edges: list, end: int, by, since, k) -> dict:
+        """{value: counts per bucket} of a polygon space or a cell (value None alone without
+        `by`, the attribute); a cell's under the privacy floor `k` when given (not with `by`)."""
+        store = self._reader()
+        if by is not None:
+            return store.place_series_by(place, base_res, edges, end, by, since)
+        if k and not isinstance(place, str):
+            return {None: store.released_cell_series(place, base_res, edges, end, k)}
+        if isinstance(place, str):
+            return {None: store.space_series(place, base_res, edges, end)}
+        return {None: store.place_series(place, base_res, edges, end)}
+
+    @ray.method(concurrency_group="query")
+    @_answer
     def path(self, device: int, start: int, end: int) -> list:
         return self._reader().path(device, start, end)
 

@@ -127,6 +127,13 @@ class SpaceShard(ViewShard):
         except BeyondHorizon:
             return None
 
+    def door_crossings(self, space: str, start: int, end: int) -> tuple[int, int | None, list]:
+        """(this shard's horizon, its partial sum at `start - 1` or None before the horizon,
+        the signed crossings [ts, ±1] with ts in `[start, end)` from the horizon on): its part
+        of a door space's series."""
+        horizon = self.doors.horizon
+        return horizon, self.door_partial(space, start - 1), self.doors.crossings(space, start, end)
+
     def all_counts(self, at: int | None) -> tuple[dict[str, int], dict[str, int] | None]:
         """The live count of every polygon space placed here, and this shard's partial sum of
         every door space (at `at`, default now; None before its horizon)."""

@@ -6,6 +6,11 @@ batches as the snapshotter writes them) and the presence pieces the engine deriv
 history query `--repeat` times and prints p50/p99.
 
     .venv/bin/python bench/history.py [--pings 10000000] [--devices 100000]
+
+With `--days D` the rounds are spread over the last D days instead of 30 s apart, a polygon
+space covers the middle of the area, the snapshotter's roll-up keeps its final hours and days
+(clickhouse/series.py), and series of that space are timed: `--days 30` gives the 30-day hourly
+series of BENCHMARKS.md.
 """
 
 import argparse
@@ -23,23 +28,31 @@ from clickhouse.store import HistoryStore
 from engine.cells import index_batch
 from engine.geo import BBox
 from engine.record import PingRecord
+from engine.series import STEPS, edges, zone
 from engine.spec import EngineSpec
+from engine.timeutil import DAY_MS
 from engine.user import UserEngine
 
 AREA = BBox(-8.80, 52.53, -8.50, 52.77)
 BATCH = 100_000
+SPACE = "bench-centre"  # a box of 0.06 by 0.05 degrees in the middle of the area
+_W, _S = -8.68, 52.625
+CENTRE = {
+    "type": "Polygon",
+    "coordinates": [[[_W, _S], [_W + 0.06, _S], [_W + 0.06, _S + 0.05], [_W, _S + 0.05], [_W, _S]]],
+}
 
 
-def generate(devices: int, pings: int, start: int, seed: int):
-    """Batches of (devices, ts, lats, lngs) in arrival order: every device once per round,
-    moving a little each time."""
+def generate(devices: int, pings: int, start: int, seed: int, interval: int = 30_000):
+    """Batches of (devices, ts, lats, lngs) in arrival order: every device once per round
+    (`interval` ms apart), moving a little each time."""
     rng = random.Random(seed)
     lat = [rng.uniform(AREA.min_lat, AREA.max_lat) for _ in range(devices)]
     lng = [rng.uniform(AREA.min_lng, AREA.max_lng) for _ in range(devices)]
     rounds = -(-pings // devices)
     sent = 0
     for r in range(rounds):
-        t = start + r * 30_000
+        t = start + r * interval
         for lo in range(0, devices, BATCH):
             hi = min(devices, lo + BATCH, lo + pings - sent)
             if hi <= lo:
@@ -52,14 +65,15 @@ def generate(devices: int, pings: int, start: int, seed: int):
             sent += hi - lo
 
 
-def fill(store: HistoryStore, devices: int, pings: int, start: int) -> dict:
+def fill(store: HistoryStore, devices: int, pings: int, start: int, interval: int = 30_000) -> dict:
     """Write `pings` raw pings and the presence pieces the engine derives from them, as the
     snapshotter would; the time each part took."""
     spec = EngineSpec()
     engine = UserEngine(spec)
+    engine.define_space(SPACE, CENTRE)
     out = dict.fromkeys(("raw_s", "presence_s", "engine_s"), 0.0)
     out.update(raw_rows=0, presence_rows=0, last=start)
-    for n, (ids, ts, lats, lngs) in enumerate(generate(devices, pings, start, 1)):
+    for n, (ids, ts, lats, lngs) in enumerate(generate(devices, pings, start, 1, interval)):
         t0 = time.perf_counter()
         cells = index_batch(lats, lngs, spec.res).tolist()
         recv = max(ts)
@@ -90,13 +104,15 @@ def main() -> None:
     ap.add_argument("--pings", type=int, default=10_000_000)
     ap.add_argument("--devices", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--days", type=float, default=0, help="spread the pings over so many days")
     args = ap.parse_args()
     now = int(time.time() * 1000)
     rounds = -(-args.pings // args.devices)
-    start = now - rounds * 30_000 - 60_000
+    interval = int(args.days * DAY_MS / rounds) if args.days else 30_000
+    start = now - rounds * interval - 60_000
     with tempfile.TemporaryDirectory() as tmp:
         store = HistoryStore(ChdbBackend(Path(tmp) / "ch"))
-        f = fill(store, args.devices, args.pings, start)
+        f = fill(store, args.devices, args.pings, start, interval)
         raw_rows, presence_rows, last = f["raw_rows"], f["presence_rows"], f["last"]
         raw_s, presence_s, engine_s = f["raw_s"], f["presence_s"], f["engine_s"]
         print(f"# {raw_rows:,} raw pings of {args.devices:,} devices; {os.cpu_count()} cores")
@@ -117,6 +133,10 @@ def main() -> None:
                 f"({int(count):,} rows, {int(size) / max(1, int(count)):.1f} bytes/row)"
             )
 
+        if args.days:
+            series(store, args.repeat, now)
+            store.backend.close()
+            return
         at = last - 5 * 60_000
         mid = (AREA.min_lat + AREA.max_lat) / 2, (AREA.min_lng + AREA.max_lng) / 2
         small = BBox(mid[1] - 0.01, mid[0] - 0.01, mid[1] + 0.01, mid[0] + 0.01)
@@ -139,6 +159,37 @@ def main() -> None:
                 f"p99 {percentile(times, 0.99):8.1f} ms"
             )
         store.backend.close()
+
+
+def series(store: HistoryStore, repeat: int, now: int) -> None:
+    """The snapshotter's roll-up of every final hour (older than the default max ping age of
+    7 days and its margin), then series of the space: what the API's history call runs."""
+    final = now - EngineSpec().limits.max_age_ms - 120_000
+    t = time.perf_counter()
+    mark, rounds = 0, 0
+    while (new := store.roll_up(final)) != mark:
+        mark, rounds = new, rounds + 1
+    print(f"roll-up of the final hours  {time.perf_counter() - t:8.1f} s in {rounds} rounds")
+    month = now - 30 * DAY_MS
+    cases = {
+        "30 days hourly, UTC": (month, STEPS["1h"], "UTC", True),
+        "30 days hourly, Dublin": (month, STEPS["1h"], "Europe/Dublin", True),
+        "30 days daily, UTC": (month, STEPS["1d"], "UTC", True),
+        "30 days hourly, pieces only": (month, STEPS["1h"], "UTC", False),
+        "last 24 h, 15 min": (now - DAY_MS, STEPS["15m"], "UTC", True),
+    }
+    for name, (t0, step, tz, rolled) in cases.items():
+        cuts = edges(t0, now, step, zone(tz))
+        run = store.space_series if rolled else store.place_series
+        times, total = [], 0
+        for _ in range(repeat):
+            t = time.perf_counter()
+            total = sum(run(SPACE, 9, cuts, now + 1))
+            times.append((time.perf_counter() - t) * 1000)
+        print(
+            f"series {name:28s} p50 {percentile(times, 0.5):8.1f} ms   "
+            f"p99 {percentile(times, 0.99):8.1f} ms   ({len(cuts) - 1} buckets, sum {total:,})"
+        )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ RETENTION = {
     "presence": ("day", "aggregate"),
     "door_events": ("ts", "aggregate"),
     "audit": ("ts", "audit"),
+    "space_hours": ("hour", "aggregate"),
+    "space_days": ("day", "aggregate"),
 }
 
 

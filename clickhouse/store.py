@@ -12,6 +12,7 @@ from clickhouse.backends import Backend
 from clickhouse.partitions import by_month, part_token
 from clickhouse.raw_queries import RawQueries
 from clickhouse.schema import migrate
+from clickhouse.series import SeriesQueries
 from engine.audit import FIELDS as AUDIT_COLUMNS
 from engine.cells import resolution
 from engine.geo import BBox
@@ -23,7 +24,7 @@ PRESENCE_COLUMNS = ("device", "day", "cell", "space", "start", "lo", "hi", "vers
 DOOR_COLUMNS = ("sensor", "ts", "received", "direction", "shard", "wal_id")
 
 
-class HistoryStore(RawQueries):
+class HistoryStore(RawQueries, SeriesQueries):
     def __init__(
         self,
         backend: Backend,

@@ -93,6 +93,12 @@ class History(Family):
     async def door_sum(self, ranges: list) -> int:
         return await self._ask(lambda h: h.door_sum.remote(ranges))
 
+    async def door_crossings(self, ranges: list) -> list:
+        return await self._ask(lambda h: h.door_crossings.remote(ranges))
+
+    async def series(self, place, base_res: int, edges: list, end: int, by, since, k) -> dict:
+        return await self._ask(lambda h: h.series.remote(place, base_res, edges, end, by, since, k))
+
     async def path(self, device: int, start: int, end: int) -> list:
         return await self._ask(lambda h: h.path.remote(device, start, end))
 

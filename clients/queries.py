@@ -8,6 +8,7 @@ from engine.doors import door_count
 from engine.geo import BBox
 from engine.history import dwell_of
 from engine.privacy import floored, merge_floored
+from engine.series import DoorPoint, door_series
 from engine.topn import merge_counts, merge_top, ranked
 from state import redis_client
 from state.metadata import Metadata
@@ -134,6 +135,24 @@ class LiveQueries:
         counter = counter or self._metadata.door_counter()
         total = await self.history.door_sum(counter.ranges(space, at))
         return door_count([total])
+
+    async def door_series(self, space: str, edges: list[int], now: int) -> list[DoorPoint]:
+        """A door space's series over `edges` (engine/series.py): the space shards' crossings
+        from the latest of their horizons on, history's door events before it."""
+        self._fresh()
+        counter = self._metadata.door_counter()
+        start, end = edges[0], min(edges[-1], now + 1)
+        parts = await self.spaces.door_crossings(space, start, end)
+        horizon = max(h for h, _, _ in parts)
+        crossings = [c for _, _, found in parts for c in found if c[0] >= horizon]
+        if any(partial is None for _, partial, _ in parts):
+            base = await self.history.door_sum(counter.ranges(space, start - 1))
+        else:
+            base = sum(partial for _, partial, _ in parts)
+        if start < horizon:
+            older = counter.ranges(space, min(horizon, end) - 1, since=start)
+            crossings += await self.history.door_crossings(older)
+        return door_series(edges, now, base, crossings, counter.resets(space))
 
     async def dwell(self, key: int, day: int) -> dict:
         """Where the device (its pseudonym, from the id directory) spent `day`: from its user

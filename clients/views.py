@@ -70,6 +70,9 @@ class SpaceShards(ViewShards):
     async def door_partials(self, space: str, at: int | None) -> list[int | None]:
         return await self._each(self.names(), lambda s: s.door_partial.remote(space, at))
 
+    async def door_crossings(self, space: str, start: int, end: int) -> list[tuple]:
+        return await self._each(self.names(), lambda s: s.door_crossings.remote(space, start, end))
+
     async def polygon_count(self, shard: str, space: str) -> int:
         return await self._one(shard, lambda s: s.polygon_count.remote(space))
 

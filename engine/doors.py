@@ -184,11 +184,14 @@ class DoorCounter:
         self.horizon = horizon
         return folded
 
-    def ranges(self, space: str, at: int) -> list[tuple[str, int, int, int]]:
+    def ranges(
+        self, space: str, at: int, since: int | None = None
+    ) -> list[tuple[str, int, int, int]]:
         """What the count of `space` at `at` sums, as (sensor, first ts, last ts, sign): each
         sensor's events in that ts range count `sign * direction` (history's form of a count,
-        for times before the horizon)."""
-        reset = self._last_reset(space, at + 1)
+        for times before the horizon). With `since`, the crossings from `since` on instead,
+        whatever the resets (a series' events)."""
+        reset = self._last_reset(space, at + 1) if since is None else since
         out = []
         for sensor, history in self._installs.items():
             for i, inst in enumerate(history):
@@ -202,6 +205,17 @@ class DoorCounter:
                 if sign and lo <= hi:
                     out.append((sensor, int(lo), int(hi), sign))
         return out
+
+    def crossings(self, space: str, start: int, end: int) -> list[list[int]]:
+        """[ts, ±1] of the signed crossings of `space` with ts in `[start, end)`, from the
+        horizon on (those before it are folded), in ts order."""
+        times, deltas = self._derive().get(space, ((), ()))
+        lo = bisect.bisect_left(times, max(start, self.horizon))
+        hi = bisect.bisect_left(times, end)
+        return [[times[i], deltas[i]] for i in range(lo, max(lo, hi))]
+
+    def resets(self, space: str) -> list[int]:
+        return list(self._resets.get(space, ()))
 
     def event_count(self) -> int:
         return sum(len(events) for events in self._events.values())

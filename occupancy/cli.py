@@ -405,6 +405,7 @@ def _add_query_commands() -> None:
         query_cli.heatmap: "Counts of every occupied cell in a bbox.",
         query_cli.dwell: "Where a device spent a UTC day (admin).",
         query_cli.space: "The count of a polygon or door space.",
+        query_cli.series: "A space's or cell's counts per bucket of time (table or --json).",
         query_cli.status: "Shards and history snapshots, for operators (admin).",
         scale_cli.scale: "Change shard and ingest handler counts while ingest goes on.",
         query_cli.deadletter: "What history refused to store, newest first (admin).",

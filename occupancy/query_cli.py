@@ -1,4 +1,4 @@
-"""`occupancy top|heatmap|dwell|space|status|deadletter|archive|audit`: the HTTP API from the
+"""`occupancy top|heatmap|dwell|space|series|status|deadletter|archive|audit`: the HTTP API from the
 command line, as tables or JSON (`occupancy scale` is in occupancy/scale_cli.py)."""
 
 import json
@@ -84,6 +84,68 @@ def space(space_id: str, at: str | None, url, key, as_json) -> None:
         f"space {space_id}",
         ["space", "kind", "count", "as of (UTC)"],
         [[body["space"], body["kind"], body["count"], _utc(body["as_of"])]],
+    )
+
+
+@click.command()
+@click.argument("place")
+@click.option(
+    "--step",
+    type=click.Choice(["1m", "5m", "15m", "1h", "1d"]),
+    default="1h",
+    show_default=True,
+    help="The buckets' length (1d: daily footfall).",
+)
+@click.option("--from", "start", default=None, help="ISO 8601 or ms (default: 24 h ago).")
+@click.option("--to", "end", default=None, help="ISO 8601 or ms (default: now).")
+@click.option(
+    "--tz",
+    default="UTC",
+    show_default=True,
+    help="The IANA time zone buckets align to (Area/City).",
+)
+@click.option("--by", default=None, help="An attribute K: one series per value (attr.K).")
+@click.option("--cell", "is_cell", is_flag=True, help="PLACE is an H3 cell (hex), not a space.")
+@api_options
+def series(place: str, step: str, start, end, tz: str, by, is_cell, url, key, as_json) -> None:
+    """Counts of PLACE (a space id, or an H3 cell in hex) per bucket: devices present at
+    some instant of each, or a door space's count at its end with its entries and exits."""
+    now = int(time.time() * 1000)
+    params = {"step": step, "tz": tz, "from": start or str(now - 86_400_000), "to": end or str(now)}
+    if by:
+        params["by"] = by if by.startswith("attr.") else f"attr.{by}"
+    params["cell" if is_cell else "space"] = place
+    body = ApiClient(url, key, Settings.from_env()).get("/v1/series", **params)
+    title = f"{place} per {step} ({tz})"
+    if "series" in body:
+        values = [s["value"] for s in body["series"]]
+        columns = [f"start ({tz})", *("(none)" if v is None else str(v) for v in values)]
+        times = sorted({p["t"] for s in body["series"] for p in s["points"]})
+        counts = {
+            (i, p["t"]): p["count"] for i, s in enumerate(body["series"]) for p in s["points"]
+        }
+        rows = [
+            [_local(t, tz), *(counts.get((i, t), 0) for i in range(len(values)))] for t in times
+        ]
+        show(body, as_json, title, columns, rows)
+        return
+    door = body["kind"] == "door"
+    columns = [f"start ({tz})", "count", *(("in", "out") if door else ())]
+    rows = [
+        [_local(p["t"], tz), p["count"], *((p["in"], p["out"]) if door else ())]
+        for p in body["points"]
+    ]
+    show(body, as_json, title, columns, rows)
+
+
+def _local(ms: int, tz: str) -> str:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .astimezone(ZoneInfo(tz))
+        .strftime("%Y-%m-%d %H:%M %z")
     )
 
 

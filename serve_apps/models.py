@@ -139,6 +139,35 @@ class Ack(BaseModel):
     rejections: list[Rejection]
 
 
+class SeriesPoint(BaseModel):
+    t: Ms = Field(description="the bucket's start")
+    count: int = Field(
+        description="devices present at some instant of the bucket (a door space: its count "
+        "at the bucket's end, or now)"
+    )
+    entered: int | None = Field(None, alias="in", description="a door space's entries")
+    left: int | None = Field(None, alias="out", description="a door space's exits")
+
+
+class SeriesValue(BaseModel):
+    value: str | None = Field(description="the attribute's value (null: a ping without it)")
+    points: list[SeriesPoint]
+
+
+class Series(BaseModel):
+    """Buckets of `step` aligned to the wall clock of `tz`, from the one holding `from` to the
+    one holding `to`'s last instant or now, whichever is earlier."""
+
+    step: Literal["1m", "5m", "15m", "1h", "1d"]
+    tz: str
+    space: str | None = None
+    cell: str | None = None
+    kind: Literal["polygon", "door", "cell"]
+    by: str | None = Field(None, description="`attr.K`: one series per value of K")
+    points: list[SeriesPoint] | None = Field(None, description="without `by`")
+    series: list[SeriesValue] | None = Field(None, description="with `by`")
+
+
 # -- devices and history -----------------------------------------------------------------------
 
 

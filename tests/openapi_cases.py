@@ -4,6 +4,7 @@ across parameters: a period's order, one area. Shared by the unit tier (stand-in
 integration tier (a live engine)."""
 
 import time
+from zoneinfo import available_timezones
 
 import orjson
 import schemathesis
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 
+from engine import series
 from engine.cells import to_str
 from engine.timeutil import DAY_MS, parse_time
 
@@ -60,6 +62,7 @@ def register_formats(base_res: int) -> None:
     schemathesis.openapi.format("bbox", bboxes())
     schemathesis.openapi.format("geojson-polygon", polygons())
     schemathesis.openapi.format("h3-cell", cells)
+    schemathesis.openapi.format("iana-tz", st.sampled_from(sorted(available_timezones())))
 
 
 def in_order(context, case) -> bool:
@@ -75,6 +78,14 @@ def in_order(context, case) -> bool:
         return True  # not a time at all: its rejection is what is checked
     if case.path == "/v1/history/devices" and ("bbox" in query) == ("polygon" in query):
         return False  # exactly one of them
+    if case.path == "/v1/series":
+        if ("space" in query) == ("cell" in query):
+            return False  # exactly one of them
+        try:  # at most MAX_BUCKETS buckets, within the years time zones are known for
+            step = series.STEPS[str(query.get("step"))]
+            series.edges(start, end, step, series.zone(str(query.get("tz", "UTC"))))
+        except (ValueError, KeyError):
+            return False
     return end > start
 
 

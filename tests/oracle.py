@@ -3,6 +3,8 @@
 import itertools
 import math
 import threading
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from h3.api import basic_int as h3i
 
@@ -47,11 +49,20 @@ class Oracle:
         self.resets: list[tuple[str, int]] = []
         self._space_cells: dict[str, set[int]] = {}
         self._cut: dict[str, int] = {}  # forgotten devices' past, by its new name: forgotten at
+        self._attrs: dict[tuple[str, int], dict[str, str]] = {}  # applied pings' attributes
         self._log_lock = threading.Lock()
 
     # -- the log --------------------------------------------------------------------------------
 
-    def ping(self, recv_ms: int, device: str, ts_ms: int, lat: float, lng: float) -> str:
+    def ping(
+        self,
+        recv_ms: int,
+        device: str,
+        ts_ms: int,
+        lat: float,
+        lng: float,
+        attributes: dict[str, str] | None = None,
+    ) -> str:
         valid = (
             0 < len(device.encode()) <= 128
             and math.isfinite(lat)
@@ -68,7 +79,10 @@ class Oracle:
             earlier = [p[2] for p in self._of.get(device, [])]
             self.pings.append(ping)
             self._of.setdefault(device, []).append(ping)
-        return "applied" if all(ts_ms > t for t in earlier) else "late"
+            applied = all(ts_ms > t for t in earlier)
+            if applied and attributes:
+                self._attrs[(device, ts_ms)] = dict(attributes)
+        return "applied" if applied else "late"
 
     def door_event(self, recv_ms: int, sensor: str, ts_ms: int, direction: int) -> str:
         valid = (
@@ -90,6 +104,7 @@ class Oracle:
             pings = self._of.pop(device, None)
             if not pings:
                 return None
+            self._attrs = {k: v for k, v in self._attrs.items() if k[0] != device}
             name = f"forgotten-{len(self._cut)}"
             self._cut[name] = now
             self.pings = [
@@ -286,6 +301,89 @@ class Oracle:
             elif space == outside:
                 total -= signed
         return max(0, total)
+
+    def _signed(self, space: str, sensor: str, ts: int, direction: int) -> int:
+        """The crossing a door event makes for `space` (0: none)."""
+        valid = [i for i in self.installs if i[0] == sensor and i[2] <= ts]
+        if not valid:
+            return 0
+        _, doorway, _, positive = max(valid, key=lambda i: i[2])
+        if doorway is None:
+            return 0
+        inside, outside = self.doorways[doorway]
+        signed = direction if positive == "in" else -direction
+        return signed if space == inside else -signed if space == outside else 0
+
+    # -- series ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def series_edges(start: int, end: int, step: int, tz: str) -> list[int]:
+        """Bucket edges by scanning every minute: for steps under a day, the instants whose
+        wall time in `tz` is a multiple of the step after midnight; for a day, each first
+        minute of a local date. The first edge at or before `start`, the last at or after
+        `end` (zones whose offsets are whole minutes)."""
+        zone = ZoneInfo(tz)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        found = []
+        t = start - start % MINUTE - 2 * DAY
+        previous = None
+        while t <= end + 2 * DAY:
+            wall = (epoch + timedelta(milliseconds=t)).astimezone(zone)
+            if step == DAY:
+                if previous is not None and wall.date() != previous:
+                    found.append(t)
+                previous = wall.date()
+            elif wall.second == 0 and ((wall.hour * 60 + wall.minute) * MINUTE) % step == 0:
+                found.append(t)
+            t += MINUTE
+        first = max(i for i, e in enumerate(found) if e <= start)
+        last = min(i for i, e in enumerate(found) if e >= end)
+        return found[first : last + 1]
+
+    def _attribute(self, device: str, before: int, key: str, now: int) -> str | None:
+        """`key` of the device's latest applied ping with ts < `before` (None: it has none)."""
+        pings = [p for p in self.applied_pings(device, now) if p[0] < before]
+        if not pings:
+            return None
+        return self._attrs.get((device, pings[-1][0]), {}).get(key)
+
+    def series(
+        self, place: str | int, edges: list[int], now: int, by: str | None = None
+    ) -> dict[str | None, list[int]]:
+        """{value: devices present in a polygon space or a cell at some instant of each bucket
+        (up to `now`)}, the buckets that start at or before `now`; without `by` one value,
+        None; with it each device under `key`'s value in its latest applied ping before the
+        bucket's end (or now)."""
+        if isinstance(place, str):
+            inside = self.space_cells(place).__contains__
+        else:
+            res = h3i.get_resolution(place)
+            inside = lambda c: h3i.cell_to_parent(c, res) == place  # noqa: E731
+        n = sum(1 for e in edges[:-1] if e <= now)
+        out: dict[str | None, list[int]] = {} if by else {None: [0] * n}
+        for device in self.devices(now):
+            stays = [(s, e) for s, e, c in self.intervals(device, now) if inside(c)]
+            for i in range(n):
+                a, b = edges[i], min(edges[i + 1], now + 1)
+                if any(max(s, a) < min(e, b) for s, e in stays):
+                    value = self._attribute(device, b, by, now) if by else None
+                    out.setdefault(value, [0] * n)[i] += 1
+        return out
+
+    def door_series(self, space: str, edges: list[int], now: int) -> list[tuple[int, int, int]]:
+        """(count at the bucket's end or now, entries, exits) of the buckets that start at or
+        before `now`."""
+        out = []
+        for i in range(sum(1 for e in edges[:-1] if e <= now)):
+            a, b = edges[i], min(edges[i + 1], now + 1)
+            signs = [
+                self._signed(space, sensor, ts, direction)
+                for recv, sensor, ts, direction in self.doors
+                if recv <= now and a <= ts < b
+            ]
+            count = self.door_count(space, b - 1, now)
+            out.append((count, sum(1 for x in signs if x > 0), sum(1 for x in signs if x < 0)))
+        return out
 
     # -- dwell, distance, path ------------------------------------------------------------------
 

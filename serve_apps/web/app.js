@@ -1,6 +1,8 @@
 // The live heatmap page: polls /v1/heatmap, /v1/top and /v1/spaces, draws H3 hexagons on a
 // canvas in Web Mercator, and switches to history (at=) with the time slider. No framework, no
-// map tiles: the page draws a graticule, the spaces' outlines and a scale bar itself.
+// map tiles: the page draws a graticule, the spaces' outlines and a scale bar itself. The
+// selected space's last 24 hours (/v1/series, 15-minute buckets on the browser's clock) are a
+// small SVG chart, fetched again once a minute.
 "use strict";
 
 const POLL_MS = 1000;
@@ -34,7 +36,11 @@ const state = {
   seq: 0,
   hover: null,
   timer: null,
+  chart: { space: null, at: 0, seq: 0 }, // the space charted, when its series was fetched
 };
+const CHART_EVERY_MS = 60_000;
+const CHART_SPAN_MS = 86_400_000;
+const CHART_STEP_MS = 900_000;
 
 // -- projection -----------------------------------------------------------------------------
 
@@ -265,9 +271,87 @@ function renderSpaces() {
       count.className = "num";
       count.textContent = fmt.format(s.count);
       tr.append(name, count);
+      tr.classList.toggle("selected", s.space === state.chart.space);
+      tr.addEventListener("click", () => selectSpace(s.space));
       return tr;
     }),
   );
+}
+
+// -- the selected space's last 24 hours ---------------------------------------------------------
+
+function selectSpace(space) {
+  state.chart.space = space;
+  for (const tr of $("spaces").tBodies[0].rows) {
+    tr.classList.toggle("selected", tr.dataset.space === space);
+  }
+  refreshChart(true);
+}
+
+async function refreshChart(force = false) {
+  const chart = state.chart;
+  if (!chart.space && state.spaces.length) chart.space = state.spaces[0].space;
+  if (!chart.space || (!force && Date.now() - chart.at < CHART_EVERY_MS)) return;
+  chart.at = Date.now();
+  const seq = ++chart.seq;
+  const to = Date.now();
+  const query = { space: chart.space, step: "15m", from: to - CHART_SPAN_MS, to };
+  let body;
+  try {
+    query.tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    body = await api("/v1/series", query).catch((err) => {
+      if (err.code !== "bad_tz") throw err;
+      query.tz = "UTC"; // a zone the browser knows and the engine does not
+      return api("/v1/series", query);
+    });
+  } catch (err) {
+    if (seq === chart.seq) $("chart-title").textContent = `${err.code}: ${err.message}`;
+    return;
+  }
+  if (seq === chart.seq) drawChart(body, query);
+}
+
+function svg(name, attrs, text) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function drawChart(body, query) {
+  const points = body.points;
+  const W = 300, H = 110, LEFT = 26, RIGHT = 4, TOP = 6, BOTTOM = 16;
+  const t0 = points.length ? points[0].t : query.from;
+  const t1 = points.length ? points[points.length - 1].t + CHART_STEP_MS : query.to;
+  const max = Math.max(1, ...points.map((p) => p.count));
+  const x = (t) => LEFT + ((t - t0) / Math.max(1, t1 - t0)) * (W - LEFT - RIGHT);
+  const y = (n) => H - BOTTOM - (n / max) * (H - TOP - BOTTOM);
+  // a step line: each bucket's count holds from its start to the next bucket's
+  const line = points.flatMap((p, i) => {
+    const end = i + 1 < points.length ? points[i + 1].t : t1;
+    return [`${x(p.t).toFixed(1)},${y(p.count).toFixed(1)}`, `${x(end).toFixed(1)},${y(p.count).toFixed(1)}`];
+  });
+  const hm = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const chart = $("chart");
+  chart.replaceChildren(
+    svg("line", { x1: LEFT, y1: y(0), x2: W - RIGHT, y2: y(0), class: "axis" }),
+    svg("line", { x1: LEFT, y1: TOP, x2: LEFT, y2: y(0), class: "axis" }),
+    svg("text", { x: LEFT - 3, y: TOP + 8, "text-anchor": "end" }, fmt.format(max)),
+    svg("text", { x: LEFT - 3, y: y(0), "text-anchor": "end" }, "0"),
+    svg("text", { x: LEFT, y: H - 3 }, hm(t0)),
+    svg("text", { x: W - RIGHT, y: H - 3, "text-anchor": "end" }, hm(t1)),
+    svg("polyline", { points: line.join(" "), class: "series" }),
+  );
+  const space = state.spaces.find((s) => s.space === body.space);
+  $("chart-title").textContent = `${space ? space.name || space.space : body.space} · ${body.tz}`;
+  Object.assign(chart.dataset, {
+    space: body.space,
+    counts: points.map((p) => p.count).join(","),
+    starts: points.map((p) => p.t).join(","),
+    from: String(query.from),
+    to: String(query.to),
+    tz: body.tz,
+  });
 }
 
 function setStatus(text, error = false) {
@@ -314,6 +398,7 @@ async function refresh() {
     renderLegend();
     renderTop();
     renderSpaces();
+    refreshChart();
     const when = new Date(heat.as_of).toLocaleTimeString();
     const devices = state.hexes.reduce((sum, x) => sum + x.count, 0);
     setStatus(

@@ -89,6 +89,23 @@ def _shown(driver) -> dict:
     )
 
 
+def _chart(driver) -> dict:
+    """The chart of the selected space: the query it answers and the counts it draws."""
+    return driver.execute_script(
+        r"""
+        const c = document.getElementById('chart');
+        const d = c.dataset;
+        const numbers = (s) => s ? s.split(',').map(Number) : [];
+        const line = c.querySelector('polyline');
+        return {
+          space: d.space || null, from: d.from, to: d.to, tz: d.tz,
+          counts: numbers(d.counts), starts: numbers(d.starts),
+          line: line ? line.getAttribute('points').trim().split(/\s+/).length : 0,
+        };
+        """
+    )
+
+
 def _settled(driver) -> dict:
     """The page's state after two more refreshes (each is one set of answers)."""
     before = _shown(driver)["refreshes"]
@@ -127,6 +144,28 @@ def test_demo_page_shows_the_live_heatmap_and_history(tmp_path, artifacts):
         assert shown["spaces"] == {s["space"]: s["count"] for s in spaces}
         assert shown["spaces"]["district-centre"] > 0 and shown["spaces"]["mall"] > 0
         assert sum(c for _, c in shown["top"]) > 0
+
+        # a space picked in the list: its last 24 hours as a chart, the API's series
+        driver.find_element("css selector", '#spaces tr[data-space="mall"]').click()
+        chart = _wait(
+            lambda: (c := _chart(driver))["space"] == "mall" and c["counts"] and c,
+            60,
+            "the mall's chart",
+        )
+        series = requests.get(
+            f"{api}/v1/series",
+            params={"space": "mall", "step": "15m", "from": chart["from"], "to": chart["to"],
+                    "tz": chart["tz"]},
+            headers=headers,
+            timeout=30,
+        )  # fmt: skip
+        assert series.status_code == 200, series.text
+        points = series.json()["points"]
+        assert chart["starts"] == [p["t"] for p in points]
+        # every bucket but the current one is done; the current one may have grown since
+        assert chart["counts"][:-1] == [p["count"] for p in points][:-1]
+        assert max(chart["counts"]) > 0 and chart["line"] >= 2 * len(points)
+        driver.save_screenshot(str(artifacts / "demo-chart.png"))
 
         # zooming in picks a finer resolution, down to the engine's own
         coarse = int(shown["res"])

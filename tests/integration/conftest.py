@@ -50,7 +50,7 @@ class Live:
         for _ in range(retries):
             now = int(time.time() * 1000)
             for p in pings:
-                self.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng)
+                self.oracle.ping(now, p.device_id, p.ts_ms, p.lat, p.lng, dict(p.attributes))
             try:
                 return stub.SendPings(
                     pb.SendPingsRequest(pings=pings), metadata=self.auth, timeout=30

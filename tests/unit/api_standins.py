@@ -18,6 +18,7 @@ from engine.http_ingest import (
     read_items,
 )
 from engine.osmand import osmand_pings
+from engine.series import DoorPoint
 from engine.spec import EngineSpec
 from serve_apps.app import make_app
 from serve_apps.context import ApiContext, context
@@ -89,6 +90,10 @@ class Queries:
         self._call("space_counts", at)
         return dict(self.space_totals)
 
+    async def door_series(self, space, edges, now):
+        self._call("door_series", space, edges, now)
+        return [DoorPoint(self.space_totals.get(space, 0), 1, 0)] * (len(edges) - 1)
+
     async def dwell_live(self, key, day):
         self._call("dwell_live", key, day)
         return self.live_dwell
@@ -118,6 +123,7 @@ class History:
             "floored_cell": 0,
             "space_count": 3,
             "space_counts": {"lab": 3},
+            "series": {None: [3, 1]},
             "dwell_pieces": [],
             "path": [(1_000, 52.66, -8.63)],
             "devices_in_area": ([(101, 1, 2)], False),
@@ -178,6 +184,9 @@ class History:
 
     async def space_counts(self, at):
         return await self._answer("space_counts", at)
+
+    async def series(self, place, base_res, edges, end, by, since, k):
+        return await self._answer("series", place, base_res, edges, end, by, since, k)
 
     async def dwell_pieces(self, device, day):
         return await self._answer("dwell_pieces", device, day)

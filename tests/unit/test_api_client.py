@@ -122,3 +122,31 @@ def test_a_command_shows_the_error_in_one_line(server, tmp_path):
         "Error: GET /v1/spaces/mall answered 503 with text/plain, not JSON: "
         "'upstream connect error'"
     ]
+
+
+def test_series_prints_local_bucket_starts_and_asks_with_the_right_parameters(server, tmp_path):
+    url, answers = server
+    door = {"step": "1h", "tz": "Europe/Dublin", "space": "hq", "kind": "door",
+            "points": [{"t": 1_792_886_400_000, "count": 3, "in": 5, "out": 2},
+                       {"t": 1_792_890_000_000, "count": 1, "in": 0, "out": 2}]}  # fmt: skip
+    answers.append(_json(200, door))
+    args = ["series", "hq", "--tz", "Europe/Dublin", "--from", "2026-10-25", "--to", "2026-10-26"]
+    out = CliRunner().invoke(main, [*args, "--url", url, "--key", "k"], env={"COLUMNS": "120"})
+    assert out.exit_code == 0, out.output
+    # 25 October 2026 in Dublin: 01:00 comes twice, at +01:00 and then at +00:00
+    assert "2026-10-25 01:00 +0100" in out.output and "2026-10-25 01:00 +0000" in out.output
+    assert " 5 " in out.output and " 2 " in out.output
+    method, path, _ = answers.seen[-1]
+    assert method == "GET" and path.startswith("/v1/series?")
+    assert "space=hq" in path and "tz=Europe%2FDublin" in path and "step=1h" in path
+    split = {"step": "1d", "tz": "UTC", "cell": "89195da49b7ffff", "kind": "cell",
+             "by": "attr.fleet",
+             "series": [{"value": "bus", "points": [{"t": 0, "count": 4}]},
+                        {"value": None, "points": [{"t": 0, "count": 1}]}]}  # fmt: skip
+    answers.append(_json(200, split))
+    args = ["series", "89195da49b7ffff", "--cell", "--step", "1d", "--by", "fleet", "--json"]
+    out = CliRunner().invoke(main, [*args, "--url", url, "--key", "k"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == split
+    path = answers.seen[-1][1]
+    assert "cell=89195da49b7ffff" in path and "by=attr.fleet" in path and "space=" not in path
