@@ -160,8 +160,8 @@ def _haproxy_binary() -> str:
 
 
 def replica_targets(app: str = "api") -> list[dict]:
-    """The HTTP endpoints serving `app` now ([{"app", "ip", "port", ...}]): the replicas under
-    direct ingress, else the proxies. From a driver connected to the cluster."""
+    """The HTTP endpoints serving `app` now ([{"app", "route_prefix", "ip", "port", ...}]): the
+    replicas under direct ingress, else the proxies. From a driver connected to the cluster."""
     from clients.cluster import serve_instance_details
 
     details = serve_instance_details()
@@ -169,5 +169,6 @@ def replica_targets(app: str = "api") -> list[dict]:
     for group in details.get("target_groups", []):
         if group["protocol"].lower() == "http" and group.get("app_name") in (app, ""):
             for target in group["targets"]:
-                out.append({"app": group.get("app_name") or app, **target})
+                prefix = group.get("route_prefix", "/")
+                out.append({"app": group.get("app_name") or app, "route_prefix": prefix, **target})
     return out

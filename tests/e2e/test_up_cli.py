@@ -55,10 +55,14 @@ def test_up_simulate_and_credentials(tmp_path):
         assert health.status_code == 200 and health.json()["status"] == "ok"
         # the replicas a load balancer would target answer too (direct ingress behind HAProxy)
         targets = json.loads((tmp_path / "data" / "targets.json").read_text())
-        assert targets and all(t["app"] == "api" for t in targets)
+        assert {t["app"]: t["route_prefix"] for t in targets} == {
+            "api": "/",
+            "stream": "/v1/stream",  # the live streams' replicas (serve_apps/streams.py)
+        }
         for t in targets:
-            direct = requests.get(f"http://{t['ip']}:{t['port']}/v1/health", timeout=10)
-            assert direct.status_code == 200
+            path = "/v1/health" if t["app"] == "api" else "/v1/stream"
+            direct = requests.get(f"http://{t['ip']}:{t['port']}{path}", timeout=10)
+            assert direct.status_code == (200 if t["app"] == "api" else 401)  # a key is needed
 
         sim = _cli("simulate", "--devices", "300", "--interval", "1", "--duration", "3", env=env)
         assert sim.returncode == 0, sim.stdout + sim.stderr
