@@ -272,7 +272,7 @@ class Engine:
         from occupancy.http_ingress import replica_targets
 
         try:
-            targets = replica_targets("api") + replica_targets("stream")
+            targets = replica_targets("api") + replica_targets("stream", proxies=False)
         except Exception as exc:  # the controller is restarting: keep the previous file
             log.warning("HTTP targets unavailable: %s", exc)
             return
