@@ -32,7 +32,7 @@ def split_by_day(start: int, end: int) -> list[tuple[int, int]]:
 _LAST_OFFSET_MS = (23 * 60 + 59) * MINUTE_MS
 EARLIEST_MS = -62_135_596_800_000 - _LAST_OFFSET_MS  # 0001-01-01T00:00:00+23:59
 LATEST_MS = 253_402_300_799_999 + _LAST_OFFSET_MS  # 9999-12-31T23:59:59.999-23:59
-_MS = re.compile(r"-?[0-9]{1,15}")
+_MS = re.compile(r"-?[0-9]{1,15}(\.0*)?")  # 2.0 is JSON's integer 2 as well
 
 
 def parse_time(text: str) -> int:
@@ -41,7 +41,7 @@ def parse_time(text: str) -> int:
     from datetime import UTC, datetime, timedelta
 
     if _MS.fullmatch(text):
-        ms = int(text)
+        ms = int(text.partition(".")[0])
     else:
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))

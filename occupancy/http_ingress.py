@@ -159,15 +159,18 @@ def _haproxy_binary() -> str:
         os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = named
 
 
-def replica_targets(app: str = "api") -> list[dict]:
-    """The HTTP endpoints serving `app` now ([{"app", "ip", "port", ...}]): the replicas under
-    direct ingress, else the proxies. From a driver connected to the cluster."""
+def replica_targets(app: str = "api", proxies: bool = True) -> list[dict]:
+    """The HTTP endpoints serving `app` now ([{"app", "route_prefix", "ip", "port", ...}]): the
+    replicas under direct ingress, else the proxies (which serve every app; `proxies=False`
+    leaves them out). From a driver connected to the cluster."""
     from clients.cluster import serve_instance_details
 
     details = serve_instance_details()
     out = []
+    names = (app, "") if proxies else (app,)
     for group in details.get("target_groups", []):
-        if group["protocol"].lower() == "http" and group.get("app_name") in (app, ""):
+        if group["protocol"].lower() == "http" and group.get("app_name") in names:
             for target in group["targets"]:
-                out.append({"app": group.get("app_name") or app, **target})
+                prefix = group.get("route_prefix", "/")
+                out.append({"app": group.get("app_name") or app, "route_prefix": prefix, **target})
     return out

@@ -252,7 +252,7 @@ class Engine:
     def _start_api(self) -> None:
         from ray import serve
 
-        from serve_apps.api import build
+        from serve_apps.api import STREAM_PREFIX, build, build_streams
 
         self._serve = True  # from here on, stop() shuts Serve down
         s = self.settings
@@ -261,17 +261,20 @@ class Engine:
             http |= {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
         serve.start(http_options=http)
         serve.run(build(self.topology, s.k_min), name="api", route_prefix="/")
+        streams = build_streams(self.topology, s.k_min, s.stream_heartbeat_s)
+        serve.run(streams, name="stream", route_prefix=STREAM_PREFIX)
         self.http_port = s.http_port
 
     def write_targets(self, path) -> None:
         """The HTTP endpoints serving the API now, as JSON written atomically to `path`: the
-        replicas under direct ingress (for file-based discovery in a load balancer)."""
+        replicas under direct ingress (for file-based discovery in a load balancer): those of the
+        API (route prefix /) and of the live streams (/v1/stream)."""
         import orjson
 
         from occupancy.http_ingress import replica_targets
 
         try:
-            targets = replica_targets("api")
+            targets = replica_targets("api") + replica_targets("stream", proxies=False)
         except Exception as exc:  # the controller is restarting: keep the previous file
             log.warning("HTTP targets unavailable: %s", exc)
             return

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
         json_schema_extra={"allowed": "a Kubernetes object's name (a-z, 0-9, - and .)"},
     )
     k_min: int = Field(0, ge=0, description="Privacy floor for viewer keys; 0: off.")
+    stream_heartbeat_s: float = Field(
+        15.0, gt=0, le=3600, description="An idle /v1/stream gets a heartbeat this often."
+    )
     tls_cert: str = Field("", description="PEM certificate for gRPC and HTTP.")
     tls_key: str = Field("", description="PEM key of the certificate.")
     tls_client_ca: str = Field("", description="CA of gRPC client certificates (mutual TLS).")

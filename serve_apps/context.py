@@ -14,14 +14,16 @@ from serve_apps.audit import note
 from serve_apps.cache import AnswerCache
 from serve_apps.errors import HISTORY_TIMEOUT_S, ApiError, within
 from serve_apps.policy import Floor, role_of
+from serve_apps.streams import StreamHub
 from state.topology import Topology
 
 
 class ApiContext:
     """A replica's state. Every engine call goes through the clients given here (`queries`:
     live state, `history`: the history actor, `users`: the user shards, `definitions`: spaces
-    and doorways), so routes can be exercised with stand-ins. `follow`, if given, starts
-    following key revocations; it runs once, in the loop of the first request."""
+    and doorways), so routes can be exercised with stand-ins. `follow(on_change)`, if given,
+    starts following key revocations (`on_change` ends the open streams of revoked keys); it
+    runs once, in the loop of the first request."""
 
     def __init__(
         self,
@@ -38,8 +40,9 @@ class ApiContext:
         ids,
         scaler=None,
         ingest=None,
-        follow: Callable[[], Coroutine] | None = None,
+        follow: Callable[[Callable], Coroutine] | None = None,
         cache: AnswerCache | None = None,
+        heartbeat_s: float = 15.0,
     ):
         self.topology, self.spec = topology, spec
         self.floor = Floor(k_min)
@@ -49,6 +52,7 @@ class ApiContext:
         self.ingest = ingest  # the ingest handlers, for the HTTP ingest routes
         self.cache = cache or AnswerCache()
         self.jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
+        self.streams = StreamHub(self, heartbeat_s=heartbeat_s)
         self._follow = follow
         self._following: asyncio.Task | None = None
 
@@ -59,7 +63,9 @@ class ApiContext:
     def credential(self, key: str) -> tuple[str, str] | None:
         """(id, role) of an API key, None for an unknown or revoked one (cached)."""
         if self._following is None and self._follow is not None:
-            self._following = asyncio.get_running_loop().create_task(self._follow())
+            self._following = asyncio.get_running_loop().create_task(
+                self._follow(self.streams.end_revoked)
+            )
         return self.auth.key(key)
 
     def sender(self, credential: str) -> tuple[str, str] | None:

@@ -1,11 +1,14 @@
-// The live heatmap page: polls /v1/heatmap, /v1/top and /v1/spaces, draws H3 hexagons on a
-// canvas in Web Mercator, and switches to history (at=) with the time slider. No framework, no
-// map tiles: the page draws a graticule, the spaces' outlines and a scale bar itself. The
-// selected space's last 24 hours (/v1/series, 15-minute buckets on the browser's clock) are a
-// small SVG chart, fetched again once a minute.
+// The live heatmap page: follows /v1/stream for the area in view and refreshes /v1/heatmap,
+// /v1/top and /v1/spaces when it says something changed (polling them once a second while the
+// stream is unavailable), draws H3 hexagons on a canvas in Web Mercator, and switches to
+// history (at=) with the time slider. No framework, no map tiles: the page draws a graticule,
+// the spaces' outlines and a scale bar itself. The selected space's last 24 hours (/v1/series,
+// 15-minute buckets on the browser's clock) are a small SVG chart, fetched again once a minute.
 "use strict";
 
-const POLL_MS = 1000;
+const POLL_MS = 1000; // polling, while the stream is unavailable
+const QUIET_MS = 5000; // with the stream open, a refresh at least this often all the same
+const STREAM_RETRY_MS = 5000; // a stream that failed is tried again after this
 const TILE = 256;
 const MIN_ZOOM = 2;
 const MAX_ZOOM = 20;
@@ -37,6 +40,10 @@ const state = {
   hover: null,
   timer: null,
   chart: { space: null, at: 0, seq: 0 }, // the space charted, when its series was fetched
+  stream: null, // the open stream's AbortController (live mode)
+  streamFor: "", // the query the open stream follows
+  streamOpen: false,
+  lastEventId: null, // sent back as Last-Event-ID when the stream is opened again
 };
 const CHART_EVERY_MS = 60_000;
 const CHART_SPAN_MS = 86_400_000;
@@ -412,13 +419,102 @@ async function refresh() {
   }
 }
 
-function schedule() {
+async function loop() {
+  // one refresh, then the next: soon while polling, after QUIET_MS while the stream is open
+  await refresh();
   clearTimeout(state.timer);
-  const again = async () => {
-    await refresh();
-    if (state.at === null) state.timer = setTimeout(again, POLL_MS);
+  if (state.at === null) state.timer = setTimeout(loop, state.streamOpen ? QUIET_MS : POLL_MS);
+}
+
+function schedule() {
+  // live: the stream of the view says when to refresh; history: one answer
+  clearTimeout(state.timer);
+  if (state.at !== null) {
+    closeStream();
+    state.timer = setTimeout(refresh, 0);
+    return;
+  }
+  openStream();
+  state.timer = setTimeout(loop, 0);
+}
+
+function changed() {
+  // the stream says a count in view changed: refresh now
+  if (state.at !== null) return;
+  clearTimeout(state.timer);
+  state.timer = setTimeout(loop, 0);
+}
+
+function closeStream() {
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+  state.streamFor = "";
+  state.streamOpen = false;
+}
+
+function parseEvent(block) {
+  const event = {};
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue; // a heartbeat
+    const at = line.indexOf(":");
+    const name = at < 0 ? line : line.slice(0, at);
+    const value = at < 0 ? "" : line.slice(at + 1).replace(/^ /, "");
+    event[name] = name in event ? `${event[name]}\n${value}` : value;
+  }
+  return event;
+}
+
+async function openStream() {
+  // Server-Sent Events over fetch (EventSource cannot send the key in a header)
+  const params = {
+    spaces: state.spaces.map((s) => s.space).join(",") || null,
+    bbox: viewBbox(),
+    res: resForZoom(),
   };
-  state.timer = setTimeout(again, 0);
+  const url = new URL("/v1/stream", location.origin);
+  for (const [k, v] of Object.entries(params)) if (v !== null) url.searchParams.set(k, v);
+  if (state.stream && state.streamFor === url.href) return; // already following this view
+  closeStream();
+  const ctrl = new AbortController();
+  state.stream = ctrl;
+  state.streamFor = url.href;
+  const headers = { Authorization: `Bearer ${state.key}` };
+  if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+  try {
+    const r = await fetch(url, { headers, signal: ctrl.signal, cache: "no-store" });
+    if (r.status === 401) return askForKey("That key was not accepted.");
+    if (!r.ok || !r.body) throw new Error(`stream answered ${r.status}`);
+    state.streamOpen = true;
+    document.body.dataset.transport = "stream";
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = parseEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (event.id) state.lastEventId = event.id;
+        if (event.event === "counts") {
+          document.body.dataset.streamEvents = String(Number(document.body.dataset.streamEvents || 0) + 1);
+          changed();
+        } else if (event.event === "error") {
+          const err = JSON.parse(event.data || "{}").error || {};
+          if (err.code === "unauthenticated") return askForKey("That key was revoked.");
+        }
+      }
+    }
+  } catch (err) {
+    if (ctrl.signal.aborted) return; // the view moved, or history was chosen
+  }
+  if (state.stream !== ctrl) return;
+  // the stream ended or failed: poll meanwhile, and try it again later
+  state.streamOpen = false;
+  state.stream = null;
+  document.body.dataset.transport = "poll";
+  setTimeout(() => state.at === null && state.stream === null && openStream(), STREAM_RETRY_MS);
 }
 
 let moveTimer = null;

@@ -84,6 +84,7 @@ def _shown(driver) -> dict:
           spaces: Object.fromEntries([...document.querySelectorAll('#spaces tbody tr')].map(
             tr => [tr.dataset.space, Number(tr.dataset.count)])),
           status: document.getElementById('status').textContent,
+          transport: d.transport, streamEvents: Number(d.streamEvents || 0),
         };
         """
     )
@@ -130,6 +131,8 @@ def test_demo_page_shows_the_live_heatmap_and_history(tmp_path, artifacts):
         assert "#key=" not in driver.current_url  # the key leaves the address bar
         shown = _settled(driver)
         assert shown["mode"] == "live" and shown["top"] and shown["spaces"]
+        # live counts come by the stream (/v1/stream), not by polling
+        assert shown["transport"] == "stream" and shown["streamEvents"] > 0
         driver.save_screenshot(str(artifacts / "demo-live.png"))
 
         # the fleet stops; live counts hold still until the presence TTL

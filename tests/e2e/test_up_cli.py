@@ -53,12 +53,15 @@ def test_up_simulate_and_credentials(tmp_path):
 
         health = requests.get(f"http://127.0.0.1:{http_port}/v1/health", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
-        # the replicas a load balancer would target answer too (direct ingress behind HAProxy)
+        # the targets a load balancer would use answer too: under `haproxy`, HAProxy itself,
+        # which serves every app (the live streams' under /v1/stream too)
         targets = json.loads((tmp_path / "data" / "targets.json").read_text())
-        assert targets and all(t["app"] == "api" for t in targets)
+        assert targets and all((t["app"], t["route_prefix"]) == ("api", "/") for t in targets)
         for t in targets:
             direct = requests.get(f"http://{t['ip']}:{t['port']}/v1/health", timeout=10)
             assert direct.status_code == 200
+            stream = requests.get(f"http://{t['ip']}:{t['port']}/v1/stream", timeout=10)
+            assert stream.status_code == 401  # the stream app's replica: a key is needed
 
         sim = _cli("simulate", "--devices", "300", "--interval", "1", "--duration", "3", env=env)
         assert sim.returncode == 0, sim.stdout + sim.stderr

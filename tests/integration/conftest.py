@@ -104,6 +104,7 @@ def live(tmp_path_factory):
         snapshot_interval_s=3.0,
         live_minutes=1,
         audit_window_s=2.0,  # refused requests and gRPC calls reach the audit log within seconds
+        stream_heartbeat_s=2.0,  # an idle live stream's heartbeat is seen within seconds
     )
     engine = Engine(settings).start()
     try:

@@ -130,6 +130,10 @@ def test_parse_time_and_day():
     assert parse_time("2024-03-11T00:00:00Z") == 1_710_115_200_000
     assert parse_time("2024-03-11T01:00:00+01:00") == 1_710_115_200_000
     assert parse_time("2024-03-11T00:00:00") == 1_710_115_200_000
+    # ms as JSON may write an integer (the document's `integer` takes 2.0), never a fraction
+    assert parse_time("1710115200000.0") == parse_time("1710115200000") == 1_710_115_200_000
+    with pytest.raises(ValueError):
+        parse_time("1710115200000.5")
     assert parse_day("2024-03-11") == 1_710_115_200_000
     for bad in ["", "yesterday", "2024-13-01T00:00", str(2**63), "-" + "9" * 25, "9" * 40]:
         with pytest.raises(ValueError):

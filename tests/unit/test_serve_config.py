@@ -11,11 +11,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_config_validates_with_serves_own_schema():
     config = yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
-    [app] = schema.applications
+    app, streams = schema.applications
     assert app.import_path == "occupancy.serve_app:app_builder"
     [deployment] = app.deployments
     assert deployment.name == "QueryApi"
     assert deployment.autoscaling_config["max_replicas"] >= 2
+    # streams have replicas of their own, with slots for many more open streams than queries
+    assert streams.import_path == "occupancy.serve_app:stream_builder"
+    assert streams.route_prefix == "/v1/stream"
+    [stream] = streams.deployments
+    assert stream.name == "StreamApi"
+    assert stream.max_ongoing_requests >= 10 * deployment.max_ongoing_requests
 
 
 def test_builder_makes_the_query_app(tmp_path):
@@ -25,6 +31,9 @@ def test_builder_makes_the_query_app(tmp_path):
     (tmp_path / "redis-data" / "redis.port").write_text("6399")
     app = app_builder({"data_dir": str(tmp_path), "k_min": 3})
     assert type(app).__name__ == "Application"
+    from occupancy.serve_app import stream_builder
+
+    assert type(stream_builder({"data_dir": str(tmp_path)})).__name__ == "Application"
 
 
 def test_the_haproxy_wrapper_never_runs_itself(tmp_path, monkeypatch):
