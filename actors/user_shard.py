@@ -368,12 +368,14 @@ class UserShard:
 
     async def forget(self, device: int, fresh: int) -> str:
         """Forget the device now (state/forgetting.py): logged, then applied; it leaves the
-        views through the usual moves. The log id of the entry."""
-        self._route()  # moves so far first: applying a control entry drains what is pending
-        entry = {"control": "forget", "device": device, "fresh": fresh, "now": self.clock()}
-        self.wal_id = self.wal.append(entry)
-        self._apply(entry)
-        self._route()
+        views through the usual moves. The log id of the entry. Not in the middle of a history
+        export, whose parts so far may hold the device's pieces under the key it loses."""
+        async with self._exporting:
+            self._route()  # moves so far first: applying a control entry drains what is pending
+            entry = {"control": "forget", "device": device, "fresh": fresh, "now": self.clock()}
+            self.wal_id = self.wal.append(entry)
+            self._apply(entry)
+            self._route()
         return self.wal_id
 
     async def define_space(self, space: str, polygon: dict, name: str) -> int:

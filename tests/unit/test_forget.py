@@ -21,6 +21,7 @@ class ForgettingRunner(Runner):
         self.forgotten: set[int] = set()
 
     def op_forget(self, device: str) -> None:
+        self.export_part(until_done=True)  # a shard forgets between exports, not within one
         old = self.cluster.directory.lookup(device)
         fresh = self.cluster.forget(device, self.now)
         renamed = self.oracle.forget(device, self.now)
