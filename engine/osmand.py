@@ -125,6 +125,8 @@ def json_pings(body: bytes, now_ms: int) -> list[PingItem]:
     if not isinstance(doc, dict):
         raise BadBody(400, "bad_body", 'the body must be a JSON object {"device_id", "location"}')
     device = doc.get("device_id")
+    if isinstance(device, float) and device.is_integer():
+        device = int(device)  # JSON's 2.0 is the integer 2
     if isinstance(device, int) and not isinstance(device, bool):
         device = str(device)
     if not isinstance(device, str) or not device:
