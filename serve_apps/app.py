@@ -11,7 +11,7 @@ from serve_apps.audit import AuditTrail
 from serve_apps.guard import Guard
 from serve_apps.models import Health
 from serve_apps.models import errors as error_answers
-from serve_apps.routes import admin, definitions, health, history, live
+from serve_apps.routes import admin, definitions, health, history, live, paths
 from serve_apps.timing import QueryTiming
 
 # what every route behind a key may answer besides its own
@@ -37,7 +37,7 @@ def make_app(origins: list[str] | None = None) -> FastAPI:
     )
     app.include_router(page.router)
     app.include_router(health.router, responses=HEALTH)
-    for routes in (admin, live, history):
+    for routes in (admin, live, history, paths):
         app.include_router(routes.router, responses=KEYED_ERRORS)
     app.include_router(definitions.router, responses={**KEYED_ERRORS, **BODY_ERRORS})
     errors.install(app)

@@ -62,6 +62,9 @@ def register_formats(base_res: int) -> None:
     schemathesis.openapi.format("h3-cell", cells)
 
 
+AREAS = ("bbox", "polygon", "space")  # /v1/history/paths takes exactly one
+
+
 def in_order(context, case) -> bool:
     """A period's `to` after its `from` (a missing `to` is now, a missing `from` a day before
     `to`, as the audit log has them): the rule the document states in words only."""
@@ -75,6 +78,8 @@ def in_order(context, case) -> bool:
         return True  # not a time at all: its rejection is what is checked
     if case.path == "/v1/history/devices" and ("bbox" in query) == ("polygon" in query):
         return False  # exactly one of them
+    if case.path == "/v1/history/paths" and sum(a in query for a in AREAS) != 1:
+        return False
     return end > start
 
 

@@ -128,6 +128,27 @@ class Endpoints:
         path = f"/v1/history/path/{_seg(device_id)}"
         return self._call("GET", path, r.DevicePath, params=_period(from_, to))
 
+    def paths(
+        self,
+        from_: Time,
+        to: Time,
+        *,
+        bbox: str | None = None,
+        polygon: dict | str | None = None,
+        space: str | None = None,
+        attrs: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        timeout_s: float | None = None,
+        geojson: bool = False,
+    ) -> r.Paths:
+        """The paths in [from, to) of the devices with an applied ping in the area (a bbox, a
+        GeoJSON polygon or a polygon space) during it, by pseudonym; with `geojson`, a
+        FeatureCollection of LineStrings (a dict)."""
+        params = {**_period(from_, to), **_area(bbox, polygon), "space": space, **_attrs(attrs)}
+        params |= {"limit": limit, "timeout_s": timeout_s, "format": "geojson" if geojson else None}
+        cls = dict if geojson else r.Paths
+        return self._call("GET", "/v1/history/paths", cls, params=params, timeout=_wait(timeout_s))
+
     def distance(
         self,
         from_: Time,

@@ -107,6 +107,22 @@ class DevicePath:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyedPath:
+    device: str  # the device's pseudonym, never its raw id
+    points: list[PathPoint]
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """`GET /v1/history/paths`: the paths of the devices that were inside an area."""
+
+    from_: Ms
+    to: Ms
+    paths: list[KeyedPath]
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceMeters:
     device_id: str
     meters: float
