@@ -117,7 +117,7 @@ class Simulation:
         return self.totals
 
     def close(self) -> None:
-        self.channel.close()
+        self.client.close()
 
 
 def interval_for(devices: int, interval_s: float, rate: float | None) -> float:
