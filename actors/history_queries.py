@@ -133,6 +133,13 @@ class HistoryQueries:
 
     @ray.method(concurrency_group="query")
     @_answer
+    def paths_in_area(self, start, end, bbox, polygon, cells, attrs, limit, timeout_s) -> tuple:
+        return self._reader().paths_in_area(
+            start, end, BBox.from_tuple(bbox), polygon, cells, attrs, limit, timeout_s
+        )
+
+    @ray.method(concurrency_group="query")
+    @_answer
     def distance(self, start: int, end: int, attrs: dict, device, timeout_s) -> dict:
         return self._reader().distance(start, end, attrs, device, timeout_s)
 

@@ -1,6 +1,8 @@
 """History answers from the raw pings (paths, devices in an area, distance, attribute masks) and
 the exports; mixed into `HistoryStore`. Values are passed as query parameters."""
 
+import time
+
 from clickhouse.backends import Backend
 from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
 
@@ -8,10 +10,12 @@ from engine.geo import EARTH_RADIUS_M, BBox, polygon_contains
 
 # A ping is applied iff its ts is newer than every earlier-arrived ping of its device: the same
 # rule as the engine's, evaluated over the archive in arrival order. `WHERE_RAW` is filled in by
-# the callers with fixed SQL and query parameters only.
+# the callers with fixed SQL and query parameters only. Whether a ping of [start, end) was
+# applied depends on the device's earlier-arrived pings of `start` and later, those after `end`
+# included (one that arrived first makes it late); those before `start` cannot outrank it.
 _APPLIED = """
-SELECT device, ts, lat, lng, attributes FROM (
-    SELECT device, ts, lat, lng, attributes,
+SELECT device, ts, lat, lng, cell, attributes FROM (
+    SELECT device, ts, lat, lng, cell, attributes,
         ts > max(ts) OVER (
             PARTITION BY device ORDER BY wal_ms, wal_seq, idx
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
@@ -84,17 +88,21 @@ class RawQueries:
 
     def path(self, device: int, start: int, end: int) -> list[tuple[int, float, float]]:
         """The device's applied pings with ts in [start, end), by ts."""
-        sql = _APPLIED.replace("WHERE_RAW", "device = {device:UInt64} AND ts < {end:Int64}")
+        sql = _APPLIED.replace("WHERE_RAW", "device = {device:UInt64} AND ts >= {start:Int64}")
         rows = self.backend.rows(
-            f"SELECT ts, lat, lng FROM ({sql}) WHERE ts >= {{start:Int64}} ORDER BY ts",
+            f"SELECT ts, lat, lng FROM ({sql}) WHERE ts < {{end:Int64}} ORDER BY ts",
             {"device": device, "start": start, "end": end},
         )
         return [(int(ts), float(lat), float(lng)) for ts, lat, lng in rows]
 
-    def _candidates(self, start: int, end: int, box: BBox | None, attrs, params) -> str:
-        """SQL for the applied pings with ts in [start, end) (inside `box`, with `attrs`)."""
+    def _candidates(self, start: int, end: int, box: BBox | None, attrs, params, cells=None) -> str:
+        """SQL for the applied pings with ts in [start, end) (inside `box`, in one of `cells`
+        (base cells), with `attrs`)."""
         params |= {"start": start, "end": end}
         inner = "ts >= {start:Int64} AND ts < {end:Int64}"
+        if cells is not None:
+            params["cells"] = sorted(cells)
+            inner += " AND has({cells:Array(UInt64)}, cell)"
         if box is not None:
             params |= {
                 "min_lat": box.min_lat,
@@ -107,11 +115,11 @@ class RawQueries:
                 " AND lng BETWEEN {min_lng:Float64} AND {max_lng:Float64}"
             )
         where_attrs = _attr_sql(attrs, params)
-        # only devices with a ping in the period (and area) matter, and only their pings
-        # before `end` decide which of those are applied
+        # only devices with a ping in the period (and area) matter, and only their pings of
+        # `start` and later decide which of those are applied
         raw = (
             f"device IN (SELECT device FROM raw_pings WHERE {inner}{where_attrs}) "
-            "AND ts < {end:Int64}"
+            "AND ts >= {start:Int64}"
         )
         return f"SELECT * FROM ({_APPLIED.replace('WHERE_RAW', raw)}) WHERE {inner}{where_attrs}"
 
@@ -146,6 +154,51 @@ class RawQueries:
                     span[0], span[1] = min(span[0], ts), max(span[1], ts)
             found = sorted((d, a, b) for d, (a, b) in seen.items())
         return found[:limit], len(found) > limit
+
+    def paths_in_area(
+        self,
+        start: int,
+        end: int,
+        box: BBox | None,
+        polygon: dict | None = None,
+        cells=None,
+        attrs: dict[str, str] | None = None,
+        limit: int = 100,
+        timeout_s: float | None = None,
+    ) -> tuple[list[tuple[int, list[tuple[int, float, float]]]], bool]:
+        """([(device, [(ts, lat, lng)])], truncated): the paths in [start, end) (every applied
+        ping of the period, by ts) of the devices `devices_in_area` finds, or, given `cells`,
+        of the devices with an applied ping in the period in one of those base cells (a
+        polygon space's, as its counts have them); the first `limit` devices by pseudonym."""
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        if cells is None:
+            found, truncated = self.devices_in_area(
+                start, end, box, polygon, attrs, limit, timeout_s
+            )
+            devices = [d for d, _, _ in found]
+        else:
+            params: dict = {}
+            sql = self._candidates(start, end, box, attrs or {}, params, cells)
+            rows = self.backend.rows(
+                f"SELECT DISTINCT device FROM ({sql}) ORDER BY device LIMIT {int(limit) + 1}"
+                + _settings(timeout_s),
+                params,
+            )
+            devices = [int(d) for (d,) in rows]
+            truncated, devices = len(devices) > limit, devices[:limit]
+        if not devices:
+            return [], truncated
+        raw = "has({devices:Array(UInt64)}, device) AND ts >= {start:Int64}"
+        left = None if deadline is None else max(0.001, deadline - time.monotonic())
+        rows = self.backend.rows(
+            f"SELECT device, ts, lat, lng FROM ({_APPLIED.replace('WHERE_RAW', raw)}) "
+            "WHERE ts < {end:Int64} ORDER BY device, ts" + _settings(left),
+            {"devices": devices, "start": start, "end": end},
+        )
+        paths: dict[int, list] = {}
+        for d, ts, lat, lng in rows:
+            paths.setdefault(int(d), []).append((int(ts), float(lat), float(lng)))
+        return sorted(paths.items()), truncated
 
     def export(self, what: str, start: int, end: int, fmt: str) -> bytes:
         """Rows of `what` (EXPORTS) with their time in [start, end), in `fmt` (EXPORT_FORMATS).

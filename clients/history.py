@@ -107,6 +107,15 @@ class History(Family):
             lambda h: h.devices_in_area.remote(start, end, bbox, polygon, attrs, limit, timeout_s)
         )
 
+    async def paths_in_area(
+        self, start, end, bbox, polygon, cells, attrs, limit, timeout_s
+    ) -> tuple:
+        return await self._ask(
+            lambda h: h.paths_in_area.remote(
+                start, end, bbox, polygon, cells, attrs, limit, timeout_s
+            )
+        )
+
     async def distance(self, start: int, end: int, attrs: dict, device, timeout_s) -> dict:
         return await self._ask(lambda h: h.distance.remote(start, end, attrs, device, timeout_s))
 

@@ -187,31 +187,23 @@ def simulate(
     dwelling in the mall's sections, and door counters whose events sometimes arrive late and
     out of order."""
     from occupancy.simulate_grpc import run
-    from occupancy.tls import local_scheme
 
     settings = _settings()
-    if key is None:
-        path = settings.data_dir / "admin.key"
-        if not path.exists():
-            raise click.ClickException(
-                "no --key given and no admin key in the data dir; "
-                "run `occupancy up` first or pass --key"
-            )
-        key = path.read_text().strip()
-    if tls_ca is None:
-        scheme, verify = local_scheme(settings.data_dir)
-        tls = verify if scheme == "https" else None
-    else:
-        tls = True if tls_ca == "system" else tls_ca
+    if key is None and not (settings.data_dir / "admin.key").exists():
+        raise click.ClickException(
+            "no --key given and no admin key in the data dir; "
+            "run `occupancy up` first or pass --key"
+        )
     run(
         target or f"127.0.0.1:{settings.grpc_port}",
-        key,
+        key,  # None: the data dir's admin key
         devices,
         _interval(devices, interval, rate),
         duration,
         door_rate,
         console,
-        tls_ca=tls,
+        tls_ca=None if tls_ca is None else (True if tls_ca == "system" else tls_ca),
+        settings=settings,
     )
 
 

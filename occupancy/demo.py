@@ -83,7 +83,15 @@ def run(
         viewer = local_files.bootstrap_key(settings, engine.client(), "viewer")
         api = f"http://127.0.0.1:{engine.http_port}"
         client = ApiClient(api, admin, settings)
-        sim = Simulation(f"127.0.0.1:{engine.grpc_port}", admin, devices, interval_s, door_rate)
+        sim = Simulation(
+            f"127.0.0.1:{engine.grpc_port}",
+            admin,
+            devices,
+            interval_s,
+            door_rate,
+            tls_ca=False,
+            settings=settings,
+        )
         stop = threading.Event()
         started = time.monotonic()
 

@@ -3,16 +3,15 @@
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from occupancy.client import Ack, IngestClient
+from occupancy.settings import Settings
 from occupancy.simulator import FLEET_OF, Building, Fleet
-from occupancy.tls import grpc_credentials
 from protos.occupancy.v1 import occupancy_pb2 as pb
-from protos.occupancy.v1 import occupancy_pb2_grpc as pbg
 
 DOOR_SENSORS = Building.SENSORS
 BATCH = 5_000
@@ -34,27 +33,31 @@ class Totals:
 
 
 class Simulation:
-    """One fleet and a building's door counters, sent once a tick (`SendPings` in batches of
-    at most BATCH, `SendDoorEvents`) with an ingest or admin key."""
+    """One fleet and a building's door counters, sent once a tick through the client library's
+    IngestClient (batches of at most BATCH, retried with backoff while the engine is
+    restarting or overloaded) with an ingest or admin key."""
 
     def __init__(
         self,
         target: str,
-        key: str,
+        key: str | None,
         devices: int,
         interval_s: float,
         door_rate: float = 2.0,
         seed: int = 7,
         tls_ca: str | bool | None = None,
+        settings: Settings | None = None,
     ):
-        """`tls_ca`: None for a plaintext channel, else TLS trusting that CA file (True: the
-        system's CAs)."""
-        if tls_ca is None:
-            self.channel = grpc.insecure_channel(target)
-        else:
-            self.channel = grpc.secure_channel(target, grpc_credentials(tls_ca))
-        self.stub = pbg.IngestServiceStub(self.channel)
-        self.auth = [("authorization", f"Bearer {key}")]
+        """`key` and `tls_ca` as IngestClient takes them: None for what the settings and the
+        data dir say, False for plaintext, else TLS trusting that CA file (True: the system's
+        CAs)."""
+        self.client = IngestClient(
+            target,
+            key,
+            tls_ca=tls_ca,
+            batch_size=BATCH,
+            settings=settings,
+        )
         self.fleet = Fleet(devices=devices, interval_s=interval_s, seed=seed)
         self.door_rate = door_rate
         self.building = Building(random.Random(seed + 1))
@@ -72,23 +75,28 @@ class Simulation:
             )
             for p in self.fleet.step(now)
         ]
-        for i in range(0, len(pings), BATCH):
-            ack = self.stub.SendPings(
-                pb.SendPingsRequest(pings=pings[i : i + BATCH]), metadata=self.auth, timeout=30
-            )
-            self.totals.accepted += ack.accepted
-            self.totals.late += ack.late
-            self.totals.rejected += ack.rejected
+        ack = self._sent(lambda: self.client.send_pings(pings))
+        self.totals.accepted += ack.accepted
+        self.totals.late += ack.late
+        self.totals.rejected += ack.rejected
         self.totals.sent += len(pings)
         events = [
             pb.DoorEvent(sensor_id=s, ts_ms=ts, direction=d)
             for s, ts, d in self.building.events(now, self.door_rate, tick_s)
         ]
-        if events:
-            ack = self.stub.SendDoorEvents(
-                pb.SendDoorEventsRequest(events=events), metadata=self.auth, timeout=30
-            )
-            self.totals.doors += ack.accepted
+        self.totals.doors += self._sent(lambda: self.client.send_door_events(events)).accepted
+
+    def _sent(self, send) -> Ack:
+        """What `send()` and a flush behind it came to (full batches go out during `send`)."""
+        before = replace(self.client.totals, rejections=[])
+        send()
+        self.client.flush()
+        after = self.client.totals
+        return Ack(
+            after.accepted - before.accepted,
+            after.late - before.late,
+            after.rejected - before.rejected,
+        )
 
     def run(
         self,
@@ -109,7 +117,7 @@ class Simulation:
         return self.totals
 
     def close(self) -> None:
-        self.channel.close()
+        self.client.close()
 
 
 def interval_for(devices: int, interval_s: float, rate: float | None) -> float:
@@ -123,17 +131,18 @@ def interval_for(devices: int, interval_s: float, rate: float | None) -> float:
 
 def run(
     target: str,
-    key: str,
+    key: str | None,
     devices: int,
     interval_s: float,
     duration_s: float | None,
     door_rate: float,
     console: Console,
     tls_ca: str | bool | None = None,
+    settings: Settings | None = None,
 ) -> Totals:
     """Send the fleet until `duration_s` (None: until Ctrl-C), showing progress: a bar on a
     terminal, a line per tick otherwise (logs, pipes)."""
-    sim = Simulation(target, key, devices, interval_s, door_rate, tls_ca=tls_ca)
+    sim = Simulation(target, key, devices, interval_s, door_rate, tls_ca=tls_ca, settings=settings)
     console.print(
         f"simulating {devices:,} devices (one ping each every {interval_s:g} s, "
         f"~{devices / interval_s:,.0f} pings/s) and {len(DOOR_SENSORS)} door counters → {target}"

@@ -106,14 +106,6 @@ def local_scheme(data_dir: Path, ca: str = "") -> tuple[str, str | bool]:
     return "https", ca or marker.read_text().strip() or True
 
 
-def grpc_credentials(ca: str | bool):
-    """Channel credentials for gRPC ingest over TLS, trusting `ca` (a path; True: the
-    system's CAs)."""
-    import grpc
-
-    return grpc.ssl_channel_credentials(Path(ca).read_bytes() if isinstance(ca, str) else None)
-
-
 def pem_encoding():
     from cryptography.hazmat.primitives import serialization
 

@@ -11,7 +11,17 @@ from serve_apps.audit import AuditTrail
 from serve_apps.guard import Guard
 from serve_apps.models import Health
 from serve_apps.models import errors as error_answers
-from serve_apps.routes import admin, definitions, health, history, ingest, live, series, stream
+from serve_apps.routes import (
+    admin,
+    definitions,
+    health,
+    history,
+    ingest,
+    live,
+    paths,
+    series,
+    stream,
+)
 from serve_apps.timing import QueryTiming
 
 # what every route behind a key may answer besides its own
@@ -37,7 +47,7 @@ def make_app(origins: list[str] | None = None) -> FastAPI:
     )
     app.include_router(page.router)
     app.include_router(health.router, responses=HEALTH)
-    for routes in (admin, live, history, series, stream):
+    for routes in (admin, live, history, paths, series, stream):
         app.include_router(routes.router, responses=KEYED_ERRORS)
     # where the stream app's route prefix (/v1/stream) leaves the stream's path
     app.add_api_route("", stream.stream, methods=["GET"], include_in_schema=False)

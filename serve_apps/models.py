@@ -210,6 +210,46 @@ class DevicePath(BaseModel):
     points: list[PathPoint]
 
 
+class KeyedPath(BaseModel):
+    device: str = Field(description="the device's pseudonym (never its raw id)")
+    points: list[PathPoint] = Field(description="its applied pings of the period, by time")
+
+
+class Paths(BaseModel):
+    from_: Ms = Field(alias="from")
+    to: Ms
+    paths: list[KeyedPath] = Field(description="one per device, by pseudonym")
+    truncated: bool = Field(description="more devices than `limit` were inside")
+
+
+class LineString(BaseModel):
+    type: Literal["LineString"]
+    coordinates: list[list[float]] = Field(
+        description="[lng, lat] of each point (a path of one point: it, twice)"
+    )
+
+
+class PathProperties(BaseModel):
+    device: str = Field(description="the device's pseudonym")
+    times: list[Ms] = Field(description="the time of each point")
+
+
+class PathFeature(BaseModel):
+    type: Literal["Feature"]
+    geometry: LineString
+    properties: PathProperties
+
+
+class PathCollection(BaseModel):
+    """Paths as GeoJSON (`format=geojson`): a LineString per device."""
+
+    type: Literal["FeatureCollection"]
+    from_: Ms = Field(alias="from")
+    to: Ms
+    truncated: bool
+    features: list[PathFeature]
+
+
 class DeviceMeters(BaseModel):
     device_id: str
     meters: float

@@ -127,6 +127,10 @@ class History:
             "dwell_pieces": [],
             "path": [(1_000, 52.66, -8.63)],
             "devices_in_area": ([(101, 1, 2)], False),
+            "paths_in_area": (
+                [(101, [(1, 52.66, -8.63)]), (102, [(1, 1.0, 2.0), (3, 1.5, 2.5)])],
+                False,
+            ),
             "distance": {101: 10.0, 102: 30.0},
             "attribute_masks": {},
             "export": b"ts,cell\n",
@@ -199,6 +203,11 @@ class History:
             "devices_in_area", start, end, bbox, polygon, attrs, limit, timeout_s
         )
 
+    async def paths_in_area(self, start, end, bbox, polygon, cells, attrs, limit, timeout_s):
+        return await self._answer(
+            "paths_in_area", start, end, bbox, polygon, cells, attrs, limit, timeout_s
+        )
+
     async def distance(self, start, end, attrs, device, timeout_s):
         return await self._answer("distance", start, end, attrs, device, timeout_s)
 
@@ -220,9 +229,24 @@ class UserShards:
         self.calls.append((shard, old, fresh))
 
 
+# a square of about 200 m around (52.66, -8.63)
+LAB = {
+    "type": "Polygon",
+    "coordinates": [
+        [
+            [-8.6315, 52.659],
+            [-8.6285, 52.659],
+            [-8.6285, 52.661],
+            [-8.6315, 52.661],
+            [-8.6315, 52.659],
+        ]
+    ],
+}
+
+
 class Metadata:
     def polygon_spaces(self):
-        return {"lab": {"name": "Lab", "polygon": {"type": "Polygon", "coordinates": []}}}
+        return {"lab": {"name": "Lab", "polygon": LAB}}
 
     def door_spaces(self):
         return {"hall": "Hall", "lobby": "Lobby"}

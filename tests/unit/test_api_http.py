@@ -12,6 +12,7 @@ from cluster.fit import DoesNotFit
 from cluster.rebalance import RebalanceError
 from engine.cells import to_str
 from engine.geo import BBox
+from engine.pseudonym import pseudonym_str
 from engine.timeutil import EARLIEST_MS, LATEST_MS
 from serve_apps.context import ApiContext, context, install
 from serve_apps.errors import ApiError, within
@@ -185,6 +186,16 @@ def test_a_polygon_space_at_a_past_minute_comes_from_history():
         ("/v1/history/path/phone-1", {"from": "5", "to": "1"}, 400, "bad_time"),
         ("/v1/history/path/phone-9", {"from": "0", "to": "1"}, 404, "unknown_device"),
         ("/v1/history/devices", {"from": "0", "to": "1"}, 400, "bad_area"),
+        ("/v1/history/paths", {"from": "0", "to": "1"}, 400, "bad_area"),
+        (
+            "/v1/history/paths",
+            {"from": "0", "to": "1", "space": "lab", "bbox": "1,1,2,2"},
+            400,
+            "bad_area",
+        ),
+        ("/v1/history/paths", {"from": "0", "to": "1", "space": "hall"}, 400, "bad_area"),
+        ("/v1/history/paths", {"from": "0", "to": "1", "space": "nowhere"}, 404, "unknown_space"),
+        ("/v1/history/paths", {"from": "0", "to": "1", "polygon": "[1]"}, 400, "bad_polygon"),
     ],
 )
 def test_a_bad_request_has_its_status_and_code(path, params, status, code):
@@ -234,6 +245,37 @@ def test_devices_in_an_area_are_named_by_raw_id_for_admins():
     assert r.json()["devices"] == [{"device_id": "phone-1", "first_seen": 1, "last_seen": 2}]
     call = api.api.history.calls[0]
     assert call[:3] == ("devices_in_area", 0, 9) and call[-2:] == (1000, 30.0)
+
+
+def test_paths_name_devices_by_pseudonym_and_come_as_geojson_line_strings():
+    api = client()
+    period = {"from": "0", "to": "9"}
+    r = api.get("/v1/history/paths", "admin-key", bbox=EVERYWHERE, **period, **{"attr.a": "b"})
+    assert r.json() == {
+        "from": 0,
+        "to": 9,
+        "paths": [
+            {"device": pseudonym_str(101), "points": [{"ts": 1, "lat": 52.66, "lng": -8.63}]},
+            {
+                "device": pseudonym_str(102),
+                "points": [{"ts": 1, "lat": 1.0, "lng": 2.0}, {"ts": 3, "lat": 1.5, "lng": 2.5}],
+            },
+        ],
+        "truncated": False,
+    }
+    assert "phone-1" not in r.body.decode()  # the id directory knows 101: never asked
+    assert api.api.history.calls[-1] == (
+        "paths_in_area", 0, 9, (-180.0, -90.0, 180.0, 90.0), None, None, {"a": "b"}, 100, 30.0,
+    )  # fmt: skip
+    r = api.get("/v1/history/paths", "admin-key", space="lab", format="geojson", **period)
+    assert r.headers["content-type"] == "application/geo+json"
+    one, two = r.json()["features"]
+    assert one["geometry"] == {"type": "LineString", "coordinates": [[-8.63, 52.66]] * 2}
+    assert one["properties"] == {"device": pseudonym_str(101), "times": [1]}
+    assert two["geometry"]["coordinates"] == [[2.0, 1.0], [2.5, 1.5]]
+    call = api.api.history.calls[-1]
+    assert call[4] is None and call[5] and all(isinstance(c, int) for c in call[5])
+    assert api.get("/v1/history/paths", "viewer-key", bbox=EVERYWHERE, **period).status == 403
 
 
 def test_an_export_is_a_download():
@@ -390,6 +432,7 @@ def test_viewers_filter_on_at_most_max_floored_attrs():
 SEARCHES = [
     ("/v1/history/devices", {"bbox": EVERYWHERE, "timeout_s": 0.5}, "devices_in_area"),
     ("/v1/history/distance", {"timeout_s": 0.5}, "distance"),
+    ("/v1/history/paths", {"bbox": EVERYWHERE, "timeout_s": 0.5}, "paths_in_area"),
     ("/v1/admin/audit", {}, "audit_entries"),
 ]
 WIDEST = [
