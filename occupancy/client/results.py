@@ -58,6 +58,7 @@ class SpaceCount:
     kind: Kind
     count: int
     as_of: Ms
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
