@@ -16,6 +16,7 @@ from schemathesis.config import SchemathesisConfig
 from engine import series
 from engine.cells import to_str
 from engine.timeutil import DAY_MS, parse_time
+from tests.workload import DOOR_SPACES
 
 SETTINGS = settings(
     max_examples=25,
@@ -91,8 +92,9 @@ def in_order(context, case) -> bool:
             return False
     if case.path == "/v1/stream" and not (query.get("spaces") or query.get("bbox")):
         return False  # at least one of them
-    if case.path == "/v1/history/paths" and sum(a in query for a in AREAS) != 1:
-        return False
+    if case.path == "/v1/history/paths":
+        if sum(a in query for a in AREAS) != 1 or query.get("space") in DOOR_SPACES:
+            return False  # exactly one area, and a door space has none
     return end > start
 
 

@@ -281,25 +281,8 @@ class Oracle:
         since = max(resets) if resets else -math.inf
         total = 0
         for recv, sensor, ts, direction in self.doors:
-            if recv > now or not since <= ts <= T:
-                continue
-            valid = [i for i in self.installs if i[0] == sensor and i[2] <= ts]
-            if not valid:
-                continue
-            _, doorway, start, positive = max(valid, key=lambda i: i[2])
-            if doorway is None:
-                continue
-            # a doorway holds one sensor at a time: another installed there since ends this one
-            if any(
-                i[1] == doorway and i[0] != sensor and start < i[2] <= ts for i in self.installs
-            ):
-                continue
-            inside, outside = self.doorways[doorway]
-            signed = direction if positive == "in" else -direction
-            if space == inside:
-                total += signed
-            elif space == outside:
-                total -= signed
+            if recv <= now and since <= ts <= T:
+                total += self._signed(space, sensor, ts, direction)
         return max(0, total)
 
     def _signed(self, space: str, sensor: str, ts: int, direction: int) -> int:
@@ -307,8 +290,11 @@ class Oracle:
         valid = [i for i in self.installs if i[0] == sensor and i[2] <= ts]
         if not valid:
             return 0
-        _, doorway, _, positive = max(valid, key=lambda i: i[2])
+        _, doorway, start, positive = max(valid, key=lambda i: i[2])
         if doorway is None:
+            return 0
+        # a doorway holds one sensor at a time: another installed there since ends this one
+        if any(i[1] == doorway and i[0] != sensor and start < i[2] <= ts for i in self.installs):
             return 0
         inside, outside = self.doorways[doorway]
         signed = direction if positive == "in" else -direction

@@ -13,6 +13,8 @@ from serve_apps.policy import READ_ROLES
 from serve_apps.streams import Subscription, last_event_id
 
 MAX_SPACES = 100
+# what a request line holds, percent-encoded, within the HTTP proxies' buffers (16 KiB)
+MAX_SPACES_CHARS = 1_500
 PATH = "/v1/stream"  # its deployment's route prefix too (the stream app, serve_apps/api.py)
 
 router = APIRouter()
@@ -41,7 +43,10 @@ async def stream(
     request: Request,
     api: Api,
     spaces: str | None = Query(
-        None, description=f"comma-separated space ids (up to {MAX_SPACES})", max_length=20_000
+        None,
+        description=f"comma-separated space ids (up to {MAX_SPACES} ids, {MAX_SPACES_CHARS} "
+        "characters)",
+        max_length=MAX_SPACES_CHARS,
     ),
     bbox: str | None = params.bbox_query(None),
     res: int | None = Query(None, description="H3 resolution of the cells (the engine's own)"),
