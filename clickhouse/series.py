@@ -26,6 +26,19 @@ ROLLUP_HOURS = 24  # hours written per round at most (a store catching up takes 
 Place = str | int  # a polygon space's id, or a cell at any resolution up to the base one
 
 
+def door_ranges_sql(ranges) -> tuple[dict, str, str]:
+    """(params, WHERE condition, signed crossing expression) of the door events that
+    `DoorCounter.ranges` names: each (sensor, first ts, last ts, sign) range."""
+    params: dict = {}
+    conditions, signs = [], []
+    for i, (sensor, lo, hi, sign) in enumerate(ranges):
+        params |= {f"s{i}": sensor, f"lo{i}": int(lo), f"hi{i}": int(hi)}
+        condition = f"(sensor = {{s{i}:String}} AND ts BETWEEN {{lo{i}:Int64}} AND {{hi{i}:Int64}})"
+        conditions.append(condition)
+        signs += [condition, str(int(sign))]
+    return params, " OR ".join(conditions), f"direction * multiIf({', '.join(signs)}, 0)"
+
+
 def _place_sql(place: Place, base_res: int, params: dict) -> str:
     if isinstance(place, str):
         params["space"] = place
@@ -217,18 +230,9 @@ class SeriesQueries:
         range (`DoorCounter.ranges`), in ts order."""
         if not ranges:
             return []
-        params: dict = {}
-        conditions, signs = [], []
-        for i, (sensor, lo, hi, sign) in enumerate(ranges):
-            params |= {f"s{i}": sensor, f"lo{i}": int(lo), f"hi{i}": int(hi)}
-            condition = (
-                f"(sensor = {{s{i}:String}} AND ts BETWEEN {{lo{i}:Int64}} AND {{hi{i}:Int64}})"
-            )
-            conditions.append(condition)
-            signs += [condition, str(int(sign))]
+        params, where, signed = door_ranges_sql(ranges)
         rows = self.backend.rows(
-            f"SELECT ts, direction * multiIf({', '.join(signs)}, 0) AS signed FROM door_events "
-            f"WHERE {' OR '.join(conditions)} ORDER BY ts",
+            f"SELECT ts, {signed} AS signed FROM door_events WHERE {where} ORDER BY ts",
             params,
         )
         return [[int(ts), int(signed)] for ts, signed in rows if int(signed)]

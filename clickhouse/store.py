@@ -12,7 +12,7 @@ from clickhouse.backends import Backend
 from clickhouse.partitions import by_month, part_token
 from clickhouse.raw_queries import RawQueries
 from clickhouse.schema import migrate
-from clickhouse.series import SeriesQueries
+from clickhouse.series import SeriesQueries, door_ranges_sql
 from engine.audit import FIELDS as AUDIT_COLUMNS
 from engine.cells import resolution
 from engine.geo import BBox
@@ -151,18 +151,9 @@ class HistoryStore(RawQueries, SeriesQueries):
         range (`DoorCounter.ranges`): a door count before the live horizon, unclamped."""
         if not ranges:
             return 0
-        params: dict = {}
-        conditions, signs = [], []
-        for i, (sensor, lo, hi, sign) in enumerate(ranges):
-            params |= {f"s{i}": sensor, f"lo{i}": int(lo), f"hi{i}": int(hi)}
-            condition = (
-                f"(sensor = {{s{i}:String}} AND ts BETWEEN {{lo{i}:Int64}} AND {{hi{i}:Int64}})"
-            )
-            conditions.append(condition)
-            signs += [condition, str(int(sign))]
+        params, where, signed = door_ranges_sql(ranges)
         rows = self.backend.rows(
-            f"SELECT sum(direction * multiIf({', '.join(signs)}, 0)) FROM door_events "
-            f"WHERE {' OR '.join(conditions)}",
+            f"SELECT sum({signed}) FROM door_events WHERE {where}",
             params,
         )
         return int(rows[0][0] or 0) if rows else 0
