@@ -251,6 +251,7 @@ class Engine:
 
     def _start_api(self) -> None:
         from ray import serve
+        from ray.serve import RunTarget
 
         from serve_apps.api import STREAM_PREFIX, build, build_streams
 
@@ -260,9 +261,13 @@ class Engine:
         if s.tls_cert and s.http_ingress != "haproxy":  # HAProxy's TLS is in its configuration
             http |= {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
         serve.start(http_options=http)
-        serve.run(build(self.topology, s.k_min), name="api", route_prefix="/")
         streams = build_streams(self.topology, s.k_min, s.stream_heartbeat_s)
-        serve.run(streams, name="stream", route_prefix=STREAM_PREFIX)
+        serve.run_many(  # deployed together: their replicas start side by side
+            [
+                RunTarget(build(self.topology, s.k_min), name="api", route_prefix="/"),
+                RunTarget(streams, name="stream", route_prefix=STREAM_PREFIX),
+            ]
+        )
         self.http_port = s.http_port
 
     def write_targets(self, path) -> None:

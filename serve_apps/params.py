@@ -98,11 +98,13 @@ IdPath = Annotated[
         json_schema_extra={"pattern": "^[^/?#]{1,200}$", "format": "id200"},
     ),
 ]
+# 1 to 128 bytes: characters count at most that, and the format counts the bytes
+DEVICE_ID_SCHEMA = {"minLength": 1, "maxLength": 128, "format": "id128"}
 DeviceId = Annotated[
     str,
     Path(
         description="a raw device id (1 to 128 bytes) or its pseudonym",
-        json_schema_extra={"minLength": 1, "maxLength": 128, "format": "id128"},
+        json_schema_extra=DEVICE_ID_SCHEMA,
     ),
 ]
 

@@ -46,7 +46,7 @@ class EngineProcess:
         self.proc.wait(timeout=60)
 
 
-def wait_ready(proc: subprocess.Popen, timeout_s: float = 120) -> list[str]:
+def wait_ready(proc: subprocess.Popen, timeout_s: float = 240) -> list[str]:
     """The lines `occupancy up` printed until it said it was ready (it ends with Ctrl-C)."""
     lines: list[str] = []
     deadline = time.monotonic() + timeout_s

@@ -132,7 +132,11 @@ async def history_distance(
     api: Api,
     from_: str = FROM,
     to: str = TO,
-    device_id: str | None = Query(None, json_schema_extra={"minLength": 1, "maxLength": 128}),
+    device_id: str | None = Query(
+        None,
+        description="a raw device id (1 to 128 bytes) or its pseudonym",
+        json_schema_extra=params.DEVICE_ID_SCHEMA,
+    ),
     timeout_s: float = Query(30.0, gt=0, le=300),
 ):
     """Metres between consecutive applied pings in [from, to) per device (admins) and their
