@@ -27,6 +27,7 @@ from engine.http_ingest import (
     read_items,
 )
 from engine.osmand import osmand_pings
+from engine.validation import Reason
 
 KINDS = ("pings", "door_events", "osmand")
 RETRY_S = 5  # Retry-After of a 503: a shard restarting, Redis away, the handler overloaded
@@ -82,12 +83,15 @@ class HttpIngest:
             return _unavailable(exc)._replace(caller=who, figures=figures)
         figures |= {"accepted": ack.accepted, "late": late, "rejected": ack.rejected}
         body = ack_body(ack.accepted, late, ack.rejected, ack.rejections)
-        if request.kind == "osmand" and ack.rejected:
-            # the app keeps a position it is refused and sends it again: a 4xx says so
-            reasons = ", ".join(sorted({r.reason for r in ack.rejections}))
-            error = {"code": "rejected", "message": f"the position was refused: {reasons}"}
+        if request.kind == "osmand" and _for_another_device(ack.rejections):
+            # the app keeps a position it is refused and sends it again: right for a token of
+            # another device (fixed on the phone, the positions kept go through)
+            error = {"code": "forbidden", "message": "the token is for another device id"}
             body = orjson.dumps({"error": error, **orjson.loads(body)})
-            return HttpAnswer(400, body, caller=who, figures=figures)
+            return HttpAnswer(403, body, caller=who, figures=figures)
+        # a position rejected for what it holds (too old, off the map, ...) never will be taken:
+        # a 200 with its reason lets the app drop it and send the next (Traccar's server drops
+        # the positions its filters refuse the same way), instead of holding back the rest
         return HttpAnswer(200, body, caller=who, figures=figures)
 
     def _items(self, request: HttpRequest) -> list:
@@ -114,6 +118,10 @@ class HttpIngest:
         if self.core.in_flight >= self.max_in_flight:
             return HttpAnswer(503, error_body("overloaded", "ingest overloaded; retry"), 1)
         return None
+
+
+def _for_another_device(rejections) -> bool:
+    return any(r.reason == Reason.NOT_AUTHORIZED_FOR_DEVICE.value for r in rejections)
 
 
 def _unavailable(exc: Exception) -> HttpAnswer:

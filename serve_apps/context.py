@@ -62,23 +62,27 @@ class ApiContext:
 
     def credential(self, key: str) -> tuple[str, str] | None:
         """(id, role) of an API key, None for an unknown or revoked one (cached)."""
-        if self._following is None and self._follow is not None:
-            self._following = asyncio.get_running_loop().create_task(
-                self._follow(self.streams.end_revoked)
-            )
+        self._start_following()
         return self.auth.key(key)
 
     def sender(self, credential: str) -> tuple[str, str] | None:
         """(id, role) of an ingest route's credential: an API key, or a device token (id "":
         device tokens are counted together, as gRPC ingest counts them); None when refused.
         The ingest handler checks the role."""
-        if self._following is None and self._follow is not None:
-            self._following = asyncio.get_running_loop().create_task(self._follow())
+        self._start_following()
         try:
             who = self.auth.resolve(credential)
         except Refused:
             return None
         return ("", who.role) if who.device is not None else (who.id, who.role)
+
+    def _start_following(self) -> None:
+        """Revocations followed from the first request on (a running loop is needed): whichever
+        route comes first, a query's or an ingest's."""
+        if self._following is None and self._follow is not None:
+            self._following = asyncio.get_running_loop().create_task(
+                self._follow(self.streams.end_revoked)
+            )
 
     def role(self, request: Request, allowed: tuple[str, ...]) -> str:
         return role_of(request, allowed, self.credential)

@@ -208,11 +208,11 @@ def test_bad_http_ingest_requests_get_their_4xx_and_lose_nothing_else(spaces):
     assert r.json()["rejections"] == [{"index": 0, "reason": "not_authorized_for_device"}]
     r = post(orjson.dumps({"pings": [{**good, "device_id": "http-bad-1", "lat": 91}]}), key=token)
     assert r.json()["rejections"] == [{"index": 0, "reason": "lat_out_of_range"}]
-    # OsmAnd: refusals are 4xx (the app keeps the position and sends it again)
+    # OsmAnd: a request refused is a 4xx (the app keeps the position and sends it again)
     osm = f"{live.http}/v1/osmand"
     query = {"id": "http-bad-1", "lat": "52.6", "lon": "-8.6", "token": token}
     assert requests.get(osm, params={**query, "token": "nope"}).status_code == 401
-    assert requests.get(osm, params={**query, "id": "http-bad-2"}).status_code == 400
+    assert requests.get(osm, params={**query, "id": "http-bad-2"}).status_code == 403
     assert requests.get(osm, params={**query, "lat": "north"}).status_code == 400
     assert (
         requests.get(osm, params={k: v for k, v in query.items() if k != "lon"}).json()["error"][
@@ -220,8 +220,16 @@ def test_bad_http_ingest_requests_get_their_4xx_and_lose_nothing_else(spaces):
         ]
         == "missing_position"
     )
+    # a position rejected for what it holds is dropped with its reason, and the next one
+    # (the app sends them oldest first) is taken
     r = requests.get(osm, params={**query, "timestamp": "86400"})  # 1970: too old
-    assert r.status_code == 400 and "ts_too_old" in r.json()["error"]["message"]
+    assert r.status_code == 200, r.text
+    assert r.json()["rejections"] == [{"index": 0, "reason": "ts_too_old"}]
+    ts = int(time.time() * 1000)
+    taken = {"device_id": "http-bad-1", "ts_ms": ts, "lat": 52.6, "lng": -8.6}
+    assert _outcomes(live, [taken]) == (1, 0, 0)
+    r = requests.get(osm, params={**query, "timestamp": str(ts)})
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
     assert requests.post(osm, params={"token": token}, data=b"{").status_code == 400
     _top_agrees(live)
 

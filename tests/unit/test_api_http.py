@@ -29,6 +29,7 @@ AT_MS = 1_767_225_600_000
 def _door(monkeypatch):
     """The door checks keys with the context's look-up (as the deployment sets it)."""
     monkeypatch.setattr(Guard, "_who", [])
+    monkeypatch.setattr(Guard, "_sender", [])
 
 
 def client(k_min: int = 0, door: bool = True, **clients) -> Client:
@@ -95,6 +96,30 @@ def test_the_routes_take_the_installed_context():
 
 
 # -- routes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key", "body"),
+    [
+        ("POST", "/v1/pings", "ingest-key", {"pings": []}),
+        ("GET", "/v1/top", "viewer-key", None),
+    ],
+)
+def test_revocations_are_followed_from_the_first_request_whichever_it_is(method, path, key, body):
+    """A replica starts following revocations in its first request's loop; an ingest route
+    first (a fleet sending before any front end asks) once failed there with a 500."""
+    followed = []
+
+    def follow(on_change):
+        followed.append(on_change)
+        return asyncio.sleep(0)
+
+    api = api_context()
+    api._follow = follow
+    Guard.use(api.credential, api.sender)  # as the deployment sets the door
+    answer = Client(api).send(method, path, key, body)
+    assert answer.status == 200, answer.body
+    assert followed == [api.streams.end_revoked]
 
 
 def test_a_live_heatmap_is_every_cell_of_the_bbox():
