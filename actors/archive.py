@@ -11,7 +11,9 @@ from collections.abc import Callable
 import redis
 
 from actors.spill import Spill, wal_key
-from clickhouse.store import HistoryStore
+from clickhouse import lake as lakes
+from clickhouse.lake import Lake
+from clickhouse.store import DOOR_COLUMNS, HistoryStore
 from engine.record import ARRIVAL, PingRecord, is_pings
 from state.wal import PREFIX, Wal, pack, unpack
 
@@ -124,11 +126,15 @@ class Archiver:
         client: redis.Redis,
         store: HistoryStore,
         on_dead: Callable[[str, int], None] = lambda kind, rows: None,
+        lake: Lake | None = None,
+        on_lake: Callable[[str, int, int], None] = lambda kind, files, size: None,
     ):
         self.client = client
         self.store = store
         self.dead = DeadLetter(client)
         self.on_dead = on_dead
+        self.lake = lake
+        self.on_lake = on_lake
 
     # -- log ranges -----------------------------------------------------------------------------
 
@@ -182,7 +188,23 @@ class Archiver:
         data, n = convert(shard, entries)
         token = f"{shard}:{entries[0][0]}:{entries[-1][0]}"
         self._write(kind, shard, token, data, n, halved, halving)
+        if self.lake is not None and n:
+            self._to_lake(kind, token, data)
         return n
+
+    def _to_lake(self, kind: str, token: str, data) -> None:
+        """The whole range into the lake, after the store (a retry writes the same files over
+        them, and the store's token drops the rows it already holds)."""
+        columns = data
+        if kind == "door_events":
+            columns = {
+                c: list(v) for c, v in zip(DOOR_COLUMNS, zip(*data, strict=True), strict=True)
+            }
+        try:
+            files, size = self.lake.write(kind, token, lakes.block(kind, columns))
+        except Exception as exc:
+            raise ArchiveUnavailable(f"lake: {str(exc).splitlines()[0][:500]}") from exc
+        self.on_lake(kind, files, size)
 
     def write_audit(self, rows: list, token: str, halved: bool = False, halving=None) -> int:
         """Audit records of one range of their stream (observability/audit.py), with its token."""

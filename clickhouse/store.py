@@ -106,6 +106,35 @@ class HistoryStore(RawQueries, SeriesQueries):
             "ALTER TABLE presence DELETE WHERE device = {device:UInt64}" + sync, params
         )
 
+    def delete_raw(self, start: int, end: int) -> None:
+        """Raw pings and door events with event time in [start, end) deleted (a rebuild of the
+        period from the lake writes them again). Synchronous, as `forget_device`."""
+        for table in ("raw_pings", "door_events"):
+            self.backend.execute(
+                f"ALTER TABLE {table} DELETE WHERE ts >= {{start:Int64}} AND ts < {{end:Int64}}"
+                " SETTINGS mutations_sync = 2",
+                {"start": start, "end": end},
+            )
+
+    def period_rows(self, start: int, end: int) -> dict[str, list[tuple]]:
+        """Every row of the history tables in [start, end), in a fixed order: raw pings and door
+        events by event time, presence pieces (their latest version, without it) overlapping
+        the period. What a rebuild from the lake is checked against."""
+        params = {"start": start, "end": end}
+        raw = "WHERE ts >= {start:Int64} AND ts < {end:Int64}"
+        pieces = ", ".join(PRESENCE_COLUMNS[:-1])
+        return {
+            "raw_pings": self.backend.rows(f"SELECT * FROM raw_pings {raw} ORDER BY ALL", params),
+            "door_events": self.backend.rows(
+                f"SELECT * FROM door_events {raw} ORDER BY ALL", params
+            ),
+            "presence": self.backend.rows(
+                f"SELECT {pieces} FROM presence FINAL WHERE hi > lo AND lo < {{end:Int64}} "
+                "AND hi > {start:Int64} ORDER BY ALL",
+                params,
+            ),
+        }
+
     def device_rows(self, device: int) -> dict[str, int]:
         """Rows of `device` left in each table that keys rows by device (checks)."""
         return {
