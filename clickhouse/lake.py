@@ -63,7 +63,7 @@ def block(kind: str, columns: Mapping[str, Sequence]) -> pa.Table:
     data = [columns[n] for n in names]
     table = arrow_block(names, data, [types.get(n) for n in names])
     if table is None:
-        arrays = [pa.array(values, type=types.get(n), from_pandas=True) for n, values in
+        arrays = [pa.array(values, type=types.get(n)) for n, values in
                   zip(names, data, strict=True)]  # fmt: skip
         table = pa.Table.from_arrays(arrays, names=names)
     return table
