@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 
+import pyarrow as pa
 import redis
 
 from actors.spill import Spill, wal_key
@@ -187,12 +188,15 @@ class Archiver:
         """One log range, with the dedup token naming it wherever it is kept."""
         data, n = convert(shard, entries)
         token = f"{shard}:{entries[0][0]}:{entries[-1][0]}"
-        self._write(kind, shard, token, data, n, halved, halving)
+        # raw pings as Arrow once: chDB reads this block, and the lake writes it
+        arrow = lakes.exact_block(kind, data) if kind == "pings" and n else None
+        self._write(kind, shard, token, (data, arrow) if kind == "pings" else data, n, halved,
+                    halving)  # fmt: skip
         if self.lake is not None and n:
-            self._to_lake(kind, token, data)
+            self._to_lake(kind, token, data, arrow)
         return n
 
-    def _to_lake(self, kind: str, token: str, data) -> None:
+    def _to_lake(self, kind: str, token: str, data, arrow) -> None:
         """The whole range into the lake, after the store (a retry writes the same files over
         them, and the store's token drops the rows it already holds)."""
         columns = data
@@ -201,7 +205,8 @@ class Archiver:
                 c: list(v) for c, v in zip(DOOR_COLUMNS, zip(*data, strict=True), strict=True)
             }
         try:
-            files, size = self.lake.write(kind, token, lakes.block(kind, columns))
+            table = arrow if arrow is not None else lakes.block(kind, columns)
+            files, size = self.lake.write(kind, token, table)
         except Exception as exc:
             raise ArchiveUnavailable(f"lake: {str(exc).splitlines()[0][:500]}") from exc
         self.on_lake(kind, files, size)
@@ -333,9 +338,12 @@ def door_rows(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[tuple],
     return rows, len(rows)
 
 
-def _pings(store: HistoryStore, columns: dict[str, list]):
+def _pings(store: HistoryStore, data: tuple[dict[str, list], pa.Table | None]):
+    columns, arrow = data  # the Arrow block, if every value converts exactly
+
     def write(lo: int, hi: int, token: str) -> None:
-        store.write_pings({name: values[lo:hi] for name, values in columns.items()}, token)
+        part = arrow.slice(lo, hi - lo) if arrow is not None else None
+        store.write_pings({name: values[lo:hi] for name, values in columns.items()}, token, part)
 
     def rows_of(lo: int, hi: int) -> list:
         names = list(columns)

@@ -54,14 +54,21 @@ def flush_id(token: str) -> str:
     return _UNSAFE.sub("_", token)
 
 
+def exact_block(kind: str, columns: Mapping[str, Sequence]) -> pa.Table | None:
+    """The rows of one archived range as the Arrow table chDB is given (`arrow_block`, with the
+    table's column types), or None where a value would not convert exactly."""
+    types = TYPES[kind]
+    return arrow_block(list(columns), list(columns.values()), [types.get(n) for n in columns])
+
+
 def block(kind: str, columns: Mapping[str, Sequence]) -> pa.Table:
-    """The rows of one archived range as an Arrow table with the table's column types: as
-    ClickHouse's Arrow path builds it (`arrow_block`), or, for a block holding a value that path
-    leaves to JSON (one ClickHouse may refuse), converted value by value as Arrow can."""
+    """The rows of one archived range as an Arrow table with the table's column types: the
+    exact block, or, for a block holding a value that ClickHouse's Arrow path leaves to JSON
+    (one it may refuse), converted value by value as Arrow can."""
     types = TYPES[kind]
     names = list(columns)
     data = [columns[n] for n in names]
-    table = arrow_block(names, data, [types.get(n) for n in names])
+    table = exact_block(kind, columns)
     if table is None:
         arrays = [pa.array(values, type=types.get(n)) for n, values in
                   zip(names, data, strict=True)]  # fmt: skip

@@ -7,6 +7,7 @@ exports), with values passed as query parameters.
 from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
+import pyarrow as pa
 
 from clickhouse.backends import Backend
 from clickhouse.partitions import by_month, part_token
@@ -40,17 +41,21 @@ class HistoryStore(RawQueries, SeriesQueries):
     # Every table is partitioned by month: a block spanning many months (a device's backlog of
     # a year, say) is written as one insert per month, each with its own dedup token.
 
-    def write_pings(self, columns: Mapping[str, Sequence], token: str) -> None:
+    def write_pings(
+        self, columns: Mapping[str, Sequence], token: str, block: pa.Table | None = None
+    ) -> None:
         """Raw pings as columns by name (`PingRecord.archive_columns`, as
-        `archive.ping_columns` makes them); `token` names the WAL range they come from."""
+        `archive.ping_columns` makes them); `token` names the WAL range they come from;
+        `block`, the same as Arrow if the caller has it (`lake.exact_block`)."""
         names, data = list(columns), list(columns.values())
         parts = by_month(columns["ts"]) if data else None
         if parts is None:
-            self.backend.insert_columns("raw_pings", names, data, token)
+            self.backend.insert_columns("raw_pings", names, data, token, block)
             return
         for month, idx in parts:
             part = [[values[i] for i in idx] for values in data]
-            self.backend.insert_columns("raw_pings", names, part, part_token(token, month))
+            arrow = block.take(idx) if block is not None else None
+            self.backend.insert_columns("raw_pings", names, part, part_token(token, month), arrow)
 
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
         self._insert_rows("door_events", DOOR_COLUMNS, rows, 1, token)
