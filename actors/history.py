@@ -243,7 +243,7 @@ class History(HistoryQueries):
 
     def _loop(self, own: HistoryClient) -> None:
         wait = self.config.snapshot_interval_s
-        swept = 0.0
+        swept = time.monotonic() - LAKE_SWEEP_EVERY_S  # the first round sweeps
         while not self._stop.wait(wait):
             if self.lake is not None and time.monotonic() - swept > LAKE_SWEEP_EVERY_S:
                 swept = time.monotonic()
