@@ -5,6 +5,10 @@ Pings are applied in their arrival order (the export's `received` and log order)
 arrival's receive time as the engine's `now`, so applied/late and presence come out as they did
 live. The history written is what the snapshotter writes: presence pieces and the raw rows
 (with the same dedup tokens on a second run of the same file: nothing doubles).
+
+`occupancy replay --lake --from --to` (`replay_lake`) does the same with a period of the lake
+(clickhouse/lake.py), whose rows carry their arrival columns as archived: the period's raw rows
+are deleted and written again as they were, with the presence the engine makes of them.
 """
 
 import hashlib
