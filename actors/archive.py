@@ -8,10 +8,13 @@ import re
 import time
 from collections.abc import Callable
 
+import pyarrow as pa
 import redis
 
 from actors.spill import Spill, wal_key
-from clickhouse.store import HistoryStore
+from clickhouse import lake as lakes
+from clickhouse.lake import Lake
+from clickhouse.store import DOOR_COLUMNS, HistoryStore
 from engine.record import ARRIVAL, PingRecord, is_pings
 from state.wal import PREFIX, Wal, pack, unpack
 
@@ -124,11 +127,15 @@ class Archiver:
         client: redis.Redis,
         store: HistoryStore,
         on_dead: Callable[[str, int], None] = lambda kind, rows: None,
+        lake: Lake | None = None,
+        on_lake: Callable[[str, int, int], None] = lambda kind, files, size: None,
     ):
         self.client = client
         self.store = store
         self.dead = DeadLetter(client)
         self.on_dead = on_dead
+        self.lake = lake
+        self.on_lake = on_lake
 
     # -- log ranges -----------------------------------------------------------------------------
 
@@ -181,8 +188,28 @@ class Archiver:
         """One log range, with the dedup token naming it wherever it is kept."""
         data, n = convert(shard, entries)
         token = f"{shard}:{entries[0][0]}:{entries[-1][0]}"
-        self._write(kind, shard, token, data, n, halved, halving)
+        # raw pings as Arrow once: chDB reads this block, and the lake writes it
+        arrow = lakes.exact_block(kind, data) if kind == "pings" and n else None
+        self._write(kind, shard, token, (data, arrow) if kind == "pings" else data, n, halved,
+                    halving)  # fmt: skip
+        if self.lake is not None and n:
+            self._to_lake(kind, token, data, arrow)
         return n
+
+    def _to_lake(self, kind: str, token: str, data, arrow) -> None:
+        """The whole range into the lake, after the store (a retry writes the same files over
+        them, and the store's token drops the rows it already holds)."""
+        columns = data
+        if kind == "door_events":
+            columns = {
+                c: list(v) for c, v in zip(DOOR_COLUMNS, zip(*data, strict=True), strict=True)
+            }
+        try:
+            table = arrow if arrow is not None else lakes.block(kind, columns)
+            files, size = self.lake.write(kind, token, table)
+        except Exception as exc:
+            raise ArchiveUnavailable(f"lake: {str(exc).splitlines()[0][:500]}") from exc
+        self.on_lake(kind, files, size)
 
     def write_audit(self, rows: list, token: str, halved: bool = False, halving=None) -> int:
         """Audit records of one range of their stream (observability/audit.py), with its token."""
@@ -311,9 +338,12 @@ def door_rows(shard: str, entries: list[tuple[str, dict]]) -> tuple[list[tuple],
     return rows, len(rows)
 
 
-def _pings(store: HistoryStore, columns: dict[str, list]):
+def _pings(store: HistoryStore, data: tuple[dict[str, list], pa.Table | None]):
+    columns, arrow = data  # the Arrow block, if every value converts exactly
+
     def write(lo: int, hi: int, token: str) -> None:
-        store.write_pings({name: values[lo:hi] for name, values in columns.items()}, token)
+        part = arrow.slice(lo, hi - lo) if arrow is not None else None
+        store.write_pings({name: values[lo:hi] for name, values in columns.items()}, token, part)
 
     def rows_of(lo: int, hi: int) -> list:
         names = list(columns)

@@ -8,6 +8,7 @@ import redis
 
 from actors.archive import scrub_dead_letters
 from actors.spill import Spill, wal_key
+from clickhouse.lake import Lake
 from clickhouse.store import HistoryStore
 from clients.errors import Unavailable
 from clients.family import blocking
@@ -26,10 +27,11 @@ SNAPSHOT_ROUNDS = 3  # snapshot rounds a call runs for history to reach the jobs
 class Finisher:
     """`run` takes every job as far as it can go and says where each stands."""
 
-    def __init__(self, client: redis.Redis, users: UserShards, spill: Spill):
+    def __init__(self, client: redis.Redis, users: UserShards, spill: Spill, lake: Lake | None):
         self.client = client
         self.users = users
         self.spill = spill
+        self.lake = lake
 
     def pending(self) -> int:
         """Forgets not finished (0 while Redis does not answer)."""
@@ -73,6 +75,8 @@ class Finisher:
                 continue
             try:
                 history.forget_device(job.old, job.fresh)
+                if self.lake is not None:  # every lake file that holds its pings, rewritten
+                    self.lake.forget(job.old)
                 scrub_dead_letters(self.client, job.old, job.fresh)
             except Exception as exc:  # retried whole after the next snapshot
                 log.warning("forget of a device in history failed: %s", exc)

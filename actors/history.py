@@ -25,6 +25,7 @@ from actors.history_queries import HistoryQueries
 from actors.mirror import StateMirror
 from actors.spill import Spill
 from clickhouse.backends import Unreachable, connect
+from clickhouse.lake import Lake
 from clickhouse.store import HistoryStore
 from clients.errors import Unavailable
 from clients.family import Layout, blocking
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 MIRROR_EVERY_S = 1.0
 SPILL_DIR = "spill"  # under the data dir: log ranges waiting for ClickHouse
 ROLLUP_MARGIN_MS = 120_000  # an hour is final this long after max_age has passed its end
+LAKE_SWEEP_EVERY_S = 3600.0  # the lake's partitions are days: an hourly sweep is plenty
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class HistoryConfig:
     aggregate_retention_days: int = 2557
     audit_retention_days: int = 400
     archive_backlog_max_mb: float = 256.0  # beyond it, log ranges spill to local files
+    lake_url: str = ""  # empty: no lake (the runtime's default is the data dir's lake/)
+    lake_retention_days: int = 2557
 
 
 # snapshots, queries and the operators' calls each have their own threads: a long catch-up
@@ -93,7 +97,8 @@ class History(HistoryQueries):
         self.behind = False  # the last round left entries for the next (catching up)
         self.backlog_bytes = 0  # unarchived log entries in Redis, estimated, last round
         self.spill = Spill(Path(config.data_dir) / SPILL_DIR)
-        self.forgets = Finisher(self.redis, self.users, self.spill)
+        self.lake = Lake(config.lake_url, config.lake_retention_days) if config.lake_url else None
+        self.forgets = Finisher(self.redis, self.users, self.spill, self.lake)
         self.audit: AuditDrain | None = None
         self._connect_lock = threading.Lock()
         self._wals: dict[str, Wal] = {}
@@ -133,6 +138,12 @@ class History(HistoryQueries):
             "occupancy_redis_lost_total",
             description="Times a process found Redis emptied (flushed, or started without its "
             "files) and wrote what it holds back",
+        )
+        self._lake_files = m.create_counter(
+            "occupancy_lake_files_total", description="Parquet files written to the lake by kind"
+        )
+        self._lake_bytes = m.create_counter(
+            "occupancy_lake_bytes_total", unit="By", description="Bytes written to the lake"
         )
         self._dead = m.create_counter(
             "occupancy_deadletter_total",
@@ -232,7 +243,14 @@ class History(HistoryQueries):
 
     def _loop(self, own: HistoryClient) -> None:
         wait = self.config.snapshot_interval_s
+        swept = time.monotonic() - LAKE_SWEEP_EVERY_S  # the first round sweeps
         while not self._stop.wait(wait):
+            if self.lake is not None and time.monotonic() - swept > LAKE_SWEEP_EVERY_S:
+                swept = time.monotonic()
+                try:  # partitions past the lake's retention, as ClickHouse's TTL does
+                    self.lake.sweep()
+                except Exception as exc:  # the next sweep tries again
+                    log.warning("lake sweep failed: %s", exc)
             wait = self.config.snapshot_interval_s
             try:
                 if blocking(own.snapshot()).get("behind"):
@@ -330,8 +348,14 @@ class History(HistoryQueries):
 
     def _archiver(self) -> Archiver:
         if self.archiver is None:
-            self.archiver = Archiver(self.redis, self._connect(), self._count_dead)
+            self.archiver = Archiver(
+                self.redis, self._connect(), self._count_dead, self.lake, self._count_lake
+            )
         return self.archiver
+
+    def _count_lake(self, kind: str, files: int, size: int) -> None:
+        self._lake_files.add(files, {"kind": kind})
+        self._lake_bytes.add(size, {"kind": kind})
 
     def _count_dead(self, kind: str, rows: int) -> None:
         self._dead.add(rows, {"kind": kind})

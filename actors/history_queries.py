@@ -166,5 +166,10 @@ class HistoryQueries:
 
     @ray.method(concurrency_group="query")
     @_answer
+    def period_rows(self, start: int, end: int) -> dict[str, list[tuple]]:
+        return self._reader().period_rows(start, end)
+
+    @ray.method(concurrency_group="query")
+    @_answer
     def audit_entries(self, start: int, end: int, key_id, route, limit: int) -> list[dict]:
         return self._reader().audit_entries(start, end, key_id, route, limit)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import orjson
+import pyarrow as pa
 
 from clickhouse.arrow_block import arrow_block, arrow_type
 
@@ -29,9 +30,15 @@ class Backend(Protocol):
     ) -> None: ...
 
     def insert_columns(
-        self, table: str, columns: Sequence[str], data: Sequence[Sequence], token: str = ""
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: Sequence[Sequence],
+        token: str = "",
+        block: pa.Table | None = None,
     ) -> None:
-        """`data` holds one sequence per column (all of one length): the faster form."""
+        """`data` holds one sequence per column (all of one length): the faster form; `block`,
+        the same as an Arrow table if the caller built one (chDB reads it as it is)."""
         ...
 
     def raw(self, sql: str, params: dict, fmt: str) -> bytes:
@@ -124,7 +131,12 @@ class ChdbBackend:
             self.insert_columns(table, columns, list(zip(*rows, strict=True)), token)
 
     def insert_columns(
-        self, table: str, columns: Sequence[str], data: Sequence[Sequence], token: str = ""
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: Sequence[Sequence],
+        token: str = "",
+        block: pa.Table | None = None,
     ) -> None:
         if not data or not len(data[0]):
             return
@@ -132,8 +144,9 @@ class ChdbBackend:
         if token:
             settings = f" SETTINGS insert_deduplication_token = '{_check_token(token)}'"
         head = f"INSERT INTO {table} ({', '.join(columns)}){settings}"
-        types = self._column_types(table)
-        block = arrow_block(columns, data, [types.get(c) for c in columns])
+        types = [self._column_types(table).get(c) for c in columns]
+        if block is None or block.schema.types != types:  # none given, or not the table's types
+            block = arrow_block(columns, data, types)
         if block is not None:
             # Arrow columns: ClickHouse reads them as they are, with no text to parse (about
             # half the CPU of the JSON below for raw pings)
@@ -197,7 +210,12 @@ class ServerBackend:
         self.client.insert(table, list(rows), column_names=list(columns), settings=settings)
 
     def insert_columns(
-        self, table: str, columns: Sequence[str], data: Sequence[Sequence], token: str = ""
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: Sequence[Sequence],
+        token: str = "",
+        block: pa.Table | None = None,  # the client sends the columns as they are
     ) -> None:
         if not data or not len(data[0]):
             return

@@ -7,6 +7,7 @@ exports), with values passed as query parameters.
 from collections.abc import Iterable, Mapping, Sequence
 
 import orjson
+import pyarrow as pa
 
 from clickhouse.backends import Backend
 from clickhouse.partitions import by_month, part_token
@@ -40,17 +41,21 @@ class HistoryStore(RawQueries, SeriesQueries):
     # Every table is partitioned by month: a block spanning many months (a device's backlog of
     # a year, say) is written as one insert per month, each with its own dedup token.
 
-    def write_pings(self, columns: Mapping[str, Sequence], token: str) -> None:
+    def write_pings(
+        self, columns: Mapping[str, Sequence], token: str, block: pa.Table | None = None
+    ) -> None:
         """Raw pings as columns by name (`PingRecord.archive_columns`, as
-        `archive.ping_columns` makes them); `token` names the WAL range they come from."""
+        `archive.ping_columns` makes them); `token` names the WAL range they come from;
+        `block`, the same as Arrow if the caller has it (`lake.exact_block`)."""
         names, data = list(columns), list(columns.values())
         parts = by_month(columns["ts"]) if data else None
         if parts is None:
-            self.backend.insert_columns("raw_pings", names, data, token)
+            self.backend.insert_columns("raw_pings", names, data, token, block)
             return
         for month, idx in parts:
             part = [[values[i] for i in idx] for values in data]
-            self.backend.insert_columns("raw_pings", names, part, part_token(token, month))
+            arrow = block.take(idx) if block is not None else None
+            self.backend.insert_columns("raw_pings", names, part, part_token(token, month), arrow)
 
     def write_door_events(self, rows: Sequence[Sequence], token: str) -> None:
         self._insert_rows("door_events", DOOR_COLUMNS, rows, 1, token)
@@ -105,6 +110,35 @@ class HistoryStore(RawQueries, SeriesQueries):
         self.backend.execute(
             "ALTER TABLE presence DELETE WHERE device = {device:UInt64}" + sync, params
         )
+
+    def delete_raw(self, start: int, end: int) -> None:
+        """Raw pings and door events with event time in [start, end) deleted (a rebuild of the
+        period from the lake writes them again). Synchronous, as `forget_device`."""
+        for table in ("raw_pings", "door_events"):
+            self.backend.execute(
+                f"ALTER TABLE {table} DELETE WHERE ts >= {{start:Int64}} AND ts < {{end:Int64}}"
+                " SETTINGS mutations_sync = 2",
+                {"start": start, "end": end},
+            )
+
+    def period_rows(self, start: int, end: int) -> dict[str, list[tuple]]:
+        """Every row of the history tables in [start, end), in a fixed order: raw pings and door
+        events by event time, presence pieces (their latest version, without it) overlapping
+        the period. What a rebuild from the lake is checked against."""
+        params = {"start": start, "end": end}
+        raw = "WHERE ts >= {start:Int64} AND ts < {end:Int64}"
+        pieces = ", ".join(PRESENCE_COLUMNS[:-1])
+        return {
+            "raw_pings": self.backend.rows(f"SELECT * FROM raw_pings {raw} ORDER BY ALL", params),
+            "door_events": self.backend.rows(
+                f"SELECT * FROM door_events {raw} ORDER BY ALL", params
+            ),
+            "presence": self.backend.rows(
+                f"SELECT {pieces} FROM presence FINAL WHERE hi > lo AND lo < {{end:Int64}} "
+                "AND hi > {start:Int64} ORDER BY ALL",
+                params,
+            ),
+        }
 
     def device_rows(self, device: int) -> dict[str, int]:
         """Rows of `device` left in each table that keys rows by device (checks)."""

@@ -276,77 +276,6 @@ def estimate(
     console.print(table)
 
 
-@main.command(short_help="Run an archived raw file through the engine into history.")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--kind",
-    type=click.Choice(["auto", "pings", "doors"]),
-    default="auto",
-    show_default=True,
-    help="What FILE holds (auto: door events if it has a `sensor` column).",
-)
-@click.option("--until", default=None, help="Engine time at the end (default: last receive).")
-def replay(file: Path, kind: str, until: str | None) -> None:
-    """Run an archived raw file (Parquet, CSV or Arrow: an `occupancy export` of pings or
-    doors, or your own with device_id, ts, received, lat, lng) through the engine code and
-    write the history it yields to the data dir's store (or OCC_CLICKHOUSE_URL).
-
-    With the embedded store, stop `occupancy up` on that data dir first: chDB lets one
-    process at a time open it.
-    """
-    import json
-
-    from rich.progress import Progress
-
-    from clickhouse.backends import connect
-    from clickhouse.store import HistoryStore
-    from engine.timeutil import parse_time
-    from occupancy.local_files import RedisFor
-    from occupancy.replay import read_table, replay_doors, replay_pings
-    from state import id_directory
-    from state.metadata import Metadata
-
-    settings = _settings()
-    settings.check_embedded()  # it writes history itself, on the embedded defaults or servers
-    try:
-        table = read_table(file)
-        end = parse_time(until) if until else None
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if kind == "auto":
-        kind = "doors" if "sensor" in table.column_names else "pings"
-    store = HistoryStore(
-        connect(settings.clickhouse_url, settings.data_dir),
-        settings.raw_retention_days,
-        settings.aggregate_retention_days,
-        settings.audit_retention_days,
-    )
-    try:
-        if kind == "doors":
-            result = replay_doors(table, store, label=file.name)
-        else:
-            with (
-                RedisFor(settings) as client,
-                Progress(console=console, transient=True) as bar,
-            ):
-                task = bar.add_task(f"replaying {file.name}", total=table.num_rows)
-                result = replay_pings(
-                    table,
-                    store,
-                    settings.engine_spec(),
-                    lambda ids: id_directory.keys_for(client, ids),
-                    Metadata(client).polygon_spaces(),
-                    until=end,
-                    progress=lambda n: bar.advance(task, n),
-                    label=file.name,
-                )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.backend.close()
-    click.echo(json.dumps(result))
-
-
 @main.command("export", short_help="Download history (pings, cells, dwell, ...) to a file.")
 @click.option(
     "--what",
@@ -390,9 +319,10 @@ def export_cmd(
 
 
 def _add_query_commands() -> None:
-    from occupancy import query_cli, scale_cli
+    from occupancy import query_cli, replay_cli, scale_cli
 
     shorts = {
+        replay_cli.replay: "Run an archived raw file, or the lake's period, into history.",
         query_cli.top: "The busiest cells now (a table, or --json).",
         query_cli.heatmap: "Counts of every occupied cell in a bbox.",
         query_cli.dwell: "Where a device spent a UTC day (admin).",

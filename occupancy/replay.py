@@ -5,9 +5,14 @@ Pings are applied in their arrival order (the export's `received` and log order)
 arrival's receive time as the engine's `now`, so applied/late and presence come out as they did
 live. The history written is what the snapshotter writes: presence pieces and the raw rows
 (with the same dedup tokens on a second run of the same file: nothing doubles).
+
+`occupancy replay --lake --from --to` (`replay_lake`) does the same with a period of the lake
+(clickhouse/lake.py), whose rows carry their arrival columns as archived: the period's raw rows
+are deleted and written again as they were, with the presence the engine makes of them.
 """
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clickhouse.lake import Lake
 from clickhouse.store import HistoryStore
 from engine.cells import index_batch
 from engine.pseudonym import parse_pseudonym
-from engine.record import Column, PingRecord
+from engine.record import ARRIVAL, Column, PingRecord
 from engine.spec import EngineSpec
 from engine.user import UserEngine
 
@@ -53,6 +59,8 @@ KeysFor = Callable[[Sequence[str]], dict[str, int]]  # raw ids -> their pseudony
 
 
 def _device_keys(table: pa.Table, keys_for: KeysFor) -> list[int]:
+    if "device" in table.column_names and pa.types.is_integer(table.column("device").type):
+        return table.column("device").to_pylist()  # pseudonyms as numbers, as the lake has them
     if "device" in table.column_names:  # pseudonyms, as exports carry them
         return [parse_pseudonym(str(d)) for d in table.column("device").to_pylist()]
     if "device_id" in table.column_names:  # raw ids: named by the id directory, as in ingest
@@ -71,10 +79,16 @@ def replay_pings(
     until: int | None = None,
     progress: Callable[[int], None] = lambda n: None,
     label: str = "replay",
+    rebuild: bool = False,
 ) -> dict:
     """Replay `table` and write its history; `until` is the engine time at the end (default:
     the last receive time), which clips intervals still open then. `keys_for` gives the
-    pseudonyms of raw ids (the deployment's id directory, `id_directory.keys_for`)."""
+    pseudonyms of raw ids (the deployment's id directory, `id_directory.keys_for`).
+
+    `rebuild` (the lake's rows, into a store whose rows of the period were deleted): the raw
+    rows keep the arrival columns they came with and are written without a dedup token (a
+    token seen before would drop them), and presence pieces get versions newer than any the
+    snapshotter wrote, so they replace those of the same interval."""
     table = _arrival_order(table)
     engine = UserEngine(spec)
     for space, definition in spaces.items():
@@ -107,22 +121,30 @@ def replay_pings(
             engine.advance(now)
             engine.drain_moves()
             columns = dict(pings.take(range(written, end)).archived())
-            columns |= {
-                "received": received[written:end],
-                "shard": ["replay"] * (end - written),
-                "wal_ms": received[written:end],
-                "wal_seq": [0] * (end - written),
-                "idx": list(range(written, end)),
-            }
-            store.write_pings(columns, f"{label}:{digest}:{written}:{end}")
+            columns |= _arrival(table, received, written, end, rebuild)
+            store.write_pings(columns, "" if rebuild else f"{label}:{digest}:{written}:{end}")
             mark, history = engine.history_export(now)
-            store.write_presence(history, now)
+            store.write_presence(history, time.time_ns() if rebuild else now)
             engine.history_confirm(mark)
             engine.evict(now)  # what history now holds leaves memory, as in a user shard
             progress(end - written)
             written = end
         start = end
     return {"pings": n, "applied": applied, "late": n - applied, "until": now}
+
+
+def _arrival(table: pa.Table, received: list[int], lo: int, hi: int, keep: bool) -> dict:
+    """The arrival columns of rows [lo, hi): those the table has (`keep`), or made up from the
+    receive times (a file of one's own has none)."""
+    if keep:
+        return {name: table.column(name)[lo:hi].to_pylist() for name, _ in ARRIVAL}
+    return {
+        "received": received[lo:hi],
+        "shard": ["replay"] * (hi - lo),
+        "wal_ms": received[lo:hi],
+        "wal_seq": [0] * (hi - lo),
+        "idx": list(range(lo, hi)),
+    }
 
 
 def _optional(table: pa.Table, column: Column) -> dict[int, Any]:
@@ -141,8 +163,11 @@ def _optional(table: pa.Table, column: Column) -> dict[int, Any]:
     return out
 
 
-def replay_doors(table: pa.Table, store: HistoryStore, label: str = "replay") -> dict:
-    """Door events (sensor, ts, direction[, received]) into the history store."""
+def replay_doors(
+    table: pa.Table, store: HistoryStore, label: str = "replay", rebuild: bool = False
+) -> dict:
+    """Door events (sensor, ts, direction[, received]) into the history store; `rebuild`: the
+    lake's rows, as they were archived (shard, log id), with no dedup token."""
     for column in ("sensor", "ts", "direction"):
         if column not in table.column_names:
             raise ValueError(f"a door event file needs a `{column}` column")
@@ -150,12 +175,50 @@ def replay_doors(table: pa.Table, store: HistoryStore, label: str = "replay") ->
     ts = table.column("ts").to_pylist()
     directions = table.column("direction").to_pylist()
     received = table.column("received").to_pylist() if "received" in table.column_names else ts
+    n = len(sensors)
+    shards = table.column("shard").to_pylist() if rebuild else ["replay"] * n
+    wal_ids = table.column("wal_id").to_pylist() if rebuild else [f"{i}" for i in range(n)]
     rows = [
-        (s, int(t), int(r), int(d), "replay", f"{i}")
-        for i, (s, t, r, d) in enumerate(zip(sensors, ts, received, directions, strict=True))
+        (s, int(t), int(r), int(d), shard, wal_id)
+        for s, t, r, d, shard, wal_id in zip(
+            sensors, ts, received, directions, shards, wal_ids, strict=True
+        )
         if d in (1, -1)
     ]
     digest = hashlib.sha256(f"{label}:{len(rows)}:{ts[:3]}".encode()).hexdigest()[:16]
     for i in range(0, len(rows), CHUNK):
-        store.write_door_events(rows[i : i + CHUNK], f"{label}:{digest}:{i}")
+        store.write_door_events(rows[i : i + CHUNK], "" if rebuild else f"{label}:{digest}:{i}")
     return {"door_events": len(rows)}
+
+
+def replay_lake(
+    lake: Lake,
+    store: HistoryStore,
+    spec: EngineSpec,
+    spaces: dict[str, dict],
+    start: int,
+    end: int,
+    until: int | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict:
+    """Rebuild the history of [start, end) (event time) from the lake: the period's raw pings
+    and door events deleted from the store, then the lake's rows of the period written again
+    through the same engine code (`replay_pings`, `replay_doors`) with the presence they yield.
+    Safe to repeat. A device's presence is rebuilt from its pings in the period: one seen just
+    before `start` has its interval begin again at its first ping in the period."""
+    pings = lake.read("pings", start, end)
+    doors = lake.read("door_events", start, end)
+    store.delete_raw(start, end)
+    out: dict = {"from": start, "to": end, "pings": 0, "door_events": 0}
+    if pings is not None and pings.num_rows:
+        result = replay_pings(
+            pings, store, spec, _no_raw_ids, spaces, until, progress, "lake", rebuild=True
+        )
+        out |= result
+    if doors is not None and doors.num_rows:
+        out |= replay_doors(doors, store, "lake", rebuild=True)
+    return out
+
+
+def _no_raw_ids(ids: Sequence[str]) -> dict[str, int]:
+    raise ValueError("the lake holds pseudonyms only")

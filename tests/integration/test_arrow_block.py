@@ -154,3 +154,25 @@ def test_queries_and_inserts_from_several_threads_all_answer(tmp_path):
     assert not errors, errors
     assert len(answers) == 2 * queries and set(answers) <= {0, 7, 9}
     assert backend.rows("SELECT count(), uniqExact(a) FROM t") == [(inserts * n, inserts * n)]
+
+
+def test_the_archive_block_is_the_one_chdb_reads(tmp_path, monkeypatch):
+    """The archive builds raw pings as Arrow once (`lake.exact_block`) for the lake and the
+    store: it has the table's types, so chDB takes it as given, and stores what it would
+    have built itself."""
+    from clickhouse.lake import exact_block
+
+    store = HistoryStore(ChdbBackend(tmp_path))
+    columns = _pings(300)
+    block = exact_block("pings", columns)
+    assert block is not None
+    built = []
+    real = ab.arrow_block
+    monkeypatch.setattr("clickhouse.backends.arrow_block", lambda *a: built.append(1) or real(*a))
+    store.write_pings(columns, "t1", block)
+    assert built == []  # the given block, not a second one
+    store.write_pings(columns, "t2")
+    assert built == [1]
+    rows = store.backend.rows("SELECT * FROM raw_pings ORDER BY ALL")
+    assert len(rows) == 600 and rows[0::2] == rows[1::2]  # each row twice, the same
+    store.backend.close()
