@@ -92,7 +92,10 @@ class UserShard:
             self._apply(entry)
             self.wal_id = wal_id
             replayed += 1
-        for space, definition in self.metadata.polygon_spaces().items():
+        defined = self.metadata.polygon_spaces()
+        for space in set(self.engine.spaces.spaces()) - set(defined):
+            self.engine.remove_space(space)  # deleted since the checkpoint
+        for space, definition in defined.items():
             self.engine.define_space(space, definition["polygon"], definition["name"])
         self.engine.advance(self.clock())
         self.engine.drain_moves()  # superseded by the listing below
