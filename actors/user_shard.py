@@ -92,11 +92,7 @@ class UserShard:
             self._apply(entry)
             self.wal_id = wal_id
             replayed += 1
-        defined = self.metadata.polygon_spaces()
-        for space in set(self.engine.spaces.spaces()) - set(defined):
-            self.engine.remove_space(space)  # deleted since the checkpoint
-        for space, definition in defined.items():
-            self.engine.define_space(space, definition["polygon"], definition["name"])
+        self.engine.use_spaces(self.metadata.polygon_spaces())
         self.engine.advance(self.clock())
         self.engine.drain_moves()  # superseded by the listing below
         self._checkpointed_id = self.wal_id

@@ -1,9 +1,13 @@
 """Deleting spaces and doorways: the door counter keeps their past and hides their present;
 the API's DELETE routes, and counts of a deleted space for times before its deletion."""
 
+from engine.cells import cell_of
 from engine.doors import DoorCounter
+from engine.spec import EngineSpec
+from engine.user import UserEngine
 from tests.unit.api_standins import DELETED_AT
 from tests.unit.test_api_http import AT, AT_MS, client
+from tests.workload import POLYGON_SPACES
 
 T = 1_700_000_000_000
 
@@ -133,3 +137,23 @@ def test_a_deleted_space_answers_for_times_before_its_deletion_only():
     assert r.status == 404 and r.error[0] == "unknown_space"
     names = [s["space"] for s in api.get("/v1/spaces", "admin-key").json()["spaces"]]
     assert "gone" not in names
+
+
+def test_a_checkpoint_with_a_space_deleted_since_restores_without_it():
+    """A user shard restarts from a checkpoint older than a deletion: the space goes, and the
+    devices in it leave it (a move the space shards get)."""
+    spec = EngineSpec(res=9, ttl_ms=120_000, placement_res=6, minute_levels=3)
+    engine = UserEngine(spec)
+    stored = {s: {"polygon": p, "name": s} for s, p in POLYGON_SPACES.items()}
+    engine.use_spaces(stored)
+    lat, lng = 52.66, -8.625  # in sp-a and sp-b
+    engine.ingest([7], [T], [cell_of(lat, lng, 9)], [lat], [lng], T)
+    assert engine.present_spaces()[0][:2] == (7, ("sp-a", "sp-b"))
+    checkpoint = engine.snapshot()
+    del stored["sp-b"]  # deleted after the checkpoint was written
+    restored = UserEngine(spec, checkpoint)
+    restored.use_spaces(stored)
+    assert restored.spaces.spaces() == sorted(stored)
+    assert restored.present_spaces()[0][:2] == (7, ("sp-a",))
+    _, space_moves = restored.drain_moves()
+    assert [(m.device, m.old, m.new) for m in space_moves] == [(7, ("sp-a", "sp-b"), ("sp-a",))]
