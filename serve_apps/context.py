@@ -62,18 +62,21 @@ class ApiContext:
 
     def credential(self, key: str) -> tuple[str, str] | None:
         """(id, role) of an API key, None for an unknown or revoked one (cached)."""
+        self._start_following()
+        return self.auth.key(key)
+
+    def _start_following(self) -> None:
+        """Revocations followed from the first request on, whichever route it is for."""
         if self._following is None and self._follow is not None:
             self._following = asyncio.get_running_loop().create_task(
                 self._follow(self.streams.end_revoked)
             )
-        return self.auth.key(key)
 
     def sender(self, credential: str) -> tuple[str, str] | None:
         """(id, role) of an ingest route's credential: an API key, or a device token (id "":
         device tokens are counted together, as gRPC ingest counts them); None when refused.
         The ingest handler checks the role."""
-        if self._following is None and self._follow is not None:
-            self._following = asyncio.get_running_loop().create_task(self._follow())
+        self._start_following()
         try:
             who = self.auth.resolve(credential)
         except Refused:

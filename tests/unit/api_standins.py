@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from access.auth import Credential
+from access.tokens import Refused
 from engine.cells import cell_of
 from engine.http_ingest import (
     BadBody,
@@ -367,6 +369,13 @@ class Auth:
 
     def key(self, key):
         return KEYS.get(key)
+
+    def resolve(self, credential):
+        """An API key's Credential (no device tokens here)."""
+        found = KEYS.get(credential)
+        if found is None:
+            raise Refused("unknown or revoked key")
+        return Credential(found[1], None, found[0])
 
     def list(self):
         return [{"id": i, "role": r} for i, r in KEYS.values()]

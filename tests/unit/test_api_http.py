@@ -535,3 +535,16 @@ def test_the_status_of_a_history_that_does_not_answer_is_an_error():
     api = api_context()
     api.history.fail = HistoryUnavailable("down")
     assert asyncio.run(api.history_status()) == {"error": "unavailable (HistoryUnavailable)"}
+
+
+def test_an_ingest_request_first_on_a_replica_starts_following_revocations():
+    followed = []
+
+    async def follow(on_change):
+        followed.append(on_change)
+
+    api = client(door=False, follow=follow)
+    Guard.use(api.api.credential, api.api.sender)  # as a replica has it (serve_apps/api.py)
+    r = api.send("POST", "/v1/pings", "ingest-key", {"pings": []})
+    assert r.status == 200, r.body
+    assert followed == [api.api.streams.end_revoked]
