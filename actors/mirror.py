@@ -18,11 +18,22 @@ from access.auth import KEYS
 from access.tokens import REVOKED, REVOKED_DEVICES, SIGNING
 from state.forgetting import JOBS
 from state.instance import INSTANCE, InstanceWatch
-from state.metadata import DOOR_SPACES, DOORWAYS, INSTALLS, RESETS, SPACES
+from state.metadata import (
+    DELETED_DOORWAYS,
+    DELETED_SPACES,
+    DOOR_SPACES,
+    DOORWAYS,
+    INSTALLS,
+    RESETS,
+    SPACES,
+)
 
 log = logging.getLogger(__name__)
 
-HASHES = (KEYS, SIGNING, REVOKED, REVOKED_DEVICES, SPACES, DOOR_SPACES, DOORWAYS, JOBS)
+HASHES = (
+    *(KEYS, SIGNING, REVOKED, REVOKED_DEVICES, SPACES, DOOR_SPACES, DOORWAYS, JOBS),
+    *(DELETED_SPACES, DELETED_DOORWAYS),
+)
 LISTS = (INSTALLS, RESETS)
 
 

@@ -75,6 +75,12 @@ class SpaceShard(ViewShard):
     def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         self.doors.define_doorway(doorway, inside, outside)
 
+    def delete_door_space(self, space: str) -> None:
+        self.doors.delete_space(space)
+
+    def delete_doorway(self, doorway: str) -> None:
+        self.doors.delete_doorway(doorway)
+
     def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
         self.doors.install(sensor, doorway, start, positive)
 

@@ -92,8 +92,7 @@ class UserShard:
             self._apply(entry)
             self.wal_id = wal_id
             replayed += 1
-        for space, definition in self.metadata.polygon_spaces().items():
-            self.engine.define_space(space, definition["polygon"], definition["name"])
+        self.engine.use_spaces(self.metadata.polygon_spaces())
         self.engine.advance(self.clock())
         self.engine.drain_moves()  # superseded by the listing below
         self._checkpointed_id = self.wal_id

@@ -104,11 +104,17 @@ class LiveQueries:
         folded) comes from history's door events."""
         self._fresh()
         if await self.spaces.has_door_space(space):
-            parts = await self.spaces.door_partials(space, at)
-            if None in parts:
-                return await self.door_count_from_history(space, at)
-            return door_count(parts)
+            return await self.door_count(space, at)
         return await self.spaces.polygon_count(self.placement.space_shard(space), space)
+
+    async def door_count(self, space: str, at: int | None = None) -> int:
+        """A door space's count at `at` (default now), a deleted one's too (for a time before
+        its deletion)."""
+        self._fresh()
+        parts = await self.spaces.door_partials(space, at)
+        if None in parts:
+            return await self.door_count_from_history(space, at)
+        return door_count(parts)
 
     async def space_counts(self, at: int | None = None) -> dict[str, int]:
         """Every space's count: polygon spaces live, door spaces at `at` (default now). One

@@ -49,6 +49,12 @@ class UserShards(Shards):
         names = [*names, *self.running(n for n in starting if n not in names)]
         return await self._each(names, lambda u: u.define_space.remote(space, polygon, name))
 
+    async def remove_space(self, space: str, starting: Iterable[str] = ()) -> None:
+        """A polygon space deleted: to the same shards as `define_space`."""
+        names = self.names()
+        names = [*names, *self.running(n for n in starting if n not in names)]
+        await self._each(names, lambda u: u.remove_space.remote(space))
+
     async def forget(self, shard: str, old: int, fresh: int) -> str:
         """`shard` (state.forgetting.owner) forgets the device `old` now; its log id."""
         return await self._one(shard, lambda u: u.forget.remote(old, fresh))

@@ -87,6 +87,12 @@ class SpaceShards(ViewShards):
     async def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         await self._each(self.names(), lambda s: s.define_doorway.remote(doorway, inside, outside))
 
+    async def delete_door_space(self, space: str) -> None:
+        await self._each(self.names(), lambda s: s.delete_door_space.remote(space))
+
+    async def delete_doorway(self, doorway: str) -> None:
+        await self._each(self.names(), lambda s: s.delete_doorway.remote(doorway))
+
     async def install(self, sensor: str, doorway: str | None, start: int, positive: str) -> None:
         await self._each(self.names(), lambda s: s.install.remote(sensor, doorway, start, positive))
 

@@ -46,22 +46,54 @@ class DoorCounter:
         self._on_doorway: dict[str, tuple[list[int], list[str]]] | None = None
         self.horizon = 0  # events before it are folded into `_base`
         self._base: dict[str, int] = {}  # space -> crossings since its last reset < horizon
+        # deleted spaces and doorways: kept to count the past, hidden from the present
+        self._deleted_spaces: set[str] = set()
+        self._deleted_doorways: set[str] = set()
 
     # -- metadata -------------------------------------------------------------------------------
 
     def define_space(self, space: str, name: str = "") -> None:
+        """Define a door space (a deleted one is defined again: its count goes on from its
+        crossings, so whoever brings it back resets it)."""
         self._spaces[space] = name
+        self._deleted_spaces.discard(space)
 
     def has_space(self, space: str) -> bool:
-        return space in self._spaces
+        return space in self._spaces and space not in self._deleted_spaces
 
     def spaces(self) -> dict[str, str]:
-        """Every door space and its name."""
-        return dict(self._spaces)
+        """Every door space (but the deleted) and its name."""
+        return {s: n for s, n in self._spaces.items() if s not in self._deleted_spaces}
+
+    def delete_space(self, space: str) -> None:
+        """The space is no longer counted nor listed; its crossings before stay, for counts of
+        the past. Its doorways are deleted first (`delete_doorway`, `ending`)."""
+        if self.has_space(space):
+            self._deleted_spaces.add(space)
+
+    def delete_doorway(self, doorway: str) -> None:
+        """No sensor may be installed on it any more; the installations it had stay, for
+        counts of the past (`ending` says which to end when it goes)."""
+        if doorway in self._doorways:
+            self._deleted_doorways.add(doorway)
+
+    def ending(self, doorway: str, at: int) -> list[tuple[str, str]]:
+        """(sensor, positive) of each sensor counting at `doorway` at `at`: what deleting the
+        doorway at `at` ends (an installation nowhere from `at` each)."""
+        out = []
+        for sensor, history in self._installs.items():
+            i = bisect.bisect_right(history, at, key=_start) - 1
+            if i < 0 or history[i].doorway != doorway:
+                continue
+            if not self._ended(doorway, sensor, history[i].start, at):
+                out.append((sensor, "in" if history[i].sign == 1 else "out"))
+        return sorted(out)
 
     def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
+        """Define a doorway (a deleted one with the same sides is defined again, with no
+        sensor on it)."""
         for side in (inside, outside):
-            if side is not None and side not in self._spaces:
+            if side is not None and not self.has_space(side):
                 raise ValueError(f"unknown door space {side!r}")
         if inside == outside:
             raise ValueError("a doorway joins two different spaces")
@@ -71,10 +103,8 @@ class DoorCounter:
                 "sides never change (define another doorway and move the sensors to it)"
             )
         self._doorways[doorway] = (inside, outside)
+        self._deleted_doorways.discard(doorway)
         self._derived = None
-
-    def doorway(self, doorway: str) -> tuple[str, str | None] | None:
-        return self._doorways.get(doorway)
 
     def install(
         self,
@@ -90,7 +120,9 @@ class DoorCounter:
         again changes nothing; a new one dated before the counter's horizon (or `horizon`, the
         caller's) is refused, and so is one at the start of another sensor's on that doorway
         (`exclusive`; stored definitions from before the rule load without it)."""
-        if doorway is not None and doorway not in self._doorways:
+        if doorway is not None and (
+            doorway not in self._doorways or (exclusive and doorway in self._deleted_doorways)
+        ):
             raise ValueError(f"unknown doorway {doorway!r}")
         if positive not in ("in", "out"):
             raise ValueError('positive must be "in" or "out"')
@@ -117,7 +149,7 @@ class DoorCounter:
     def reset(self, space: str, at: int, horizon: int = 0) -> None:
         """Count `space` from zero again at `at` (the same reset again changes nothing; a new
         one before the horizon is refused)."""
-        if space not in self._spaces:
+        if not self.has_space(space):
             raise ValueError(f"unknown door space {space!r}")
         resets = self._resets.setdefault(space, [])
         if at in resets:
@@ -305,6 +337,7 @@ class DoorCounter:
             "doorways": [[d, i, o] for d, (i, o) in self._doorways.items()],
             "installs": [[s, *i] for s, hist in self._installs.items() for i in hist],
             "resets": [[s, at] for s, ats in self._resets.items() for at in ats],
+            "deleted": [sorted(self._deleted_spaces), sorted(self._deleted_doorways)],
             **self.events_state(),
         }
 
@@ -338,6 +371,8 @@ class DoorCounter:
             counter._installs.setdefault(sensor, []).append(Installation(start, doorway, sign))
         for space, at in state["resets"]:
             counter._resets.setdefault(space, []).append(at)
+        spaces, doorways = state.get("deleted", ((), ()))
+        counter._deleted_spaces, counter._deleted_doorways = set(spaces), set(doorways)
         counter.load_events(state)
         return counter
 

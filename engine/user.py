@@ -99,6 +99,14 @@ class UserEngine:
         self.spaces.remove(space)
         self._respace(before)
 
+    def use_spaces(self, defined: dict[str, dict]) -> None:
+        """The polygon spaces as `defined` ({space: {polygon, name}}, as stored): those of a
+        checkpoint deleted since go, every other is defined (again)."""
+        for space in set(self.spaces.spaces()) - set(defined):
+            self.remove_space(space)
+        for space, definition in defined.items():
+            self.define_space(space, definition["polygon"], definition["name"])
+
     def forget(self, device: int, fresh: int, now: int) -> bool:
         """The device is forgotten at `now`: it leaves as if its presence ended then (moves
         to NOWHERE for the views), its dwell, distance and watermark go, and what counts

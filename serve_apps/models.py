@@ -271,6 +271,21 @@ class SpaceDefined(BaseModel):
     cells: int | None = Field(None, description="the cells a polygon space covers")
 
 
+class SpaceDeleted(BaseModel):
+    deleted: Literal["space"]
+    space: str
+    kind: Literal["polygon", "door"]
+    at: Ms = Field(description="when it was deleted: history answers for times before")
+    doorways: list[str] = Field(description="the doorways deleted with a door space")
+
+
+class DoorwayDeleted(BaseModel):
+    deleted: Literal["doorway"]
+    doorway: str
+    at: Ms = Field(description="when it was deleted, and the sensors on it ended")
+    sensors: list[str] = Field(description="the sensors counting there, installed nowhere now")
+
+
 class DoorwayDefined(BaseModel):
     doorway: str
     inside: str

@@ -11,6 +11,7 @@ WEB = files("serve_apps") / "web"
 TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "paths.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 

@@ -45,6 +45,7 @@ class Oracle:
         self.polygons: dict[str, dict] = {}
         self.door_spaces: set[str] = set()
         self.doorways: dict[str, tuple[str, str | None]] = {}
+        self.deleted_doorways: set[str] = set()  # kept in `doorways` to count the past
         self.installs: list[tuple[str, str | None, int, str]] = []
         self.resets: list[tuple[str, int]] = []
         self._space_cells: dict[str, set[int]] = {}
@@ -135,6 +136,7 @@ class Oracle:
 
     def define_doorway(self, doorway: str, inside: str, outside: str | None) -> None:
         self.doorways[doorway] = (inside, outside)
+        self.deleted_doorways.discard(doorway)
 
     def install(
         self, sensor: str, doorway: str | None, from_ms: int, positive: str, now: int | None = None
@@ -153,6 +155,36 @@ class Oracle:
         self.installs = [i for i in self.installs if not (i[0] == sensor and i[2] == from_ms)]
         self.installs.append((sensor, doorway, from_ms, positive))
         return True
+
+    def delete_doorway(self, doorway: str, at_ms: int) -> list[str]:
+        """Deleting a doorway at `at_ms`: each sensor counting there then is installed nowhere
+        from `at_ms` (its crossings before still count). The sensors ended."""
+        ended = []
+        for sensor in sorted({i[0] for i in self.installs}):
+            valid = [i for i in self.installs if i[0] == sensor and i[2] <= at_ms]
+            if not valid:
+                continue
+            _, on, start, positive = max(valid, key=lambda i: i[2])
+            taken = any(
+                i[1] == doorway and i[0] != sensor and start < i[2] <= at_ms for i in self.installs
+            )
+            if on == doorway and not taken:
+                self.install(sensor, None, at_ms, positive)
+                ended.append(sensor)
+        self.deleted_doorways.add(doorway)
+        return ended
+
+    def delete_door_space(self, space: str, at_ms: int) -> list[str]:
+        """Deleting a door space: its doorways first. The doorways deleted."""
+        doorways = sorted(
+            d
+            for d, sides in self.doorways.items()
+            if space in sides and d not in self.deleted_doorways
+        )
+        for doorway in doorways:
+            self.delete_doorway(doorway, at_ms)
+        self.door_spaces.discard(space)
+        return doorways
 
     def reset(self, space: str, at_ms: int, now: int | None = None) -> bool:
         if (space, at_ms) in self.resets:

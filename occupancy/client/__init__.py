@@ -16,6 +16,7 @@ from occupancy.client.ingest import IngestClient
 from occupancy.client.ingest_async import AsyncIngestClient
 from occupancy.client.query import AsyncQueryClient, QueryClient
 from occupancy.client.retry import Backoff
+from occupancy.client.sse import Counts, StreamError
 
 __all__ = [
     "Ack",
@@ -24,9 +25,11 @@ __all__ = [
     "AsyncQueryClient",
     "Backoff",
     "ClientError",
+    "Counts",
     "IngestClient",
     "IngestError",
     "QueryClient",
     "Rejected",
+    "StreamError",
     "Unreachable",
 ]

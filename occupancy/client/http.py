@@ -4,7 +4,7 @@ an answer that is not JSON, an engine that does not answer and TLS that fails ea
 ApiError with a one-line message."""
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -83,10 +83,14 @@ class Transport:
         return body
 
     @contextmanager
-    def download(self, path: str, params: dict, timeout: float = 600) -> Iterator:
+    def download(
+        self, path: str, params: dict, timeout: float = 600, headers: dict | None = None
+    ) -> Iterator:
         """A streamed answer (`requests.Response`, read with `iter_content`) once its status
         says it is not an error; closed on leaving."""
-        r = self._send("GET", path, timeout, params=query_params(params), stream=True)
+        r = self._send(
+            "GET", path, timeout, params=query_params(params), stream=True, extra=headers
+        )
         with r:
             if r.status_code >= 400:
                 ct = r.headers.get("content-type")
@@ -94,14 +98,26 @@ class Transport:
                 raise error(r.status_code, body, r.headers.get("retry-after"))
             yield r
 
+    def chunks(self, path: str, params: dict, headers: dict, read_s: float) -> Iterator[bytes]:
+        """An answer's bytes as they come (a stream: `read_s` the longest silence); ApiError
+        for an error status, Unreachable when the connection breaks. Closed when left."""
+        with self.download(path, params, read_s, headers) as r:
+            try:
+                yield from r.iter_content(chunk_size=None)
+            except requests.RequestException as exc:
+                raise Unreachable(f"GET {path} broke off: {exc}") from None
+
     def close(self) -> None:
         self._session.close()
 
-    def _send(self, method: str, path: str, timeout: float | None, **kwargs) -> requests.Response:
+    def _send(
+        self, method: str, path: str, timeout: float | None, extra: dict | None = None, **kwargs
+    ) -> requests.Response:
         timeout = self.timeout_s if timeout is None else timeout
+        headers = self.headers | (extra or {})
         try:
             return self._session.request(
-                method, self.url + path, headers=self.headers, verify=self.verify,
+                method, self.url + path, headers=headers, verify=self.verify,
                 timeout=timeout, **kwargs,
             )  # fmt: skip
         except requests.exceptions.SSLError:  # a ConnectionError too, but the engine runs
@@ -159,6 +175,33 @@ class AsyncTransport:
             body = decoded(status, headers.get("content-type"), text, "GET", path)
             raise error(status, body, headers.get("retry-after"))
         return data
+
+    async def chunks(
+        self, path: str, params: dict, headers: dict, read_s: float
+    ) -> AsyncIterator[bytes]:
+        """As Transport.chunks."""
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self.headers)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=read_s)
+        try:
+            async with self._session.get(
+                self.url + path, params=query_params(params), headers=headers, ssl=self._ssl(),
+                timeout=timeout,
+            ) as r:  # fmt: skip
+                if r.status >= 400:
+                    body = decoded(r.status, r.content_type, await r.text(), "GET", path)
+                    raise error(r.status, body, r.headers.get("retry-after"))
+                async for chunk in r.content.iter_any():
+                    yield chunk
+        except aiohttp.ClientSSLError:
+            raise ApiError(
+                f"TLS with {self.url} failed trusting {_trusted(self.verify)}; "
+                "OCC_TLS_CA names another CA"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unreachable(f"GET {path} broke off: {exc!r}") from None
 
     async def close(self) -> None:
         if self._session is not None:

@@ -62,6 +62,34 @@ class SpaceCount:
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    t: Ms  # the bucket's start
+    count: int  # a door space: its count at the bucket's end (or now)
+    in_: int | None = None  # a door space's entries (`in` in JSON)
+    out: int | None = None  # and exits
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesValue:
+    value: str | None  # the attribute's value (None: pings without it)
+    points: list[SeriesPoint]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """`GET /v1/series`: `points`, or with `by` one series per value in `series`."""
+
+    step: str
+    tz: str
+    kind: Literal["polygon", "door", "cell"]
+    space: str | None = None
+    cell: str | None = None
+    by: str | None = None
+    points: list[SeriesPoint] | None = None
+    series: list[SeriesValue] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CellSeconds:
     cell: str
     seconds: float
@@ -149,6 +177,59 @@ class DoorwayDefined:
     doorway: str
     inside: str
     outside: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SensorAt:
+    sensor_id: str
+    from_: Ms  # `from` in JSON
+    positive: Literal["in", "out"]
+
+
+@dataclass(frozen=True, slots=True)
+class DoorwayItem:
+    doorway: str
+    inside: str
+    outside: str | None
+    installations: list[SensorAt]  # by `from`; each ends at the next
+
+
+@dataclass(frozen=True, slots=True)
+class DoorwayList:
+    doorways: list[DoorwayItem]
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceDeleted:
+    deleted: Literal["space"]
+    space: str
+    kind: Kind
+    at: Ms  # when: counts of times before stay
+    doorways: list[str]  # deleted with a door space
+
+
+@dataclass(frozen=True, slots=True)
+class DoorwayDeleted:
+    deleted: Literal["doorway"]
+    doorway: str
+    at: Ms
+    sensors: list[str]  # installed nowhere from `at`
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int  # the item's position in the request
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """`POST /v1/pings` and `/v1/door-events`: every accepted item is in the write-ahead log."""
+
+    accepted: int
+    late: int
+    rejected: int
+    rejections: list[Rejection]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,15 @@ from pydantic import BaseModel, Field, StrictBool
 
 from engine.timeutil import parse_time
 from serve_apps.context import Api
-from serve_apps.errors import bad
+from serve_apps.errors import ApiError, bad
 from serve_apps.models import (
     DoorwayDefined,
+    DoorwayDeleted,
     DoorwayList,
     Installed,
     ResetDone,
     SpaceDefined,
+    SpaceDeleted,
     ok,
 )
 from serve_apps.params import BodyTime, IdPath, check_id, note_params
@@ -67,6 +69,31 @@ async def put_doorway(request: Request, api: Api, doorway_id: IdPath, body: Door
     with bad("bad_doorway"):
         await api.definitions.define_doorway(doorway_id, body.inside, body.outside)
     return {"doorway": doorway_id, "inside": body.inside, "outside": body.outside}
+
+
+@router.delete("/v1/spaces/{space_id}", responses=ok(SpaceDeleted, 404))
+async def delete_space(request: Request, api: Api, space_id: IdPath):
+    """Delete a space now: its live count and definition go, and a door space's doorways
+    with it (their sensors count nowhere from now). Counts of times before stay in history
+    (`at=` before the deletion, series that end before it)."""
+    api.role(request, ADMIN)
+    deleted = await api.definitions.delete_space(space_id)
+    if deleted is None:
+        raise ApiError(404, "unknown_space", f"no space {space_id!r}")
+    kind, at, doorways = deleted
+    return {"deleted": "space", "space": space_id, "kind": kind, "at": at, "doorways": doorways}
+
+
+@router.delete("/v1/doorways/{doorway_id}", responses=ok(DoorwayDeleted, 404))
+async def delete_doorway(request: Request, api: Api, doorway_id: IdPath):
+    """Delete a doorway now: the sensors on it count nowhere from now (an installation
+    nowhere each); its crossings before still count, for the past and for its spaces."""
+    api.role(request, ADMIN)
+    deleted = await api.definitions.delete_doorway(doorway_id)
+    if deleted is None:
+        raise ApiError(404, "unknown_doorway", f"no doorway {doorway_id!r}")
+    at, sensors = deleted
+    return {"deleted": "doorway", "doorway": doorway_id, "at": at, "sensors": sensors}
 
 
 @router.get("/v1/doorways", responses=ok(DoorwayList))

@@ -192,9 +192,24 @@ async def space(request: Request, api: Api, space_id: str, at: str | None = AT):
     """One space's count."""
     role = api.role(request, READ_ROLES)
     kind = api.definitions.kind(space_id)
-    if kind is None:
-        raise ApiError(404, "unknown_space", f"no space {space_id!r}")
     t = params.at(at)
+    # a deleted space is counted at times before its deletion
+    gone = api.definitions.deleted(space_id, t) if kind is None and t is not None else None
+    if kind is None and gone is None:
+        raise ApiError(404, "unknown_space", f"no space {space_id!r}")
+    if gone is not None:
+        kind = gone["kind"]
+        if kind == "door":
+            count = await within(api.queries.door_count(space_id, t))
+        else:
+            count = await api.from_history(request, api.history.space_count(space_id, t))
+        return {
+            "space": space_id,
+            "name": gone["name"],
+            "kind": kind,
+            "count": api.floor.count(count, role),
+            "as_of": t,
+        }
     if t is not None and kind != "door":
         # a polygon space's count at T is the minute aggregate of T's minute (history);
         # a door space's is exact at T from its events (live state keeps those of the last

@@ -69,6 +69,8 @@ async def series(
     body: dict = {"step": step, "tz": tz}
     if space is not None:
         kind = api.definitions.kind(space)
+        if kind is None:  # a deleted space has a series for periods from before its deletion
+            kind = (api.definitions.deleted(space, cuts[0]) or {}).get("kind")
         if kind is None:
             raise ApiError(404, "unknown_space", f"no space {space!r}")
         body |= {"space": space, "kind": kind}

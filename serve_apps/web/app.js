@@ -235,6 +235,7 @@ function draw() {
     ctx.stroke(hex.path);
   }
   drawSpaces();
+  for (const layer of layers) layer(ctx);
   drawScale(w, h);
   document.body.dataset.hexagons = String(state.hexes.length);
 }
@@ -520,6 +521,7 @@ async function openStream() {
 let moveTimer = null;
 function viewChanged() {
   draw();
+  document.dispatchEvent(new Event("occupancy:view"));
   clearTimeout(moveTimer);
   moveTimer = setTimeout(schedule, 150);
   const c = state.centre;
@@ -637,6 +639,11 @@ function bindTime() {
     slider.dispatchEvent(new Event("change"));
   });
 }
+
+// -- other modules (paths.js): layers drawn over the map, and what they need of it -----------
+
+const layers = []; // functions of the canvas context, called after the spaces are drawn
+window.occupancy = { state, api, viewBbox, toScreen, draw, layers };
 
 // -- start ----------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """`occupancy demo` as a user runs it, and its live page in headless Chromium: hexagons appear,
 the counts the page shows are the API's, the time slider switches to history."""
 
+import json
 import queue
 import re
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -107,6 +109,16 @@ def _chart(driver) -> dict:
     )
 
 
+def _paths(driver) -> dict:
+    """The paths layer: how many it draws, the query they answer, its error."""
+    return driver.execute_script(
+        """
+        const d = document.body.dataset;
+        return {count: Number(d.paths || 0), query: d.pathsQuery, error: d.pathsError || ''};
+        """
+    )
+
+
 def _settled(driver) -> dict:
     """The page's state after two more refreshes (each is one set of answers)."""
     before = _shown(driver)["refreshes"]
@@ -169,6 +181,29 @@ def test_demo_page_shows_the_live_heatmap_and_history(tmp_path, artifacts):
         assert chart["counts"][:-1] == [p["count"] for p in points][:-1]
         assert max(chart["counts"]) > 0 and chart["line"] >= 2 * len(points)
         driver.save_screenshot(str(artifacts / "demo-chart.png"))
+
+        # paths: a viewer's key is told they need an admin's; with one, the last hour's paths
+        # in view are the API's (the fleet has stopped: history holds them all)
+        driver.find_element("id", "paths").click()
+        _wait(lambda: "admin key" in _paths(driver)["error"], 30, "the paths' refusal")
+        admin = (Path(env["OCC_DATA_DIR"]) / "admin.key").read_text().strip()
+        driver.find_element("id", "logout").click()
+        driver.find_element("id", "key").send_keys(admin)
+        driver.find_element("css selector", "#login-form button").click()
+        drawn = _wait(
+            lambda: (p := _paths(driver))["count"] and not p["error"] and p, 60, "paths drawn"
+        )
+        query = json.loads(drawn["query"])
+        assert query["format"] == "geojson" and query["to"] - query["from"] == 3_600_000
+        answer = requests.get(
+            f"{api}/v1/history/paths",
+            params=query,
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert drawn["count"] == len(answer.json()["features"]) > 0
+        driver.save_screenshot(str(artifacts / "demo-paths.png"))
 
         # zooming in picks a finer resolution, down to the engine's own
         coarse = int(shown["res"])

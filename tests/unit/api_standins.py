@@ -92,6 +92,10 @@ class Queries:
         self._call("space_counts", at)
         return dict(self.space_totals)
 
+    async def door_count(self, space, at=None):
+        self._call("door_count", space, at)
+        return self.space_totals.get(space, 0)
+
     async def door_series(self, space, edges, now):
         self._call("door_series", space, edges, now)
         return [DoorPoint(self.space_totals.get(space, 0), 1, 0)] * (len(edges) - 1)
@@ -246,6 +250,9 @@ LAB = {
 }
 
 
+DELETED_AT = 1_767_312_000_000  # 2026-01-02T00:00:00Z
+
+
 class Metadata:
     def polygon_spaces(self):
         return {"lab": {"name": "Lab", "polygon": LAB}}
@@ -270,11 +277,31 @@ class Definitions:
     def __init__(self):
         self.metadata = Metadata()
         self.calls: list[tuple] = []
+        # deleted spaces: "gone" (a polygon space) deleted at DELETED_AT, kind and name kept
+        self.gone = {"gone": {"kind": "polygon", "name": "Gone", "at": DELETED_AT}}
 
     def kind(self, space):
         if space in self.metadata.polygon_spaces():
             return "polygon"
         return "door" if space in self.metadata.door_spaces() else None
+
+    def deleted(self, space, before=None):
+        found = self.gone.get(space)
+        return None if found is None or (before is not None and found["at"] <= before) else found
+
+    async def delete_space(self, space):
+        kind = self.kind(space)
+        if kind is None:
+            return None
+        await self._define("delete_space", space)
+        doorways = sorted(d for d, sides in self.metadata.doorways().items() if space in sides)
+        return kind, DELETED_AT, doorways if kind == "door" else []
+
+    async def delete_doorway(self, doorway, at=None):
+        if doorway not in self.metadata.doorways():
+            return None
+        await self._define("delete_doorway", doorway)
+        return DELETED_AT, ["s2"] if doorway == "inner" else []
 
     async def _define(self, *call):
         self.calls.append(call)
@@ -344,6 +371,7 @@ class Auth:
         return KEYS.get(key)
 
     def resolve(self, credential):
+        """An API key's Credential (no device tokens here)."""
         found = KEYS.get(credential)
         if found is None:
             raise Refused("unknown or revoked key")
