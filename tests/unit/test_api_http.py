@@ -560,4 +560,3 @@ def test_the_status_of_a_history_that_does_not_answer_is_an_error():
     api = api_context()
     api.history.fail = HistoryUnavailable("down")
     assert asyncio.run(api.history_status()) == {"error": "unavailable (HistoryUnavailable)"}
-
