@@ -4,11 +4,13 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import threading
 import time
 
 import ray
 
+from actors.hook_events import HookEvents
 from clients.refs import ACTOR_OPTIONS, clients_for, start_ticker
 from engine.record import PingRecord, is_pings
 from engine.routing import route_cell_moves, route_space_moves
@@ -77,6 +79,7 @@ class UserShard:
         self._use_layout(layout_of(current(topology, client)))
         self.wal = Wal(client, name)
         self.metadata = Metadata(client)
+        self.hooks = HookEvents(client, topology.hook_outbox_max)
         self.epoch = self.wal.next_epoch()
         state, self.wal_id = self.wal.load_checkpoint()
         self.engine = UserEngine(_spec(topology, state), state)
@@ -95,7 +98,8 @@ class UserShard:
         for space, definition in self.metadata.polygon_spaces().items():
             self.engine.define_space(space, definition["polygon"], definition["name"])
         self.engine.advance(self.clock())
-        self.engine.drain_moves()  # superseded by the listing below
+        # the listing below supersedes the moves; their events go out again, with the same ids
+        self.hooks.emit(self.engine.drain_moves()[1], self.clock.last)
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
@@ -105,13 +109,8 @@ class UserShard:
         self.tracer = tracing.tracer(name, topology.redis_url)
         self._last_freeze = time.monotonic()
         self._resync()
-        log.info(
-            "%s epoch %d: %d devices, replayed %d WAL entries",
-            name,
-            self.epoch,
-            len(self.engine),
-            replayed,
-        )
+        n = len(self.engine)
+        log.info("%s epoch %d: %d devices, replayed %d WAL entries", name, self.epoch, n, replayed)
         self._stop = threading.Event()
         start_ticker(ray.get_runtime_context().current_actor, topology.tick_s, self._stop)
 
@@ -215,6 +214,7 @@ class UserShard:
     async def tick(self) -> None:
         self.engine.advance(self.clock())
         self._route()
+        self.hooks.refresh()
         if self._forgotten:
             now = self.clock.last
             self._forgotten = {d: t for d, t in self._forgotten.items() if t > now}
@@ -263,6 +263,7 @@ class UserShard:
 
     def _route(self) -> None:
         moves, space_moves = self.engine.drain_moves()
+        self.hooks.emit(space_moves, self.clock.last)
         e = self.epoch
         if moves:
             routed = route_cell_moves(
@@ -376,6 +377,7 @@ class UserShard:
             self.wal_id = self.wal.append(entry)
             self._apply(entry)
             self._route()
+        self.hooks.forget(device)  # its events not yet delivered
         return self.wal_id
 
     async def define_space(self, space: str, polygon: dict, name: str) -> int:
@@ -445,6 +447,4 @@ class UserShard:
         }
 
     async def pid(self) -> int:
-        import os
-
         return os.getpid()

@@ -25,12 +25,14 @@ class Interval(NamedTuple):
 
 class Move(NamedTuple):
     """The device's present cell changed from `old` to `new` (NOWHERE = absent); `seq` orders
-    the moves of one device, so a receiver can apply them idempotently (last `seq` wins)."""
+    the moves of one device, so a receiver can apply them idempotently (last `seq` wins). `at`:
+    when, in presence time (the stay's start, or when it ran out), whatever the clock's pace."""
 
     device: int
     old: int
     new: int
     seq: int
+    at: int = 0
 
 
 class Segment(NamedTuple):
@@ -43,17 +45,10 @@ class Segment(NamedTuple):
 
 
 class _Device:
-    __slots__ = (
-        "cell",
-        "chain",
-        "deadline",
-        "last_lat",
-        "last_lng",
-        "last_ts",
-        "seq",
-        "since",
-        "stay",
-    )
+    # fmt: off
+    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq", "since",
+                 "stay")
+    # fmt: on
 
     def __init__(self) -> None:
         self.last_ts = 0
@@ -195,7 +190,7 @@ class PresenceTracker:
             self.settled.append(interval)
         if d.cell != NOWHERE:
             d.seq += 1
-            self.moves.append(Move(device, d.cell, NOWHERE, d.seq))
+            self.moves.append(Move(device, d.cell, NOWHERE, d.seq, now))
         self._unschedule(device, d)
         self.expired.discard(device)
         del self._devices[device]
@@ -320,6 +315,7 @@ class PresenceTracker:
 
     def _update(self, device: int, d: _Device, now: int) -> None:
         chain, ttl = d.chain, self.ttl_ms
+        left = 0  # when the last stay popped ended
         while len(chain) >= 2:
             start, cell = chain[0]
             following, next_cell = chain[1]
@@ -329,6 +325,7 @@ class PresenceTracker:
             if next_cell != cell or end != following:  # the stay ends here
                 self.settled.append(Interval(device, cell, d.stay, end))
                 d.stay = following
+            left = end
             del chain[0]
         start, cell = chain[0]
         if start > now:  # only future-dated pings so far
@@ -342,7 +339,8 @@ class PresenceTracker:
                 self.expired.add(device)
         if present != d.cell:
             d.seq += 1
-            self.moves.append(Move(device, d.cell, present, d.seq))
+            at = d.stay if present != NOWHERE else (left or start) if start > now else end
+            self.moves.append(Move(device, d.cell, present, d.seq, at))
             d.cell = present
         self._schedule(device, d, deadline)
 
