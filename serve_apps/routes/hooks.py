@@ -3,7 +3,7 @@ spaces' enters and exits to each hook's outbox, history delivers them and the ab
 crossings it sees in the exact counts (actors/hooks.py)."""
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -20,14 +20,25 @@ router = APIRouter()
 Event = Literal["enter", "exit", "above", "below"]
 
 
+URL_PATTERN = r"^https?://[^\s/?#@\[\]]+(/\S*)?$"
+# printable ASCII without spaces: its characters are its bytes, as the signature's key
+SECRET_PATTERN = rf"^[!-~]{{{SECRET_BYTES[0]},{SECRET_BYTES[1]}}}$"
+SpaceId = Annotated[str, Field(pattern=r"^[^/?#]{1,200}$", json_schema_extra={"format": "id200"})]
+
+
 class HookBody(BaseModel):
-    url: str = Field(min_length=1, max_length=MAX_URL, description="http or https")
-    secret: str = Field(
-        min_length=SECRET_BYTES[0],
-        max_length=SECRET_BYTES[1],
-        description="signs every delivery (X-Occupancy-Signature: sha256=<HMAC-SHA256 hex>)",
+    url: str = Field(
+        max_length=MAX_URL,
+        pattern=URL_PATTERN,
+        description="where deliveries are POSTed (http or https)",
+        json_schema_extra={"format": "hook-url"},
     )
-    spaces: list[str] = Field(min_length=1, max_length=MAX_SPACES)
+    secret: str = Field(
+        pattern=SECRET_PATTERN,
+        description="signs every delivery (X-Occupancy-Signature: sha256=<HMAC-SHA256 hex>); "
+        "16 to 256 printable ASCII characters",
+    )
+    spaces: list[SpaceId] = Field(min_length=1, max_length=MAX_SPACES)
     events: list[Event] = Field(min_length=1, max_length=4)
     threshold: int | None = Field(
         None, ge=0, le=2**31, description="required with above or below, refused without"
@@ -73,7 +84,7 @@ def view(hook: str, spec: HookSpec, status: dict, pending: int) -> dict:
     }
 
 
-@router.put("/v1/hooks/{hook_id}", responses=ok(Hook))
+@router.put("/v1/hooks/{hook_id}", responses=ok(Hook, 404))
 async def put_hook(request: Request, api: Api, hook_id: IdPath, body: HookBody):
     """Define (or redefine, which enables it again) a webhook on existing spaces: `enter` and
     `exit` of polygon spaces, `above` and `below` a `threshold` of any space's count."""
@@ -85,7 +96,7 @@ async def put_hook(request: Request, api: Api, hook_id: IdPath, body: HookBody):
     for space in spec.spaces:
         kind = await asyncio.to_thread(api.definitions.kind, space)
         if kind is None:
-            raise ApiError(400, "bad_hook", f"no space {space!r}")
+            raise ApiError(404, "unknown_space", f"no space {space!r}")
         if kind == "door" and MEMBERSHIP & set(spec.events):
             raise ApiError(400, "bad_hook", f"{space!r} is a door space: no enter or exit")
     await asyncio.to_thread(api.hooks.put, hook_id, spec)
