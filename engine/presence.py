@@ -45,10 +45,8 @@ class Segment(NamedTuple):
 
 
 class _Device:
-    # fmt: off
-    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq", "since",
-                 "stay")
-    # fmt: on
+    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq")
+    __slots__ += ("since", "stay")
 
     def __init__(self) -> None:
         self.last_ts = 0
@@ -315,7 +313,6 @@ class PresenceTracker:
 
     def _update(self, device: int, d: _Device, now: int) -> None:
         chain, ttl = d.chain, self.ttl_ms
-        left = 0  # when the last stay popped ended
         while len(chain) >= 2:
             start, cell = chain[0]
             following, next_cell = chain[1]
@@ -325,11 +322,14 @@ class PresenceTracker:
             if next_cell != cell or end != following:  # the stay ends here
                 self.settled.append(Interval(device, cell, d.stay, end))
                 d.stay = following
-            left = end
+                if end != following:
+                    self._move(device, d, NOWHERE, end)
+                if following <= now:
+                    self._move(device, d, next_cell, following)
             del chain[0]
         start, cell = chain[0]
         if start > now:  # only future-dated pings so far
-            present, deadline = NOWHERE, start
+            present, deadline, end = NOWHERE, start, start
         else:
             end = min(chain[1][0], start + ttl) if len(chain) > 1 else start + ttl
             if now < end:
@@ -337,12 +337,14 @@ class PresenceTracker:
             else:  # expired; only a new ping can bring it back
                 present, deadline = NOWHERE, -1
                 self.expired.add(device)
-        if present != d.cell:
-            d.seq += 1
-            at = d.stay if present != NOWHERE else (left or start) if start > now else end
-            self.moves.append(Move(device, d.cell, present, d.seq, at))
-            d.cell = present
+        self._move(device, d, present, d.stay if present != NOWHERE else end)
         self._schedule(device, d, deadline)
+
+    def _move(self, device: int, d: _Device, cell: int, at: int) -> None:
+        if cell != d.cell:
+            d.seq += 1
+            self.moves.append(Move(device, d.cell, cell, d.seq, at))
+            d.cell = cell
 
     def _schedule(self, device: int, d: _Device, deadline: int) -> None:
         # Only ever move a wake-up earlier: a later deadline (the common case, a new ping
