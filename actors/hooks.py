@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 CONSUMER = "history"
 TICK_S = 0.2  # how often the outboxes are looked at
 LEVELS_S = 1.0  # how often counts are compared with thresholds (the documented cadence)
+# counts are compared from this long after a start on: restarted space shards rebuild their
+# counts from the user shards' listings first (a half-built count would cross and come back)
+LEVELS_GRACE_S = 5.0
 BATCH = 32  # events read from one outbox at a time
 IN_FLIGHT = 16  # POSTs under way at once, over every hook
 TIMEOUT_S = 10.0  # one POST's bound
@@ -81,7 +84,7 @@ class Deliverer:
     async def _run(self, stop: threading.Event) -> None:
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         tasks: set[asyncio.Task] = set()
-        last_levels = 0.0
+        last_levels = time.monotonic() + LEVELS_GRACE_S - LEVELS_S
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as http:
             while not stop.is_set():
                 try:

@@ -29,7 +29,6 @@ from state.wal import Wal, pack
 
 log = logging.getLogger(__name__)
 
-
 FREEZE_EVERY_S = 2.0
 # devices a history export walks between two turns of the event loop (~3 µs each): ingest waits
 # for one part, not for the whole walk
@@ -62,9 +61,9 @@ class UserShard:
 
     Every batch is appended to the WAL before it is applied and acknowledged. A checkpoint
     (written by a forked child) stores the engine snapshot with the last applied WAL id and
-    trims the WAL behind it. On
-    (re)start: checkpoint, replay, then a full listing to every cell and space shard. Calls run
-    one at a time on the actor's event loop; a thread calls `tick` to expire presence.
+    trims the WAL behind it. On (re)start: checkpoint, replay, then a full listing to every cell
+    and space shard. Calls run one at a time on the actor's event loop; a thread calls `tick`
+    to expire presence.
 
     A rebalance moves devices between user shards (`handoff` → `adopt`), each side writing
     what moved to its WAL; a batch routed by another layout version is refused (StaleLayout).
@@ -98,7 +97,6 @@ class UserShard:
         for space, definition in self.metadata.polygon_spaces().items():
             self.engine.define_space(space, definition["polygon"], definition["name"])
         self.engine.advance(self.clock())
-        # the listing below supersedes the moves; their events go out again, with the same ids
         self.hooks.emit(self.engine.drain_moves()[1], self.clock.last)
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
@@ -385,6 +383,9 @@ class UserShard:
         self._route()
         return n
 
+    async def reload_hooks(self) -> None:
+        self.hooks.refresh(force=True)
+
     async def remove_space(self, space: str) -> None:
         self.engine.remove_space(space)
         self._route()
@@ -403,9 +404,8 @@ class UserShard:
 
     async def history_export(self) -> tuple[tuple, list[bytes]]:
         """(mark, pieces in msgpack parts): presence pieces owed to history
-        (`UserEngine.history_export`). The
-        mark names this incarnation: a restarted shard owes another list (from its checkpoint
-        and log)."""
+        (`UserEngine.history_export`). The mark names this incarnation: a restarted shard owes
+        another list (from its checkpoint and log)."""
         async with self._exporting:  # one at a time: a retried call waits for the first
             mark, parts = self.engine.history_export_parts(self.clock(), EXPORT_PART)
             packed = []

@@ -49,6 +49,11 @@ class UserShards(Shards):
         names = [*names, *self.running(n for n in starting if n not in names)]
         return await self._each(names, lambda u: u.define_space.remote(space, polygon, name))
 
+    async def reload_hooks(self) -> None:
+        """Every shard of the layout reads the webhook definitions again (a hook changed): a
+        PUT's answer means its events are written from then on."""
+        await self._each(self.names(), lambda u: u.reload_hooks.remote())
+
     async def forget(self, shard: str, old: int, fresh: int) -> str:
         """`shard` (state.forgetting.owner) forgets the device `old` now; its log id."""
         return await self._one(shard, lambda u: u.forget.remote(old, fresh))

@@ -87,7 +87,8 @@ def view(hook: str, spec: HookSpec, status: dict, pending: int) -> dict:
 @router.put("/v1/hooks/{hook_id}", responses=ok(Hook, 404))
 async def put_hook(request: Request, api: Api, hook_id: IdPath, body: HookBody):
     """Define (or redefine, which enables it again) a webhook on existing spaces: `enter` and
-    `exit` of polygon spaces, `above` and `below` a `threshold` of any space's count."""
+    `exit` of polygon spaces, `above` and `below` a `threshold` of any space's count. Once
+    answered, every user shard has it."""
     api.role(request, ADMIN)
     check_id(hook_id)
     note_params(request, url=body.url, spaces=body.spaces, events=body.events)
@@ -100,6 +101,7 @@ async def put_hook(request: Request, api: Api, hook_id: IdPath, body: HookBody):
         if kind == "door" and MEMBERSHIP & set(spec.events):
             raise ApiError(400, "bad_hook", f"{space!r} is a door space: no enter or exit")
     await asyncio.to_thread(api.hooks.put, hook_id, spec)
+    await api.users.reload_hooks()  # every user shard writes its enters and exits from now on
     return view(hook_id, spec, {}, 0)
 
 
@@ -126,4 +128,5 @@ async def delete_hook(request: Request, api: Api, hook_id: IdPath):
     check_id(hook_id)
     if not await asyncio.to_thread(api.hooks.delete, hook_id):
         raise ApiError(404, "unknown_hook", f"no hook {hook_id!r}")
+    await api.users.reload_hooks()
     return {"hook": hook_id, "deleted": True}

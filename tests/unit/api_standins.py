@@ -228,6 +228,9 @@ class UserShards:
     async def forget(self, shard, old, fresh):
         self.calls.append((shard, old, fresh))
 
+    async def reload_hooks(self):
+        self.calls.append(("reload_hooks",))
+
 
 # a square of about 200 m around (52.66, -8.63)
 LAB = {
