@@ -5,7 +5,7 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -22,6 +22,7 @@ from actors.archive import (
 )
 from actors.forget_jobs import Finisher
 from actors.history_queries import HistoryQueries
+from actors.hooks import Deliverer, DeliveryConfig
 from actors.mirror import StateMirror
 from actors.spill import Spill
 from clickhouse.backends import Unreachable, connect
@@ -31,6 +32,7 @@ from clients.errors import Unavailable
 from clients.family import Layout, blocking
 from clients.history import History as HistoryClient
 from clients.history import HistoryUnavailable
+from clients.queries import LiveQueries
 from clients.refs import ACTOR_OPTIONS
 from clients.users import UserShards
 from observability import telemetry, tracing
@@ -61,6 +63,7 @@ class HistoryConfig:
     archive_backlog_max_mb: float = 256.0  # beyond it, log ranges spill to local files
     lake_url: str = ""  # empty: no lake (the runtime's default is the data dir's lake/)
     lake_retention_days: int = 2557
+    hooks: DeliveryConfig = field(default_factory=DeliveryConfig)  # webhooks (actors/hooks.py)
 
 
 # snapshots, queries and the operators' calls each have their own threads: a long catch-up
@@ -103,6 +106,8 @@ class History(HistoryQueries):
         self._connect_lock = threading.Lock()
         self._wals: dict[str, Wal] = {}
         self._refresh()
+        counts = LiveQueries(topology).space_counts
+        self.hooks = Deliverer(self.redis, config.hooks, counts, self._delivered)
         self._observe()
         self.tracer = tracing.tracer("history", topology.redis_url)
         self._connect()
@@ -112,6 +117,10 @@ class History(HistoryQueries):
         lost = self._redis_lost
         self.mirror = StateMirror(self.redis, "history", lambda: lost.add(1, {"shard": "history"}))
         threading.Thread(target=self._mirror_loop, daemon=True).start()
+        threading.Thread(target=self.hooks.run, args=(self._stop,), daemon=True).start()
+
+    def _delivered(self, outcome: str) -> None:
+        self._deliveries.add(1, {"outcome": outcome})
 
     def _mirror_loop(self) -> None:
         """Keys and definitions copied every second, written back when Redis lost them."""
@@ -149,8 +158,14 @@ class History(HistoryQueries):
             "occupancy_deadletter_total",
             description="Rows history refused, kept in the dead-letter stream, by kind",
         )
+        self._deliveries = m.create_counter(
+            "occupancy_hook_deliveries_total",
+            description="Webhook deliveries by outcome (ok, retried: ok after a failure, failed)",
+        )
         # reported from the start at 0, so that an alert's increase() sees the first one
         self._redis_lost.add(0, {"shard": "history"})
+        for outcome in ("ok", "retried", "failed"):
+            self._deliveries.add(0, {"outcome": outcome})
         for kind in ARCHIVED_KINDS:
             self._dead.add(0, {"kind": kind})
 
@@ -198,6 +213,11 @@ class History(HistoryQueries):
             "occupancy_snapshot_backlog_entries",
             callbacks=[backlog],
             description="Log entries waiting for history or a checkpoint, per shard",
+        )
+        m.create_observable_gauge(
+            "occupancy_hook_outbox_entries",
+            callbacks=[lambda _: [Observation(self.hooks.store.backlog())]],
+            description="Webhook events waiting in the outboxes, over every hook",
         )
         m.create_observable_gauge(
             "occupancy_audit_backlog_records",
@@ -393,8 +413,7 @@ class History(HistoryQueries):
 
     @ray.method(concurrency_group="control")
     def pause(self, paused: bool) -> None:
-        """Stop (or resume) writing to the store, e.g. for ClickHouse maintenance; pending
-        snapshots wait in Redis and in the user shards meanwhile."""
+        """Stop (or resume) writing to the store (ClickHouse maintenance); snapshots wait."""
         self.paused = paused
 
     @ray.method(concurrency_group="control")

@@ -1,6 +1,6 @@
 """The small tables only Redis holds, kept in memory too, and written back when Redis loses
 its data: API keys (their hashes), signing key ids and token revocations, the space, doorway
-and sensor definitions, and the forgets under way (state/forgetting.py).
+and sensor definitions, webhook definitions, and the forgets under way (state/forgetting.py).
 
 The history actor refreshes the copy every round, reading it in one transaction with the Redis
 instance id (state/instance.py); when the id is gone or changed, Redis was flushed or started
@@ -17,6 +17,7 @@ from access import revocation
 from access.auth import KEYS
 from access.tokens import REVOKED, REVOKED_DEVICES, SIGNING
 from state.forgetting import JOBS
+from state.hooks import HOOKS
 from state.instance import INSTANCE, InstanceWatch
 from state.metadata import (
     DELETED_DOORWAYS,
@@ -31,7 +32,7 @@ from state.metadata import (
 log = logging.getLogger(__name__)
 
 HASHES = (
-    *(KEYS, SIGNING, REVOKED, REVOKED_DEVICES, SPACES, DOOR_SPACES, DOORWAYS, JOBS),
+    *(KEYS, SIGNING, REVOKED, REVOKED_DEVICES, SPACES, DOOR_SPACES, DOORWAYS, JOBS, HOOKS),
     *(DELETED_SPACES, DELETED_DOORWAYS),
 )
 LISTS = (INSTALLS, RESETS)

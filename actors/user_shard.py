@@ -4,11 +4,13 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import threading
 import time
 
 import ray
 
+from actors.hook_events import HookEvents
 from clients.refs import ACTOR_OPTIONS, clients_for, start_ticker
 from engine.record import PingRecord, is_pings
 from engine.routing import route_cell_moves, route_space_moves
@@ -26,7 +28,6 @@ from state.topology import Clock, Topology
 from state.wal import Wal, pack
 
 log = logging.getLogger(__name__)
-
 
 FREEZE_EVERY_S = 2.0
 # devices a history export walks between two turns of the event loop (~3 µs each): ingest waits
@@ -60,9 +61,9 @@ class UserShard:
 
     Every batch is appended to the WAL before it is applied and acknowledged. A checkpoint
     (written by a forked child) stores the engine snapshot with the last applied WAL id and
-    trims the WAL behind it. On
-    (re)start: checkpoint, replay, then a full listing to every cell and space shard. Calls run
-    one at a time on the actor's event loop; a thread calls `tick` to expire presence.
+    trims the WAL behind it. On (re)start: checkpoint, replay, then a full listing to every cell
+    and space shard. Calls run one at a time on the actor's event loop; a thread calls `tick`
+    to expire presence.
 
     A rebalance moves devices between user shards (`handoff` → `adopt`), each side writing
     what moved to its WAL; a batch routed by another layout version is refused (StaleLayout).
@@ -77,6 +78,7 @@ class UserShard:
         self._use_layout(layout_of(current(topology, client)))
         self.wal = Wal(client, name)
         self.metadata = Metadata(client)
+        self.hooks = HookEvents(client, topology.hook_outbox_max)
         self.epoch = self.wal.next_epoch()
         state, self.wal_id = self.wal.load_checkpoint()
         self.engine = UserEngine(_spec(topology, state), state)
@@ -94,7 +96,7 @@ class UserShard:
             replayed += 1
         self.engine.use_spaces(self.metadata.polygon_spaces())
         self.engine.advance(self.clock())
-        self.engine.drain_moves()  # superseded by the listing below
+        self.hooks.emit(self.engine.drain_moves()[1], self.clock.last)
         self._checkpointed_id = self.wal_id
         self._last_checkpoint = time.monotonic()
         self.checkpointer = ForkedCheckpointer(topology.redis_url, name)
@@ -104,13 +106,8 @@ class UserShard:
         self.tracer = tracing.tracer(name, topology.redis_url)
         self._last_freeze = time.monotonic()
         self._resync()
-        log.info(
-            "%s epoch %d: %d devices, replayed %d WAL entries",
-            name,
-            self.epoch,
-            len(self.engine),
-            replayed,
-        )
+        n = len(self.engine)
+        log.info("%s epoch %d: %d devices, replayed %d WAL entries", name, self.epoch, n, replayed)
         self._stop = threading.Event()
         start_ticker(ray.get_runtime_context().current_actor, topology.tick_s, self._stop)
 
@@ -214,6 +211,7 @@ class UserShard:
     async def tick(self) -> None:
         self.engine.advance(self.clock())
         self._route()
+        self.hooks.refresh()
         if self._forgotten:
             now = self.clock.last
             self._forgotten = {d: t for d, t in self._forgotten.items() if t > now}
@@ -262,6 +260,7 @@ class UserShard:
 
     def _route(self) -> None:
         moves, space_moves = self.engine.drain_moves()
+        self.hooks.emit(space_moves, self.clock.last)
         e = self.epoch
         if moves:
             routed = route_cell_moves(
@@ -375,12 +374,16 @@ class UserShard:
             self.wal_id = self.wal.append(entry)
             self._apply(entry)
             self._route()
+        self.hooks.forget(device)  # its events not yet delivered
         return self.wal_id
 
     async def define_space(self, space: str, polygon: dict, name: str) -> int:
         n = self.engine.define_space(space, polygon, name)
         self._route()
         return n
+
+    async def reload_hooks(self) -> None:
+        self.hooks.refresh(force=True)
 
     async def remove_space(self, space: str) -> None:
         self.engine.remove_space(space)
@@ -400,9 +403,8 @@ class UserShard:
 
     async def history_export(self) -> tuple[tuple, list[bytes]]:
         """(mark, pieces in msgpack parts): presence pieces owed to history
-        (`UserEngine.history_export`). The
-        mark names this incarnation: a restarted shard owes another list (from its checkpoint
-        and log)."""
+        (`UserEngine.history_export`). The mark names this incarnation: a restarted shard owes
+        another list (from its checkpoint and log)."""
         async with self._exporting:  # one at a time: a retried call waits for the first
             mark, parts = self.engine.history_export_parts(self.clock(), EXPORT_PART)
             packed = []
@@ -444,6 +446,4 @@ class UserShard:
         }
 
     async def pid(self) -> int:
-        import os
-
         return os.getpid()

@@ -55,6 +55,11 @@ class UserShards(Shards):
         names = [*names, *self.running(n for n in starting if n not in names)]
         await self._each(names, lambda u: u.remove_space.remote(space))
 
+    async def reload_hooks(self) -> None:
+        """Every shard of the layout reads the webhook definitions again (a hook changed): a
+        PUT's answer means its events are written from then on."""
+        await self._each(self.names(), lambda u: u.reload_hooks.remote())
+
     async def forget(self, shard: str, old: int, fresh: int) -> str:
         """`shard` (state.forgetting.owner) forgets the device `old` now; its log id."""
         return await self._one(shard, lambda u: u.forget.remote(old, fresh))

@@ -25,12 +25,14 @@ class Interval(NamedTuple):
 
 class Move(NamedTuple):
     """The device's present cell changed from `old` to `new` (NOWHERE = absent); `seq` orders
-    the moves of one device, so a receiver can apply them idempotently (last `seq` wins)."""
+    the moves of one device, so a receiver can apply them idempotently (last `seq` wins). `at`:
+    when, in presence time (the stay's start, or when it ran out), whatever the clock's pace."""
 
     device: int
     old: int
     new: int
     seq: int
+    at: int = 0
 
 
 class Segment(NamedTuple):
@@ -43,17 +45,8 @@ class Segment(NamedTuple):
 
 
 class _Device:
-    __slots__ = (
-        "cell",
-        "chain",
-        "deadline",
-        "last_lat",
-        "last_lng",
-        "last_ts",
-        "seq",
-        "since",
-        "stay",
-    )
+    __slots__ = ("cell", "chain", "deadline", "last_lat", "last_lng", "last_ts", "seq")
+    __slots__ += ("since", "stay")
 
     def __init__(self) -> None:
         self.last_ts = 0
@@ -195,7 +188,7 @@ class PresenceTracker:
             self.settled.append(interval)
         if d.cell != NOWHERE:
             d.seq += 1
-            self.moves.append(Move(device, d.cell, NOWHERE, d.seq))
+            self.moves.append(Move(device, d.cell, NOWHERE, d.seq, now))
         self._unschedule(device, d)
         self.expired.discard(device)
         del self._devices[device]
@@ -329,10 +322,14 @@ class PresenceTracker:
             if next_cell != cell or end != following:  # the stay ends here
                 self.settled.append(Interval(device, cell, d.stay, end))
                 d.stay = following
+                if end != following:
+                    self._move(device, d, NOWHERE, end)
+                if following <= now:
+                    self._move(device, d, next_cell, following)
             del chain[0]
         start, cell = chain[0]
         if start > now:  # only future-dated pings so far
-            present, deadline = NOWHERE, start
+            present, deadline, end = NOWHERE, start, start
         else:
             end = min(chain[1][0], start + ttl) if len(chain) > 1 else start + ttl
             if now < end:
@@ -340,11 +337,14 @@ class PresenceTracker:
             else:  # expired; only a new ping can bring it back
                 present, deadline = NOWHERE, -1
                 self.expired.add(device)
-        if present != d.cell:
-            d.seq += 1
-            self.moves.append(Move(device, d.cell, present, d.seq))
-            d.cell = present
+        self._move(device, d, present, d.stay if present != NOWHERE else end)
         self._schedule(device, d, deadline)
+
+    def _move(self, device: int, d: _Device, cell: int, at: int) -> None:
+        if cell != d.cell:
+            d.seq += 1
+            self.moves.append(Move(device, d.cell, cell, d.seq, at))
+            d.cell = cell
 
     def _schedule(self, device: int, d: _Device, deadline: int) -> None:
         # Only ever move a wake-up earlier: a later deadline (the common case, a new ping

@@ -24,7 +24,7 @@ def route_cell_moves(moves: Iterable[Move], placement: Placement) -> dict[str, l
     the old cell's shard (when another) gets an empty membership. One update per shard a move."""
     out: dict[str, list[Update]] = defaultdict(list)
     shard_of = placement.cell_shard
-    for device, old, new, seq in moves:
+    for device, old, new, seq, *_ in moves:
         new_shard = shard_of(new) if new != NOWHERE else None
         if old != NOWHERE and shard_of(old) != new_shard:
             out[shard_of(old)].append((device, (), seq))
@@ -37,7 +37,7 @@ def route_space_moves(moves: Iterable[SpaceMove], placement: Placement) -> dict[
     """Per space shard, the device's new membership among that shard's spaces."""
     out: dict[str, list[Update]] = defaultdict(list)
     shard_of = placement.space_shard
-    for device, old, new, seq in moves:
+    for device, old, new, seq, *_ in moves:
         shards = {shard_of(s) for s in old} | {shard_of(s) for s in new}
         for shard in sorted(shards):
             out[shard].append((device, tuple(s for s in new if shard_of(s) == shard), seq))

@@ -19,12 +19,14 @@ MAX_CACHED_PLACES = 100_000  # cells whose coarser parents and spaces are kept a
 
 
 class SpaceMove(NamedTuple):
-    """The device's polygon spaces changed; `seq` grows with every space move of this engine."""
+    """The device's polygon spaces changed; `seq` grows with every space move of this engine.
+    `at`: when (the cell move's `at`; 0 for a space defined or removed: at the caller's now)."""
 
     device: int
     old: tuple[str, ...]
     new: tuple[str, ...]
     seq: int
+    at: int = 0
 
 
 class UserEngine:
@@ -299,7 +301,7 @@ class UserEngine:
             new = spaces_of(move.new) if move.new != NOWHERE else ()
             if old != new:
                 self._space_seq += 1
-                self.space_moves.append(SpaceMove(move.device, old, new, self._space_seq))
+                self.space_moves.append(SpaceMove(move.device, old, new, self._space_seq, move.at))
         tracker.moves.clear()
 
     def _present_spaces(self) -> dict[int, tuple[str, ...]]:

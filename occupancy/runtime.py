@@ -16,6 +16,7 @@ from access.auth import KeyStore
 from access.tokens import DEFAULT_TTL_S, DeviceTokens, SigningKeys
 from actors.cell_shard import CellShard
 from actors.history import History, HistoryConfig
+from actors.hooks import DeliveryConfig
 from actors.ingest import start_handler
 from actors.space_shard import SpaceShard
 from actors.user_shard import UserShard
@@ -56,6 +57,7 @@ def topology_for(s: Settings, redis_url: str) -> Topology:
         rate_limits=(s.device_rate_limit, s.key_rate_limit),
         tls=s.tls().as_tuple(),
         audit_window_s=s.audit_window_s,
+        hook_outbox_max=s.hook_outbox_max,
     )
 
 
@@ -234,6 +236,9 @@ class Engine:
             archive_backlog_max_mb=s.archive_backlog_max_mb,
             lake_url=s.lake(),
             lake_retention_days=s.lake_retention_days,
+            hooks=DeliveryConfig(
+                s.hook_backoff_base_s, s.hook_backoff_cap_s, s.hook_give_up_s, s.hook_outbox_max
+            ),
         )
         history = History.options(
             name=HISTORY, namespace=ns, get_if_exists=True, **_history_placement(s)

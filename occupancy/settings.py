@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     stream_heartbeat_s: float = Field(
         15.0, gt=0, le=3600, description="An idle /v1/stream gets a heartbeat this often."
     )
+    hook_outbox_max: int = Field(
+        100_000, ge=1, description="Webhook events each hook's outbox keeps (the oldest go)."
+    )
+    hook_backoff_base_s: float = Field(
+        1.0, gt=0, description="A failed webhook delivery's first wait; it doubles each time."
+    )
+    hook_backoff_cap_s: float = Field(
+        600.0, gt=0, description="The longest wait between webhook delivery attempts."
+    )
+    hook_give_up_s: float = Field(
+        86_400.0, gt=0, description="A webhook failing this long is disabled (a PUT enables it)."
+    )
     tls_cert: str = Field("", description="PEM certificate for gRPC and HTTP.")
     tls_key: str = Field("", description="PEM key of the certificate.")
     tls_client_ca: str = Field("", description="CA of gRPC client certificates (mutual TLS).")

@@ -21,6 +21,7 @@ from serve_apps.guard import Guard
 from serve_apps.routes.stream import PATH
 from serve_apps.timing import QueryTiming
 from state import redis_client
+from state.hooks import HookStore
 from state.id_directory import IdDirectory
 from state.topology import Topology
 
@@ -51,6 +52,7 @@ def _replica(topology: Topology, k_min: int, heartbeat_s: float = 15.0) -> ApiCo
         ids=IdDirectory(client),
         scaler=Scaler(topology),
         ingest=IngestFront(topology.namespace),
+        hooks=HookStore(client),
         follow=lambda on_change: auth.follow(
             redis_client.connect_async(topology.redis_url), on_change
         ),

@@ -16,6 +16,7 @@ from serve_apps.routes import (
     definitions,
     health,
     history,
+    hooks,
     ingest,
     live,
     paths,
@@ -52,6 +53,7 @@ def make_app(origins: list[str] | None = None) -> FastAPI:
     # where the stream app's route prefix (/v1/stream) leaves the stream's path
     app.add_api_route("", stream.stream, methods=["GET"], include_in_schema=False)
     app.include_router(definitions.router, responses={**KEYED_ERRORS, **BODY_ERRORS})
+    app.include_router(hooks.router, responses={**KEYED_ERRORS, **BODY_ERRORS})
     app.include_router(ingest.router, responses={**KEYED_ERRORS, **error_answers(503)})
     errors.install(app)
     openapi.install(app, base_res=lambda: (api := context.installed()) and api.spec.res)

@@ -21,9 +21,9 @@ from state.topology import Topology
 class ApiContext:
     """A replica's state. Every engine call goes through the clients given here (`queries`:
     live state, `history`: the history actor, `users`: the user shards, `definitions`: spaces
-    and doorways), so routes can be exercised with stand-ins. `follow(on_change)`, if given,
-    starts following key revocations (`on_change` ends the open streams of revoked keys); it
-    runs once, in the loop of the first request."""
+    and doorways, `hooks`: webhooks), so routes can be exercised with stand-ins.
+    `follow(on_change)`, if given, starts following key revocations (`on_change` ends the open
+    streams of revoked keys); it runs once, in the loop of the first request."""
 
     def __init__(
         self,
@@ -40,6 +40,7 @@ class ApiContext:
         ids,
         scaler=None,
         ingest=None,
+        hooks=None,
         follow: Callable[[Callable], Coroutine] | None = None,
         cache: AnswerCache | None = None,
         heartbeat_s: float = 15.0,
@@ -50,6 +51,7 @@ class ApiContext:
         self.definitions, self.redis, self.auth, self.ids = definitions, redis, auth, ids
         self.scaler = scaler
         self.ingest = ingest  # the ingest handlers, for the HTTP ingest routes
+        self.hooks = hooks  # webhook definitions (state/hooks.py `HookStore`)
         self.cache = cache or AnswerCache()
         self.jobs: set[asyncio.Task] = set()  # scales running here (kept from the collector)
         self.streams = StreamHub(self, heartbeat_s=heartbeat_s)

@@ -30,6 +30,8 @@ class Topology:
     tls: tuple[str, str, str] = ("", "", "")
     # the audit log counts refused requests and gRPC ingest calls per window of this many s
     audit_window_s: float = 60.0
+    # webhooks: each hook's outbox stream is capped near this many events (state/hooks.py)
+    hook_outbox_max: int = 100_000
 
     def engine_spec(self) -> EngineSpec:
         return EngineSpec.from_dict(self.spec)

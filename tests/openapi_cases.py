@@ -64,14 +64,35 @@ def register_formats(base_res: int) -> None:
     schemathesis.openapi.format("geojson-polygon", polygons())
     schemathesis.openapi.format("h3-cell", cells)
     schemathesis.openapi.format("iana-tz", st.sampled_from(sorted(available_timezones())))
+    schemathesis.openapi.format(
+        "hook-url",
+        st.builds(
+            "{}://{}:{}/{}".format,
+            st.sampled_from(["http", "https"]),
+            st.sampled_from(["127.0.0.1", "localhost", "hooks.example"]),
+            st.integers(1, 65535),
+            st.text("abcdefghijklmnopqrstuvwxyz0123456789-_/", max_size=30),
+        ),
+    )
 
 
 AREAS = ("bbox", "polygon", "space")  # /v1/history/paths takes exactly one
 
 
+def _hook_rule(case) -> bool:
+    if case.path != "/v1/hooks/{hook_id}" or not isinstance(case.body, dict):
+        return True
+    events = case.body.get("events")
+    levels = isinstance(events, list) and bool({"above", "below"} & set(map(str, events)))
+    return levels == (case.body.get("threshold") is not None)
+
+
 def in_order(context, case) -> bool:
     """A period's `to` after its `from` (a missing `to` is now, a missing `from` a day before
-    `to`, as the audit log has them): the rule the document states in words only."""
+    `to`, as the audit log has them): the rule the document states in words only. A hook's
+    threshold comes with above or below, and only with them."""
+    if not _hook_rule(case):
+        return False
     query = case.query
     if not isinstance(query, dict):
         return True

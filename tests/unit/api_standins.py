@@ -234,6 +234,9 @@ class UserShards:
     async def forget(self, shard, old, fresh):
         self.calls.append((shard, old, fresh))
 
+    async def reload_hooks(self):
+        self.calls.append(("reload_hooks",))
+
 
 # a square of about 200 m around (52.66, -8.63)
 LAB = {
@@ -395,6 +398,28 @@ class Ids:
         return {k: self.resolve(k) for k in keys}
 
 
+class Hooks:
+    """HookStore's interface, in memory."""
+
+    def __init__(self):
+        self.defined: dict = {}
+
+    def put(self, hook, spec):
+        self.defined[hook] = spec
+
+    def delete(self, hook):
+        return self.defined.pop(hook, None) is not None
+
+    def hooks(self):
+        return dict(self.defined)
+
+    def statuses(self):
+        return {h: {"failing_since": 0, "disabled": False, "last_error": ""} for h in self.defined}
+
+    def pending(self, hook):
+        return 0
+
+
 class Redis:
     def __init__(self):
         self.down: BaseException | None = None
@@ -438,6 +463,7 @@ def api_context(k_min: int = 0, **clients) -> ApiContext:
         "ids": Ids(),
         "scaler": Scaler(),
         "ingest": Ingest(),
+        "hooks": Hooks(),
     }
     parts.update(clients)
     topology = Topology(redis_url="redis://unused")

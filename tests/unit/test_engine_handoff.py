@@ -255,7 +255,7 @@ def test_tracker_extract_takes_the_device_off_the_wheel():
     assert 1 not in tracker and 2 in tracker
     assert all(1 not in due for due in tracker._wheel.values())
     tracker.advance(T0 + TTL + 1_000)
-    assert tracker.moves == [Move(2, CELL_B, NOWHERE, 2)]
+    assert tracker.moves == [Move(2, CELL_B, NOWHERE, 2, T0 + 1_000 + TTL)]
 
 
 def test_tracker_absorb_keeps_the_deadline_and_emits_no_move():
@@ -268,7 +268,7 @@ def test_tracker_absorb_keeps_the_deadline_and_emits_no_move():
     snapshot = wire(receiver.snapshot())
     assert snapshot["devices"] == state["devices"] and snapshot["gone"] == []
     receiver.advance(T0 + TTL)
-    assert receiver.moves == [Move(1, CELL_A, NOWHERE, 2)]
+    assert receiver.moves == [Move(1, CELL_A, NOWHERE, 2, T0 + TTL)]
 
 
 def test_tracker_absorb_keeps_a_device_it_holds():

@@ -23,7 +23,7 @@ def test_in_order_late_and_duplicate():
     assert tr.cell(1) == A
     assert tr.apply(1, T + 1000, B, 0.0, 0.0, T + 1000)
     moves, settled = drain(tr)
-    assert moves == [Move(1, NOWHERE, A, 1), Move(1, A, B, 2)]
+    assert moves == [Move(1, NOWHERE, A, 1, T), Move(1, A, B, 2, T + 1000)]  # at: when
     assert settled == [Interval(1, A, T, T + 1000)]
 
 
@@ -35,14 +35,14 @@ def test_expiry_by_the_clock_only():
     assert tr.cell(1) == A and not tr.moves
     tr.advance(T + TTL)
     assert tr.cell(1) == NOWHERE
-    assert drain(tr)[0] == [Move(1, A, NOWHERE, 2)]
+    assert drain(tr)[0] == [Move(1, A, NOWHERE, 2, T + TTL)]  # when the TTL ran out
     tr.advance(T + TTL + 5000)  # idempotent
     assert drain(tr) == ([], [])
     # the expired interval settles when the next ping comes, cut at the TTL
     tr.apply(1, T + 10 * TTL, B, 0, 0, T + 10 * TTL)
     moves, settled = drain(tr)
     assert settled == [Interval(1, A, T, T + TTL)]
-    assert moves == [Move(1, NOWHERE, B, 3)]
+    assert moves == [Move(1, NOWHERE, B, 3, T + 10 * TTL)]
 
 
 def test_future_dated_ping_takes_effect_at_its_ts():
@@ -58,7 +58,7 @@ def test_future_dated_ping_takes_effect_at_its_ts():
     assert tr.cell(1) == B
     moves, settled = drain(tr)
     assert settled == [Interval(1, A, T, T + 20_000)]
-    assert moves == [Move(1, A, B, 2)]
+    assert moves == [Move(1, A, B, 2, T + 20_000)]  # at its ts, not at the clock's
 
 
 def test_first_ping_in_the_future_is_absent_until_due():
