@@ -45,8 +45,9 @@ def register_formats(base_res: int) -> None:
     @st.composite
     def polygons(draw) -> str:  # a triangle inside a bbox
         west, south, east, north = (float(x) for x in draw(bboxes()).split(","))
-        if west == east or south == north:
-            east, north = west + 0.5, south + 0.5
+        if west == east or south == north:  # degenerate: a half-degree triangle on the map
+            east = west + 0.5 if west < 179 else west - 0.5
+            north = south + 0.5 if south < 89 else south - 0.5
         ring = [[west, south], [east, south], [west, north], [west, south]]
         return orjson.dumps({"type": "Polygon", "coordinates": [ring]}).decode()
 
