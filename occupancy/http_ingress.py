@@ -174,3 +174,35 @@ def replica_targets(app: str = "api", proxies: bool = True) -> list[dict]:
                 prefix = group.get("route_prefix", "/")
                 out.append({"app": group.get("app_name") or app, "route_prefix": prefix, **target})
     return out
+
+
+def wait_serving(port: int, tls: bool, timeout_s: float = 120.0) -> bool:
+    """Whether the HTTP port answers from the engine's apps within `timeout_s`: the API's
+    `/openapi.json` with a 200 and the streams' `/v1/stream` with their own 401. Serve calls
+    an app running before HAProxy sends to its replicas; until then HAProxy answers 503, which
+    a client (or a browser opening the live page) would get from an engine said to be up."""
+    import ssl
+    import time
+    import urllib.error
+    import urllib.request
+
+    scheme = "https" if tls else "http"
+    context = ssl._create_unverified_context() if tls else None  # loopback, our own certificate
+    want = {"/openapi.json": 200, "/v1/stream": 401}
+    deadline = time.monotonic() + timeout_s
+    while want and time.monotonic() < deadline:
+        for path, status in list(want.items()):
+            try:
+                with urllib.request.urlopen(
+                    f"{scheme}://127.0.0.1:{port}{path}", timeout=5, context=context
+                ) as answer:
+                    got = answer.status
+            except urllib.error.HTTPError as exc:
+                got = exc.code
+            except OSError:  # not listening yet, reset
+                got = 0
+            if got == status:
+                del want[path]
+        if want:
+            time.sleep(0.2)
+    return not want

@@ -25,7 +25,7 @@ from clients.definitions import Definitions
 from clients.history import NAME as HISTORY
 from clients.refs import alive_nodes, on_node
 from occupancy import local_files
-from occupancy.http_ingress import serve_env
+from occupancy.http_ingress import serve_env, wait_serving
 from occupancy.settings import Settings
 from occupancy.tls import check as check_tls
 from occupancy.tls import record_trust
@@ -276,6 +276,8 @@ class Engine:
             ]
         )
         self.http_port = s.http_port
+        if not wait_serving(s.http_port, tls=bool(s.tls_cert)):
+            log.warning("the HTTP port %d does not answer from the API yet", s.http_port)
 
     def write_targets(self, path) -> None:
         """The HTTP endpoints serving the API now, as JSON written atomically to `path`: the
