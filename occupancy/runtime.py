@@ -276,7 +276,7 @@ class Engine:
             ]
         )
         self.http_port = s.http_port
-        if not wait_serving(s.http_port, tls=bool(s.tls_cert)):
+        if s.http_port and not wait_serving(s.http_port, tls=bool(s.tls_cert)):
             log.warning("the HTTP port %d does not answer from the API yet", s.http_port)
 
     def write_targets(self, path) -> None:
